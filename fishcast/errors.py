@@ -1,0 +1,78 @@
+"""Exceptions of fishcast.
+
+The library raises these; the CLI turns them into a message and an exit status. No module of
+the library prints or calls ``sys.exit``.
+
+Exit statuses used by the CLI:
+
+* 2 -- bad input (:class:`InputError` and subclasses): survey YAML, options, unreadable files.
+* 3 -- the forecast is numerically untrustworthy (:class:`UnstableForecastError`,
+  :class:`DegenerateFisherError`).
+* 4 -- a computation failed (:class:`ComputationError`, e.g. CAMB failed at a point).
+"""
+
+from __future__ import annotations
+
+
+class FishcastError(Exception):
+    """Base class of every error fishcast raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(FishcastError):
+    """Bad input from the user: a survey file, an option, a file to read."""
+
+    exit_code = 2
+
+
+class SurveyError(InputError):
+    """One or more problems in a survey YAML file.
+
+    ``problems`` is a list of ``(line, key, message)``; ``line`` is 1-based or ``None``.
+    """
+
+    def __init__(self, path: str, problems: list[tuple[int | None, str, str]]):
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        lines = []
+        for line, key, msg in self.problems:
+            where = f"{self.path}:{line}" if line is not None else self.path
+            keypart = f" {key}:" if key else ""
+            lines.append(f"{where}:{keypart} {msg}")
+        return "\n".join(lines)
+
+
+class FileFormatError(InputError):
+    """A file given to fishcast (HDF5, text matrix, table) is not what it must be."""
+
+
+class ComputationError(FishcastError):
+    """A computation failed (e.g. CAMB raised, or returned NaN/inf)."""
+
+    exit_code = 4
+
+
+class NumericalError(FishcastError):
+    """A numerical result cannot be trusted."""
+
+    exit_code = 3
+
+
+class DegenerateFisherError(NumericalError):
+    """A Fisher matrix is not positive definite (singular or indefinite).
+
+    ``directions`` lists the weak eigen-directions as ``(eigenvalue, {name: weight})``
+    of the correlation-form matrix, dominant parameters first.
+    """
+
+    def __init__(self, message: str, directions: list[tuple[float, dict[str, float]]] | None = None):
+        self.directions = directions or []
+        super().__init__(message)
+
+
+class UnstableForecastError(NumericalError):
+    """The derivative sweep or the conditioning checks failed for some parameter."""
