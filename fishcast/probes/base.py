@@ -56,6 +56,10 @@ class Probe(ABC):
     def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
         """Fisher matrix F_ab from derivatives ``derivs`` of shape (n_par, *signal.shape)."""
 
+    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        """Arrays written to ``/data/<probe name>/`` of the HDF5 file: name -> (array, units)."""
+        return {}
+
     def norm(self, fiducial_signal: np.ndarray, d: np.ndarray) -> float:
         """Length of one derivative (or difference of derivatives) in the Fisher metric."""
         g = self.gram(fiducial_signal, d[None, ...])[0, 0]
