@@ -1,0 +1,374 @@
+"""The cosmology backend: one CAMB evaluation per parameter point.
+
+Everything a probe needs is returned as plain arrays in a :class:`CosmologyResult`, so that
+results can be cached on disk, sent between processes and compared bit for bit. Internal
+units are Mpc and 1/Mpc: ``k`` in 1/Mpc, ``P(k)`` in Mpc^3, ``chi`` in Mpc, ``H`` in
+km/s/Mpc. :meth:`CosmologyResult.pk_h` converts to h/Mpc and (Mpc/h)^3 for clustering probes.
+
+CAMB is asked for background, growth and the matter power spectrum only (no CMB, no lensing
+of the CMB). The nonlinear model (halofit ``takahashi``, HMcode ``mead2020``, or ``none``)
+and the accuracy settings are part of :class:`CosmologySettings` and are recorded in the
+output. Dark energy uses CAMB's PPF model so that a derivative step may cross w = -1.
+
+Points that differ only in primordial parameters (n_s, A_s, sigma8) share one transfer
+function computation (:func:`compute_many`): only the first of them costs a Boltzmann run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+import numpy as np
+from scipy.interpolate import CubicSpline, RectBivariateSpline
+
+from .errors import ComputationError, InputError
+from .parameters import COSMOLOGICAL_DEFAULTS, PRIMORDIAL, camb_background_inputs
+
+#: Reference primordial amplitude used to find A_s for a requested sigma8.
+_AS_REFERENCE = 2.1e-9
+#: k pivot of A_s and n_s [1/Mpc] (CAMB's default, stated for the record).
+K_PIVOT = 0.05
+
+NONLINEAR_MODELS = ("takahashi", "mead2020", "none")
+
+
+@dataclass(frozen=True)
+class CosmologySettings:
+    """How the cosmology is computed. All fields are recorded in the output file.
+
+    nonlinear_model: ``takahashi`` (halofit, Takahashi et al. 2012), ``mead2020`` (HMcode
+        2020) or ``none`` (linear only).
+    z_max, n_z: the redshift grid 0 <= z <= z_max with n_z nodes on which P(k, z) and the
+        background are tabulated (fixed nodes: they do not move with the parameters).
+    k_min, k_max [1/Mpc], n_k: the log-spaced k grid of the tabulated P(k, z); P is
+        extrapolated as a power law beyond it.
+    accuracy_boost, l_accuracy_boost: CAMB's AccuracyBoost and lAccuracyBoost. Raise them
+        when a derivative is noise-limited.
+    k_per_logint: CAMB's k sampling of the transfer functions (0 = CAMB's default).
+    """
+
+    nonlinear_model: str = "takahashi"
+    z_max: float = 4.0
+    n_z: int = 100
+    k_min: float = 1e-4
+    k_max: float = 30.0
+    n_k: int = 300
+    accuracy_boost: float = 1.0
+    l_accuracy_boost: float = 1.0
+    k_per_logint: int = 0
+
+    def __post_init__(self):
+        if self.nonlinear_model not in NONLINEAR_MODELS:
+            raise InputError(f"nonlinear_model must be one of {NONLINEAR_MODELS}, got {self.nonlinear_model!r}")
+
+    @property
+    def nonlinear(self) -> bool:
+        return self.nonlinear_model != "none"
+
+    def z_grid(self) -> np.ndarray:
+        """Fixed redshift nodes: denser at low z where lensing kernels and chi change fast."""
+        x = np.linspace(0.0, 1.0, self.n_z)
+        return self.z_max * x**1.5
+
+    def k_grid(self) -> np.ndarray:
+        """Fixed log-spaced wavenumbers [1/Mpc]."""
+        return np.geomspace(self.k_min, self.k_max, self.n_k)
+
+
+@dataclass(frozen=True, eq=False)
+class CosmologyResult:
+    """One cosmology, tabulated on fixed grids. See the module docstring for units."""
+
+    params: Mapping[str, float]
+    z: np.ndarray
+    k: np.ndarray
+    pk_lin: np.ndarray
+    pk_nl: np.ndarray | None
+    chi: np.ndarray
+    hubble: np.ndarray
+    growth: np.ndarray
+    growth_rate: np.ndarray
+    sigma8_z: np.ndarray
+    derived: Mapping[str, float] = field(default_factory=dict)
+
+    # --- interpolation -------------------------------------------------------------------
+    @cached_property
+    def _lnpk_lin(self) -> RectBivariateSpline:
+        return RectBivariateSpline(self.z, np.log(self.k), np.log(self.pk_lin), kx=3, ky=3)
+
+    @cached_property
+    def _lnpk_nl(self) -> RectBivariateSpline:
+        if self.pk_nl is None:
+            raise ComputationError("the nonlinear power spectrum was not computed for this cosmology")
+        return RectBivariateSpline(self.z, np.log(self.k), np.log(self.pk_nl), kx=3, ky=3)
+
+    def pk(self, z, k, nonlinear: bool = True) -> np.ndarray:
+        """Matter power spectrum P(k, z) [Mpc^3] at k [1/Mpc]; z and k broadcast together.
+
+        Bicubic spline of ln P in (z, ln k); beyond the tabulated k range a power law with the
+        local logarithmic slope at the edge.
+        """
+        spl = self._lnpk_nl if nonlinear else self._lnpk_lin
+        z_b, k_b = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(k, dtype=float))
+        lnk = np.log(k_b)
+        lo, hi = math.log(self.k[0]), math.log(self.k[-1])
+        lnk_c = np.clip(lnk, lo, hi)
+        zz = np.clip(z_b, self.z[0], self.z[-1])
+        out = spl.ev(zz.ravel(), lnk_c.ravel())
+        outside = lnk != lnk_c
+        if np.any(outside):
+            slope = spl.ev(zz.ravel(), lnk_c.ravel(), dy=1)
+            out = out + np.where(outside.ravel(), slope * (lnk - lnk_c).ravel(), 0.0)
+        return np.exp(out).reshape(z_b.shape)
+
+    def pk_h(self, z, k_h, nonlinear: bool = False) -> np.ndarray:
+        """P(k, z) [(Mpc/h)^3] at k_h [h/Mpc] (the units of clustering probes)."""
+        h = self.derived["h"]
+        return self.pk(z, np.asarray(k_h) * h, nonlinear=nonlinear) * h**3
+
+    @cached_property
+    def _background(self) -> dict[str, CubicSpline]:
+        return {
+            "chi": CubicSpline(self.z, self.chi),
+            "hubble": CubicSpline(self.z, self.hubble),
+            "growth": CubicSpline(self.z, self.growth),
+            "growth_rate": CubicSpline(self.z, self.growth_rate),
+        }
+
+    def chi_of(self, z) -> np.ndarray:
+        """Comoving radial distance [Mpc]."""
+        return self._background["chi"](z)
+
+    def hubble_of(self, z) -> np.ndarray:
+        """Hubble rate H(z) [km/s/Mpc]."""
+        return self._background["hubble"](z)
+
+    def growth_of(self, z) -> np.ndarray:
+        """Linear growth factor D(z)/D(0) (from sigma8(z)/sigma8(0))."""
+        return self._background["growth"](z)
+
+    def growth_rate_of(self, z) -> np.ndarray:
+        """Linear growth rate f(z) = d ln D / d ln a (from CAMB's f sigma8 / sigma8)."""
+        return self._background["growth_rate"](z)
+
+    # --- storage -------------------------------------------------------------------------
+    ARRAYS = ("z", "k", "pk_lin", "pk_nl", "chi", "hubble", "growth", "growth_rate", "sigma8_z")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (for the on-disk cache); ``params`` and ``derived`` as JSON bytes."""
+        out = {name: getattr(self, name) for name in self.ARRAYS if getattr(self, name) is not None}
+        out["params_json"] = np.frombuffer(json.dumps(dict(self.params), sort_keys=True).encode(), dtype=np.uint8)
+        out["derived_json"] = np.frombuffer(json.dumps(dict(self.derived), sort_keys=True).encode(), dtype=np.uint8)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "CosmologyResult":
+        kw = {name: np.asarray(arrays[name]) if name in arrays else None for name in cls.ARRAYS}
+        kw["params"] = json.loads(bytes(np.asarray(arrays["params_json"], dtype=np.uint8)).decode())
+        kw["derived"] = json.loads(bytes(np.asarray(arrays["derived_json"], dtype=np.uint8)).decode())
+        return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------
+# CAMB
+# ---------------------------------------------------------------------------------------
+
+_BOLTZMANN_CALLS = 0
+
+
+def boltzmann_calls() -> int:
+    """Number of CAMB transfer-function (Boltzmann) runs made by this process so far."""
+    return _BOLTZMANN_CALLS
+
+
+def camb_version() -> str:
+    import camb
+
+    return str(camb.__version__)
+
+
+def full_params(params: Mapping[str, float]) -> dict[str, float]:
+    """Canonical cosmological parameters with the documented defaults filled in."""
+    out = dict(COSMOLOGICAL_DEFAULTS)
+    out.update({k: float(v) for k, v in params.items()})
+    return out
+
+
+def point_key(params: Mapping[str, float], settings: CosmologySettings) -> str:
+    """Content address of one evaluation: the exact inputs, settings and CAMB version."""
+    payload = {
+        "params": {k: float(v).hex() for k, v in sorted(full_params(params).items())},
+        "settings": asdict(settings),
+        "camb": camb_version(),
+        "scheme": 1,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _describe(params: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.6g}" for k, v in sorted(params.items()))
+
+
+def neutrino_omnuh2(m_nu: float) -> float:
+    """CAMB's Omega_nu h^2 for a sum of masses m_nu [eV] (one massive eigenstate)."""
+    import camb
+
+    pars = camb.CAMBparams()
+    pars.set_cosmology(H0=70.0, ombh2=0.022, omch2=0.12, mnu=m_nu, num_massive_neutrinos=1 if m_nu > 0 else 0)
+    return float(pars.omnuh2)
+
+
+def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float):
+    import camb
+
+    if p["m_nu"] < 0:
+        raise ComputationError(f"m_nu must be >= 0 (point: {_describe(p)})")
+    omnuh2 = neutrino_omnuh2(p["m_nu"])
+    bg = camb_background_inputs(p, omnuh2)
+    if bg["omch2"] <= 0 or bg["ombh2"] <= 0 or bg["H0"] <= 0:
+        raise ComputationError(
+            "unphysical point: Omega_m must exceed Omega_b + Omega_nu and Omega_b, h must be "
+            f"positive (omch2={bg['omch2']:.4g}, ombh2={bg['ombh2']:.4g}; point: {_describe(p)})"
+        )
+    pars = camb.CAMBparams()
+    pars.set_cosmology(
+        H0=bg["H0"], ombh2=bg["ombh2"], omch2=bg["omch2"], mnu=bg["mnu"], omk=bg["omk"],
+        num_massive_neutrinos=1 if bg["mnu"] > 0 else 0,
+    )
+    pars.set_dark_energy(w=p["w0"], wa=p["wa"], dark_energy_model="ppf")
+    pars.InitPower.set_params(As=As, ns=p["n_s"], pivot_scalar=K_PIVOT)
+    zs = settings.z_grid()[::-1].copy()  # CAMB wants decreasing redshift
+    pars.set_matter_power(redshifts=list(zs), kmax=settings.k_max * 1.05, nonlinear=settings.nonlinear,
+                          k_per_logint=settings.k_per_logint or None, silent=True)
+    if settings.nonlinear_model == "takahashi":
+        pars.NonLinearModel.set_params(halofit_version="takahashi")
+    elif settings.nonlinear_model == "mead2020":
+        pars.NonLinearModel.set_params(halofit_version="mead2020")
+    pars.set_accuracy(AccuracyBoost=settings.accuracy_boost, lAccuracyBoost=settings.l_accuracy_boost)
+    pars.WantCls = False
+    pars.Want_CMB = False
+    pars.DoLensing = False
+    pars.WantTransfer = True
+    return pars
+
+
+def _primordial(p: Mapping[str, float]) -> tuple[float | None, float | None]:
+    """(A_s, sigma8): exactly one is given."""
+    As = p.get("A_s")
+    s8 = p.get("sigma8")
+    if (As is None) == (s8 is None):
+        raise InputError("exactly one of sigma8 and A_s must be given")
+    return As, s8
+
+
+def _transfer_key(p: Mapping[str, float]) -> tuple:
+    return tuple(sorted((k, float(v)) for k, v in p.items() if k not in PRIMORDIAL))
+
+
+def compute(params: Mapping[str, float], settings: CosmologySettings) -> CosmologyResult:
+    """One CAMB evaluation at a point (canonical cosmological parameters)."""
+    return compute_many([params], settings)[0]
+
+
+def compute_many(
+    points: Sequence[Mapping[str, float]],
+    settings: CosmologySettings,
+    on_done: Callable[[int], None] | None = None,
+) -> list[CosmologyResult]:
+    """Evaluate several points; points differing only in (n_s, A_s, sigma8) share one
+    Boltzmann run. ``on_done(i)`` is called after point ``i`` is finished."""
+    import camb
+
+    global _BOLTZMANN_CALLS
+    full = [full_params(p) for p in points]
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(full):
+        groups.setdefault(_transfer_key(p), []).append(i)
+    out: list[CosmologyResult | None] = [None] * len(full)
+    for idx in groups.values():
+        p0 = full[idx[0]]
+        As0, _ = _primordial(p0)
+        try:
+            pars = _camb_params(p0, settings, As0 if As0 is not None else _AS_REFERENCE)
+            _BOLTZMANN_CALLS += 1
+            data = camb.get_transfer_functions(pars)
+        except ComputationError:
+            raise
+        except Exception as exc:  # CAMB raises CAMBError, CAMBValueError, ... and ValueError
+            raise ComputationError(f"CAMB failed at the point {_describe(p0)}: {exc}") from exc
+        for i in idx:
+            try:
+                out[i] = _spectra(full[i], data, settings)
+            except ComputationError:
+                raise
+            except Exception as exc:
+                raise ComputationError(f"CAMB failed at the point {_describe(full[i])}: {exc}") from exc
+            if on_done is not None:
+                on_done(i)
+    return out  # type: ignore[return-value]
+
+
+def _spectra(p: Mapping[str, float], data, settings: CosmologySettings) -> CosmologyResult:
+    import camb
+
+    As, s8 = _primordial(p)
+    ip = camb.InitialPowerLaw()
+    if As is None:
+        ip.set_params(As=_AS_REFERENCE, ns=p["n_s"], pivot_scalar=K_PIVOT)
+        data.power_spectra_from_transfer(ip, silent=True)
+        As = _AS_REFERENCE * (s8 / data.get_sigma8_0()) ** 2
+    ip.set_params(As=As, ns=p["n_s"], pivot_scalar=K_PIVOT)
+    data.power_spectra_from_transfer(ip, silent=True)
+
+    z = settings.z_grid()
+    k = settings.k_grid()
+    lin = data.get_matter_power_interpolator(nonlinear=False, hubble_units=False, k_hunit=False,
+                                             extrap_kmax=settings.k_max * 2, log_interp=True)
+    pk_lin = lin.P(z, k)
+    pk_nl = None
+    if settings.nonlinear:
+        nl = data.get_matter_power_interpolator(nonlinear=True, hubble_units=False, k_hunit=False,
+                                                extrap_kmax=settings.k_max * 2, log_interp=True)
+        pk_nl = nl.P(z, k)
+    s8z = np.asarray(data.get_sigma8())[::-1]  # CAMB orders by decreasing z
+    fs8z = np.asarray(data.get_fsigma8())[::-1]
+    params = data.Params
+    h = params.H0 / 100.0
+    res = CosmologyResult(
+        params={k_: float(v) for k_, v in p.items()},
+        z=z,
+        k=k,
+        pk_lin=np.ascontiguousarray(pk_lin),
+        pk_nl=None if pk_nl is None else np.ascontiguousarray(pk_nl),
+        chi=np.asarray(data.comoving_radial_distance(z)),
+        hubble=np.asarray(data.hubble_parameter(z)),
+        growth=s8z / s8z[0],
+        growth_rate=fs8z / s8z,
+        sigma8_z=s8z,
+        derived={
+            "h": h,
+            "H0": float(params.H0),
+            "ombh2": float(params.ombh2),
+            "omch2": float(params.omch2),
+            "omnuh2": float(params.omnuh2),
+            "Omega_m": float(params.omegam),
+            "Omega_b": float(params.ombh2) / h**2,
+            "Omega_nu": float(params.omnuh2) / h**2,
+            "Omega_k": float(params.omk),
+            "A_s": float(As),
+            "n_s": float(p["n_s"]),
+            "sigma8": float(data.get_sigma8_0()),
+        },
+    )
+    for name in ("pk_lin", "pk_nl", "chi", "hubble", "growth", "growth_rate"):
+        arr = getattr(res, name)
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise ComputationError(f"CAMB returned non-finite {name} at the point {_describe(p)}")
+    if np.any(res.pk_lin <= 0) or (res.pk_nl is not None and np.any(res.pk_nl <= 0)):
+        raise ComputationError(f"CAMB returned a non-positive power spectrum at the point {_describe(p)}")
+    return res
