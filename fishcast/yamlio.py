@@ -1,0 +1,114 @@
+"""Safe YAML reading that remembers where every key came from.
+
+Only the YAML core types are accepted (mappings, sequences, strings, numbers, booleans,
+null). Tags that would construct objects (``!!python/object`` and friends) are refused,
+duplicate keys are refused, and a document that expands (through aliases) into more than
+:data:`MAX_NODES` nodes or nests deeper than :data:`MAX_DEPTH` is refused, so a "billion
+laughs" file fails at once in bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import yaml
+
+from .errors import SurveyError
+
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+
+_ALLOWED_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+Path = tuple[Hashable, ...]
+
+
+def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
+    """Parse ``text``; return the data and a map from key path to 1-based line number.
+
+    Raises :class:`~fishcast.errors.SurveyError` naming the file and line on any problem.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            msg = exc.problem or str(exc)
+            raise SurveyError(filename, [(line, "", f"not valid YAML: {msg}")]) from None
+        except yaml.YAMLError as exc:
+            raise SurveyError(filename, [(None, "", f"not valid YAML: {exc}")]) from None
+        if node is None:
+            raise SurveyError(filename, [(None, "", "the file is empty: a survey needs at least name, cosmology, parameters and probes")])
+        lines: dict[Path, int] = {}
+        counter = [0]
+        data = _convert(loader, node, (), lines, counter, 0, filename)
+        return data, lines
+    finally:
+        loader.dispose()
+
+
+def _convert(loader, node, path: Path, lines, counter, depth, filename):
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path),
+                                      f"the document expands to more than {MAX_NODES} nodes (alias bomb?); refused")])
+    if depth > MAX_DEPTH:
+        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path), f"nesting deeper than {MAX_DEPTH}; refused")])
+    lines.setdefault(path, node.start_mark.line + 1)
+    if node.tag not in _ALLOWED_TAGS:
+        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path),
+                                      f"the tag {node.tag!r} is not allowed: only plain YAML data is accepted")])
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _ALLOWED_TAGS:
+                raise SurveyError(filename, [(key_node.start_mark.line + 1, _dotted(path), "keys must be plain strings")])
+            if key_node.tag == "tag:yaml.org,2002:merge" or key_node.value == "<<":
+                raise SurveyError(filename, [(key_node.start_mark.line + 1, _dotted(path), "merge keys (<<) are not supported")])
+            key = loader.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in out:
+                raise SurveyError(filename, [(key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key")])
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _convert(loader, value_node, path + (key,), lines, counter, depth + 1, filename)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(loader, item, path + (i,), lines, counter, depth + 1, filename) for i, item in enumerate(node.value)]
+    try:
+        return loader.construct_object(node)
+    except yaml.YAMLError as exc:
+        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path), f"cannot read value: {exc}")]) from None
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def line_of(lines: dict[Path, int], path: Path) -> int | None:
+    """Line of the longest prefix of ``path`` that is in the map."""
+    path = tuple(path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get((), None)
+
+
+dotted = _dotted
