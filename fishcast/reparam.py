@@ -13,9 +13,9 @@ Derived parameters (name: definition [units], replaces):
 * ``S8``: ``sigma8 sqrt(Omega_m / 0.3)``, replaces ``sigma8``.
 * ``H0``: ``100 h`` [km/s/Mpc], replaces ``h``.
 * ``ombh2``: ``Omega_b h^2``, replaces ``Omega_b``.
-* ``omch2``: ``(Omega_m - Omega_b) h^2 - Omega_nu h^2`` with
-  ``Omega_nu h^2 = sum m_nu / 93.14 eV`` (thermal relic neutrinos, Lesgourgues & Pastor 2006,
-  eq. 2.1), replaces ``Omega_m``.
+* ``omch2``: ``(Omega_m - Omega_b) h^2 - Omega_nu h^2``, replaces ``Omega_m``. ``Omega_nu h^2``
+  is CAMB's, as the forecast itself used it (:func:`fishcast.cosmology.neutrino_omnuh2`, one
+  massive eigenstate: ``sum m_nu / 93.04 eV``), linear in ``sum m_nu`` to 3e-7.
 * ``omh2``: ``Omega_m h^2``, replaces ``Omega_m``.
 * ``Omega_c``: ``Omega_m - Omega_b - Omega_nu``, replaces ``Omega_m``.
 * ``A_s_1e9``: ``1e9 A_s``, replaces ``A_s``.
@@ -32,10 +32,15 @@ import numpy as np
 
 from fishcast.errors import InputError
 
-__all__ = ["DerivedParameter", "DERIVED", "jacobian", "NEUTRINO_EV_PER_OMNUH2"]
+__all__ = ["DerivedParameter", "DERIVED", "jacobian", "omnuh2_per_ev"]
 
-#: sum m_nu [eV] per unit of Omega_nu h^2 for thermal relic neutrinos.
-NEUTRINO_EV_PER_OMNUH2 = 93.14
+
+def omnuh2_per_ev() -> float:
+    """Omega_nu h^2 per eV of sum m_nu, as CAMB computes it for this project's cosmology
+    (:func:`fishcast.cosmology.neutrino_omnuh2`; ~1/93.04; CAMB is imported on first use)."""
+    from fishcast.cosmology import neutrino_omnuh2
+
+    return neutrino_omnuh2(1.0)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,9 @@ class DerivedParameter:
 
 
 def _omnuh2(v: Mapping[str, float]) -> float:
-    return v["m_nu"] / NEUTRINO_EV_PER_OMNUH2
+    from fishcast.cosmology import neutrino_omnuh2
+
+    return neutrino_omnuh2(v["m_nu"]) if v["m_nu"] else 0.0
 
 
 DERIVED: dict[str, DerivedParameter] = {
@@ -88,9 +95,9 @@ DERIVED: dict[str, DerivedParameter] = {
                 "Omega_m": v["h"] ** 2,
                 "Omega_b": -v["h"] ** 2,
                 "h": 2.0 * (v["Omega_m"] - v["Omega_b"]) * v["h"],
-                "m_nu": -1.0 / NEUTRINO_EV_PER_OMNUH2,
+                "m_nu": -omnuh2_per_ev(),
             },
-            "", "Omega_c h^2 = (Omega_m - Omega_b) h^2 - sum m_nu / 93.14 eV",
+            "", "Omega_c h^2 = (Omega_m - Omega_b) h^2 - Omega_nu h^2",
         ),
         DerivedParameter(
             "omh2", "Omega_m", ("Omega_m", "h"),
@@ -105,7 +112,7 @@ DERIVED: dict[str, DerivedParameter] = {
                 "Omega_m": 1.0,
                 "Omega_b": -1.0,
                 "h": 2.0 * _omnuh2(v) / v["h"] ** 3,
-                "m_nu": -1.0 / (NEUTRINO_EV_PER_OMNUH2 * v["h"] ** 2),
+                "m_nu": -omnuh2_per_ev() / v["h"] ** 2,
             },
             "", "Omega_m - Omega_b - Omega_nu",
         ),

@@ -9,7 +9,6 @@ import pytest
 
 from fishcast.errors import DegenerateFisherError, InputError
 from fishcast.fisher import FisherMatrix
-from fishcast.reparam import NEUTRINO_EV_PER_OMNUH2
 
 
 def random_spd(n: int, seed: int, spread: float = 1.0) -> np.ndarray:
@@ -209,7 +208,12 @@ def test_derive_several_at_once_and_fixed_inputs():
     h = 0.67
     assert d.names == ("omch2", "ombh2", "H0")
     assert d.units == ("", "", "km/s/Mpc")
-    np.testing.assert_allclose(d.fiducial, [0.27 * h**2 - 0.06 / NEUTRINO_EV_PER_OMNUH2, 0.05 * h**2, 67.0])
+    # Omega_nu h^2 for 0.06 eV from CAMB itself (the convention the forecast used).
+    import camb
+
+    pars = camb.CAMBparams()
+    pars.set_cosmology(H0=67.0, ombh2=0.022, omch2=0.12, mnu=0.06, num_massive_neutrinos=1)
+    np.testing.assert_allclose(d.fiducial, [0.27 * h**2 - pars.omnuh2, 0.05 * h**2, 67.0], rtol=1e-12)
     # Forward Jacobian M[a, i] = d new_a / d old_i, by hand; F' = M^-T F M^-1.
     M = np.array([[h**2, -(h**2), 2 * 0.27 * h], [0.0, h**2, 2 * 0.05 * h], [0.0, 0.0, 100.0]])
     Minv = np.linalg.inv(M)
