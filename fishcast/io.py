@@ -1,0 +1,285 @@
+"""The HDF5 file: written atomically, read back with checks.
+
+A forecast file is a product that people open with h5py, from other languages, years
+later. Nothing is pickled; strings are UTF-8; every dataset with units carries a ``units``
+attribute. Files are written to a temporary name in the target folder and renamed into
+place, so a crash or a kill never leaves half a file at the output path, and a file
+already at the path is untouched until the new one is complete.
+
+Layout (schema version :data:`SCHEMA_VERSION`), see also the README:
+
+* root attributes: ``schema_version``, ``fishcast_version``, ``camb_version``,
+  ``numpy_version``, ``h5py_version``, ``nonlinear_model``, ``input_yaml``,
+  ``input_sha256``, ``survey_name``, ``created_utc``, ``trust`` (ok | warn | fail),
+  ``trust_reasons`` (JSON list), ``provenance`` (JSON list of operations),
+  ``cross_probe_covariance`` (a statement: neglected).
+* ``/fiducial``: one attribute per model parameter (free or fixed).
+* ``/parameters/names``, ``/parameters/fiducial``, ``/parameters/units``,
+  ``/parameters/prior_sigma`` (NaN where no prior).
+* ``/cosmology``: attributes of the CAMB settings (accuracy, grids, nonlinear model).
+* ``/fisher/matrix`` (all probes and priors), ``/fisher/priors``,
+  ``/fisher/probes/<probe>/matrix``.
+* ``/constraints/marginalized_sigma``, ``conditional_sigma``, ``covariance``,
+  ``correlation``; attributes ``fom_w0_wa`` where both are free.
+* ``/data/<probe>/...``: the probe's data (e.g. ``weak_lensing/ell``, ``cl``, ``noise``).
+* ``/derivatives/...`` and ``/diagnostics/...``: derivative sweeps and conditioning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import FileFormatError, InputError
+from .fisher import FisherMatrix
+
+SCHEMA_VERSION = "1.0"
+_STR = None  # set lazily: h5py string dtype
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _strings(values) -> np.ndarray:
+    h5py = _h5py()
+    return np.array([str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+
+
+def check_output_path(path: str | os.PathLike) -> pathlib.Path:
+    """Check that an output file can be written at ``path`` (before any computation)."""
+    p = pathlib.Path(path)
+    parent = p.parent if str(p.parent) else pathlib.Path(".")
+    if not parent.exists():
+        raise InputError(f"cannot write {p}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {p}: {parent} is not a folder")
+    if p.exists() and p.is_dir():
+        raise InputError(f"cannot write {p}: it is a folder")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {p}: the folder {parent} is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike) -> Iterator[Any]:
+    """Open a temporary HDF5 file next to ``path``; rename it into place on success.
+
+    On any error (including a full disk) the temporary file is removed and an existing file
+    at ``path`` is left untouched.
+    """
+    h5py = _h5py()
+    p = check_output_path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
+        raise
+
+
+def dataset(group, name: str, data, units: str | None = None, **attrs):
+    """Create a dataset (replacing none), with a ``units`` attribute when given."""
+    arr = np.asarray(data)
+    if arr.dtype.kind in "UO":
+        arr = _strings(arr.ravel()).reshape(arr.shape)
+    ds = group.create_dataset(name, data=arr)
+    if units is not None:
+        ds.attrs["units"] = units
+    for k, v in attrs.items():
+        ds.attrs[k] = v
+    return ds
+
+
+def write_parameters(f, fisher: FisherMatrix, priors: Mapping[str, float] | None = None) -> None:
+    g = f.create_group("parameters")
+    dataset(g, "names", _strings(fisher.names))
+    dataset(g, "fiducial", fisher.fiducial)
+    dataset(g, "units", _strings(fisher.units))
+    if priors is not None:
+        dataset(g, "prior_sigma", [priors.get(n, np.nan) for n in fisher.names],
+                description="Gaussian prior 1-sigma in the units of each parameter; NaN: no prior")
+
+
+def write_constraints(f, fisher: FisherMatrix) -> None:
+    """``/constraints``: errors, covariance, correlation, figure of merit.
+
+    A degenerate matrix gets no covariance: the group records why (attribute ``error``).
+    """
+    from .errors import DegenerateFisherError
+
+    g = f.create_group("constraints")
+    dataset(g, "conditional_sigma", fisher.conditional_sigma(), description="1/sqrt(F_ii): all other parameters fixed")
+    try:
+        cov = fisher.covariance()
+    except DegenerateFisherError as exc:
+        g.attrs["error"] = str(exc)
+        return
+    dataset(g, "covariance", cov, description="inverse Fisher matrix, rows in /parameters/names order")
+    dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="sqrt((F^-1)_ii)")
+    dataset(g, "correlation", fisher.correlation())
+    if "w0" in fisher.names and "wa" in fisher.names:
+        g.attrs["fom_w0_wa"] = fisher.figure_of_merit("w0", "wa")
+
+
+def write_fisher_group(parent, name: str, fisher: FisherMatrix):
+    g = parent.create_group(name) if name else parent
+    dataset(g, "matrix", fisher.matrix, description="Fisher matrix, rows in the order of names")
+    dataset(g, "names", _strings(fisher.names))
+    return g
+
+
+def root_attributes(f, provenance=(), trust="ok", trust_reasons=()) -> None:
+    import h5py
+
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["fishcast_version"] = __version__
+    f.attrs["numpy_version"] = np.__version__
+    f.attrs["h5py_version"] = h5py.__version__
+    f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    f.attrs["provenance"] = json.dumps(list(provenance))
+    f.attrs["trust"] = trust
+    f.attrs["trust_reasons"] = json.dumps(list(trust_reasons))
+
+
+def write_fisher_file(path, fisher: FisherMatrix, probes: Mapping[str, FisherMatrix] | None = None,
+                      meta: Mapping[str, Any] | None = None) -> pathlib.Path:
+    """Write a Fisher-only file (derived by combine, prior, fix, import, ...), atomically.
+
+    ``meta`` may hold ``trust``, ``trust_reasons`` and other root attributes (strings/numbers).
+    """
+    meta = dict(meta or {})
+    with atomic_h5(path) as f:
+        root_attributes(f, provenance=fisher.provenance, trust=meta.pop("trust", "ok"),
+                        trust_reasons=meta.pop("trust_reasons", ()))
+        for k, v in meta.items():
+            f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
+        fg = f.create_group("fiducial")
+        for n, v in zip(fisher.names, fisher.fiducial):
+            fg.attrs[n] = v
+        write_parameters(f, fisher)
+        g = write_fisher_group(f, "fisher", fisher)
+        if probes:
+            pg = g.create_group("probes")
+            for name, pf in probes.items():
+                write_fisher_group(pg, name, pf)
+        write_constraints(f, fisher)
+    return pathlib.Path(path)
+
+
+def _open(path):
+    h5py = _h5py()
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileFormatError(f"{p}: no such file")
+    if p.is_dir():
+        raise FileFormatError(f"{p}: is a folder, not a fishcast HDF5 file")
+    try:
+        ok = h5py.is_hdf5(str(p))
+    except OSError as exc:
+        raise FileFormatError(f"{p}: cannot read: {exc}") from None
+    if not ok:
+        raise FileFormatError(f"{p}: not an HDF5 file")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise FileFormatError(f"{p}: cannot open as HDF5 (truncated or damaged?): {exc}") from None
+
+
+@contextlib.contextmanager
+def open_forecast(path) -> Iterator[Any]:
+    """Open a fishcast file read-only, checking that it is one and that its schema is known."""
+    f = _open(path)
+    try:
+        try:
+            version = f.attrs.get("schema_version")
+        except Exception as exc:  # damaged attribute heap
+            raise FileFormatError(f"{path}: cannot read attributes (damaged file?): {exc}") from None
+        if version is None:
+            raise FileFormatError(f"{path}: not a fishcast file (no schema_version attribute)")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            raise FileFormatError(f"{path}: unreadable schema_version {version!r}") from None
+        if major > int(SCHEMA_VERSION.split(".")[0]):
+            raise FileFormatError(
+                f"{path}: schema_version {version} is newer than this fishcast reads ({SCHEMA_VERSION}); "
+                "upgrade fishcast"
+            )
+        yield f
+    finally:
+        f.close()
+
+
+def _read_strings(ds) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def _attr(f, name, default=None):
+    v = f.attrs.get(name, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
+    """Read the combined Fisher matrix of a fishcast file and its metadata.
+
+    ``meta`` holds the root attributes (``trust``, ``trust_reasons`` as a list, ``provenance``
+    as a list, ...), ``probes`` (name -> FisherMatrix) and ``path``.
+    """
+    try:
+        with open_forecast(path) as f:
+            for need in ("fisher/matrix", "parameters/names"):
+                if need not in f:
+                    raise FileFormatError(f"{path}: not a fishcast file (no /{need})")
+            names = _read_strings(f["parameters/names"])
+            fid = f["parameters/fiducial"][()] if "parameters/fiducial" in f else None
+            units = _read_strings(f["parameters/units"]) if "parameters/units" in f else None
+            meta: dict[str, Any] = {k: _attr(f, k) for k in f.attrs}
+            for key in ("trust_reasons", "provenance"):
+                try:
+                    meta[key] = json.loads(meta.get(key) or "[]")
+                except (TypeError, ValueError):
+                    meta[key] = []
+            fisher = FisherMatrix(f["fisher/matrix"][()], names, fid, units, provenance=meta["provenance"])
+            probes = {}
+            if "fisher/probes" in f:
+                for pname, g in f["fisher/probes"].items():
+                    if "matrix" in g:
+                        pn = _read_strings(g["names"]) if "names" in g else names
+                        probes[pname] = FisherMatrix(g["matrix"][()], pn,
+                                                     [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
+            meta["probes"] = probes
+            meta["path"] = str(path)
+            return fisher, meta
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FileFormatError(f"{path}: damaged or unexpected content: {exc}") from None
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot read: {exc}") from None
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
