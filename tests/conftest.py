@@ -1,0 +1,26 @@
+"""Shared fixtures. CAMB calls cost ~0.5 s: the fiducial cosmology is computed once per
+session on a small grid and shared by every test that needs real CAMB output."""
+
+from __future__ import annotations
+
+import pytest
+
+#: Euclid IST:F fiducial (Euclid Collaboration: Blanchard et al. 2020, Table 1)
+ISTF_FIDUCIAL = {
+    "Omega_m": 0.32, "Omega_b": 0.05, "h": 0.67, "n_s": 0.96, "sigma8": 0.815583,
+    "w0": -1.0, "wa": 0.0, "m_nu": 0.06, "Omega_k": 0.0,
+}
+
+
+@pytest.fixture(scope="session")
+def fast_settings():
+    from fishcast.cosmology import CosmologySettings
+
+    return CosmologySettings(nonlinear_model="takahashi", z_max=3.0, n_z=60, k_max=10.0, n_k=200)
+
+
+@pytest.fixture(scope="session")
+def fiducial_cosmo(fast_settings):
+    from fishcast.cosmology import compute
+
+    return compute(ISTF_FIDUCIAL, fast_settings)
