@@ -278,10 +278,11 @@ def compute(params: Mapping[str, float], settings: CosmologySettings) -> Cosmolo
 def compute_many(
     points: Sequence[Mapping[str, float]],
     settings: CosmologySettings,
-    on_done: Callable[[int], None] | None = None,
+    on_done: Callable[[int, CosmologyResult], None] | None = None,
 ) -> list[CosmologyResult]:
     """Evaluate several points; points differing only in (n_s, A_s, sigma8) share one
-    Boltzmann run. ``on_done(i)`` is called after point ``i`` is finished."""
+    Boltzmann run. ``on_done(i, result)`` is called as soon as point ``i`` is finished
+    (so a cache can keep it even if a later point fails)."""
     import camb
 
     global _BOLTZMANN_CALLS
@@ -309,7 +310,7 @@ def compute_many(
             except Exception as exc:
                 raise ComputationError(f"CAMB failed at the point {_describe(full[i])}: {exc}") from exc
             if on_done is not None:
-                on_done(i)
+                on_done(i, out[i])
     return out  # type: ignore[return-value]
 
 

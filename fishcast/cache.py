@@ -1,0 +1,152 @@
+"""A content-addressed on-disk cache of cosmology evaluations.
+
+Each :class:`~fishcast.cosmology.CosmologyResult` is stored as one ``.npz`` file named by
+:func:`fishcast.cosmology.point_key` (a SHA-256 of the exact CAMB inputs, the accuracy and
+grid settings and the CAMB version). Entries are written to a temporary name and renamed,
+so several processes may write the same entry at once: every reader sees a whole entry or
+none. A damaged entry is treated as missing and recomputed. A run that dies keeps every
+evaluation it finished.
+
+Location: ``--cache-dir`` option, else the ``FISHCAST_CACHE_DIR`` environment variable,
+else the platform's cache folder (``$XDG_CACHE_HOME/fishcast`` or ``~/.cache/fishcast`` on
+Linux, ``~/Library/Caches/fishcast`` on macOS, ``%LOCALAPPDATA%/fishcast/Cache`` on
+Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sys
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cosmology as _cosmo
+from .cosmology import CosmologyResult, CosmologySettings
+
+
+def default_cache_dir() -> pathlib.Path:
+    env = os.environ.get("FISHCAST_CACHE_DIR")
+    if env:
+        return pathlib.Path(env).expanduser()
+    home = pathlib.Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "fishcast"
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return pathlib.Path(base) / "fishcast" / "Cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (pathlib.Path(xdg) if xdg else home / ".cache") / "fishcast"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    stored: int = 0
+    damaged: int = 0
+
+
+@dataclass
+class Cache:
+    """The cache folder; ``stats`` counts what this object did."""
+
+    root: pathlib.Path
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def __post_init__(self):
+        self.root = pathlib.Path(self.root)
+
+    def path(self, key: str) -> pathlib.Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> CosmologyResult | None:
+        p = self.path(key)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                res = CosmologyResult.from_arrays({k: z[k] for k in z.files})
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            self.stats.damaged += 1
+            self.stats.misses += 1
+            with contextlib.suppress(OSError):
+                p.unlink()
+            return None
+        self.stats.hits += 1
+        return res
+
+    def put(self, key: str, result: CosmologyResult) -> None:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{id(result)}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **result.to_arrays())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.stats.stored += 1
+
+    def entries(self) -> list[pathlib.Path]:
+        if not self.root.exists():
+            return []
+        return sorted(self.root.glob("*/*.npz"))
+
+    def info(self) -> dict[str, object]:
+        files = self.entries()
+        return {"path": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+    def clear(self) -> int:
+        n = 0
+        for f in self.entries():
+            with contextlib.suppress(OSError):
+                f.unlink()
+                n += 1
+        for f in self.root.glob("*/.*.tmp") if self.root.exists() else []:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        return n
+
+
+def cached_evaluator(cache: Cache | None, compute: Callable = _cosmo.compute_many,
+                     on_point: Callable[[], None] | None = None):
+    """An evaluator (points, settings) -> results that reads and fills ``cache``.
+
+    Misses are computed together by ``compute`` (which shares transfer runs) and stored as
+    each finishes. ``on_point`` is called once per point (hit or computed): progress bars.
+    """
+
+    def evaluate(points: Sequence[Mapping[str, float]], settings: CosmologySettings) -> list[CosmologyResult]:
+        keys = [_cosmo.point_key(p, settings) for p in points]
+        out: list[CosmologyResult | None] = [None] * len(points)
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            hit = cache.get(k) if cache is not None else None
+            if hit is None:
+                todo.append(i)
+            else:
+                out[i] = hit
+                if on_point:
+                    on_point()
+        if todo:
+            def done(j: int, res: CosmologyResult) -> None:
+                i = todo[j]
+                out[i] = res
+                if cache is not None:
+                    cache.put(keys[i], res)
+                if on_point:
+                    on_point()
+
+            compute([points[i] for i in todo], settings, on_done=done)
+        return out  # type: ignore[return-value]
+
+    return evaluate
