@@ -283,3 +283,88 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_forecast(path, fc) -> pathlib.Path:
+    """Write a :class:`fishcast.forecast.Forecast` to ``path`` (atomically)."""
+    from .cosmology import camb_version
+
+    survey = fc.survey
+    s = survey.settings
+    with atomic_h5(path) as f:
+        root_attributes(f, provenance=fc.fisher.provenance, trust=fc.trust, trust_reasons=fc.trust_reasons)
+        f.attrs["camb_version"] = camb_version()
+        f.attrs["nonlinear_model"] = s.nonlinear_model
+        f.attrs["input_yaml"] = survey.text
+        f.attrs["input_sha256"] = survey.sha256
+        f.attrs["input_path"] = str(survey.path)
+        f.attrs["survey_name"] = survey.name
+        f.attrs["cross_probe_covariance"] = "neglected: probe Fisher matrices are added"
+        f.attrs["camb_calls"] = int(fc.camb_calls)
+        f.attrs["cosmology_points"] = int(fc.n_points)
+        f.attrs["timings_json"] = json.dumps(fc.timings)
+
+        fg = f.create_group("fiducial")
+        for n, v in survey.fiducial.items():
+            fg.attrs[n] = float(v)
+        write_parameters(f, fc.fisher, survey.priors)
+
+        cg = f.create_group("cosmology")
+        for k, v in vars(s).items():
+            cg.attrs[k] = v
+        cg.attrs["backend"] = "camb"
+        cg.attrs["k_units"] = "1/Mpc"
+        dg = cg.create_group("derived_at_fiducial")
+        for k, v in fc.fiducial_cosmology.derived.items():
+            dg.attrs[k] = v
+
+        g = write_fisher_group(f, "fisher", fc.fisher)
+        write_fisher_group(g, "priors", fc.prior_fisher)
+        pg = g.create_group("probes")
+        for name, pf in fc.probe_fisher.items():
+            write_fisher_group(pg, name, pf)
+        write_constraints(f, fc.fisher)
+
+        data = f.create_group("data")
+        for probe, products in fc.products.items():
+            pgrp = data.create_group(probe)
+            for name, (arr, units) in products.items():
+                if isinstance(arr, Mapping):
+                    _write_nested(pgrp.create_group(name), arr)
+                else:
+                    dataset(pgrp, name, arr, units)
+
+        der = f.create_group("derivatives")
+        names = list(fc.fisher.names)
+        dataset(der, "names", _strings(names))
+        for name, sweep in fc.sweeps.items():
+            sg = der.create_group(name)
+            if hasattr(sweep, "to_hdf5"):
+                sweep.to_hdf5(sg)
+        diag = f.create_group("diagnostics")
+        for label, obj in (("conditioning", fc.conditioning), ("stability", fc.stability)):
+            if obj is not None and hasattr(obj, "to_hdf5"):
+                obj.to_hdf5(diag.create_group(label))
+        for label, obj in fc.extra.items():
+            if hasattr(obj, "to_hdf5"):
+                obj.to_hdf5(diag.create_group(label))
+            elif isinstance(obj, Mapping):
+                _write_nested(diag.create_group(label), obj)
+    return pathlib.Path(path)
+
+
+def _write_nested(group, mapping: Mapping[str, Any]) -> None:
+    """Write a nested mapping: arrays/lists as datasets, scalars and strings as attributes,
+    ``(array, units)`` tuples as datasets with units."""
+    for k, v in mapping.items():
+        k = str(k)
+        if isinstance(v, Mapping):
+            _write_nested(group.create_group(k), v)
+        elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
+            dataset(group, k, v[0], v[1])
+        elif isinstance(v, (str, bytes, int, float, bool, np.integer, np.floating, np.bool_)):
+            group.attrs[k] = v
+        elif v is None:
+            group.attrs[k] = "none"
+        else:
+            dataset(group, k, v)
