@@ -1,0 +1,319 @@
+"""Fisher matrices in other codes' text formats: import and export.
+
+Import (IST:F, CosmicFish)
+    A whitespace-separated square matrix (``#`` comments allowed), as the Euclid IST:F public
+    Fisher matrices and CosmicFish write them, plus a ``.paramnames`` file with one parameter
+    per line: ``name [latex ...] [fiducial]`` (CosmicFish writes ``name    latex    fiducial``;
+    getdist writes ``name latex`` and marks derived parameters with a trailing ``*``).
+    Names used by those codes for fishcast's canonical parameters (``Omegam``, ``ns``,
+    ``aIA``, ...) are renamed to the canonical ones (:data:`ALIASES`) unless asked not to, so
+    that an imported matrix combines with fishcast's own by name.
+
+Export
+    ``getdist``: ``BASE.paramnames`` (``name  latex``), ``BASE.covmat`` (first line
+    ``# name1 name2 ...``, then the covariance rows, the layout getdist's ``CovMat`` reads),
+    and ``BASE.fisher`` (the Fisher matrix in the same layout).
+    ``cosmosis``: ``BASE.txt`` as CosmoSIS's Fisher sampler writes it: a first line ``#`` plus
+    the tab-separated ``section--name`` of each parameter (:data:`COSMOSIS_NAMES`), ``#key=value``
+    metadata lines, the fiducials as a commented values-ini block, then the matrix rows.
+    ``text``: ``BASE.txt`` (``# names`` header line and the matrix) and ``BASE.paramnames``
+    (``name    latex    fiducial``, CosmicFish style): :func:`read_text_fisher` reads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fishcast.errors import FileFormatError, InputError
+from fishcast.fisher import FisherMatrix
+
+__all__ = [
+    "ALIASES", "LATEX", "COSMOSIS_NAMES", "EXPORT_FORMATS",
+    "latex_name", "sha256_file", "read_paramnames", "read_text_fisher", "export",
+]
+
+#: Names other codes use for fishcast's canonical parameters (IST:F, CosmicFish). Only
+#: unambiguous ones: CLASS's ``omega_b`` means Omega_b h^2 and is deliberately absent.
+ALIASES: dict[str, str] = {
+    "Omegam": "Omega_m", "OmegaM": "Omega_m", "Omega_M": "Omega_m", "Om": "Omega_m",
+    "Omegab": "Omega_b", "OmegaB": "Omega_b", "Ob": "Omega_b",
+    "Omegak": "Omega_k", "OmegaK": "Omega_k",
+    "ns": "n_s",
+    "s8": "sigma8", "sigma_8": "sigma8",
+    "As": "A_s",
+    "mnu": "m_nu", "Mnu": "m_nu", "summnu": "m_nu",
+    "aIA": "A_IA", "AIA": "A_IA", "etaIA": "eta_IA", "betaIA": "beta_IA",
+    "omegabh2": "ombh2", "omegach2": "omch2",
+}
+
+#: LaTeX labels (without dollars) of canonical and derived parameters.
+LATEX: dict[str, str] = {
+    "Omega_m": r"\Omega_{\rm m}", "Omega_b": r"\Omega_{\rm b}", "Omega_k": r"\Omega_K",
+    "Omega_c": r"\Omega_{\rm c}", "h": "h", "H0": "H_0", "n_s": r"n_{\rm s}", "sigma8": r"\sigma_8",
+    "S8": "S_8", "A_s": r"A_{\rm s}", "A_s_1e9": r"10^9 A_{\rm s}", "logA": r"\ln(10^{10} A_{\rm s})",
+    "w0": "w_0", "wa": "w_a", "m_nu": r"\Sigma m_\nu", "ombh2": r"\Omega_{\rm b} h^2",
+    "omch2": r"\Omega_{\rm c} h^2", "omh2": r"\Omega_{\rm m} h^2",
+    "A_IA": r"\mathcal{A}_{\rm IA}", "eta_IA": r"\eta_{\rm IA}", "beta_IA": r"\beta_{\rm IA}",
+}
+
+#: CosmoSIS ``section--name`` of fishcast parameters (cosmosis-standard-library conventions).
+COSMOSIS_NAMES: dict[str, str] = {
+    "Omega_m": "cosmological_parameters--omega_m", "Omega_b": "cosmological_parameters--omega_b",
+    "Omega_k": "cosmological_parameters--omega_k", "h": "cosmological_parameters--h0",
+    "H0": "cosmological_parameters--hubble", "n_s": "cosmological_parameters--n_s",
+    "sigma8": "cosmological_parameters--sigma8_input", "S8": "cosmological_parameters--s8",
+    "A_s": "cosmological_parameters--a_s", "w0": "cosmological_parameters--w",
+    "wa": "cosmological_parameters--wa", "m_nu": "cosmological_parameters--mnu",
+    "ombh2": "cosmological_parameters--ombh2", "omch2": "cosmological_parameters--omch2",
+    "A_IA": "intrinsic_alignment_parameters--a", "eta_IA": "intrinsic_alignment_parameters--alpha",
+    "beta_IA": "intrinsic_alignment_parameters--beta",
+}
+
+EXPORT_FORMATS = ("getdist", "cosmosis", "text")
+
+_BIN_PARAM = re.compile(r"^(m|dz)_(\d+)$")
+
+
+def latex_name(name: str) -> str:
+    """LaTeX label of a parameter (no dollars); nuisance ``m_i``/``dz_i`` get subscripts."""
+    if name in LATEX:
+        return LATEX[name]
+    m = _BIN_PARAM.match(name)
+    if m:
+        return (r"m_{%s}" if m.group(1) == "m" else r"\Delta z_{%s}") % m.group(2)
+    return name.replace("_", r"\_")
+
+
+def _cosmosis_name(name: str) -> str:
+    if name in COSMOSIS_NAMES:
+        return COSMOSIS_NAMES[name]
+    m = _BIN_PARAM.match(name)
+    if m:
+        if m.group(1) == "m":
+            return f"shear_calibration_parameters--m{m.group(2)}"
+        return f"wl_photoz_errors--bias_{m.group(2)}"
+    return f"fishcast_parameters--{name.lower()}"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a {what}") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file ({what})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{path}: not a text file (expected a {what})") from None
+
+
+def read_paramnames(path: str | os.PathLike) -> list[tuple[str, str, float]]:
+    """Parse a ``.paramnames`` file into ``[(name, latex, fiducial)]`` (fiducial ``NaN`` when
+    absent). Lines starting with ``#`` and blank lines are skipped."""
+    path = Path(path)
+    text = _read_text(path, "parameter-names file")
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        tokens = s.split()
+        name = tokens[0].rstrip("*")
+        if not name:
+            raise FileFormatError(f"{path}:{lineno}: empty parameter name")
+        fid = math.nan
+        rest = tokens[1:]
+        if rest:
+            try:
+                fid = float(rest[-1])
+                rest = rest[:-1]
+            except ValueError:
+                pass
+        latex = " ".join(rest) if rest else name
+        out.append((name, latex, fid))
+    if not out:
+        raise FileFormatError(f"{path}: no parameter names found")
+    return out
+
+
+def _header_names(text: str, n: int) -> list[str] | None:
+    """Names from a matrix file's comments: a ``# a b c`` line with ``n`` names, or
+    CosmicFish's numbered block ``#    1    name``."""
+    numbered: dict[int, str] = {}
+    for line in text.splitlines():
+        s = line.strip()
+        if not s.startswith("#"):
+            continue
+        tokens = s.lstrip("#").split()
+        if len(tokens) == 2 and tokens[0].isdigit():
+            numbered[int(tokens[0])] = tokens[1]
+        elif len(tokens) == n and not any(_is_float(t) for t in tokens):
+            return tokens
+    if sorted(numbered) == list(range(1, n + 1)):
+        return [numbered[i] for i in range(1, n + 1)]
+    return None
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def read_text_fisher(
+    matrix_path: str | os.PathLike,
+    paramnames: str | os.PathLike | None = None,
+    canonical: bool = True,
+) -> FisherMatrix:
+    """Read a text Fisher matrix (IST:F / CosmicFish layout) into a :class:`FisherMatrix`.
+
+    Names come from ``paramnames`` (a ``.paramnames`` file; fiducials from its last column
+    when numeric) or, when it is ``None``, from a ``# names`` header line or CosmicFish's
+    numbered header in the matrix file. With ``canonical`` other codes' names are mapped to
+    fishcast's (:data:`ALIASES`); the renames are recorded in the provenance with both
+    files' SHA-256. Units are unknown (``""``).
+    """
+    matrix_path = Path(matrix_path)
+    text = _read_text(matrix_path, "text Fisher matrix")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.split("#", 1)[0].strip()
+        if not s:
+            continue
+        try:
+            rows.append([float(t) for t in s.replace(",", " ").split()])
+        except ValueError:
+            raise FileFormatError(
+                f"{matrix_path}:{lineno}: not a row of numbers: {line.strip()[:60]!r}"
+            ) from None
+    if not rows:
+        raise FileFormatError(f"{matrix_path}: no matrix rows found")
+    n = len(rows)
+    bad = [i + 1 for i, r in enumerate(rows) if len(r) != n]
+    if bad:
+        raise FileFormatError(
+            f"{matrix_path}: not a square matrix: {n} rows, but row(s) {bad[:5]} do not have {n} numbers"
+        )
+    step: dict = {"operation": "import", "file": str(matrix_path), "sha256": sha256_file(matrix_path)}
+    if paramnames is not None:
+        entries = read_paramnames(paramnames)
+        step["paramnames"] = str(paramnames)
+        step["paramnames_sha256"] = sha256_file(paramnames)
+        if len(entries) != n:
+            raise FileFormatError(
+                f"{paramnames}: {len(entries)} parameter names for a {n}x{n} matrix in {matrix_path}"
+            )
+        names = [e[0] for e in entries]
+        fid = [e[2] for e in entries]
+    else:
+        header = _header_names(text, n)
+        if header is None:
+            raise FileFormatError(
+                f"{matrix_path}: no parameter names: give a .paramnames file "
+                "(one name per line, in matrix order)"
+            )
+        names, fid = header, [math.nan] * n
+    if canonical:
+        renamed = {nm: ALIASES[nm] for nm in names if nm in ALIASES}
+        names = [ALIASES.get(nm, nm) for nm in names]
+        if renamed:
+            step["renamed"] = renamed
+    return FisherMatrix(np.array(rows), names, fid, None, (step,))
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))  # shortest repr that round-trips exactly
+
+
+def _matrix_lines(m: np.ndarray, sep: str = " ") -> list[str]:
+    return [sep.join(f"{x:.17e}" for x in row) for row in m]
+
+
+def _write(path: Path, lines: Sequence[str]) -> None:
+    """Write text atomically (temporary name in the same directory, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export(fisher: FisherMatrix, fmt: str, base: str | os.PathLike) -> list[Path]:
+    """Write ``fisher`` for another code; returns the paths written (see the module docstring).
+
+    ``base`` is the output path without extension. ``getdist`` needs the covariance, so a
+    degenerate matrix raises :class:`~fishcast.errors.DegenerateFisherError` there.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
+    base = Path(base)
+    if base.parent and not base.parent.is_dir():
+        raise InputError(f"{base.parent}: output directory does not exist")
+    names = list(fisher.names)
+    written: list[Path] = []
+
+    def out(suffix: str, lines: Sequence[str]) -> None:
+        p = base.with_name(base.name + suffix)
+        _write(p, lines)
+        written.append(p)
+
+    if fmt == "getdist":
+        cov = fisher.covariance()
+        out(".paramnames", [f"{nm}\t{latex_name(nm)}" for nm in names])
+        out(".covmat", ["# " + " ".join(names)] + _matrix_lines(cov))
+        out(".fisher", ["# " + " ".join(names)] + _matrix_lines(fisher.matrix))
+    elif fmt == "cosmosis":
+        cnames = [_cosmosis_name(nm) for nm in names]
+        if len(set(cnames)) != len(cnames):
+            raise InputError(f"parameters map to the same CosmoSIS name: {cnames}")
+        lines = ["#" + "\t".join(cnames), "#sampler=fisher", f"#n_varied={len(names)}",
+                 "#fishcast_names=" + " ".join(names), "## START_OF_VALUES_INI"]
+        section = None
+        for nm, cn, fid in sorted(zip(names, cnames, fisher.fiducial), key=lambda t: t[1]):
+            sec, key = cn.split("--", 1)
+            if sec != section:
+                lines.append(f"## [{sec}]")
+                section = sec
+            lines.append(f"## {key} = {_fmt(fid) if not math.isnan(fid) else 'unknown'}")
+        lines.append("## END_OF_VALUES_INI")
+        out(".txt", lines + _matrix_lines(fisher.matrix, sep="\t"))
+    else:
+        out(".txt", ["# " + " ".join(names)] + _matrix_lines(fisher.matrix))
+        out(".paramnames", [
+            f"{nm}    {latex_name(nm)}" + (f"    {_fmt(fid)}" if not math.isnan(fid) else "")
+            for nm, fid in zip(names, fisher.fiducial)
+        ])
+    return written
+
+
+def rename(fisher: FisherMatrix, mapping: Mapping[str, str]) -> FisherMatrix:
+    """A copy with parameters renamed (``{old: new}``); unknown old names are an error."""
+    for old in mapping:
+        fisher.index(old)
+    names = [mapping.get(nm, nm) for nm in fisher.names]
+    return FisherMatrix(fisher.matrix, names, fisher.fiducial, fisher.units,
+                        fisher.provenance + ({"operation": "rename", "mapping": dict(mapping)},))
