@@ -1,0 +1,647 @@
+"""Tomographic cosmic shear: Limber C_ell of N source bins, with intrinsic alignments,
+multiplicative shear bias and photo-z shifts, and its Knox Gaussian Fisher metric.
+
+Physics (flat universe, Limber with k = (ell + 1/2)/chi; see ../shared/notes/physics.md, and
+Euclid Collaboration: Blanchard et al. 2020, A&A 642, A191 "IST:F", sec. 3.2):
+
+    C_ij(ell) = L(ell) (1 + m_i)(1 + m_j) Int dz c/H(z) K_i(z) K_j(z) / chi(z)^2 P_nl((ell+1/2)/chi, z)
+
+    K_i(z)   = q_i(z) - A_IA C_IA Omega_m F_IA(z) / D(z) * n_i(z) H(z)/c              [1/Mpc]
+    q_i(z)   = 3/2 Omega_m (H0/c)^2 chi (1+z) Int_z^inf dz' n_i(z') (chi(z') - chi)/chi(z')
+    F_IA(z)  = (1+z)^eta_IA (<L>(z)/L*(z))^beta_IA
+
+The extended NLA model of IST:F (P_dI = -A_IA C_IA Omega_m F_IA/D P_dd,
+P_II = (A_IA C_IA Omega_m F_IA/D)^2 P_dd) factorizes, so C = C_GG + C_GI + C_IG + C_II is one
+integral over the combined kernel K_i. n_i(z) is the normalized distribution of bin i per
+unit redshift (photo-z shifted: n_i(z - dz_i)); chi in Mpc, H in km/s/Mpc, c in km/s,
+P in Mpc^3, so C_ell is dimensionless. D(0) = 1. L(ell) = 1 (``ell_factor: none``, IST:F) or
+(ell+2)!/((ell-2)! (ell+1/2)^4) (``exact``, as in CCL).
+
+All integrals run on a FIXED grid of redshift nodes with fixed quadrature weights (Simpson
+for the outer integral, cumulative Simpson for q_i): the nodes never move with the
+parameters, so the data vector is a smooth function of them (see derivatives.md). The node
+z = 0 (chi = 0) contributes nothing (the integrand vanishes there as P(k -> inf) -> 0).
+
+Covariance (Knox): Gaussian band powers of width Delta_ell around the band centre ell,
+Cov[C_ij, C_kl] = (Cb_ik Cb_jl + Cb_il Cb_jk) / ((2 ell + 1) f_sky Delta_ell), Cb = C + N,
+N_ij = delta_ij sigma_e^2 / n_i; Fisher metric
+
+    F_ab = sum_ell (2 ell + 1) f_sky Delta_ell / 2 Tr[Cb^-1 dC_a Cb^-1 dC_b].
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from scipy.integrate import cumulative_simpson
+
+from ..errors import ComputationError, FileFormatError, InputError
+from ..redshift import (
+    PhotoZModel,
+    SmailNz,
+    TabulatedNz,
+    TomographicBins,
+    equipopulated_edges,
+    integration_weights,
+    read_table,
+)
+from .base import CosmologyRequirements, Probe
+
+__all__ = [
+    "WeakLensingConfig",
+    "WeakLensingProbe",
+    "build",
+    "ell_bands",
+    "ell_factor",
+    "lensing_efficiency",
+    "limber_cl",
+    "knox_fisher",
+    "C_KMS",
+    "ARCMIN2_PER_SR",
+    "FULL_SKY_DEG2",
+]
+
+#: speed of light [km/s]
+C_KMS = 299792.458
+#: square arcminutes per steradian, (180 * 60 / pi)^2 = 1.18183e7: a density of
+#: 1 arcmin^-2 is 1.18183e7 sr^-1
+ARCMIN2_PER_SR = (180.0 * 60.0 / math.pi) ** 2
+#: the full sky in square degrees, 4 pi (180/pi)^2 = 41252.96
+FULL_SKY_DEG2 = 4.0 * math.pi * (180.0 / math.pi) ** 2
+
+#: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
+IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
+
+
+# =======================================================================================
+# Configuration (the `probes.weak_lensing` section of a survey YAML)
+# =======================================================================================
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EllBandsConfig(_Model):
+    """Multipole bands: n_bands log-spaced bands between min and max. Band k has edges
+    e_k = min (max/min)^(k/n_bands), centre sqrt(e_k e_{k+1}) (geometric mean) and width
+    Delta_ell = e_{k+1} - e_k; the Knox covariance counts (2 ell + 1) f_sky Delta_ell modes."""
+
+    min: float = Field(..., ge=2.0, description="lowest band edge ell_min (>= 2: shear is spin 2)")
+    max: float = Field(..., description="highest band edge ell_max (> ell_min)")
+    n_bands: int = Field(..., ge=1, le=10_000, description="number of log-spaced bands")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.max > self.min:
+            raise ValueError(f"ell.max ({self.max}) must exceed ell.min ({self.min})")
+        return self
+
+
+SHAPE_NOISE_CONVENTIONS = ("per_component", "multiplies_inverse_density")
+
+
+class ShapeNoiseConfig(_Model):
+    """Shape noise. The convention is REQUIRED because surveys quote sigma_e differently.
+
+    * ``per_component``: sigma_e is the rms of ONE component of the intrinsic ellipticity
+      (sigma_e^2 = <e_1^2> = <e_2^2>); N_i = sigma_e^2 / n_i. LSST DESC SRD: sigma_e = 0.26.
+    * ``multiplies_inverse_density``: sigma_e is the number whose square multiplies 1/n_i,
+      whatever the paper calls it; N_i = sigma_e^2 / n_i. Euclid IST:F: sigma_e = 0.3
+      (N_i = 0.09 / n_i), although IST:F calls 0.3 a "total" dispersion.
+
+    Both give N_i = sigma_e^2/n_i with n_i in sr^-1; the convention says what the number
+    means and is recorded in the output. A total (two-component) dispersion sigma_tot must
+    be converted by the user: per_component sigma_e = sigma_tot / sqrt(2). The word "total"
+    is refused as ambiguous.
+    """
+
+    sigma_e: float = Field(..., gt=0.0, lt=2.0, description="intrinsic ellipticity dispersion, in the stated convention")
+    convention: Literal["per_component", "multiplies_inverse_density"] = Field(
+        ...,
+        description=(
+            "what sigma_e means: 'per_component' (rms of one ellipticity component, LSST DESC SRD 0.26) "
+            "or 'multiplies_inverse_density' (the number whose square multiplies 1/n_i, Euclid IST:F 0.3); "
+            "in both cases N_i = sigma_e^2 / n_i"
+        ),
+    )
+
+    @field_validator("convention", mode="before")
+    @classmethod
+    def _refuse_ambiguous(cls, v):
+        if isinstance(v, str) and v.strip().lower() in ("total", "tot", "both", "two_component"):
+            raise ValueError(
+                "'total' is ambiguous: use 'multiplies_inverse_density' if sigma_e^2/n_i is the noise "
+                "(Euclid IST:F, sigma_e = 0.3), or 'per_component' with sigma_tot/sqrt(2)"
+            )
+        return v
+
+
+class SmailNzConfig(_Model):
+    """Parent n(z) proportional to (z/z0)^alpha exp[-(z/z0)^beta] (Smail et al. 1994).
+    IST:F: z0 = 0.9/sqrt(2) = 0.6364, alpha = 2, beta = 1.5. LSST SRD Y10: 0.11, 2, 0.68."""
+
+    type: Literal["smail"] = Field(..., description="'smail'")
+    z0: float = Field(..., gt=0.0, description="redshift scale z0")
+    alpha: float = Field(2.0, gt=-1.0, description="power-law index alpha (default 2)")
+    beta: float = Field(..., gt=0.0, description="exponential index beta")
+
+
+class TableNzConfig(_Model):
+    """Parent n(z) from a two-column text file (z, n(z); any normalization; '#' comments).
+    Monotone cubic interpolation, zero outside the table."""
+
+    type: Literal["table"] = Field(..., description="'table'")
+    file: pathlib.Path = Field(..., description="path of the table, relative to the survey file's folder")
+
+
+NzConfig = Annotated[Union[SmailNzConfig, TableNzConfig], Field(discriminator="type")]
+
+
+class EquipopulatedBinsConfig(_Model):
+    """n_bins bins in photometric redshift with equal numbers of galaxies between z_min and
+    z_max (quantiles of the parent n(z); every bin holds exactly 1/n_bins of n_gal)."""
+
+    type: Literal["equipopulated"] = Field(..., description="'equipopulated'")
+    n_bins: int = Field(..., ge=1, le=100, description="number of tomographic bins")
+    z_min: float = Field(..., ge=0.0, description="lower photometric-redshift edge of the first bin")
+    z_max: float = Field(..., gt=0.0, description="upper photometric-redshift edge of the last bin")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.z_max > self.z_min:
+            raise ValueError(f"z_max ({self.z_max}) must exceed z_min ({self.z_min})")
+        return self
+
+
+class EdgesBinsConfig(_Model):
+    """Bins with given photometric-redshift edges; a bin's share of n_gal is its share of
+    the parent n(z) between the outer edges."""
+
+    type: Literal["edges"] = Field(..., description="'edges'")
+    edges: list[float] = Field(..., min_length=2, max_length=101, description="increasing photometric-redshift edges (n_bins + 1 values)")
+
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, v):
+        if v[0] < 0 or any(b <= a for a, b in zip(v[:-1], v[1:])):
+            raise ValueError("edges must be >= 0 and strictly increasing")
+        return v
+
+
+BinsConfig = Annotated[Union[EquipopulatedBinsConfig, EdgesBinsConfig], Field(discriminator="type")]
+
+
+class PhotozConfig(_Model):
+    """Photometric redshifts, Euclid IST:F eq. 115: p(z_p|z) is a core Gaussian in
+    (z - c_b z_p - z_b) of width sigma_b (1+z), plus a fraction f_out of outliers, a Gaussian
+    in (z - c_o z_p - z_o) of width sigma_o (1+z). IST:F: c_b 1, z_b 0, sigma_b 0.05, c_o 1,
+    z_o 0.1, sigma_o 0.05, f_out 0.1. LSST DESC SRD: sigma_b 0.05, f_out 0."""
+
+    sigma_b: float = Field(..., gt=0.0, lt=1.0, description="core scatter sigma_b (width sigma_b (1+z))")
+    c_b: float = Field(1.0, gt=0.0, description="core multiplicative bias c_b")
+    z_b: float = Field(0.0, description="core offset z_b")
+    f_out: float = Field(0.0, ge=0.0, lt=1.0, description="outlier fraction f_out (0: single Gaussian)")
+    c_o: float = Field(1.0, gt=0.0, description="outlier multiplicative bias c_o")
+    z_o: float | None = Field(None, description="outlier offset z_o (required when f_out > 0)")
+    sigma_o: float | None = Field(None, gt=0.0, lt=1.0, description="outlier scatter sigma_o (required when f_out > 0)")
+
+    @model_validator(mode="after")
+    def _outliers(self):
+        if self.f_out > 0 and (self.z_o is None or self.sigma_o is None):
+            raise ValueError("f_out > 0 needs the outlier offset z_o and scatter sigma_o")
+        return self
+
+    def model(self) -> PhotoZModel:
+        return PhotoZModel(
+            sigma_b=self.sigma_b, c_b=self.c_b, z_b=self.z_b, f_out=self.f_out, c_o=self.c_o,
+            z_o=self.z_o if self.z_o is not None else 0.0,
+            sigma_o=self.sigma_o if self.sigma_o is not None else self.sigma_b,
+        )
+
+
+class IntrinsicAlignmentConfig(_Model):
+    """Intrinsic alignments: extended NLA (IST:F), amplitude A_IA C_IA Omega_m F_IA(z)/D(z),
+    F_IA = (1+z)^eta_IA (<L>/L*)^beta_IA. Nuisance parameters A_IA, eta_IA, and beta_IA only
+    when a luminosity table is given (without it beta_IA would have no effect)."""
+
+    model: Literal["nla", "none"] = Field(..., description="'nla' (extended NLA) or 'none' (no intrinsic alignments)")
+    C_IA: float = Field(0.0134, gt=0.0, description="normalization C_IA (IST:F 0.0134; CCL's C1 rho_crit is 0.013877)")
+    luminosity_ratio_file: pathlib.Path | None = Field(
+        None, description="optional two-column table (z, <L>(z)/L*(z)), relative to the survey file; enables beta_IA"
+    )
+
+
+class IntegrationConfig(_Model):
+    """The fixed redshift nodes of every integral (uniform in z from 0 to z_max)."""
+
+    n_z: int = Field(301, ge=21, le=5001, description="number of redshift nodes (uniform from 0 to z_max; odd is best for Simpson)")
+    z_max: float = Field(4.0, gt=0.0, le=20.0, description="highest true redshift of the n_i(z) grid; must exceed the last bin edge")
+    k_max: float = Field(
+        30.0, gt=0.0, description="largest k [1/Mpc] asked of the cosmology; beyond it P(k) is extrapolated as a power law"
+    )
+
+
+class WeakLensingConfig(_Model):
+    """Tomographic cosmic shear (the ``probes.weak_lensing`` section)."""
+
+    f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
+    area_deg2: float | None = Field(
+        None, gt=0.0, le=FULL_SKY_DEG2, description="observed area [deg^2] (give f_sky or area_deg2); f_sky = area / 41252.96"
+    )
+    ell: EllBandsConfig = Field(..., description="multipole bands")
+    ell_factor: Literal["none", "exact"] = Field(
+        "none",
+        description=(
+            "Limber prefactor L(ell): 'none' (L = 1, Euclid IST:F; the default) or 'exact' "
+            "((ell+2)!/((ell-2)! (ell+1/2)^4), as in CCL; 2.3% lower at ell = 10)"
+        ),
+    )
+    n_gal: float = Field(..., gt=0.0, description="surface density of source galaxies, all bins together [arcmin^-2]")
+    shape_noise: ShapeNoiseConfig = Field(..., description="shape noise sigma_e and its convention")
+    nz: NzConfig = Field(..., description="parent redshift distribution")
+    bins: BinsConfig = Field(..., description="tomographic bins in photometric redshift")
+    photoz: PhotozConfig = Field(..., description="photometric-redshift model")
+    intrinsic_alignment: IntrinsicAlignmentConfig = Field(..., description="intrinsic alignment model")
+    shear_bias: bool = Field(False, description="multiplicative shear biases m_1..m_N (fiducial 0): C_ij -> (1+m_i)(1+m_j) C_ij")
+    photoz_shift: bool = Field(False, description="photo-z shifts dz_1..dz_N (fiducial 0): n_i(z) -> n_i(z - dz_i)")
+    integration: IntegrationConfig = Field(default_factory=IntegrationConfig, description="fixed integration nodes")
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if (self.f_sky is None) == (self.area_deg2 is None):
+            raise ValueError("give exactly one of f_sky and area_deg2")
+        top = self.bins.z_max if isinstance(self.bins, EquipopulatedBinsConfig) else self.bins.edges[-1]
+        if not self.integration.z_max > top:
+            raise ValueError(
+                f"integration.z_max ({self.integration.z_max}) must exceed the last bin edge ({top}) "
+                "so that the photo-z tails of the last bin fit on the grid"
+            )
+        return self
+
+    @property
+    def n_bins(self) -> int:
+        return self.bins.n_bins if isinstance(self.bins, EquipopulatedBinsConfig) else len(self.bins.edges) - 1
+
+    @property
+    def sky_fraction(self) -> float:
+        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
+
+    def nuisance_parameters(self) -> dict[str, float]:
+        """Nuisance names -> default fiducials (no file is read). beta_IA only with a
+        luminosity table; m_i / dz_i only when switched on."""
+        out: dict[str, float] = {}
+        if self.intrinsic_alignment.model == "nla":
+            out["A_IA"] = IA_DEFAULTS["A_IA"]
+            out["eta_IA"] = IA_DEFAULTS["eta_IA"]
+            if self.intrinsic_alignment.luminosity_ratio_file is not None:
+                out["beta_IA"] = IA_DEFAULTS["beta_IA"]
+        if self.shear_bias:
+            out.update({f"m_{i + 1}": 0.0 for i in range(self.n_bins)})
+        if self.photoz_shift:
+            out.update({f"dz_{i + 1}": 0.0 for i in range(self.n_bins)})
+        return out
+
+
+# =======================================================================================
+# Physics: pure functions
+# =======================================================================================
+
+
+def ell_bands(ell_min: float, ell_max: float, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-spaced multipole bands: (centres, edges, widths).
+
+    edges (n_bands+1,) = geomspace(ell_min, ell_max); centre = sqrt(e_k e_{k+1});
+    width Delta_ell = e_{k+1} - e_k.
+    """
+    edges = np.geomspace(ell_min, ell_max, n_bands + 1)
+    return np.sqrt(edges[:-1] * edges[1:]), edges, np.diff(edges)
+
+
+def ell_factor(ell, kind: str) -> np.ndarray:
+    """Limber prefactor L(ell): 1 for ``none`` (IST:F); (ell+2)!/((ell-2)! (ell+1/2)^4)
+    = (ell+2)(ell+1) ell (ell-1)/(ell+1/2)^4 for ``exact`` (CCL)."""
+    ell = np.asarray(ell, dtype=float)
+    if kind == "none":
+        return np.ones_like(ell)
+    if kind == "exact":
+        return (ell + 2) * (ell + 1) * ell * (ell - 1) / (ell + 0.5) ** 4
+    raise InputError(f"ell_factor must be 'none' or 'exact', got {kind!r}")
+
+
+def lensing_efficiency(z: np.ndarray, chi: np.ndarray, nz: np.ndarray, omega_m: float, H0: float) -> np.ndarray:
+    """Lensing efficiency q_i at the nodes z [1/Mpc], shape (n_bins, n_z):
+
+        q_i(z) = 3/2 Omega_m (H0/c)^2 chi (1+z) Int_z^zmax dz' n_i(z') (1 - chi/chi(z'))
+
+    computed as chi (1+z) [A_i(z) - chi B_i(z)] with the tail integrals A_i = Int n_i dz',
+    B_i = Int n_i/chi' dz' on the fixed nodes (cumulative Simpson).
+
+    z (n_z,), chi (n_z,) [Mpc] (chi = 0 allowed at z = 0), nz (n_bins, n_z) normalized per
+    unit z, H0 [km/s/Mpc].
+    """
+    z = np.asarray(z, dtype=float)
+    chi = np.asarray(chi, dtype=float)
+    nz = np.atleast_2d(np.asarray(nz, dtype=float))
+    inv_chi = np.divide(1.0, chi, out=np.zeros_like(chi), where=chi > 0)
+    both = np.concatenate([nz, nz * inv_chi], axis=0)
+    cum = cumulative_simpson(both, x=z, axis=-1, initial=0.0)
+    tail = cum[:, -1:] - cum
+    n = nz.shape[0]
+    a_tail, b_tail = tail[:n], tail[n:]
+    pref = 1.5 * omega_m * (H0 / C_KMS) ** 2
+    return pref * (chi * (1.0 + z)) * (a_tail - chi * b_tail)
+
+
+def limber_cl(
+    ell: np.ndarray,
+    kernels: np.ndarray,
+    weights: np.ndarray,
+    chi: np.ndarray,
+    hubble: np.ndarray,
+    pk: np.ndarray,
+) -> np.ndarray:
+    """Limber integral on fixed nodes: C_ij(ell) = sum_a w_a c/H_a K_ia K_ja / chi_a^2 P_la.
+
+    ell (n_ell,) (unused except for the shape: P is given at k = (ell+1/2)/chi_a),
+    kernels (n_bins, n_z) [1/Mpc], weights (n_z,) quadrature weights in z, chi (n_z,) [Mpc],
+    hubble (n_z,) [km/s/Mpc], pk (n_ell, n_z) [Mpc^3]. Nodes with chi = 0 contribute 0.
+    Returns (n_ell, n_bins, n_bins), dimensionless.
+    """
+    chi = np.asarray(chi, dtype=float)
+    inv_chi2 = np.divide(1.0, chi * chi, out=np.zeros_like(chi), where=chi > 0)
+    m = pk * (weights * (C_KMS / hubble) * inv_chi2)[None, :]  # (n_ell, n_z)
+    k = np.asarray(kernels, dtype=float)
+    return np.matmul(k[None, :, :] * m[:, None, :], k.T)
+
+
+def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> np.ndarray:
+    """Gaussian (Knox) Fisher matrix of tomographic band powers:
+
+        F_ab = sum_ell modes_ell / 2 Tr[Cb^-1 dC_a Cb^-1 dC_b],  modes = (2 ell + 1) f_sky Delta_ell
+
+    cl_total: Cb = C + N, (n_ell, n, n); derivs (n_par, n_ell, n, n); modes (n_ell,).
+    """
+    cl_total = np.asarray(cl_total, dtype=float)
+    derivs = np.asarray(derivs, dtype=float)
+    if derivs.ndim != 4 or derivs.shape[1:] != cl_total.shape:
+        raise InputError(f"derivatives must have shape (n_par, {cl_total.shape}), got {derivs.shape}")
+    try:
+        x = np.linalg.solve(cl_total[None, ...], derivs)  # Cb^-1 dC_a
+    except np.linalg.LinAlgError as exc:
+        raise ComputationError(f"the C_ell + noise matrix is singular: {exc}") from exc
+    n_par = derivs.shape[0]
+    xw = x * np.sqrt(0.5 * np.asarray(modes, dtype=float))[None, :, None, None]
+    a = xw.reshape(n_par, -1)
+    b = np.swapaxes(xw, -1, -2).reshape(n_par, -1)  # Tr[X_a X_b] = sum_ij X_a[i,j] X_b[j,i]
+    f = a @ b.T
+    return 0.5 * (f + f.T)
+
+
+# =======================================================================================
+# The probe
+# =======================================================================================
+
+
+class WeakLensingProbe(Probe):
+    """Tomographic cosmic shear of one survey. Build it with :func:`build`.
+
+    bins: :class:`~fishcast.redshift.TomographicBins` (fixed true-z nodes bins.z).
+    ell_min, ell_max, n_bands: log-spaced bands (see :func:`ell_bands`).
+    ell_factor_kind: 'none' or 'exact' (see :func:`ell_factor`).
+    f_sky: sky fraction; n_gal: [arcmin^-2], all bins; sigma_e, noise_convention: shape
+    noise (N_i = sigma_e^2 / n_i); ia_model: 'nla' or 'none'; C_IA; luminosity_ratio:
+    None or (z, <L>/L*) table (linear interpolation; constant below its first redshift);
+    shear_bias, photoz_shift: switch on m_i, dz_i; k_max [1/Mpc] for requirements().
+    """
+
+    name = "weak_lensing"
+
+    def __init__(
+        self,
+        *,
+        bins: TomographicBins,
+        ell_min: float,
+        ell_max: float,
+        n_bands: int,
+        f_sky: float,
+        n_gal: float,
+        sigma_e: float,
+        noise_convention: str = "per_component",
+        ell_factor_kind: str = "none",
+        ia_model: str = "nla",
+        C_IA: float = 0.0134,
+        luminosity_ratio: tuple[np.ndarray, np.ndarray] | None = None,
+        shear_bias: bool = False,
+        photoz_shift: bool = False,
+        k_max: float = 30.0,
+    ):
+        if not (0 < f_sky <= 1):
+            raise InputError(f"f_sky must lie in (0, 1], got {f_sky}")
+        if not n_gal > 0 or not sigma_e > 0:
+            raise InputError("n_gal and sigma_e must be positive")
+        if noise_convention not in SHAPE_NOISE_CONVENTIONS:
+            raise InputError(f"shape-noise convention must be one of {SHAPE_NOISE_CONVENTIONS}")
+        if ia_model not in ("nla", "none"):
+            raise InputError(f"intrinsic alignment model must be 'nla' or 'none', got {ia_model!r}")
+        self.bins = bins
+        self.z = bins.z
+        self.weights = bins.weights
+        self.ell, self.ell_edges, self.delta_ell = ell_bands(ell_min, ell_max, n_bands)
+        self.ell_factor_kind = ell_factor_kind
+        self._lfac = ell_factor(self.ell, ell_factor_kind)
+        self.f_sky = float(f_sky)
+        self.n_gal = float(n_gal)
+        self.sigma_e = float(sigma_e)
+        self.noise_convention = noise_convention
+        self.ia_model = ia_model
+        self.C_IA = float(C_IA)
+        self.shear_bias = bool(shear_bias)
+        self.photoz_shift = bool(photoz_shift)
+        self.k_max = float(k_max)
+        self._log_lum = None
+        if luminosity_ratio is not None and ia_model == "nla":
+            zt, rt = (np.asarray(a, dtype=float) for a in luminosity_ratio)
+            if np.any(rt <= 0):
+                raise InputError("the <L>/L* table must be positive")
+            if zt[-1] < self.z[-1] - 1e-9:
+                raise InputError(
+                    f"the <L>/L* table ends at z = {zt[-1]:g}, below the top of the redshift grid ({self.z[-1]:g})"
+                )
+            self._log_lum = np.log(np.interp(self.z, zt, rt))
+        self.modes = (2.0 * self.ell + 1.0) * self.f_sky * self.delta_ell
+        n = self.bins.n_bins
+        self._m_names = [f"m_{i + 1}" for i in range(n)]
+        self._dz_names = [f"dz_{i + 1}" for i in range(n)]
+
+    # --- interface ------------------------------------------------------------------------
+    @property
+    def n_bins(self) -> int:
+        return self.bins.n_bins
+
+    def nuisance_parameters(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.ia_model == "nla":
+            out["A_IA"] = IA_DEFAULTS["A_IA"]
+            out["eta_IA"] = IA_DEFAULTS["eta_IA"]
+            if self._log_lum is not None:
+                out["beta_IA"] = IA_DEFAULTS["beta_IA"]
+        if self.shear_bias:
+            out.update(dict.fromkeys(self._m_names, 0.0))
+        if self.photoz_shift:
+            out.update(dict.fromkeys(self._dz_names, 0.0))
+        return out
+
+    def requirements(self) -> CosmologyRequirements:
+        return CosmologyRequirements(z_max=float(self.z[-1]), k_max=self.k_max, nonlinear=True)
+
+    def _params(self, params: Mapping[str, float]) -> dict[str, float]:
+        p = self.nuisance_parameters()
+        p.update({k: float(v) for k, v in params.items() if k in p})
+        return p
+
+    def nz(self, params: Mapping[str, float] | None = None) -> np.ndarray:
+        """n_i(z) on the fixed grid (photo-z shifted when switched on), (n_bins, n_z)."""
+        if self.photoz_shift and params is not None:
+            p = self._params(params)
+            return self.bins.nz(np.array([p[n] for n in self._dz_names]))
+        return self.bins.nz()
+
+    def _background(self, cosmo) -> tuple[np.ndarray, np.ndarray]:
+        """chi [Mpc] (exactly 0 at z = 0) and H [km/s/Mpc] at the nodes."""
+        self._check_grid(cosmo)
+        chi = np.asarray(cosmo.chi_of(self.z), dtype=float).copy()
+        chi[self.z == 0] = 0.0
+        hub = np.asarray(cosmo.hubble_of(self.z), dtype=float)
+        return chi, hub
+
+    def kernels(self, cosmo, params: Mapping[str, float], _bg=None) -> np.ndarray:
+        """Combined shear + intrinsic-alignment kernels K_i at the nodes [1/Mpc], (n_bins, n_z)."""
+        p = self._params(params)
+        chi, hub = _bg if _bg is not None else self._background(cosmo)
+        om = float(cosmo.derived["Omega_m"])
+        H0 = float(cosmo.derived["H0"])
+        nz = self.nz(params)
+        q = lensing_efficiency(self.z, chi, nz, om, H0)
+        if self.ia_model == "none":
+            return q
+        growth = np.asarray(cosmo.growth_of(self.z), dtype=float)
+        log_f = p["eta_IA"] * np.log1p(self.z)
+        if self._log_lum is not None:
+            log_f = log_f + p["beta_IA"] * self._log_lum
+        amp = p["A_IA"] * self.C_IA * om * np.exp(log_f) / growth  # (n_z,)
+        return q - amp[None, :] * nz * (hub / C_KMS)[None, :]
+
+    def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+        """C_ij(ell) at the band centres, intrinsic alignments and biases included:
+        (n_ell, n_bins, n_bins), dimensionless. Uses the nonlinear P(k) when the cosmology
+        has one (the survey's nonlinear_model 'none' gives a linear forecast)."""
+        p = self._params(params)
+        chi, hub = self._background(cosmo)
+        kern = self.kernels(cosmo, params, _bg=(chi, hub))
+        pos = chi > 0
+        pk = np.zeros((self.ell.size, self.z.size))
+        k = (self.ell[:, None] + 0.5) / chi[None, pos]
+        nonlinear = getattr(cosmo, "pk_nl", None) is not None
+        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=nonlinear)
+        cl = limber_cl(self.ell, kern, self.weights, chi, hub, pk)
+        cl *= self._lfac[:, None, None]
+        if self.shear_bias:
+            one_m = 1.0 + np.array([p[n] for n in self._m_names])
+            cl *= np.outer(one_m, one_m)[None, :, :]
+        return cl
+
+    def noise(self) -> np.ndarray:
+        """Shape noise N_ij = delta_ij sigma_e^2 / n_i, n_i = n_gal f_i [sr^-1] (f_i: share of
+        bin i; 1 arcmin^-2 = (180*60/pi)^2 sr^-1 = 1.18183e7 sr^-1). (n_bins, n_bins)."""
+        return np.diag(self.sigma_e**2 / self.density_per_sr())
+
+    def density_per_sr(self) -> np.ndarray:
+        """Source density of each bin [sr^-1]."""
+        return self.n_gal * self.bins.fractions * ARCMIN2_PER_SR
+
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+        """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N."""
+        return knox_fisher(np.asarray(fiducial_signal) + self.noise()[None, :, :], derivs, self.modes)
+
+    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        return {
+            "ell": (self.ell, ""),
+            "ell_edges": (self.ell_edges, ""),
+            "delta_ell": (self.delta_ell, ""),
+            "cl": (self.signal(cosmo, params), ""),
+            "noise": (self.noise(), ""),
+            "z": (self.z, ""),
+            "nz": (self.nz(params), ""),
+            "bin_edges": (self.bins.edges, ""),
+            "n_gal_bin": (self.n_gal * self.bins.fractions, "arcmin^-2"),
+        }
+
+    def _check_grid(self, cosmo) -> None:
+        zc = np.asarray(cosmo.z)
+        if zc[-1] < self.z[-1] - 1e-9:
+            raise ComputationError(
+                f"the cosmology is tabulated up to z = {zc[-1]:g}, weak lensing needs z = {self.z[-1]:g}"
+            )
+
+
+# =======================================================================================
+# Construction from the YAML section
+# =======================================================================================
+
+
+def _resolve(path: pathlib.Path, survey_dir: pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path).expanduser()
+    return path if path.is_absolute() else pathlib.Path(survey_dir) / path
+
+
+def build(config: WeakLensingConfig, survey_dir: pathlib.Path) -> WeakLensingProbe:
+    """Make the probe from its validated configuration; relative file paths are resolved
+    against ``survey_dir``. Raises FileFormatError (an InputError) for unreadable tables."""
+    if isinstance(config.nz, SmailNzConfig):
+        parent = SmailNz(config.nz.z0, config.nz.alpha, config.nz.beta)
+    else:
+        parent = TabulatedNz.from_file(_resolve(config.nz.file, survey_dir))
+    if isinstance(config.bins, EquipopulatedBinsConfig):
+        edges = equipopulated_edges(parent, config.bins.n_bins, config.bins.z_min, config.bins.z_max)
+        equi = True
+    else:
+        edges = np.array(config.bins.edges, dtype=float)
+        equi = False
+    integ = config.integration
+    z = np.linspace(0.0, integ.z_max, integ.n_z)
+    bins = TomographicBins(parent=parent, edges=edges, photoz=config.photoz.model(), z=z, equipopulated=equi)
+    lum = None
+    ia = config.intrinsic_alignment
+    if ia.model == "nla" and ia.luminosity_ratio_file is not None:
+        path = _resolve(ia.luminosity_ratio_file, survey_dir)
+        zt, rt = read_table(path, what="<L>/L* table")
+        if np.any(rt <= 0):
+            raise FileFormatError(f"{path}: <L>/L* must be positive")
+        if zt[-1] < z[-1] - 1e-9:
+            raise FileFormatError(
+                f"{path}: the <L>/L* table ends at z = {zt[-1]:g}; it must reach integration.z_max = {z[-1]:g}"
+            )
+        lum = (zt, rt)
+    return WeakLensingProbe(
+        bins=bins,
+        ell_min=config.ell.min,
+        ell_max=config.ell.max,
+        n_bands=config.ell.n_bands,
+        f_sky=config.sky_fraction,
+        n_gal=config.n_gal,
+        sigma_e=config.shape_noise.sigma_e,
+        noise_convention=config.shape_noise.convention,
+        ell_factor_kind=config.ell_factor,
+        ia_model=ia.model,
+        C_IA=ia.C_IA,
+        luminosity_ratio=lum,
+        shear_bias=config.shear_bias,
+        photoz_shift=config.photoz_shift,
+        k_max=integ.k_max,
+    )
