@@ -1,0 +1,731 @@
+"""Derivatives that choose their own step: step ladders, stencils, plateau, verdict.
+
+Method (see ``notes/derivatives.md``; Bhandari, Leonard, Rau & Mandelbaum 2021, RNAAS 5, 234,
+"Fisher Matrix Stability"). For a parameter ``p`` with fiducial ``x`` and scale ``s``
+(``|x|``, or a declared scale when the fiducial is zero or an offset, e.g. ``wa``, ``dz_i``):
+
+1. Ladder ``h_k = s * h_max / 2^k``, ``k = 0 .. K-1`` (absolute steps, in the parameter's
+   unit). Each rung gives a second-order derivative ``D3_k``: the central 3-point stencil
+   ``(f(x+h) - f(x-h)) / 2h`` (error ``h^2 f'''/6``), or, where ``x - h`` (``x + h``) would
+   leave the parameter's physical domain, the one-sided 3-point stencil
+   ``(-3 f(x) + 4 f(x+h) - f(x+2h)) / 2h`` (error ``-h^2 f'''/3``; mirrored for backward).
+   Since ``2 h_k = h_{k-1}``, a one-sided rung re-uses the point of the rung above.
+2. Richardson on neighbouring rungs of the same stencil, ``D5_k = (4 D3_k - D3_{k-1}) / 3``,
+   cancels the ``h^2`` term: for central rungs it is exactly the 5-point stencil at ``h_k``.
+   It costs no model evaluation.
+3. Rung-to-rung change in the data's own (Fisher) metric:
+   ``delta_k = |D3_k - D3_{k+1}| / |D3_{k+1}|`` with ``|d| = norm(d) = sqrt(gram(d, d))``.
+4. Plateau: the window of ``W`` (default 4) consecutive rungs with the smallest
+   ``max(delta)`` inside it; windows whose score is within ``tie_factor`` of the best are
+   ties, broken toward larger steps. The chosen rung is the second rung of the window, so
+   that the 5-point estimate ``(4 D3_c - D3_{c-1}) / 3`` uses plateau rungs only.
+5. Verdict: PASS when the window's score is at most ``tol_pass``, WARN up to ``tol_warn``,
+   FAIL above; with a reason: ``ok``, ``boundary`` (a one-sided stencil was used),
+   ``noise-limited`` (delta grows as the step shrinks), ``truncation-limited`` (delta falls
+   like ``h^2`` down to the smallest step), ``no plateau``, ``zero derivative``, or
+   ``unchecked`` (fixed mode with a single rung).
+
+Point generation and analysis are separate pure steps: :func:`plan_points` lists every
+parameter value a parameter needs (never a value outside its domain), the pipeline evaluates
+each distinct point once, and :func:`analyse` turns the signals at those values into a
+:class:`ParameterSweep`. Signal arrays may have any shape; ``norm`` is the probe's Fisher
+metric on a difference of derivatives.
+
+Modes (``derivatives.mode`` in the survey YAML): ``sweep`` (the default, above); ``fixed``
+(one step per parameter, ``fixed_step`` relative or the ``step`` override absolute: a single
+rung with the 3-point stencil, or the rungs ``2h, h`` with the 5-point stencil, which then
+also yields one rung-to-rung check); ``fast`` (a known step ``h`` from an earlier output file
+or the YAML: rungs ``2h, h, h/2``, chosen rung ``h``, verdict from the two changes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ComputationError, InputError
+
+__all__ = [
+    "DerivativesConfig",
+    "ParameterOverride",
+    "ParameterDomain",
+    "ParameterSpec",
+    "Ladder",
+    "ParameterSweep",
+    "DEFAULT_DOMAINS",
+    "ACCURACY_SETTINGS",
+    "domain_of",
+    "resolve_spec",
+    "plan_ladder",
+    "plan_points",
+    "analyse",
+    "fast_steps",
+    "known_steps_from_hdf5",
+    "write_sweeps",
+    "read_sweeps",
+]
+
+#: fishcast.cosmology settings (``cosmology.accuracy`` in the survey YAML) whose increase
+#: lowers CAMB's numerical noise; named in the message of a noise-limited parameter.
+ACCURACY_SETTINGS = ("accuracy_boost", "l_accuracy_boost", "k_max")
+
+_TINY = 1e-300
+
+
+# ---------------------------------------------------------------------------- domains
+@dataclass(frozen=True)
+class ParameterDomain:
+    """Default scale, physical domain and unit of a parameter.
+
+    scale: the unit of the relative step when the fiducial cannot serve (it is zero or an
+        offset). ``scale_always`` True: the declared scale is used even for a non-zero
+        fiducial (offsets such as ``wa``, ``dz_i``, ``m_i``).
+    lower / upper: domain bounds (None: unbounded); ``*_inclusive`` False means strict.
+    cosmological: the parameter enters through the Boltzmann code (noise advice names the
+        CAMB accuracy settings).
+    """
+
+    scale: float = 1.0
+    scale_always: bool = False
+    lower: float | None = None
+    upper: float | None = None
+    lower_inclusive: bool = False
+    upper_inclusive: bool = False
+    units: str = ""
+    cosmological: bool = False
+
+
+#: Default domains by regular expression (full match), first match wins. Users declare more
+#: (or override) under ``derivatives.parameters``.
+DEFAULT_DOMAINS: tuple[tuple[str, ParameterDomain], ...] = (
+    ("Omega_m", ParameterDomain(lower=0.0, cosmological=True)),
+    ("Omega_b", ParameterDomain(lower=0.0, cosmological=True)),
+    ("Omega_c|ombh2|omch2", ParameterDomain(lower=0.0, cosmological=True)),
+    ("h", ParameterDomain(lower=0.0, cosmological=True)),
+    ("H0", ParameterDomain(scale=67.0, lower=0.0, units="km/s/Mpc", cosmological=True)),
+    # sum of neutrino masses: m_nu = 0 is a valid (massless) model, hence inclusive; the
+    # scale 0.06 eV (minimal normal hierarchy) serves when the fiducial is 0.
+    ("m_nu", ParameterDomain(scale=0.06, lower=0.0, lower_inclusive=True, units="eV", cosmological=True)),
+    ("sigma8|S8", ParameterDomain(lower=0.0, cosmological=True)),
+    ("A_s", ParameterDomain(scale=2.1e-9, lower=0.0, cosmological=True)),
+    ("n_s", ParameterDomain(cosmological=True)),
+    ("w0", ParameterDomain(cosmological=True)),
+    # wa is an offset around 0: a 5% top step of the scale 1 moves C_ell by ~1e-3
+    ("wa", ParameterDomain(scale=1.0, scale_always=True, cosmological=True)),
+    # Omega_k: scale 0.1, so the top step 5e-3 changes distances about as much as wa's
+    ("Omega_k", ParameterDomain(scale=0.1, scale_always=True, cosmological=True)),
+    ("A_IA", ParameterDomain()),
+    ("eta_IA", ParameterDomain(scale=1.0, scale_always=True)),
+    ("beta_IA", ParameterDomain()),
+    # shear multiplicative bias m_i (1 + m_i > 0) and photo-z shifts dz_i: offsets
+    (r"m_\d+", ParameterDomain(scale=0.01, scale_always=True, lower=-1.0)),
+    (r"dz_\d+", ParameterDomain(scale=0.01, scale_always=True)),
+    (r"b\w*", ParameterDomain(lower=0.0)),
+)
+
+
+def domain_of(name: str) -> ParameterDomain:
+    """The default :class:`ParameterDomain` of ``name`` (unbounded, scale 1 if unknown)."""
+    for pattern, dom in DEFAULT_DOMAINS:
+        if re.fullmatch(pattern, name):
+            return dom
+    return ParameterDomain()
+
+
+# ---------------------------------------------------------------------------- config
+class ParameterOverride(BaseModel):
+    """Per-parameter settings under ``derivatives.parameters.<name>`` (glob patterns such as
+    ``dz_*`` allowed; an exact name wins over a pattern). Declares new parameters too."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    h_max: float | None = Field(None, gt=0, description="top relative step (times scale)")
+    n_rungs: int | None = Field(None, ge=1, le=30, description="number of rungs of the ladder")
+    scale: float | None = Field(None, gt=0, description="unit of the relative step, in the parameter's unit")
+    step: float | None = Field(
+        None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed' and the known step of mode 'fast'"
+    )
+    lower: float | None = Field(None, description="lower bound of the physical domain (inclusive)")
+    upper: float | None = Field(None, description="upper bound of the physical domain (inclusive)")
+    units: str | None = Field(None, description="unit of the parameter (e.g. eV)")
+
+
+class DerivativesConfig(BaseModel):
+    """The ``derivatives:`` section of a survey YAML: how derivatives choose their step.
+
+    Defaults, from CAMB 2.0.5 measurements (notes/derivatives.md): derivatives of P_lin are
+    stable to ~1e-4 and of P_nl (mead2020) to 1e-4..1e-3 in the signal-to-noise metric on a
+    plateau of relative steps 1e-3..1e-2, with noise below ~1e-4 and 3-point truncation above
+    ~3e-2. Hence h_max = 0.05 and 8 rungs (0.05 .. 3.9e-4), ``tol_pass`` = 2e-3 (twice the
+    worst plateau change measured) and ``tol_warn`` = 1e-2 (a 1% change of a derivative in
+    the data metric moves Fisher errors by up to ~1%).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["sweep", "fixed", "fast"] = Field(
+        "sweep",
+        description="sweep: step ladder with plateau search; fixed: one step per parameter; "
+        "fast: reuse known steps and check only the neighbouring rungs",
+    )
+    h_max: float = Field(0.05, gt=0, description="top relative step of the ladder (times the parameter's scale)")
+    n_rungs: int = Field(8, ge=2, le=30, description="rungs of the ladder; each halves the step")
+    window: int = Field(4, ge=2, le=10, description="plateau window (rungs); 3 can pick false plateaus at tiny steps")
+    tol_pass: float = Field(2e-3, gt=0, description="PASS when the plateau's rung-to-rung change (data metric) is at most this")
+    tol_warn: float = Field(1e-2, gt=0, description="WARN up to this, FAIL above")
+    tie_factor: float = Field(1.5, ge=1, description="windows whose score is within this factor of the best are ties, broken toward larger steps")
+    stencil: Literal["3-point", "5-point"] = Field(
+        "5-point", description="derivative reported: 3-point central, or 5-point by Richardson from neighbouring rungs (no extra calls)"
+    )
+    fixed_step: float = Field(0.01, gt=0, description="relative step (times scale) of mode 'fixed' when no 'step' override is given")
+    stem_check: bool = Field(False, description="cross-check with a SteM-style linear fit over the plateau points")
+    steps_from: str | None = Field(None, description="mode 'fast': earlier fishcast output file whose chosen steps are reused")
+    parameters: dict[str, ParameterOverride] = Field(default_factory=dict, description="per-parameter overrides and declarations")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DerivativesConfig":
+        if self.tol_warn < self.tol_pass:
+            raise ValueError("tol_warn must be >= tol_pass")
+        if self.mode == "sweep" and self.n_rungs < self.window:
+            raise ValueError(f"n_rungs ({self.n_rungs}) must be >= window ({self.window}) in mode 'sweep'")
+        return self
+
+    def override_for(self, name: str) -> ParameterOverride:
+        """The override of ``name``: exact key, else the first matching glob pattern."""
+        import fnmatch
+
+        if name in self.parameters:
+            return self.parameters[name]
+        for pat, ov in self.parameters.items():
+            if any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat):
+                return ov
+        return ParameterOverride()
+
+
+# ---------------------------------------------------------------------------- spec / ladder
+@dataclass(frozen=True)
+class ParameterSpec:
+    """Everything needed to plan and analyse one parameter's derivative (resolved from the
+    defaults table and the config by :func:`resolve_spec`).
+
+    top_step: the largest absolute step [parameter unit]; rungs halve it ``n_rungs - 1`` times.
+    chosen: fixed rung index for modes 'fixed' and 'fast' (None for 'sweep').
+    """
+
+    name: str
+    mode: str
+    scale: float
+    top_step: float
+    n_rungs: int
+    lower: float | None = None
+    upper: float | None = None
+    lower_inclusive: bool = False
+    upper_inclusive: bool = False
+    units: str = ""
+    cosmological: bool = False
+    chosen: int | None = None
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the parameter's physical domain."""
+        if self.lower is not None:
+            if value < self.lower or (value == self.lower and not self.lower_inclusive):
+                return False
+        if self.upper is not None:
+            if value > self.upper or (value == self.upper and not self.upper_inclusive):
+                return False
+        return True
+
+    def domain_text(self) -> str:
+        lo = "-inf" if self.lower is None else f"{self.lower:g}"
+        hi = "inf" if self.upper is None else f"{self.upper:g}"
+        lb = "[" if (self.lower is not None and self.lower_inclusive) else "("
+        ub = "]" if (self.upper is not None and self.upper_inclusive) else ")"
+        return f"{lb}{lo}, {hi}{ub}"
+
+
+def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = None,
+                 known_step: float | None = None) -> ParameterSpec:
+    """Resolve the ladder of ``name`` at ``fiducial`` from the defaults table and ``config``.
+
+    known_step: an absolute step from an earlier run (mode 'fast'); the YAML ``step``
+    override wins over it. In mode 'fast' a parameter without a known step is swept.
+    Raises InputError if the fiducial is outside the parameter's domain.
+    """
+    config = config or DerivativesConfig()
+    dom = domain_of(name)
+    ov = config.override_for(name)
+    fid = float(fiducial)
+    if ov.scale is not None:
+        scale = float(ov.scale)
+    elif dom.scale_always or fid == 0.0:
+        scale = dom.scale
+    else:
+        scale = abs(fid)
+    lower, lower_inc = dom.lower, dom.lower_inclusive
+    upper, upper_inc = dom.upper, dom.upper_inclusive
+    if ov.lower is not None:
+        lower, lower_inc = float(ov.lower), True
+    if ov.upper is not None:
+        upper, upper_inc = float(ov.upper), True
+    units = ov.units if ov.units is not None else dom.units
+    h_max = ov.h_max if ov.h_max is not None else config.h_max
+    n_rungs = ov.n_rungs if ov.n_rungs is not None else config.n_rungs
+    step = ov.step if ov.step is not None else known_step
+    mode = config.mode
+    chosen: int | None = None
+    if mode == "fast" and step is None:
+        mode = "sweep"
+    if mode == "sweep":
+        top = scale * h_max
+        if n_rungs < config.window:
+            raise InputError(f"derivatives.parameters.{name}.n_rungs ({n_rungs}) must be >= window ({config.window})")
+    elif mode == "fixed":
+        h = float(step) if step is not None else scale * config.fixed_step
+        if config.stencil == "5-point":
+            top, n_rungs, chosen = 2.0 * h, 2, 1
+        else:
+            top, n_rungs, chosen = h, 1, 0
+    else:  # fast
+        top, n_rungs, chosen = 2.0 * float(step), 3, 1
+    spec = ParameterSpec(name=name, mode=mode, scale=scale, top_step=float(top), n_rungs=int(n_rungs),
+                         lower=lower, upper=upper, lower_inclusive=lower_inc, upper_inclusive=upper_inc,
+                         units=units, cosmological=dom.cosmological, chosen=chosen)
+    if not spec.contains(fid):
+        raise InputError(f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
+    return spec
+
+
+def fast_steps(step: float) -> np.ndarray:
+    """The rungs mode 'fast' evaluates around a known absolute step: ``[2h, h, h/2]``."""
+    return float(step) * np.array([2.0, 1.0, 0.5])
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The planned rungs of one parameter.
+
+    steps: absolute steps (K,) [parameter unit], largest first.
+    stencils: per rung "central" | "forward" | "backward".
+    points: per rung the parameter values evaluated (two each; the fiducial is extra).
+    """
+
+    name: str
+    fiducial: float
+    steps: np.ndarray
+    stencils: tuple[str, ...]
+    points: tuple[tuple[float, float], ...]
+
+    def values(self) -> list[float]:
+        """Every distinct parameter value needed (the fiducial not included), sorted."""
+        return sorted({v for pair in self.points for v in pair})
+
+    def describe(self, value: float) -> str:
+        """Where ``value`` sits in the ladder, for error messages (e.g. a CAMB failure)."""
+        for k, pair in enumerate(self.points):
+            if any(_same(value, v) for v in pair):
+                return (f"{self.name} = {value:.8g} (rung {k}, step {self.steps[k]:.4g}, "
+                        f"{self.stencils[k]} stencil, fiducial {self.fiducial:.8g})")
+        return f"{self.name} = {value:.8g} (not in the ladder; fiducial {self.fiducial:.8g})"
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+
+
+def plan_ladder(name: str, fiducial: float, spec: ParameterSpec) -> Ladder:
+    """The ladder of ``name``: steps, stencil per rung (central where the domain allows,
+    one-sided otherwise) and the values each rung evaluates. No value leaves the domain;
+    raises InputError when a rung fits no stencil (lower ``h_max`` then)."""
+    x = float(fiducial)
+    steps = spec.top_step * 2.0 ** -np.arange(spec.n_rungs, dtype=float)
+    stencils: list[str] = []
+    points: list[tuple[float, float]] = []
+    for h in steps:
+        h = float(h)
+        lo, hi = x - h, x + h
+        if spec.contains(lo) and spec.contains(hi):
+            stencils.append("central")
+            points.append((lo, hi))
+        elif spec.contains(hi) and spec.contains(x + 2.0 * h):
+            stencils.append("forward")
+            points.append((hi, x + 2.0 * h))
+        elif spec.contains(lo) and spec.contains(x - 2.0 * h):
+            stencils.append("backward")
+            points.append((lo, x - 2.0 * h))
+        else:
+            raise InputError(
+                f"{name}: no stencil with step {h:.4g} around {x:g} fits in the domain {spec.domain_text()}; "
+                f"lower derivatives.parameters.{name}.h_max (or step)"
+            )
+    return Ladder(name=name, fiducial=x, steps=steps, stencils=tuple(stencils), points=tuple(points))
+
+
+def plan_points(name: str, fiducial: float, spec: ParameterSpec) -> list[float]:
+    """Every value of ``name`` at which the model must be evaluated (fiducial excluded: it is
+    given to :func:`analyse` as ``fid_signal``). Keys of ``signals`` in :func:`analyse` must be
+    these floats (exact; a relative difference of 1e-12 is tolerated)."""
+    return plan_ladder(name, fiducial, spec).values()
+
+
+# ---------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class ParameterSweep:
+    """The derivative of the signal with respect to one parameter, and how it was chosen.
+
+    Units: steps in the parameter's unit (``parameter_units``); derivatives in
+    ``signal unit / parameter unit``; deltas and spreads are dimensionless (data metric).
+
+    steps (K,), relative_steps (K,) = steps / scale, stencils (K,) per-rung stencil,
+    derivatives_3pt (K, *shape): second-order per-rung derivatives (central or one-sided),
+    derivatives_5pt (K, *shape): Richardson ``(4 D3_k - D3_{k-1}) / 3`` (NaN for rung 0 and
+    where the stencils of rungs k-1 and k differ),
+    deltas (K-1,): ``|D3_k - D3_{k+1}| / |D3_{k+1}|`` in the data metric,
+    window (start, stop): plateau rungs ``start .. stop-1``; chosen: rung index,
+    derivative: the reported derivative (stencil ``stencil``), plateau_width: rungs
+    connected to the chosen one by changes <= tol_pass, spread: max over the window of
+    ``|D3_i - D3_c| / |D3_c|``, verdict PASS|WARN|FAIL, reason, message.
+    """
+
+    name: str
+    fiducial: float
+    scale: float
+    mode: str
+    steps: np.ndarray
+    relative_steps: np.ndarray
+    stencils: tuple[str, ...]
+    derivatives_3pt: np.ndarray
+    derivatives_5pt: np.ndarray
+    deltas: np.ndarray
+    window: tuple[int, int]
+    chosen: int
+    stencil: str
+    derivative: np.ndarray
+    plateau_width: int
+    spread: float
+    score: float
+    verdict: str
+    reason: str
+    message: str
+    tol_pass: float
+    tol_warn: float
+    parameter_units: str = ""
+    signal_units: str = ""
+    stem_derivative: np.ndarray | None = None
+    stem_difference: float | None = None
+    norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def step(self) -> float:
+        """The chosen absolute step [parameter unit]."""
+        return float(self.steps[self.chosen])
+
+    @property
+    def relative_step(self) -> float:
+        return float(self.relative_steps[self.chosen])
+
+    @property
+    def one_sided(self) -> bool:
+        """Whether the reported derivative uses a one-sided stencil."""
+        return "forward" in self.stencil or "backward" in self.stencil
+
+    def derivative_at(self, rung: int) -> np.ndarray:
+        """The derivative the chosen stencil gives at ``rung`` (5-point where available there,
+        else the rung's 3-point); used by the error-stability check."""
+        if "5-point" in self.stencil and 0 <= rung < len(self.steps):
+            d5 = self.derivatives_5pt[rung]
+            if np.all(np.isfinite(d5)):
+                return d5
+        return self.derivatives_3pt[rung]
+
+    # ---------------------------------------------------------------- HDF5
+    def to_hdf5(self, group) -> None:
+        """Write into an h5py group (created by the caller). Datasets carry ``units``."""
+        import h5py
+
+        pu = self.parameter_units or "1"
+        su = self.signal_units or "1"
+        du = f"({su})/({pu})" if pu != "1" else su
+        a = group.attrs
+        a["fishcast_type"] = "ParameterSweep"
+        for key in ("name", "mode", "stencil", "verdict", "reason", "message", "parameter_units", "signal_units"):
+            a[key] = str(getattr(self, key))
+        for key in ("fiducial", "scale", "spread", "score", "tol_pass", "tol_warn"):
+            a[key] = float(getattr(self, key))
+        a["chosen_rung"] = int(self.chosen)
+        a["window_start"], a["window_stop"] = int(self.window[0]), int(self.window[1])
+        a["plateau_width"] = int(self.plateau_width)
+        a["chosen_step"] = self.step
+        a["chosen_relative_step"] = self.relative_step
+        a["stem_difference"] = float("nan") if self.stem_difference is None else float(self.stem_difference)
+
+        def ds(key, data, units):
+            d = group.create_dataset(key, data=data)
+            d.attrs["units"] = units
+            return d
+
+        ds("steps", self.steps, pu)
+        ds("relative_steps", self.relative_steps, "1")
+        group.create_dataset("stencils", data=np.array(self.stencils, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        ds("derivatives_3pt", self.derivatives_3pt, du)
+        ds("derivatives_5pt", self.derivatives_5pt, du)
+        ds("deltas", self.deltas, "1")
+        ds("derivative", self.derivative, du)
+        ds("norms", self.norms, "1")
+        if self.stem_derivative is not None:
+            ds("stem_derivative", self.stem_derivative, du)
+
+    @classmethod
+    def from_hdf5(cls, group) -> "ParameterSweep":
+        a = group.attrs
+
+        def s(key):
+            v = a[key]
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        stem_diff = float(a["stem_difference"])
+        return cls(
+            name=s("name"), fiducial=float(a["fiducial"]), scale=float(a["scale"]), mode=s("mode"),
+            steps=group["steps"][()], relative_steps=group["relative_steps"][()],
+            stencils=tuple(x.decode() if isinstance(x, bytes) else str(x) for x in group["stencils"][()]),
+            derivatives_3pt=group["derivatives_3pt"][()], derivatives_5pt=group["derivatives_5pt"][()],
+            deltas=group["deltas"][()], window=(int(a["window_start"]), int(a["window_stop"])),
+            chosen=int(a["chosen_rung"]), stencil=s("stencil"), derivative=group["derivative"][()],
+            plateau_width=int(a["plateau_width"]), spread=float(a["spread"]), score=float(a["score"]),
+            verdict=s("verdict"), reason=s("reason"), message=s("message"),
+            tol_pass=float(a["tol_pass"]), tol_warn=float(a["tol_warn"]),
+            parameter_units=s("parameter_units"), signal_units=s("signal_units"),
+            stem_derivative=group["stem_derivative"][()] if "stem_derivative" in group else None,
+            stem_difference=None if math.isnan(stem_diff) else stem_diff,
+            norms=group["norms"][()] if "norms" in group else np.zeros(0),
+        )
+
+
+def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[ParameterSweep],
+                 config: DerivativesConfig | None = None) -> None:
+    """Write sweeps as subgroups ``<group>/<name>`` (parameter order in attribute ``names``),
+    with the config (JSON) and its tolerances as attributes of ``group``."""
+    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
+    group.attrs["names"] = json.dumps([sw.name for sw in items])
+    if config is not None:
+        group.attrs["config"] = config.model_dump_json()
+        for key in ("mode", "stencil"):
+            group.attrs[key] = str(getattr(config, key))
+        for key in ("h_max", "tol_pass", "tol_warn", "tie_factor"):
+            group.attrs[key] = float(getattr(config, key))
+        for key in ("n_rungs", "window"):
+            group.attrs[key] = int(getattr(config, key))
+    for sw in items:
+        sw.to_hdf5(group.create_group(sw.name))
+
+
+def read_sweeps(group) -> dict[str, ParameterSweep]:
+    """Read what :func:`write_sweeps` wrote (in the stored parameter order)."""
+    if "names" in group.attrs:
+        v = group.attrs["names"]
+        names = json.loads(v.decode() if isinstance(v, bytes) else v)
+    else:
+        names = [k for k in group if group[k].attrs.get("fishcast_type") == "ParameterSweep"]
+    return {n: ParameterSweep.from_hdf5(group[n]) for n in names}
+
+
+def known_steps_from_hdf5(group) -> dict[str, float]:
+    """Chosen absolute steps stored by :func:`write_sweeps` (for mode 'fast')."""
+    out = {}
+    for name in group:
+        g = group[name]
+        if hasattr(g, "attrs") and g.attrs.get("fishcast_type") == "ParameterSweep":
+            out[name] = float(g.attrs["chosen_step"])
+    return out
+
+
+# ---------------------------------------------------------------------------- analysis
+def _lookup(signals: Mapping[float, np.ndarray], value: float, ladder: Ladder) -> np.ndarray:
+    arr = signals.get(value)
+    if arr is None:
+        for key, a in signals.items():
+            if _same(float(key), value):
+                arr = a
+                break
+    if arr is None:
+        raise ComputationError(f"no signal was computed at {ladder.describe(value)}")
+    arr = np.asarray(arr, dtype=float)
+    if not np.all(np.isfinite(arr)):
+        raise ComputationError(f"the signal is not finite at {ladder.describe(value)}")
+    return arr
+
+
+def _rung_derivatives(ladder: Ladder, signals, fid: np.ndarray) -> np.ndarray:
+    out = []
+    for h, st, (p1, p2) in zip(ladder.steps, ladder.stencils, ladder.points):
+        a, b = _lookup(signals, p1, ladder), _lookup(signals, p2, ladder)
+        if st == "central":  # points (x-h, x+h)
+            out.append((b - a) / (2.0 * h))
+        elif st == "forward":  # points (x+h, x+2h)
+            out.append((-3.0 * fid + 4.0 * a - b) / (2.0 * h))
+        else:  # backward: points (x-h, x-2h)
+            out.append((3.0 * fid - 4.0 * a + b) / (2.0 * h))
+    return np.stack(out)
+
+
+def _diagnose(deltas: np.ndarray, steps: np.ndarray) -> str:
+    """Why no rung window is flat enough: 'noise-limited' if the changes grow as the step
+    shrinks below their minimum, 'truncation-limited' if they fall steeply (~h^2) down to the
+    minimum and not further, else 'no plateau'."""
+    d = np.maximum(np.asarray(deltas, dtype=float), _TINY)
+    if len(d) < 2 or not np.all(np.isfinite(d)):
+        return "no plateau"
+    logd = np.log(d)
+    logh = np.log(np.sqrt(steps[:-1] * steps[1:]))
+    m = int(np.argmin(d))
+    noise = truncation = False
+    if len(d) - m >= 2:
+        slope = np.polyfit(logh[m:], logd[m:], 1)[0]
+        noise = slope < -0.5 and d[-1] >= 2.0 * d[m]
+    if m >= 1:
+        slope = np.polyfit(logh[: m + 1], logd[: m + 1], 1)[0]
+        truncation = slope > 1.0 and d[0] >= 2.0 * d[m]
+    if noise:
+        return "noise-limited"
+    if truncation:
+        return "truncation-limited"
+    return "no plateau"
+
+
+def _advice(reason: str, spec: ParameterSpec, name: str) -> str:
+    if reason == "noise-limited":
+        if spec.cosmological:
+            return ("the derivative is limited by numerical noise: raise the CAMB accuracy "
+                    "(cosmology.accuracy: " + ", ".join(ACCURACY_SETTINGS) + ") or use larger steps "
+                    f"(derivatives.parameters.{name}.h_max)")
+        return ("the derivative is limited by numerical noise in the probe's own computation "
+                f"(integration grids); use larger steps (derivatives.parameters.{name}.h_max)")
+    if reason == "truncation-limited":
+        return ("the change falls like h^2 down to the smallest step: the ladder stops before the "
+                f"plateau; add rungs (derivatives.parameters.{name}.n_rungs) or lower h_max")
+    if reason == "no plateau":
+        return "the derivative does not settle at any step: the signal may not be smooth in this parameter"
+    if reason == "zero derivative":
+        return f"the data do not depend on {name}: fix it or remove it from the free parameters"
+    return ""
+
+
+def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[float, np.ndarray],
+            fid_signal: np.ndarray, norm: Callable[[np.ndarray], float],
+            config: DerivativesConfig | None = None, *, signal_units: str = "") -> ParameterSweep:
+    """Derivative of the signal with respect to ``name`` from the signals at the planned
+    values (``signals[value]``, values from :func:`plan_points`) and at the fiducial.
+
+    norm: length of a signal-shaped array in the data's Fisher metric, ``sqrt(gram(d, d))``.
+    Raises ComputationError if a planned value is missing or its signal is not finite.
+    """
+    config = config or DerivativesConfig()
+    ladder = plan_ladder(name, fiducial, spec)
+    fid = np.asarray(fid_signal, dtype=float)
+    d3 = _rung_derivatives(ladder, signals, fid)
+    K = len(ladder.steps)
+    d5 = np.full_like(d3, np.nan)
+    for k in range(1, K):
+        if ladder.stencils[k] == ladder.stencils[k - 1]:
+            d5[k] = (4.0 * d3[k] - d3[k - 1]) / 3.0
+    norms = np.array([float(norm(d)) for d in d3])
+    deltas = np.empty(K - 1)
+    for k in range(K - 1):
+        num = float(norm(d3[k] - d3[k + 1]))
+        deltas[k] = 0.0 if num == 0.0 else (num / norms[k + 1] if norms[k + 1] > 0 else math.inf)
+
+    # plateau window and chosen rung
+    if spec.mode == "sweep":
+        W = min(config.window, K)
+        scores = np.array([np.max(deltas[k:k + W - 1]) for k in range(K - W + 1)])
+        best = float(np.min(scores))
+        ties = np.nonzero(scores <= best * config.tie_factor)[0] if best > 0 else np.nonzero(scores == 0)[0]
+        start = int(ties[0])
+        window = (start, start + W)
+        chosen = start + 1
+        score = float(scores[start])
+    else:
+        chosen = int(spec.chosen if spec.chosen is not None else K - 1)
+        window = (0, K)
+        score = float(np.max(deltas)) if K > 1 else float("nan")
+
+    use5 = config.stencil == "5-point" and chosen >= 1 and np.all(np.isfinite(d5[chosen]))
+    st = ladder.stencils[chosen]
+    stencil = (f"5-point {st} (Richardson)" if use5 else f"3-point {st}")
+    derivative = d5[chosen] if use5 else d3[chosen]
+
+    # plateau width and spread
+    left = right = chosen
+    while left > 0 and deltas[left - 1] <= config.tol_pass:
+        left -= 1
+    while right < K - 1 and deltas[right] <= config.tol_pass:
+        right += 1
+    width = right - left + 1
+    nc = norms[chosen]
+    spread = (max(float(norm(d3[i] - d3[chosen])) for i in range(*window)) / nc) if nc > 0 else math.inf
+
+    # verdict
+    used = {ladder.stencils[chosen]} | ({ladder.stencils[chosen - 1]} if use5 else set())
+    boundary = bool(used - {"central"})
+    if not np.any(norms > 0):
+        verdict, reason = "FAIL", "zero derivative"
+        message = _advice(reason, spec, name)
+    elif K == 1:
+        verdict, reason = "WARN", "unchecked"
+        message = "fixed mode with one step: no convergence check (use the 5-point stencil or mode 'sweep')"
+    elif score <= config.tol_pass:
+        verdict = "PASS"
+        reason = "boundary" if boundary else "ok"
+        message = (f"plateau: changes <= {score:.2g} over rungs {window[0]}..{window[1] - 1}")
+    else:
+        verdict = "WARN" if score <= config.tol_warn else "FAIL"
+        if spec.mode == "fixed":
+            reason = "no plateau"
+            message = (f"the 3-point derivatives at steps h and 2h differ by {score:.2g} (> {config.tol_pass:g}); "
+                       "mode 'fixed' cannot tell noise from truncation: use mode 'sweep'")
+        else:
+            reason = _diagnose(deltas, ladder.steps)
+            message = f"best window changes by {score:.2g} (> {config.tol_pass:g}); " + _advice(reason, spec, name)
+    if boundary:
+        sides = "/".join(sorted(used - {"central"}))
+        message += (f"; one-sided ({sides}) stencil at the domain boundary {spec.domain_text()} of {name}")
+
+    stem = stem_diff = None
+    if config.stem_check and K >= 2:
+        stem = _stem_slope(ladder, window, signals, fid)
+        stem_diff = float(norm(stem - derivative)) / nc if nc > 0 else math.inf
+
+    return ParameterSweep(
+        name=name, fiducial=float(fiducial), scale=spec.scale, mode=spec.mode,
+        steps=ladder.steps.copy(), relative_steps=ladder.steps / spec.scale, stencils=ladder.stencils,
+        derivatives_3pt=d3, derivatives_5pt=d5, deltas=deltas, window=window, chosen=chosen,
+        stencil=stencil, derivative=np.array(derivative), plateau_width=int(width), spread=float(spread),
+        score=score, verdict=verdict, reason=reason, message=message,
+        tol_pass=config.tol_pass, tol_warn=config.tol_warn, parameter_units=spec.units,
+        signal_units=signal_units, stem_derivative=stem, stem_difference=stem_diff, norms=norms,
+    )
+
+
+def _stem_slope(ladder: Ladder, window: tuple[int, int], signals, fid: np.ndarray) -> np.ndarray:
+    """SteM-style cross-check (Camera, Carbone & Moscardini 2012): least-squares slope of a
+    straight line through the fiducial and every point of the plateau rungs, per element."""
+    x = ladder.fiducial
+    ts = [0.0]
+    fs = [fid]
+    for k in range(*window):
+        for v in ladder.points[k]:
+            ts.append(v - x)
+            fs.append(_lookup(signals, v, ladder))
+    t = np.array(ts)
+    # de-duplicate offsets shared by neighbouring one-sided rungs
+    t, idx = np.unique(t, return_index=True)
+    f = np.stack([fs[i] for i in idx])
+    tc = t - t.mean()
+    fc = f - f.mean(axis=0)
+    return np.tensordot(tc, fc, axes=(0, 0)) / np.sum(tc * tc)
