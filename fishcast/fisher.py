@@ -40,7 +40,7 @@ import scipy.linalg
 
 from fishcast.errors import DegenerateFisherError, InputError
 
-__all__ = ["FisherMatrix", "COND_LIMIT", "ASYMMETRY_LIMIT", "FIDUCIAL_RTOL"]
+__all__ = ["FisherMatrix", "COND_LIMIT", "ASYMMETRY_LIMIT", "FIDUCIAL_RTOL", "compare", "within_tolerance"]
 
 #: Largest accepted condition number of the correlation form R. Above it the inverse has
 #: no significant digits left in double precision (gwbench refuses above the same value).
@@ -514,3 +514,81 @@ class FisherMatrix:
         if sorted(names) != sorted(self._names):
             raise InputError(f"cannot reorder {list(self._names)} to {names}")
         return self.sub(names)
+
+
+# ---------------------------------------------------------------------- comparison
+def within_tolerance(a: Any, b: Any, rtol: float, atol: float, scale: Any = None) -> np.ndarray:
+    """Element-wise ``|a - b| <= atol + rtol * scale`` with ``scale = max(|a|, |b|)`` by
+    default (symmetric in ``a`` and ``b``). Two NaNs agree; a NaN and a number do not."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if scale is None:
+        scale = np.maximum(np.abs(a), np.abs(b))
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(a - b) <= atol + rtol * np.asarray(scale, dtype=float)
+    both_nan = np.isnan(a) & np.isnan(b)
+    both_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
+    return ok | both_nan | both_inf
+
+
+def _rows(quantity: str, labels: Sequence[str], a, b, rtol: float, atol: float, scale=None) -> list[dict]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = within_tolerance(a, b, rtol, atol, scale)
+    sc = np.maximum(np.abs(a), np.abs(b)) if scale is None else np.asarray(scale, dtype=float)
+    out = []
+    for k in np.nonzero(~ok)[0]:
+        diff = float(abs(a[k] - b[k]))
+        out.append({"quantity": quantity, "param": labels[k], "a": float(a[k]), "b": float(b[k]),
+                    "abs_diff": diff, "rel_diff": diff / float(sc[k]) if sc[k] > 0 else math.inf})
+    return out
+
+
+def compare(a: FisherMatrix, b: FisherMatrix, on: str = "sigma", rtol: float = 1e-3,
+            atol: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+    """Differences between two forecasts beyond ``|x_a - x_b| <= atol + rtol * scale``.
+
+    ``on="sigma"``: fiducials, marginalized and conditional 1-sigma of every parameter and the
+    (w0, wa) figure of merit (scale: the larger of the two values). ``on="fisher"``: every
+    element ``F_ij`` (i <= j) with scale ``sqrt(F_ii F_jj)`` (the larger of the two files'),
+    i.e. the difference measured in the correlation form, so that near-zero off-diagonal
+    elements are not judged relative to themselves. Parameters present in only one forecast
+    are differences. Returns ``(rows, n_compared)``; each row has ``quantity``, ``param``,
+    ``a``, ``b``, ``abs_diff``, ``rel_diff``. Raises :class:`DegenerateFisherError` if a
+    matrix cannot be inverted for ``sigma``.
+    """
+    if on not in ("sigma", "fisher"):
+        raise InputError(f"compare on {on!r}: choose sigma or fisher (data is compared by the file layer)")
+    if rtol < 0 or atol < 0:
+        raise InputError("tolerances must be non-negative")
+    rows: list[dict[str, Any]] = []
+    for nm in a.names:
+        if nm not in b:
+            rows.append({"quantity": "parameter", "param": nm, "a": "free", "b": "absent",
+                         "abs_diff": math.nan, "rel_diff": math.nan})
+    for nm in b.names:
+        if nm not in a:
+            rows.append({"quantity": "parameter", "param": nm, "a": "absent", "b": "free",
+                         "abs_diff": math.nan, "rel_diff": math.nan})
+    common = [nm for nm in a.names if nm in b]
+    n_compared = len(set(a.names) | set(b.names))  # parameter presence
+    if not common:
+        return rows, n_compared
+    ia, ib = a._indices(common), b._indices(common)
+    rows += _rows("fiducial", common, a.fiducial[ia], b.fiducial[ib], rtol, atol)
+    n_compared += len(common)
+    if on == "sigma":
+        rows += _rows("marginalized_sigma", common, a.marginalized_sigma()[ia], b.marginalized_sigma()[ib], rtol, atol)
+        rows += _rows("conditional_sigma", common, a.conditional_sigma()[ia], b.conditional_sigma()[ib], rtol, atol)
+        n_compared += 2 * len(common)
+        if "w0" in common and "wa" in common:
+            rows += _rows("fom", ["w0-wa"], [a.figure_of_merit()], [b.figure_of_merit()], rtol, atol)
+            n_compared += 1
+    else:
+        fa = a.matrix[np.ix_(ia, ia)]
+        fb = b.matrix[np.ix_(ib, ib)]
+        da, db = np.diag(fa), np.diag(fb)
+        scale = np.sqrt(np.maximum(np.outer(da, da), np.outer(db, db)))
+        iu = np.triu_indices(len(common))
+        labels = [f"F[{common[i]},{common[j]}]" for i, j in zip(*iu)]
+        rows += _rows("fisher", labels, fa[iu], fb[iu], rtol, atol, scale[iu])
+        n_compared += len(labels)
+    return rows, n_compared
