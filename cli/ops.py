@@ -238,10 +238,9 @@ def combine(files, output, force):
     for k, (_, _, meta) in enumerate(loaded):
         for pname, pf in (meta.get("probes") or {}).items():
             probes[pname if pname not in probes else f"{pname}_{k + 1}"] = pf
-    step = total.provenance[-1]
-    added = step.get("only_in_second") or []
-    if added:
-        click.echo(f"aligned by name; parameters not in every file: {', '.join(added)}")
+    partial = [n for n in total.names if not all(n in fisher for _, fisher, _ in loaded)]
+    if partial:
+        click.echo(f"aligned by name; not in every file (unconstrained where absent): {', '.join(partial)}")
     _write(output, total, [(f, m) for f, _, m in loaded], probes)
 
 

@@ -230,3 +230,46 @@ def test_reparametrize_validates_shape():
         f.reparametrize(np.eye(3), ["x", "y"])
     g = f.reparametrize([[2.0], [1.0]], ["s"])
     np.testing.assert_allclose(g.matrix, [[5.0]])
+
+
+def test_derive_S8_with_Omega_m_fixed():
+    # Omega_m not free: S8 = sigma8 sqrt(Omega_m/0.3) is sigma8 times a constant.
+    f = FisherMatrix(np.diag([400.0, 100.0]), ["sigma8", "h"], [0.8, 0.7])
+    d = f.derive("S8", fixed={"Omega_m": 0.27})
+    c = math.sqrt(0.27 / 0.3)
+    assert d.fiducial_of("S8") == pytest.approx(0.8 * c, rel=1e-14)
+    assert d.sigma("S8") == pytest.approx(c / 20.0, rel=1e-12)
+
+
+def test_two_degenerate_directions_are_both_named():
+    a = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    b = np.array([0.0, 0.0, 1.0, -3.0, 0.0])
+    m = np.outer(a, a) + np.outer(b, b) + np.diag([0.0, 0.0, 0.0, 0.0, 2.0])
+    f = FisherMatrix(m, ["Omega_m", "sigma8", "w0", "wa", "h"])
+    with pytest.raises(DegenerateFisherError) as err:
+        f.covariance()
+    named = sorted(sorted(w) for _, w in err.value.directions)
+    # The two null directions of R span {Omega_m, sigma8} and {w0, wa}; eigh may mix them
+    # only within the null space, so every named parameter is one of the four.
+    assert len(named) == 2
+    assert set().union(*named) <= {"Omega_m", "sigma8", "w0", "wa"}
+    assert all("h" not in w for _, w in err.value.directions)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 8), seed=st.integers(0, 2**31), data=st.data())
+def test_marginalize_and_fix_property(n, seed, data):
+    names = [f"p{i}" for i in range(n)]
+    F = random_spd(n, seed, spread=2)
+    keep_idx = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    keep = [names[i] for i in keep_idx]
+    f = FisherMatrix(F, names)
+    cov = np.linalg.inv(F)
+    np.testing.assert_allclose(f.marginalize(keep).covariance(), cov[np.ix_(keep_idx, keep_idx)], rtol=1e-7, atol=0)
+    drop = [nm for nm in names if nm not in keep]
+    if drop:
+        rest = [i for i in range(n) if names[i] not in drop]
+        np.testing.assert_allclose(f.fix(drop).covariance(), np.linalg.inv(F[np.ix_(rest, rest)]), rtol=1e-7)
