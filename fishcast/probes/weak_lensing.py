@@ -377,7 +377,8 @@ def limber_cl(
     inv_chi2 = np.divide(1.0, chi * chi, out=np.zeros_like(chi), where=chi > 0)
     m = pk * (weights * (C_KMS / hubble) * inv_chi2)[None, :]  # (n_ell, n_z)
     k = np.asarray(kernels, dtype=float)
-    return np.matmul(k[None, :, :] * m[:, None, :], k.T)
+    cl = np.matmul(k[None, :, :] * m[:, None, :], k.T)
+    return 0.5 * (cl + np.swapaxes(cl, 1, 2))  # exactly symmetric
 
 
 def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> np.ndarray:
