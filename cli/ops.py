@@ -106,9 +106,10 @@ def _json_safe(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- show
-def _constraints(fisher, params: list[str]) -> tuple[list[dict], float | None, list[str], bool]:
-    """Rows of the constraints table, the w0-wa FoM, warnings, and whether the matrix is
-    degenerate."""
+def _constraints(fisher, params: list[str], pairs: list[tuple[str, str]]
+                 ) -> tuple[list[dict], dict[tuple[str, str], float], list[str], bool]:
+    """Rows of the constraints table, the figures of merit of ``pairs`` (and of (w0, wa) when
+    both are free), warnings, and whether the matrix is degenerate."""
     from fishcast.errors import DegenerateFisherError
 
     warnings: list[str] = []
@@ -132,9 +133,13 @@ def _constraints(fisher, params: list[str]) -> tuple[list[dict], float | None, l
             "relative_marginalized": m / rel if (m is not None and rel) else None,
             "relative_conditional": c / rel if rel else None,
         })
-    fom = None
-    if marg is not None and "w0" in fisher and "wa" in fisher:
-        fom = fisher.figure_of_merit("w0", "wa")
+    for a, b in pairs:  # unknown names are bad input even when the matrix is degenerate
+        fisher.index(a), fisher.index(b)
+    if "w0" in fisher and "wa" in fisher and ("w0", "wa") not in pairs:
+        pairs = [("w0", "wa")] + list(pairs)
+    fom = {}
+    if marg is not None:
+        fom = {(a, b): fisher.figure_of_merit(a, b) for a, b in pairs}
     if not degenerate:
         k = fisher.condition_number()
         if k > COND_WARN:
@@ -158,8 +163,8 @@ def _table(path: str, rows: list[dict], fom, meta: dict, warnings: list[str]) ->
     out += [line(b) for b in body]
     out.append("(1-sigma; marg: all other free parameters marginalized; cond: all others fixed; "
                "rel: sigma / |fiducial|)")
-    if fom is not None:
-        out.append(f"FoM(w0, wa) = {fom:.4g}   [DETF: 1/sqrt(det Cov(w0, wa))]")
+    for (a, b), v in fom.items():
+        out.append(f"FoM({a}, {b}) = {v:.4g}   [DETF: 1/sqrt(det Cov({a}, {b}))]")
     trust = str(meta.get("trust") or "ok")
     out.append(f"trust: {trust}")
     out += [f"WARNING: {w}" for w in warnings]
@@ -178,8 +183,8 @@ def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
                  _pct(r["relative_conditional"]).replace("%", r"\%")]
         out.append(" & ".join(cells) + r" \\")
     out += [r"\hline", r"\end{tabular}"]
-    if fom is not None:
-        out.append(f"% FoM(w0, wa) = {fom:.4g}")
+    for (a, b), v in fom.items():
+        out.append(f"% FoM({a}, {b}) = {v:.4g}")
     out += [f"% WARNING: {w}".replace("\n", "\n% ") for w in warnings]
     return "\n".join(out)
 
@@ -188,25 +193,35 @@ def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--params", default=None, help="Comma-separated parameters to list [default: all free].")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "latex"]), default="table", show_default=True)
+@click.option("--fom", "foms", multiple=True, metavar="A,B",
+              help="Also print the DETF figure of merit 1/sqrt(det Cov(A, B)) of this pair; repeatable.")
 @handle_errors
-def show(file, params, fmt):
+def show(file, params, fmt, foms):
     """Print the constraints of FILE: every free parameter with its fiducial, marginalized and
     conditional 1-sigma errors (absolute and relative), the w0-wa figure of merit where both
-    are free, and any warning that the forecast is not to be trusted.
+    are free (and of any pair given with --fom), and any warning that the forecast is not to
+    be trusted (its stability verdict, root attributes trust / trust_reasons).
 
     Exit status: 0; 2 bad input; 3 the Fisher matrix is degenerate (conditional errors are
     printed, marginalized ones cannot be).
     """
     fisher, meta = _load(file)
     names = _split_names(params) or list(fisher.names)
-    rows, fom, warnings, degenerate = _constraints(fisher, names)
+    pairs = []
+    for item in foms:
+        pair = _split_names(item)
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise click.BadParameter(f"{item!r}: expected two different parameters A,B", param_hint="--fom")
+        pairs.append((pair[0], pair[1]))
+    rows, fom, warnings, degenerate = _constraints(fisher, names, pairs)
     trust = str(meta.get("trust") or "ok")
     if trust != "ok":
         reasons = meta.get("trust_reasons") or []
         warnings.insert(0, f"stability verdict {trust.upper()}: the forecast is not to be trusted"
                         + (": " + "; ".join(map(str, reasons)) if reasons else ""))
     if fmt == "json":
-        doc = {"file": str(file), "parameters": rows, "fom_w0_wa": fom, "trust": trust,
+        doc = {"file": str(file), "parameters": rows, "fom_w0_wa": fom.get(("w0", "wa")),
+               "fom": [{"params": list(k), "value": v} for k, v in fom.items()], "trust": trust,
                "trust_reasons": meta.get("trust_reasons") or [], "warnings": warnings}
         click.echo(json.dumps(_json_safe(doc), indent=2))
     elif fmt == "latex":

@@ -88,6 +88,12 @@ def test_show_table_lists_everything(a_h5):
     assert "FoM(w0, wa) = " in r.output and "trust: ok" in r.output
     # Relative error of sigma8: sigma / fiducial, in percent.
     assert f"{100 * math.sqrt(cov[1, 1]) / FID[1]:.3g}%" in r.output
+    # Any pair's DETF figure of merit: 1/sqrt(det Cov_ab).
+    r = run("show", a_h5, "--fom", "Omega_m,sigma8")
+    det = cov[0, 0] * cov[1, 1] - cov[0, 1] ** 2
+    assert f"FoM(Omega_m, sigma8) = {1 / math.sqrt(det):.4g}" in r.output
+    assert run("show", a_h5, "--fom", "Omega_m").exit_code == 2
+    assert run("show", a_h5, "--fom", "Omega_m,S8").exit_code == 2
     r = run("show", a_h5, "--params", "sigma8", "--format", "latex")
     assert r.exit_code == 0 and r"\sigma_8" in r.output and r"\begin{tabular}" in r.output
 
