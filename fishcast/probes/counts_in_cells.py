@@ -41,9 +41,18 @@ pairs); the probe object at the end of the module wraps them for the pipeline.
 
 from __future__ import annotations
 
-import numpy as np
+import hashlib
+import math
+import pathlib
+import re
+from collections.abc import Mapping
+from typing import Literal
 
-from fishcast.errors import InputError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
+from fishcast.probes.base import CosmologyRequirements, Probe
 
 # ---------------------------------------------------------------------------------------------
 # quadrature
@@ -173,8 +182,6 @@ def _whitener(C: np.ndarray) -> np.ndarray:
     try:
         L = np.linalg.cholesky(C)
     except np.linalg.LinAlgError as exc:  # pragma: no cover - C has positive noise
-        from fishcast.errors import NumericalError
-
         raise NumericalError(f"tracer covariance is not positive definite: {exc}") from exc
     return np.linalg.inv(L)
 
@@ -355,3 +362,475 @@ def project(F_band: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
     J = np.asarray(jacobian, dtype=float)
     F = J.T @ np.asarray(F_band, dtype=float) @ J
     return 0.5 * (F + F.T)
+
+
+# =============================================================================================
+# Configuration (the ``probes.counts_in_cells`` section of a survey YAML)
+# =============================================================================================
+
+#: speed of light [km/s]
+C_KMS = 299792.458
+#: the full sky in square degrees, 4 pi (180/pi)^2
+FULL_SKY_DEG2 = 4.0 * math.pi * (180.0 / math.pi) ** 2
+#: Omega_m of the flat LCDM reference used only for the *default* k_min of each shell (so
+#: that the k nodes are fixed in h/Mpc and do not move with the cosmology)
+REFERENCE_OMEGA_M = 0.3
+DENSITY_UNITS = ("(h/Mpc)^3", "deg^-2 per unit z")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DensityConfig(_Model):
+    """Number density of one tracer, with its unit stated.
+
+    unit "(h/Mpc)^3": comoving number density n; "deg^-2 per unit z": dN/dz per square
+    degree, converted to n = area Int_shell dN/dz dz / V_shell with the shell volume of the
+    cosmology at hand.  Give either ``values`` (one per shell: n, or the mean dN/dz over the
+    shell) or a table ``z`` + ``table`` (linear interpolation; for (h/Mpc)^3 the shell value
+    is the volume-weighted mean Int n dV / V, for dN/dz the integral over the shell) or a
+    two-column text ``file`` (z, value).
+    """
+
+    unit: Literal["(h/Mpc)^3", "deg^-2 per unit z"] = Field(
+        ..., description="unit of the numbers: '(h/Mpc)^3' (comoving density) or 'deg^-2 per unit z' (dN/dz per deg^2)")
+    values: list[float] | None = Field(None, description="one value per redshift shell")
+    z: list[float] | None = Field(None, description="redshifts of a table (increasing), with `table`")
+    table: list[float] | None = Field(None, description="values at the redshifts `z`")
+    file: pathlib.Path | None = Field(None, description="two-column text file (z, value), relative to the survey file")
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        forms = [self.values is not None, self.table is not None or self.z is not None, self.file is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of `values` (per shell), `z` + `table`, or `file`")
+        if self.table is not None or self.z is not None:
+            if self.table is None or self.z is None or len(self.z) != len(self.table) or len(self.z) < 2:
+                raise ValueError("`z` and `table` must both be given, with the same length >= 2")
+            if any(b <= a for a, b in zip(self.z, self.z[1:])):
+                raise ValueError("`z` must increase")
+            if any(v < 0 for v in self.table):
+                raise ValueError("densities must be >= 0")
+        if self.values is not None and any(not v > 0 for v in self.values):
+            raise ValueError("densities per shell must be > 0")
+        return self
+
+
+class BiasConfig(_Model):
+    """Linear bias of one tracer.
+
+    form "per_shell": ``values`` = b in each shell; nuisance parameters b_<tracer>_<i>
+    (shell index i from 1).  form "inverse_growth": b(z) = c0 / D(z) (D(0) = 1, the growth of
+    the cosmology at hand), ``values`` = [c0]; nuisance b_<tracer>_c0.  form "polynomial":
+    b(z) = sum_j c_j z^j, ``values`` = [c0, c1, ...]; nuisances b_<tracer>_c<j>.  b(z) is
+    evaluated at each shell's effective redshift (its midpoint).
+    """
+
+    form: Literal["per_shell", "inverse_growth", "polynomial"] = Field(
+        ..., description="'per_shell', 'inverse_growth' (b = c0/D(z)) or 'polynomial' (b = sum c_j z^j)")
+    values: list[float] = Field(..., min_length=1, description="per-shell biases, or the coefficients c_j (fiducial values)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.form == "inverse_growth" and len(self.values) != 1:
+            raise ValueError("inverse_growth takes one coefficient c0 (b = c0 / D(z))")
+        if self.form == "per_shell" and any(not v > 0 for v in self.values):
+            raise ValueError("biases must be > 0")
+        return self
+
+
+class TracerConfig(_Model):
+    """One galaxy population."""
+
+    name: str = Field(..., description="tracer name (letters and digits, starting with a letter), used in parameter names")
+    density: DensityConfig = Field(..., description="number density and its unit")
+    bias: BiasConfig = Field(..., description="linear bias b(z)")
+    sigma_z0: float = Field(0.0, ge=0.0, lt=1.0, description="redshift error sigma_z = sigma_z0 (1+z) (0: spectroscopic)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("tracer names are letters and digits starting with a letter (they go in parameter names)")
+        return v
+
+
+class CountsInCellsConfig(_Model):
+    """Multi-tracer galaxy clustering in redshift shells (the ``probes.counts_in_cells``
+    section).  k in h/Mpc throughout; the k bands are fixed (the same at every cosmology)."""
+
+    f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
+    area_deg2: float | None = Field(None, gt=0.0, le=FULL_SKY_DEG2, description="observed area [deg^2]; f_sky = area / 41252.96")
+    z_edges: list[float] = Field(..., min_length=2, description="increasing redshift shell edges (n_shell + 1 values)")
+    tracers: list[TracerConfig] = Field(..., min_length=1, description="the tracers sharing the sky area")
+    k_min: float | None = Field(
+        None, gt=0.0, description="lowest k [h/Mpc]; default per shell 2 pi / V^(1/3), V the shell volume in a flat LCDM reference with Omega_m = 0.3")
+    k_max: float | list[float] = Field(..., description="highest k [h/Mpc]: one value, or one per shell")
+    n_k: int = Field(20, ge=1, le=2000, description="number of k bands per shell")
+    k_spacing: Literal["linear", "log"] = Field("linear", description="band edges equally spaced in k ('linear') or ln k ('log')")
+    n_mu: int = Field(16, ge=1, le=500, description="number of Gauss-Legendre mu nodes on (0, 1)")
+    rsd: bool = Field(True, description="Kaiser redshift-space distortions (growth rate from the cosmology)")
+    fog_sigma_v: float = Field(0.0, ge=0.0, description="Finger-of-God velocity dispersion [km/s] (Gaussian damping; 0: off)")
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if (self.f_sky is None) == (self.area_deg2 is None):
+            raise ValueError("give exactly one of f_sky and area_deg2")
+        z = self.z_edges
+        if z[0] < 0 or any(b <= a for a, b in zip(z, z[1:])):
+            raise ValueError("z_edges must be >= 0 and increasing")
+        n_shell = len(z) - 1
+        names = [t.name for t in self.tracers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tracer names must be unique, got {names}")
+        for t in self.tracers:
+            if t.density.values is not None and len(t.density.values) != n_shell:
+                raise ValueError(f"tracer {t.name}: density.values needs one value per shell ({n_shell})")
+            if t.bias.form == "per_shell" and len(t.bias.values) != n_shell:
+                raise ValueError(f"tracer {t.name}: bias.values needs one value per shell ({n_shell})")
+        kmax = self.k_max if isinstance(self.k_max, list) else [self.k_max]
+        if isinstance(self.k_max, list) and len(self.k_max) != n_shell:
+            raise ValueError(f"k_max: one value, or one per shell ({n_shell})")
+        if any(not v > 0 for v in kmax):
+            raise ValueError("k_max must be > 0")
+        if self.k_min is not None and any(v <= self.k_min for v in kmax):
+            raise ValueError("k_max must exceed k_min in every shell")
+        return self
+
+    @property
+    def sky_fraction(self) -> float:
+        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
+
+    def nuisance_parameters(self) -> dict[str, float]:
+        """Bias parameter names -> fiducial values (see :class:`BiasConfig`)."""
+        out: dict[str, float] = {}
+        for t in self.tracers:
+            if t.bias.form == "per_shell":
+                out.update({f"b_{t.name}_{i + 1}": float(v) for i, v in enumerate(t.bias.values)})
+            else:
+                out.update({f"b_{t.name}_c{j}": float(v) for j, v in enumerate(t.bias.values)})
+        return out
+
+
+# =============================================================================================
+# The probe
+# =============================================================================================
+
+
+def reference_comoving_distance(z, omega_m: float = REFERENCE_OMEGA_M) -> np.ndarray:
+    """Comoving distance [Mpc/h] in flat LCDM: (c/100) Int_0^z dz'/E(z') (64-point GL)."""
+    z = np.atleast_1d(np.asarray(z, dtype=float))
+    x, w = np.polynomial.legendre.leggauss(64)
+    zz = 0.5 * z[:, None] * (x[None, :] + 1.0)
+    E = np.sqrt(omega_m * (1.0 + zz) ** 3 + 1.0 - omega_m)
+    return C_KMS / 100.0 * 0.5 * z * np.sum(w / E, axis=1)
+
+
+def shell_volumes(chi_edges_h, f_sky: float) -> np.ndarray:
+    """Comoving volume [(Mpc/h)^3] of the shells between comoving distances chi_edges_h
+    [Mpc/h] on a sky fraction f_sky (flat space: the curvature is ignored in the volume)."""
+    c = np.asarray(chi_edges_h, dtype=float)
+    return f_sky * 4.0 * np.pi / 3.0 * (c[1:] ** 3 - c[:-1] ** 3)
+
+
+class CountsInCellsProbe(Probe):
+    """Multi-tracer clustering in redshift shells (Abramo 2012).  Build it with :func:`build`.
+
+    Signal: the tracer covariance ``C_ab(k, mu)`` per shell, shape (n_shell, n_k, n_mu, N, N)
+    [(Mpc/h)^3], with the linear ``P(k)`` from ``cosmo.pk_h`` and ``f`` from
+    ``cosmo.growth_rate_of`` at each shell's effective redshift (its midpoint).  The k nodes
+    are fixed in h/Mpc.  Alcock-Paczynski distortions are not modelled (k and mu are those of
+    the fiducial cosmology); the number densities given as dN/dz per deg^2 and the damping
+    lengths (km/s and redshift errors -> Mpc/h through H(z)) follow the cosmology at hand.
+
+    Fisher metric (:meth:`gram`): the trace formula summed over shells with the shell volumes
+    of the *fiducial* cosmology.  ``gram`` finds those volumes from the fiducial signal it is
+    given: :meth:`signal` records the volumes of every signal it returns (keyed by a hash of
+    the array); :meth:`set_fiducial` pins them explicitly (needed when the fiducial signal
+    was computed in another process).
+    """
+
+    name = "counts_in_cells"
+
+    def __init__(self, config: CountsInCellsConfig, density_tables: dict[str, tuple[np.ndarray, np.ndarray]]):
+        self.config = config
+        self.tracers = tuple(t.name for t in config.tracers)
+        self.z_edges = np.asarray(config.z_edges, dtype=float)
+        self.z_eff = 0.5 * (self.z_edges[1:] + self.z_edges[:-1])
+        self.n_shell = self.z_edges.size - 1
+        self.f_sky = config.sky_fraction
+        self.rsd = bool(config.rsd)
+        self._tables = density_tables
+        n_shell = self.n_shell
+        kmax = np.broadcast_to(np.asarray(config.k_max, dtype=float), (n_shell,))
+        if config.k_min is not None:
+            kmin = np.full(n_shell, float(config.k_min))
+        else:
+            v_ref = shell_volumes(reference_comoving_distance(self.z_edges), self.f_sky)
+            kmin = 2.0 * np.pi / np.cbrt(v_ref)
+        bad = np.nonzero(kmax <= kmin)[0]
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(f"shell {i + 1}: k_max = {kmax[i]:.4g} h/Mpc is not above k_min = {kmin[i]:.4g} h/Mpc")
+        bands = [k_bands(lo, hi, config.n_k, config.k_spacing) for lo, hi in zip(kmin, kmax)]
+        self.k_edges = np.array([b[0] for b in bands])  # (n_shell, n_k+1) [h/Mpc]
+        self.k = np.array([b[1] for b in bands])  # (n_shell, n_k) [h/Mpc]
+        self.k2dk = np.array([b[2] for b in bands])  # (n_shell, n_k) [(h/Mpc)^3]
+        self.mu, self.w_mu = mu_quadrature(config.n_mu)
+        self._volumes_by_signal: dict[str, np.ndarray] = {}
+        self._fiducial_volumes: np.ndarray | None = None
+
+    # --- parameters ------------------------------------------------------------------------
+    def nuisance_parameters(self) -> dict[str, float]:
+        return self.config.nuisance_parameters()
+
+    def requirements(self) -> CosmologyRequirements:
+        """z up to the last shell edge; k_max [1/Mpc] = largest k [h/Mpc] x 1 (h <= 1)."""
+        return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=float(self.k_edges.max()), nonlinear=False)
+
+    def _params(self, params: Mapping[str, float]) -> dict[str, float]:
+        p = self.nuisance_parameters()
+        p.update({k: float(v) for k, v in params.items() if k in p})
+        return p
+
+    # --- shell quantities ------------------------------------------------------------------
+    def volumes(self, cosmo) -> np.ndarray:
+        """Shell volumes [(Mpc/h)^3] from cosmo.chi_of [Mpc] and h."""
+        h = float(cosmo.derived["h"])
+        return shell_volumes(np.asarray(cosmo.chi_of(self.z_edges)) * h, self.f_sky)
+
+    def biases(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+        """b_a in each shell, (n_shell, N)."""
+        p = self._params(params)
+        out = np.empty((self.n_shell, len(self.tracers)))
+        for a, t in enumerate(self.config.tracers):  # a loop over tracers to read the config
+            if t.bias.form == "per_shell":
+                out[:, a] = [p[f"b_{t.name}_{i + 1}"] for i in range(self.n_shell)]
+            elif t.bias.form == "inverse_growth":
+                out[:, a] = p[f"b_{t.name}_c0"] / np.asarray(cosmo.growth_of(self.z_eff))
+            else:
+                c = np.array([p[f"b_{t.name}_c{j}"] for j in range(len(t.bias.values))])
+                out[:, a] = np.polynomial.polynomial.polyval(self.z_eff, c)
+        if not np.all(out > 0):
+            raise ComputationError(f"counts_in_cells: non-positive bias at this point: {out.tolist()}")
+        return out
+
+    def densities(self, cosmo) -> np.ndarray:
+        """n_a in each shell [(h/Mpc)^3], (n_shell, N)."""
+        h = float(cosmo.derived["h"])
+        V = self.volumes(cosmo)
+        x, w = np.polynomial.legendre.leggauss(32)
+        lo, hi = self.z_edges[:-1], self.z_edges[1:]
+        zz = 0.5 * (hi - lo)[:, None] * (x[None, :] + 1.0) + lo[:, None]  # (n_shell, 32)
+        wz = 0.5 * (hi - lo)[:, None] * w[None, :]
+        # dV/dz [(Mpc/h)^3] = f_sky 4 pi chi^2 c/H  (chi in Mpc/h, c/H in Mpc/h)
+        chi = np.asarray(cosmo.chi_of(zz)) * h
+        dVdz = self.f_sky * 4.0 * np.pi * chi**2 * C_KMS / np.asarray(cosmo.hubble_of(zz)) * h
+        area = self.f_sky * FULL_SKY_DEG2
+        out = np.empty((self.n_shell, len(self.tracers)))
+        for a, t in enumerate(self.config.tracers):
+            d = t.density
+            if d.values is not None:
+                vals = np.asarray(d.values, dtype=float)
+                out[:, a] = vals if d.unit == "(h/Mpc)^3" else area * vals * (hi - lo) / V
+                continue
+            zt, vt = self._tables[t.name]
+            f = np.interp(zz, zt, vt, left=0.0, right=0.0)
+            if d.unit == "(h/Mpc)^3":
+                out[:, a] = np.sum(wz * f * dVdz, axis=1) / V
+            else:
+                out[:, a] = area * np.sum(wz * f, axis=1) / V
+        if not np.all(out > 0):
+            raise InputError("counts_in_cells: a tracer has no objects in some shell (density table is zero there)")
+        return out
+
+    def damping_lengths(self, cosmo) -> np.ndarray:
+        """Total line-of-sight smearing sigma_a [Mpc/h] per shell and tracer (n_shell, N):
+        sigma_a^2 = (sigma_v (1+z)/H)^2 + (c sigma_z0,a (1+z)/H)^2, times h."""
+        h = float(cosmo.derived["h"])
+        H = np.asarray(cosmo.hubble_of(self.z_eff))
+        s0 = np.array([t.sigma_z0 for t in self.config.tracers])
+        fog = self.config.fog_sigma_v * (1.0 + self.z_eff) / H * h
+        zerr = C_KMS * s0[None, :] * (1.0 + self.z_eff)[:, None] / H[:, None] * h
+        return np.sqrt(fog[:, None] ** 2 + zerr**2)
+
+    def _shell_inputs(self, cosmo, params):
+        pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))  # (n_shell, n_k)
+        f = np.asarray(cosmo.growth_rate_of(self.z_eff)) if self.rsd else np.zeros(self.n_shell)
+        sig = self.damping_lengths(cosmo) if self.rsd else None
+        return pk, f, self.biases(cosmo, params), self.densities(cosmo), sig, self.volumes(cosmo)
+
+    # --- signal and metric -----------------------------------------------------------------
+    def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+        """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3]."""
+        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
+        C = np.stack([
+            tracer_covariance(self.k[s], self.mu, pk[s], b[s], f[s], n[s], None if sig is None else sig[s])
+            for s in range(self.n_shell)  # loop over shells only; vectorized inside
+        ])
+        if not np.all(np.isfinite(C)):
+            raise ComputationError("counts_in_cells: non-finite tracer covariance at this point")
+        key = _digest(C)
+        if len(self._volumes_by_signal) > 4096:
+            self._volumes_by_signal.clear()
+        self._volumes_by_signal[key] = V
+        return C
+
+    def set_fiducial(self, cosmo) -> None:
+        """Pin the shell volumes used by :meth:`gram` to those of this (fiducial) cosmology."""
+        self._fiducial_volumes = self.volumes(cosmo)
+
+    def _volumes_for(self, fiducial_signal: np.ndarray) -> np.ndarray:
+        if self._fiducial_volumes is not None:
+            return self._fiducial_volumes
+        V = self._volumes_by_signal.get(_digest(np.asarray(fiducial_signal)))
+        if V is None:
+            raise ComputationError(
+                "counts_in_cells: the shell volumes of the fiducial cosmology are unknown; call "
+                "probe.signal(fiducial cosmology) in this process or probe.set_fiducial(cosmo) before gram()")
+        return V
+
+    def mode_weights(self, volumes: np.ndarray) -> np.ndarray:
+        """Trace-formula weights V_s/(8 pi^2) k^2dk w_mu per shell, (n_shell, n_k, n_mu)."""
+        return volumes[:, None, None] / (8.0 * np.pi**2) * self.k2dk[:, :, None] * self.w_mu[None, None, :]
+
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+        """F_pq = sum_shells V/(8 pi^2) sum_k k^2dk sum_mu w_mu Tr[C^-1 dC_p C^-1 dC_q]."""
+        W = self.mode_weights(self._volumes_for(fiducial_signal))
+        return fisher_trace(np.asarray(fiducial_signal), np.asarray(derivs), W)
+
+    def gram_by_tracer(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+        """Each tracer alone (its auto covariance only): (N, n_par, n_par); their sum over the
+        first axis is the naive sum of single-tracer Fishers.  Same weights as :meth:`gram`."""
+        W = self.mode_weights(self._volumes_for(fiducial_signal))
+        C = np.asarray(fiducial_signal)
+        d = np.asarray(derivs)
+        Caa = np.diagonal(C, axis1=-2, axis2=-1)  # (*modes, N)
+        y = np.diagonal(d, axis1=-2, axis2=-1) / Caa[None] * np.sqrt(W)[None, ..., None]
+        y = np.moveaxis(y, -1, 0).reshape(Caa.shape[-1], d.shape[0], -1)  # (N, n_par, modes)
+        return np.einsum("apm,aqm->apq", y, y)
+
+    # --- outputs -----------------------------------------------------------------------------
+    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
+        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
+        out = {
+            "tracers": (np.array(self.tracers, dtype="S"), ""),
+            "z_edges": (self.z_edges, ""),
+            "z_eff": (self.z_eff, ""),
+            "k": (self.k, "h/Mpc"),
+            "k_edges": (self.k_edges, "h/Mpc"),
+            "mu": (self.mu, ""),
+            "mu_weights": (self.w_mu, ""),
+            "pk": (pk, "(Mpc/h)^3"),
+            "growth_rate": (f, ""),
+            "density": (n, "(h/Mpc)^3"),
+            "bias": (b, ""),
+            "volume": (V, "(Mpc/h)^3"),
+            "effective_volume": (veff, "(Mpc/h)^3"),
+            "effective_volume_per_tracer": (veff_t, "(Mpc/h)^3"),
+        }
+        if sig is not None:
+            out["damping_length"] = (sig, "Mpc/h")
+        return out
+
+    def _effective_volumes(self, pk, f, b, n, sig, V):
+        per, comb = zip(*[
+            effective_volumes(self.k[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s],
+                              None if sig is None else sig[s], self.rsd)
+            for s in range(self.n_shell)
+        ])
+        return np.array(per), np.array(comb)
+
+    def band_power_report(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        """Per shell i (from 1), the band-power / bias / f Fisher (Abramo 2012) and the
+        single-tracer comparison, as ``{"shells/<i>/<dataset>": (array, units)}``:
+
+        * ``parameter_names``: lnP_<band> (1-based), lnb_<tracer>, f (with RSD);
+        * ``fisher``: the joint multi-tracer matrix; ``single_tracer`` (N, p, p): each tracer
+          alone (FKP), embedded in the same parameter list; ``naive_sum``: their sum;
+        * ``sigma_lnP``: conditional 1/sqrt(F_ii) of each band (biases and f known), rows
+          joint / naive sum / each tracer alone, (2 + N, n_k);
+        * ``sigma_f`` (with RSD): sigma(f) with P known and the biases marginalized, for
+          joint / naive sum / each tracer alone, (2 + N,);
+        * k, k_edges [h/Mpc], volume, effective volumes [(Mpc/h)^3], z range.
+        Rows of the comparisons are named in ``comparison_rows``.
+        """
+        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
+        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
+        N = len(self.tracers)
+        n_k = self.k.shape[1]
+        rows = np.array(["joint", "naive_sum"] + [f"{t}_alone" for t in self.tracers], dtype="S")
+        out: dict[str, tuple[np.ndarray, str]] = {}
+        for s in range(self.n_shell):
+            args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s])
+            kw = {"sigma": None if sig is None else sig[s], "rsd": self.rsd}
+            F = band_fisher(*args, **kw)
+            Fs = single_tracer_band_fishers(*args, **kw)
+            naive = Fs.sum(axis=0)
+            mats = [F, naive] + list(Fs)
+            with np.errstate(divide="ignore"):
+                sig_P = np.array([1.0 / np.sqrt(np.diag(M)[:n_k]) for M in mats])
+            pre = f"shells/{s + 1}/"
+            out[pre + "parameter_names"] = (np.array(band_parameter_names(n_k, self.tracers, self.rsd), dtype="S"), "")
+            out[pre + "fisher"] = (F, "")
+            out[pre + "single_tracer"] = (Fs, "")
+            out[pre + "naive_sum"] = (naive, "")
+            out[pre + "comparison_rows"] = (rows, "")
+            out[pre + "sigma_lnP"] = (sig_P, "")
+            if self.rsd:
+                idx = [list(range(n_k, n_k + N + 1))] * 2 + [[n_k + a, n_k + N] for a in range(N)]
+                out[pre + "sigma_f"] = (np.array([_marg_sigma_last(M, i) for M, i in zip(mats, idx)]), "")
+            out[pre + "k"] = (self.k[s], "h/Mpc")
+            out[pre + "k_edges"] = (self.k_edges[s], "h/Mpc")
+            out[pre + "z_range"] = (self.z_edges[s:s + 2], "")
+            out[pre + "volume"] = (np.array(V[s]), "(Mpc/h)^3")
+            out[pre + "effective_volume"] = (veff[s], "(Mpc/h)^3")
+            out[pre + "effective_volume_per_tracer"] = (veff_t[s], "(Mpc/h)^3")
+        return out
+
+
+def _marg_sigma_last(F: np.ndarray, idx: list[int]) -> float:
+    """Marginalized sigma of the last parameter of the sub-block idx (inf if singular)."""
+    M = F[np.ix_(idx, idx)]
+    try:
+        L = np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        return math.inf
+    e = np.zeros(len(idx))
+    e[-1] = 1.0
+    y = np.linalg.solve(L, e)
+    return float(np.sqrt(y @ y))
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
+
+
+def _read_table(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: cannot read a two-column (z, value) table: {exc}") from None
+    if data.shape[1] != 2 or data.shape[0] < 2:
+        raise FileFormatError(f"{path}: need two columns (z, value) and at least two rows")
+    z, v = data[:, 0], data[:, 1]
+    if np.any(np.diff(z) <= 0) or np.any(v < 0) or not np.all(np.isfinite(data)):
+        raise FileFormatError(f"{path}: z must increase and values must be finite and >= 0")
+    return z, v
+
+
+def build(config: CountsInCellsConfig, survey_dir: pathlib.Path) -> CountsInCellsProbe:
+    """Make the probe from its validated configuration (relative table files are resolved
+    against ``survey_dir``).  Raises InputError / FileFormatError on bad input."""
+    tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for t in config.tracers:
+        d = t.density
+        if d.file is not None:
+            path = d.file if d.file.is_absolute() else pathlib.Path(survey_dir) / d.file
+            tables[t.name] = _read_table(path)
+        elif d.table is not None:
+            tables[t.name] = (np.asarray(d.z, dtype=float), np.asarray(d.table, dtype=float))
+    return CountsInCellsProbe(config, tables)
