@@ -490,3 +490,15 @@ def test_marginalized_errors_match_independent_pyccl_fisher(ccl, fiducial_cosmo,
     np.testing.assert_allclose(sigma_ours, sigma_ref, rtol=0.02)  # agree to ~1e-3 in practice
     # not a trivial case: the Omega_m - sigma8 degeneracy inflates the marginalized errors
     assert np.all(sigma_ref[:2] > 3.0 / np.sqrt(np.diag(fisher))[:2])
+
+
+def test_probe_pickles_for_worker_processes(tmp_path):
+    """Probes travel to process pools and dask workers."""
+    import pickle
+
+    zt = np.linspace(0, 4.5, 100)
+    np.savetxt(tmp_path / "nz.txt", np.column_stack([zt, zt**2 * np.exp(-zt)]))
+    probe = build(cfg(nz={"type": "table", "file": "nz.txt"}, photoz_shift=True), tmp_path)
+    clone = pickle.loads(pickle.dumps(probe))
+    params = {"dz_1": 0.01}
+    np.testing.assert_array_equal(clone.signal(EdS(), params), probe.signal(EdS(), params))
