@@ -170,6 +170,8 @@ def test_knox_gram_equals_explicit_gaussian_covariance_fisher():
         vec = np.array([[d[p, l_, i, j] for (i, j) in pairs] for p in range(n_par)])
         ref += vec @ np.linalg.solve(cov, vec.T)
     np.testing.assert_allclose(knox_fisher(cb, d, modes), ref, rtol=1e-10)
+    with pytest.raises(InputError, match="shape"):
+        knox_fisher(cb, d[0], modes)
 
 
 def test_gram_adds_noise_and_uses_mode_counts():

@@ -47,7 +47,6 @@ from ..redshift import (
     TabulatedNz,
     TomographicBins,
     equipopulated_edges,
-    integration_weights,
     read_table,
 )
 from .base import CosmologyRequirements, Probe
