@@ -1,0 +1,825 @@
+"""Honest conditioning of a Fisher matrix, stability of its errors, and Gaussian validity.
+
+In the order of ``notes/derivatives.md`` ("Conditioning, in order"):
+
+1. Symmetry error ``|F - F^T|_F / |F|_F`` (Frobenius norms); ``F`` is then symmetrized.
+2. Correlation form ``R = D^-1/2 F D^-1/2`` with ``D = diag F``. ``cond(F)`` is reported but
+   only reflects the parameters' units (``A_s`` versus ``1e9 A_s`` changes it by 18 decades
+   with identical errors); ``cond(R)`` is what the verdict uses.
+3. Cholesky of ``R``. Failure (``F`` not positive definite), or ``cond(R)`` above
+   :data:`fishcast.fisher.COND_LIMIT`, raises :class:`~fishcast.errors.DegenerateFisherError`
+   naming the parameters that dominate each bad eigen-direction. Never a pseudo-inverse,
+   never an eigenvalue clamp.
+4. Eigen-decomposition of ``R``: the weakest directions, named by their dominant parameters.
+5. Covariance from the Cholesky factor, ``C = D^-1/2 R^-1 D^-1/2``; residual
+   ``max|R R^-1 - I|``.
+6. Empirical stability (:func:`error_stability`): marginalized errors recomputed with each
+   derivative taken one rung up and one rung down its ladder, and with derivative-level noise
+   at the plateau spread measured by the sweep. No new model evaluations are needed.
+
+Plus :func:`project_degenerate` (``--allow-degenerate``: projects out named directions and
+records them) and the Gaussian-validity check (:func:`principal_points`,
+:func:`delta_chi2`): the real ``Delta chi^2 = norm(s(theta) - s(theta_fid))^2`` at the fiducial
+plus/minus ``n_sigma`` along each principal direction of the forecast covariance, against the
+Fisher prediction ``n_sigma^2``.
+
+Thresholds (:class:`DiagnosticsConfig`, stored with every result). No published threshold on
+``cond(R)`` is agreed: gwbench refuses above 1e15, derivkit warns above 1e12. fishcast refuses
+at 1e15 (:data:`fishcast.fisher.COND_LIMIT`, one limit for the whole project: beyond it an
+inverse keeps no significant digit in double precision, ``cond * eps > 0.1``) and warns above
+1e10, earlier than derivkit, because the derivatives themselves carry relative errors of
+1e-4..1e-3 (CAMB at default accuracy) that a weak direction amplifies; whether they matter is
+then decided by the empirical stability check, which is the verdict that counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import DegenerateFisherError, InputError
+from .fisher import COND_LIMIT
+
+__all__ = [
+    "DiagnosticsConfig",
+    "ConditioningReport",
+    "ErrorStability",
+    "ProjectedFisher",
+    "PrincipalPoints",
+    "GaussianValidity",
+    "conditioning_report",
+    "correlation_covariance",
+    "error_stability",
+    "project_degenerate",
+    "principal_points",
+    "delta_chi2",
+    "format_report",
+    "format_sweeps",
+    "write_diagnostics",
+    "read_diagnostics",
+]
+
+_VERDICTS = ("PASS", "WARN", "FAIL")
+
+
+def _worst(*verdicts: str) -> str:
+    return max(verdicts, key=_VERDICTS.index) if verdicts else "PASS"
+
+
+class DiagnosticsConfig(BaseModel):
+    """Thresholds of the conditioning, stability and Gaussian-validity checks.
+
+    symmetry_*: relative asymmetry |F - F^T|_F / |F|_F (a Gram matrix is symmetric to
+        rounding, 1e-16; 1e-10 means an assembly problem, 1e-6 a bug).
+    cond_warn / cond_refuse: condition number of the correlation form R (see module doc).
+    residual_*: max|R R^-1 - I|; a backward-stable inverse leaves ~cond(R) * 2.2e-16.
+    stability_*: largest relative change of a marginalized error when derivatives move to a
+        neighbouring rung or get noise at the plateau spread (1%: below the per-cent accuracy
+        forecasts are quoted at; 5%: the error bar's second digit is noise).
+    n_noise / seed: noise realizations of the stability check and their seed.
+    gaussian_tolerance: flag a principal direction when |Delta chi^2 / n_sigma^2 - 1| exceeds
+        it (0.25: the 1-sigma contour along it is off by > ~12%, since sigma ~ 1/sqrt(Delta chi^2)).
+    dominant_fraction: an eigenvector component is named when its squared weight is at least
+        this fraction of the largest; n_weak: weakest directions reported.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symmetry_warn: float = Field(1e-10, gt=0)
+    symmetry_fail: float = Field(1e-6, gt=0)
+    cond_warn: float = Field(1e10, gt=1)
+    cond_refuse: float = Field(COND_LIMIT, gt=1)
+    residual_warn: float = Field(1e-6, gt=0)
+    residual_fail: float = Field(1e-3, gt=0)
+    stability_warn: float = Field(0.01, gt=0)
+    stability_fail: float = Field(0.05, gt=0)
+    n_noise: int = Field(4, ge=0, le=100)
+    seed: int = 12345
+    gaussian_tolerance: float = Field(0.25, gt=0)
+    dominant_fraction: float = Field(0.1, gt=0, le=1)
+    n_weak: int = Field(3, ge=1)
+
+
+def _cfg(thresholds) -> DiagnosticsConfig:
+    if thresholds is None:
+        return DiagnosticsConfig()
+    if isinstance(thresholds, DiagnosticsConfig):
+        return thresholds
+    return DiagnosticsConfig(**dict(thresholds))
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _write_config(group, cfg: DiagnosticsConfig) -> None:
+    group.attrs["thresholds"] = cfg.model_dump_json()
+    for key, value in cfg.model_dump().items():
+        group.attrs[f"threshold_{key}"] = value
+
+
+def _read_config(group) -> DiagnosticsConfig:
+    return DiagnosticsConfig.model_validate_json(_s(group.attrs["thresholds"]))
+
+
+def _str_dataset(group, key, values):
+    import h5py
+
+    group.create_dataset(key, data=np.array([str(v) for v in values], dtype=object), dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_strs(ds) -> tuple[str, ...]:
+    return tuple(_s(v) for v in ds[()])
+
+
+def _units_attr(ds, units: Sequence[str] | None, suffix: str = "") -> None:
+    if units is None:
+        return
+    ds.attrs["units"] = json.dumps([(u or "1") + suffix for u in units]) if suffix else json.dumps([u or "1" for u in units])
+
+
+# ---------------------------------------------------------------------------- linear algebra
+def _directions(names: Sequence[str], evals: np.ndarray, evecs: np.ndarray, idx, frac: float) -> list[tuple[float, dict[str, float]]]:
+    out = []
+    for k in idx:
+        v = evecs[:, k]
+        w2 = v**2
+        order = np.argsort(-w2)
+        out.append((float(evals[k]), {names[i]: float(v[i]) for i in order if w2[i] >= frac * w2[order[0]]}))
+    return out
+
+
+def _format_direction(lam: float, weights: Mapping[str, float]) -> str:
+    parts = ", ".join(f"{n} ({w:+.2f})" for n, w in weights.items())
+    return f"eigenvalue {lam:.3g}: {parts}"
+
+
+def correlation_covariance(F: np.ndarray, names: Sequence[str], cond_refuse: float = COND_LIMIT,
+                           dominant_fraction: float = 0.1) -> np.ndarray:
+    """Covariance ``F^-1`` through the correlation form and its Cholesky factor.
+
+    Same contract as :meth:`fishcast.fisher.FisherMatrix.covariance`: raises
+    DegenerateFisherError naming the parameters of every direction with eigenvalue of ``R``
+    at or below ``lambda_max / cond_refuse`` (or a non-positive diagonal).
+    """
+    cov, _, _ = _invert(np.asarray(F, dtype=float), list(names), cond_refuse, dominant_fraction)
+    return cov
+
+
+def _invert(F: np.ndarray, names: list[str], cond_refuse: float, frac: float):
+    """(covariance, R^-1, R) or raise DegenerateFisherError."""
+    d = np.diag(F)
+    bad = [names[i] for i in range(len(names)) if not d[i] > 0]
+    if bad:
+        raise DegenerateFisherError(
+            "the Fisher matrix has no information on " + ", ".join(bad)
+            + " (F_ii <= 0); fix these parameters or add priors on them",
+            [(0.0, {n: 1.0}) for n in bad],
+        )
+    s = 1.0 / np.sqrt(d)
+    R = F * s[:, None] * s[None, :]
+    R = 0.5 * (R + R.T)
+    evals, evecs = np.linalg.eigh(R)
+    try:
+        chol = scipy.linalg.cho_factor(R, lower=True, check_finite=False)
+        ok = True
+    except np.linalg.LinAlgError:
+        ok = False
+    if ok and evals[0] > evals[-1] / cond_refuse:
+        Rinv = scipy.linalg.cho_solve(chol, np.eye(len(d)), check_finite=False)
+        Rinv = 0.5 * (Rinv + Rinv.T)
+        return Rinv * s[:, None] * s[None, :], Rinv, R
+    idx = np.nonzero(evals <= evals[-1] / cond_refuse)[0]
+    if len(idx) == 0:
+        idx = [0]
+    dirs = _directions(names, evals, evecs, idx, frac)
+    what = "not positive definite" if (not ok or evals[0] <= 0) else (
+        f"cond(R) = {evals[-1] / evals[0]:.3g} > {cond_refuse:.3g}")
+    lines = [f"the Fisher matrix is degenerate ({what}); bad directions of the correlation form:"]
+    lines += ["  " + _format_direction(lam, w) for lam, w in dirs]
+    lines.append("  Each direction is a parameter combination the data do not constrain: fix one of the "
+                 "named parameters, add a prior, or pass --allow-degenerate to project it out.")
+    raise DegenerateFisherError("\n".join(lines), dirs)
+
+
+# ---------------------------------------------------------------------------- conditioning
+@dataclass(frozen=True)
+class ConditioningReport:
+    """Conditioning of a Fisher matrix (see the module docstring for each step).
+
+    cond_F is unit-dependent (label it so); cond_R is not. eigenvalues/eigenvectors: of R,
+    ascending (eigenvectors in columns). weak_directions: the ``n_weak`` smallest, each
+    ``(eigenvalue, {name: component})`` with dominant parameters first. covariance in
+    ``unit_i * unit_j`` (None when degenerate and not raised); sigmas in ``unit_i``.
+    """
+
+    names: tuple[str, ...]
+    symmetry_error: float
+    cond_F: float
+    cond_R: float
+    cholesky_ok: bool
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    weak_directions: tuple
+    covariance: np.ndarray | None
+    marginalized_sigma: np.ndarray | None
+    conditional_sigma: np.ndarray
+    inversion_residual: float
+    verdict: str
+    reasons: tuple[str, ...]
+    thresholds: DiagnosticsConfig
+    units: tuple[str, ...] | None = None
+
+    def to_hdf5(self, group) -> None:
+        a = group.attrs
+        a["fishcast_type"] = "ConditioningReport"
+        a["symmetry_error"] = self.symmetry_error
+        a["cond_F"] = self.cond_F
+        a["cond_F_note"] = "unit-dependent: reflects the parameters' units, not the information"
+        a["cond_R"] = self.cond_R
+        a["cholesky_ok"] = bool(self.cholesky_ok)
+        a["inversion_residual"] = self.inversion_residual
+        a["verdict"] = self.verdict
+        a["reasons"] = json.dumps(list(self.reasons))
+        a["weak_directions"] = json.dumps([[lam, w] for lam, w in self.weak_directions])
+        _write_config(group, self.thresholds)
+        _str_dataset(group, "names", self.names)
+        group.create_dataset("eigenvalues", data=self.eigenvalues).attrs["units"] = "1"
+        group.create_dataset("eigenvectors", data=self.eigenvectors).attrs["units"] = "1"
+        ds = group.create_dataset("conditional_sigma", data=self.conditional_sigma)
+        _units_attr(ds, self.units)
+        if self.units is not None:
+            _str_dataset(group, "units", self.units)
+        if self.covariance is not None:
+            ds = group.create_dataset("covariance", data=self.covariance)
+            if self.units is not None:
+                ds.attrs["units"] = "unit_i * unit_j, unit_i from the dataset 'units'"
+            ds = group.create_dataset("marginalized_sigma", data=self.marginalized_sigma)
+            _units_attr(ds, self.units)
+
+    @classmethod
+    def from_hdf5(cls, group) -> "ConditioningReport":
+        a = group.attrs
+        return cls(
+            names=_read_strs(group["names"]), symmetry_error=float(a["symmetry_error"]),
+            cond_F=float(a["cond_F"]), cond_R=float(a["cond_R"]), cholesky_ok=bool(a["cholesky_ok"]),
+            eigenvalues=group["eigenvalues"][()], eigenvectors=group["eigenvectors"][()],
+            weak_directions=tuple((float(lam), dict(w)) for lam, w in json.loads(_s(a["weak_directions"]))),
+            covariance=group["covariance"][()] if "covariance" in group else None,
+            marginalized_sigma=group["marginalized_sigma"][()] if "marginalized_sigma" in group else None,
+            conditional_sigma=group["conditional_sigma"][()], inversion_residual=float(a["inversion_residual"]),
+            verdict=_s(a["verdict"]), reasons=tuple(json.loads(_s(a["reasons"]))), thresholds=_read_config(group),
+            units=_read_strs(group["units"]) if "units" in group else None,
+        )
+
+
+def conditioning_report(F: np.ndarray, names: Sequence[str], thresholds: DiagnosticsConfig | Mapping | None = None,
+                        *, units: Sequence[str] | None = None, raise_on_degenerate: bool = True) -> ConditioningReport:
+    """Conditioning report of the Fisher matrix ``F`` [1/(unit_i unit_j)] with parameter ``names``.
+
+    Raises DegenerateFisherError (naming the parameters of each bad direction) when ``F`` is
+    not positive definite or ``cond(R) > thresholds.cond_refuse``; with
+    ``raise_on_degenerate=False`` returns a FAIL report without covariance instead, so the
+    verdict can still be written to the output file.
+    """
+    cfg = _cfg(thresholds)
+    names = [str(n) for n in names]
+    F = np.asarray(F, dtype=float)
+    n = len(names)
+    if F.shape != (n, n):
+        raise InputError(f"Fisher matrix of shape {F.shape} for {n} names")
+    if not np.all(np.isfinite(F)):
+        raise InputError("the Fisher matrix has non-finite entries")
+    fnorm = np.linalg.norm(F)
+    sym = float(np.linalg.norm(F - F.T) / fnorm) if fnorm > 0 else 0.0
+    F = 0.5 * (F + F.T)
+    reasons: list[str] = []
+    verdicts: list[str] = []
+    if sym > cfg.symmetry_fail:
+        verdicts.append("FAIL")
+        reasons.append(f"asymmetry {sym:.2g} > {cfg.symmetry_fail:g}")
+    elif sym > cfg.symmetry_warn:
+        verdicts.append("WARN")
+        reasons.append(f"asymmetry {sym:.2g} > {cfg.symmetry_warn:g} (symmetrized)")
+    sv = np.linalg.svd(F, compute_uv=False)
+    cond_F = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
+    d = np.diag(F)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cond_sigma = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), np.inf)
+    if np.all(d > 0):
+        s = 1.0 / np.sqrt(d)
+        R = F * s[:, None] * s[None, :]
+        R = 0.5 * (R + R.T)
+        evals, evecs = np.linalg.eigh(R)
+    else:
+        R = None
+        evals, evecs = np.full(n, np.nan), np.full((n, n), np.nan)
+    cond_R = float(evals[-1] / evals[0]) if (R is not None and evals[0] > 0) else math.inf
+    weak = tuple(_directions(names, evals, evecs, range(min(cfg.n_weak, n)), cfg.dominant_fraction)) if R is not None else ()
+    cov = sig = None
+    residual = math.nan
+    chol_ok = False
+    try:
+        cov, Rinv, R = _invert(F, names, cfg.cond_refuse, cfg.dominant_fraction)
+        chol_ok = True
+    except DegenerateFisherError as exc:
+        if raise_on_degenerate:
+            raise
+        try:
+            scipy.linalg.cho_factor(R, lower=True) if R is not None else None
+            chol_ok = R is not None
+        except np.linalg.LinAlgError:
+            chol_ok = False
+        verdicts.append("FAIL")
+        reasons.append(str(exc).splitlines()[0])
+        weak = tuple(exc.directions) or weak
+    if cov is not None:
+        residual = float(np.max(np.abs(R @ Rinv - np.eye(n))))
+        sig = np.sqrt(np.diag(cov))
+        if cond_R > cfg.cond_warn:
+            verdicts.append("WARN")
+            reasons.append(f"cond(R) = {cond_R:.3g} > {cfg.cond_warn:g}")
+        if residual > cfg.residual_fail:
+            verdicts.append("FAIL")
+            reasons.append(f"inversion residual {residual:.2g} > {cfg.residual_fail:g}")
+        elif residual > cfg.residual_warn:
+            verdicts.append("WARN")
+            reasons.append(f"inversion residual {residual:.2g} > {cfg.residual_warn:g}")
+    return ConditioningReport(
+        names=tuple(names), symmetry_error=sym, cond_F=cond_F, cond_R=cond_R, cholesky_ok=chol_ok,
+        eigenvalues=evals, eigenvectors=evecs, weak_directions=weak, covariance=cov,
+        marginalized_sigma=sig, conditional_sigma=cond_sigma, inversion_residual=residual,
+        verdict=_worst(*verdicts), reasons=tuple(reasons), thresholds=cfg,
+        units=tuple(units) if units is not None else None,
+    )
+
+
+# ---------------------------------------------------------------------------- stability
+@dataclass(frozen=True)
+class ErrorStability:
+    """How much each marginalized error moves when the derivatives move.
+
+    cases: labels ("<name> up": that parameter's derivative from the rung above the chosen one
+    (larger step), "<name> down": the rung below, "noise <r>": every derivative plus noise of
+    norm ``spread * |D|`` in the data metric). sigma (n_par,) baseline [unit_i];
+    sigma_cases (n_cases, n_par) (NaN where the perturbed matrix is degenerate);
+    rung_change / noise_change / max_change (n_par,): max |sigma_case / sigma - 1| over the
+    rung cases, the noise cases, all cases; worst_case: the case of max_change per parameter.
+    """
+
+    names: tuple[str, ...]
+    sigma: np.ndarray
+    cases: tuple[str, ...]
+    sigma_cases: np.ndarray
+    rung_change: np.ndarray
+    noise_change: np.ndarray
+    max_change: np.ndarray
+    worst_case: tuple[str, ...]
+    verdict: str
+    reasons: tuple[str, ...]
+    thresholds: DiagnosticsConfig
+
+    def to_hdf5(self, group) -> None:
+        a = group.attrs
+        a["fishcast_type"] = "ErrorStability"
+        a["verdict"] = self.verdict
+        a["reasons"] = json.dumps(list(self.reasons))
+        _write_config(group, self.thresholds)
+        _str_dataset(group, "names", self.names)
+        _str_dataset(group, "cases", self.cases)
+        _str_dataset(group, "worst_case", self.worst_case)
+        group.create_dataset("sigma", data=self.sigma).attrs["units"] = "parameter units (see /parameters/units)"
+        group.create_dataset("sigma_cases", data=self.sigma_cases).attrs["units"] = "parameter units (see /parameters/units)"
+        for key in ("rung_change", "noise_change", "max_change"):
+            group.create_dataset(key, data=getattr(self, key)).attrs["units"] = "1"
+
+    @classmethod
+    def from_hdf5(cls, group) -> "ErrorStability":
+        a = group.attrs
+        return cls(
+            names=_read_strs(group["names"]), sigma=group["sigma"][()], cases=_read_strs(group["cases"]),
+            sigma_cases=group["sigma_cases"][()], rung_change=group["rung_change"][()],
+            noise_change=group["noise_change"][()], max_change=group["max_change"][()],
+            worst_case=_read_strs(group["worst_case"]), verdict=_s(a["verdict"]),
+            reasons=tuple(json.loads(_s(a["reasons"]))), thresholds=_read_config(group),
+        )
+
+
+def _maybe_symmetric(g: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Symmetrize noise over the last two axes when the derivative is symmetric there
+    (e.g. a tracer covariance or C_ell over bin pairs), so noise stays in the signal's space."""
+    if like.ndim >= 2 and like.shape[-1] == like.shape[-2] and np.allclose(like, np.swapaxes(like, -1, -2)):
+        return 0.5 * (g + np.swapaxes(g, -1, -2))
+    return g
+
+
+def error_stability(sweeps: Sequence | Mapping, gram: Callable[[np.ndarray], np.ndarray],
+                    prior: np.ndarray | None = None, thresholds: DiagnosticsConfig | Mapping | None = None,
+                    derivatives: Mapping[str, np.ndarray] | None = None) -> ErrorStability:
+    """Stability of the marginalized errors under the derivative's own uncertainty.
+
+    sweeps: the :class:`~fishcast.derivatives.ParameterSweep` of every parameter, in the
+        Fisher matrix's order (a Mapping name -> sweep keeps its order).
+    gram: ``gram(derivs) -> F`` for a stack ``(n_par, *signal.shape)`` (the probe's Fisher
+        metric at the fiducial, e.g. ``functools.partial(probe.gram, fid_signal)``).
+    prior: a Fisher matrix added to every recomputed one (Gaussian priors), or None.
+    derivatives: optional baseline derivatives by name (default: each sweep's chosen one).
+    """
+    cfg = _cfg(thresholds)
+    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
+    names = [sw.name for sw in items]
+    n = len(names)
+    base = np.stack([np.asarray(derivatives[sw.name]) if derivatives else np.asarray(sw.derivative) for sw in items])
+    P = np.zeros((n, n)) if prior is None else np.asarray(prior, dtype=float)
+
+    def sigmas(stack: np.ndarray) -> np.ndarray:
+        F = np.asarray(gram(stack), dtype=float) + P
+        try:
+            cov = correlation_covariance(0.5 * (F + F.T), names, cfg.cond_refuse)
+        except DegenerateFisherError:
+            return np.full(n, np.nan)
+        return np.sqrt(np.diag(cov))
+
+    F0 = np.asarray(gram(base), dtype=float)
+    sigma = np.sqrt(np.diag(correlation_covariance(0.5 * (F0 + F0.T) + P, names, cfg.cond_refuse)))
+    cases: list[str] = []
+    rows: list[np.ndarray] = []
+    kinds: list[str] = []
+    for i, sw in enumerate(items):
+        for label, rung in (("up", sw.chosen - 1), ("down", sw.chosen + 1)):
+            if 0 <= rung < len(sw.steps):
+                stack = base.copy()
+                stack[i] = sw.derivative_at(rung)
+                cases.append(f"{sw.name} {label}")
+                rows.append(sigmas(stack))
+                kinds.append("rung")
+    rng = np.random.default_rng(cfg.seed)
+    dnorm = np.sqrt(np.maximum(np.diag(F0), 0.0))
+    spreads = np.array([sw.spread if np.isfinite(sw.spread) else 0.0 for sw in items])
+    if np.any(spreads > 0):
+        for r in range(cfg.n_noise):
+            g = np.stack([_maybe_symmetric(rng.standard_normal(base.shape[1:]), base[i]) for i in range(n)])
+            gn = np.sqrt(np.maximum(np.diag(np.asarray(gram(g), dtype=float)), 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(gn > 0, spreads * dnorm / gn, 0.0)
+            cases.append(f"noise {r}")
+            rows.append(sigmas(base + g * scale.reshape((n,) + (1,) * (base.ndim - 1))))
+            kinds.append("noise")
+    sc = np.array(rows) if rows else np.zeros((0, n))
+    with np.errstate(invalid="ignore"):
+        change = np.abs(sc / sigma[None, :] - 1.0)
+    change = np.where(np.isnan(change), np.inf, change)
+    kinds_a = np.array(kinds)
+
+    def maxof(mask):
+        return np.max(change[mask], axis=0) if np.any(mask) else np.zeros(n)
+
+    rung_change = maxof(kinds_a == "rung") if len(kinds) else np.zeros(n)
+    noise_change = maxof(kinds_a == "noise") if len(kinds) else np.zeros(n)
+    max_change = np.maximum(rung_change, noise_change)
+    worst = tuple(cases[int(np.argmax(change[:, j]))] if len(cases) else "" for j in range(n))
+    reasons = []
+    verdicts = []
+    for j in range(n):
+        if max_change[j] > cfg.stability_fail:
+            verdicts.append("FAIL")
+            reasons.append(f"sigma({names[j]}) moves by {max_change[j]:.2%} ({worst[j]}) > {cfg.stability_fail:.0%}")
+        elif max_change[j] > cfg.stability_warn:
+            verdicts.append("WARN")
+            reasons.append(f"sigma({names[j]}) moves by {max_change[j]:.2%} ({worst[j]}) > {cfg.stability_warn:.0%}")
+    return ErrorStability(
+        names=tuple(names), sigma=sigma, cases=tuple(cases), sigma_cases=sc, rung_change=rung_change,
+        noise_change=noise_change, max_change=max_change, worst_case=worst, verdict=_worst(*verdicts),
+        reasons=tuple(reasons), thresholds=cfg,
+    )
+
+
+# ---------------------------------------------------------------------------- projection
+@dataclass(frozen=True)
+class ProjectedFisher:
+    """A Fisher matrix with degenerate directions projected out (``--allow-degenerate``).
+
+    removed: the directions removed, ``{name: component}`` in the correlation form (unit
+    vectors of R-space). matrix: ``D^1/2 P R P D^1/2`` with ``P = I - V V^T`` (singular by
+    construction, for the record). basis: orthonormal basis (n, n - k) of the kept subspace of
+    R-space; reduced_matrix: ``basis^T R basis`` (invertible). covariance: ``D^-1/2 basis
+    reduced^-1 basis^T D^-1/2`` [unit_i unit_j]: the errors *conditional on the removed
+    combinations being known* (zero variance along them), which the output must say.
+    """
+
+    names: tuple[str, ...]
+    removed: tuple[dict, ...]
+    matrix: np.ndarray
+    basis: np.ndarray
+    reduced_matrix: np.ndarray
+    covariance: np.ndarray
+    marginalized_sigma: np.ndarray
+    note: str
+
+    def to_hdf5(self, group) -> None:
+        group.attrs["fishcast_type"] = "ProjectedFisher"
+        group.attrs["removed_directions"] = json.dumps(list(self.removed))
+        group.attrs["note"] = self.note
+        _str_dataset(group, "names", self.names)
+        group.create_dataset("matrix", data=self.matrix).attrs["units"] = "1/(unit_i * unit_j)"
+        group.create_dataset("basis", data=self.basis).attrs["units"] = "1"
+        group.create_dataset("reduced_matrix", data=self.reduced_matrix).attrs["units"] = "1"
+        group.create_dataset("covariance", data=self.covariance).attrs["units"] = "unit_i * unit_j"
+        group.create_dataset("marginalized_sigma", data=self.marginalized_sigma).attrs["units"] = "unit_i"
+
+    @classmethod
+    def from_hdf5(cls, group) -> "ProjectedFisher":
+        return cls(
+            names=_read_strs(group["names"]), removed=tuple(json.loads(_s(group.attrs["removed_directions"]))),
+            matrix=group["matrix"][()], basis=group["basis"][()], reduced_matrix=group["reduced_matrix"][()],
+            covariance=group["covariance"][()], marginalized_sigma=group["marginalized_sigma"][()],
+            note=_s(group.attrs["note"]),
+        )
+
+
+def project_degenerate(F: np.ndarray, names: Sequence[str], directions: Sequence[Mapping[str, float]] | None = None,
+                       thresholds: DiagnosticsConfig | Mapping | None = None) -> ProjectedFisher:
+    """Project the named directions out of ``F`` and invert on the rest.
+
+    directions: ``{name: component}`` vectors in the correlation form (as in
+    ``DegenerateFisherError.directions``; missing names are 0); None: every direction with
+    eigenvalue of R at or below ``lambda_max / cond_refuse``. Raises DegenerateFisherError if
+    the rest is still degenerate, InputError for unknown names.
+    """
+    cfg = _cfg(thresholds)
+    names = [str(x) for x in names]
+    F = np.asarray(F, dtype=float)
+    F = 0.5 * (F + F.T)
+    n = len(names)
+    d = np.diag(F)
+    if np.any(d <= 0):
+        bad = [names[i] for i in range(n) if d[i] <= 0]
+        raise DegenerateFisherError("no information on " + ", ".join(bad) + ": fix these parameters",
+                                    [(0.0, {b: 1.0}) for b in bad])
+    s = 1.0 / np.sqrt(d)
+    R = F * s[:, None] * s[None, :]
+    evals, evecs = np.linalg.eigh(R)
+    if directions is None:
+        idx = np.nonzero(evals <= evals[-1] / cfg.cond_refuse)[0]
+        V = evecs[:, idx]
+    else:
+        cols = []
+        for dvec in directions:
+            unknown = set(dvec) - set(names)
+            if unknown:
+                raise InputError(f"unknown parameters in a direction to project out: {sorted(unknown)}")
+            cols.append(np.array([float(dvec.get(nm, 0.0)) for nm in names]))
+        V = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+        V, _ = np.linalg.qr(V)
+    k = V.shape[1]
+    P = np.eye(n) - V @ V.T
+    # orthonormal complement: eigenvectors of P with eigenvalue 1
+    pe, pv = np.linalg.eigh(P)
+    basis = pv[:, pe > 0.5]
+    red = basis.T @ R @ basis
+    red = 0.5 * (red + red.T)
+    red_names = [f"kept direction {i}" for i in range(n - k)]
+    _, red_inv, _ = _invert_unit(red, red_names, cfg)
+    covR = basis @ red_inv @ basis.T
+    cov = covR * s[:, None] * s[None, :]
+    removed = []
+    for j in range(k):
+        v = V[:, j] * (1 if V[np.argmax(np.abs(V[:, j])), j] > 0 else -1)
+        order = np.argsort(-(v**2))
+        removed.append({names[i]: float(v[i]) for i in order if v[i] ** 2 >= 1e-12})
+    matrix = (P @ R @ P) / (s[:, None] * s[None, :])
+    note = (f"{k} direction(s) projected out (--allow-degenerate); the errors are conditional on "
+            "those parameter combinations being known (held at the fiducial)")
+    return ProjectedFisher(names=tuple(names), removed=tuple(removed), matrix=matrix, basis=basis,
+                           reduced_matrix=red, covariance=0.5 * (cov + cov.T),
+                           marginalized_sigma=np.sqrt(np.maximum(np.diag(cov), 0.0)), note=note)
+
+
+def _invert_unit(red: np.ndarray, names: list[str], cfg: DiagnosticsConfig):
+    if red.shape[0] == 0:
+        return np.zeros((0, 0)), np.zeros((0, 0)), red
+    return _invert(red, names, cfg.cond_refuse, cfg.dominant_fraction)
+
+
+# ---------------------------------------------------------------------------- Gaussian validity
+@dataclass(frozen=True)
+class PrincipalPoints:
+    """Parameter points at the fiducial +- n_sigma along each principal direction.
+
+    Principal directions are those of the correlation matrix of the covariance (so that the
+    choice does not depend on the parameters' units); every point lies on the Fisher
+    ``n_sigma`` ellipsoid ``delta^T F delta = n_sigma^2``. offsets (N, n): the displacement of
+    direction i [unit_j]; points (2N, n): rows fid + offsets[0], fid - offsets[0], fid +
+    offsets[1], ...; labels like "+1"/"-1"; inside: whether each point is in the parameters'
+    physical domain (points outside are not to be evaluated).
+    """
+
+    names: tuple[str, ...]
+    fiducial: np.ndarray
+    n_sigma: float
+    offsets: np.ndarray
+    points: np.ndarray
+    labels: tuple[str, ...]
+    inside: np.ndarray
+
+    def as_dicts(self) -> list[dict[str, float]]:
+        return [dict(zip(self.names, map(float, p))) for p in self.points]
+
+
+def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[float], names: Sequence[str],
+                     n_sigma: float = 1.0, domains: Mapping[str, Callable[[float], bool]] | None = None) -> PrincipalPoints:
+    """The 2N points fiducial +- n_sigma along the principal directions of ``cov``.
+
+    domains: optional name -> ``contains(value)`` (e.g. ``ParameterSpec.contains``); when
+    None the defaults of :func:`fishcast.derivatives.domain_of` are used.
+    """
+    names = [str(x) for x in names]
+    cov = np.asarray(cov, dtype=float)
+    fid = np.array([fiducial[nm] for nm in names] if isinstance(fiducial, Mapping) else fiducial, dtype=float)
+    sig = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sig, sig)
+    mu, U = np.linalg.eigh(0.5 * (corr + corr.T))
+    offsets = (n_sigma * np.sqrt(np.maximum(mu, 0.0))[:, None] * U.T) * sig[None, :]
+    pts, labels = [], []
+    for i in range(len(names)):
+        pts += [fid + offsets[i], fid - offsets[i]]
+        labels += [f"+{i}", f"-{i}"]
+    pts_a = np.array(pts)
+    if domains is None:
+        from .derivatives import ParameterSpec, domain_of
+
+        def default(nm):
+            dm = domain_of(nm)
+            return ParameterSpec(name=nm, mode="", scale=1.0, top_step=1.0, n_rungs=1, lower=dm.lower, upper=dm.upper,
+                                 lower_inclusive=dm.lower_inclusive, upper_inclusive=dm.upper_inclusive).contains
+
+        domains = {nm: default(nm) for nm in names}
+    inside = np.array([all(domains[nm](float(p[j])) for j, nm in enumerate(names) if nm in domains) for p in pts_a])
+    return PrincipalPoints(names=tuple(names), fiducial=fid, n_sigma=float(n_sigma), offsets=offsets,
+                           points=pts_a, labels=tuple(labels), inside=inside)
+
+
+@dataclass(frozen=True)
+class GaussianValidity:
+    """Real Delta chi^2 at the principal points against the Fisher prediction n_sigma^2.
+
+    delta_chi2 (2N,) (NaN where not evaluated); ratio = delta_chi2 / n_sigma^2; flagged (2N,)
+    when |ratio - 1| > tolerance. A flag is a WARN: the likelihood is not Gaussian along that
+    direction, so the Fisher errors there are approximate (not numerically unstable).
+    """
+
+    labels: tuple[str, ...]
+    n_sigma: float
+    delta_chi2: np.ndarray
+    ratio: np.ndarray
+    flagged: np.ndarray
+    tolerance: float
+    verdict: str
+    reasons: tuple[str, ...]
+    offsets: np.ndarray | None = None
+    names: tuple[str, ...] = ()
+
+    def to_hdf5(self, group) -> None:
+        group.attrs["fishcast_type"] = "GaussianValidity"
+        group.attrs["n_sigma"] = self.n_sigma
+        group.attrs["tolerance"] = self.tolerance
+        group.attrs["threshold_gaussian_tolerance"] = self.tolerance
+        group.attrs["verdict"] = self.verdict
+        group.attrs["reasons"] = json.dumps(list(self.reasons))
+        group.attrs["definition"] = "delta_chi2 = norm(signal(point) - signal(fiducial))^2 in the Fisher metric; Fisher predicts n_sigma^2"
+        _str_dataset(group, "labels", self.labels)
+        _str_dataset(group, "names", self.names)
+        group.create_dataset("delta_chi2", data=self.delta_chi2).attrs["units"] = "1"
+        group.create_dataset("ratio", data=self.ratio).attrs["units"] = "1"
+        group.create_dataset("flagged", data=self.flagged.astype(np.int8))
+        if self.offsets is not None:
+            group.create_dataset("offsets", data=self.offsets).attrs["units"] = "unit_j (see /parameters/units)"
+
+    @classmethod
+    def from_hdf5(cls, group) -> "GaussianValidity":
+        a = group.attrs
+        return cls(labels=_read_strs(group["labels"]), n_sigma=float(a["n_sigma"]), delta_chi2=group["delta_chi2"][()],
+                   ratio=group["ratio"][()], flagged=group["flagged"][()].astype(bool), tolerance=float(a["tolerance"]),
+                   verdict=_s(a["verdict"]), reasons=tuple(json.loads(_s(a["reasons"]))),
+                   offsets=group["offsets"][()] if "offsets" in group else None,
+                   names=_read_strs(group["names"]) if "names" in group else ())
+
+
+def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.ndarray, norm: Callable[[np.ndarray], float],
+               n_sigma: float = 1.0, thresholds: DiagnosticsConfig | Mapping | None = None,
+               points: PrincipalPoints | None = None) -> GaussianValidity:
+    """Delta chi^2 = norm(signal - fid)^2 at each principal point (None: not evaluated, e.g.
+    outside the domain) against the Fisher prediction ``n_sigma^2``; flags points where
+    ``|Delta chi^2 / n_sigma^2 - 1| > thresholds.gaussian_tolerance``."""
+    cfg = _cfg(thresholds)
+    fid = np.asarray(fid_signal, dtype=float)
+    if points is not None:
+        n_sigma = points.n_sigma
+    vals = np.array([np.nan if s is None else float(norm(np.asarray(s, dtype=float) - fid)) ** 2 for s in signals_at_points])
+    ratio = vals / n_sigma**2
+    flagged = np.abs(ratio - 1.0) > cfg.gaussian_tolerance
+    labels = points.labels if points is not None else tuple(f"{'+' if i % 2 == 0 else '-'}{i // 2}" for i in range(len(vals)))
+    reasons = []
+    for i in np.nonzero(flagged)[0]:
+        what = ""
+        if points is not None:
+            off = points.offsets[i // 2]
+            w = off / np.where(np.sqrt(np.sum(off**2)) > 0, np.sqrt(np.sum(off**2)), 1.0)
+            top = np.argsort(-np.abs(w))[:3]
+            what = " along " + ", ".join(points.names[j] for j in top)
+        reasons.append(f"direction {labels[i]}{what}: Delta chi^2 = {vals[i]:.3g}, Fisher predicts {n_sigma**2:.3g}")
+    return GaussianValidity(labels=tuple(labels), n_sigma=float(n_sigma), delta_chi2=vals, ratio=ratio, flagged=flagged,
+                            tolerance=cfg.gaussian_tolerance, verdict="WARN" if np.any(flagged) else "PASS",
+                            reasons=tuple(reasons), offsets=None if points is None else points.offsets,
+                            names=() if points is None else points.names)
+
+
+# ---------------------------------------------------------------------------- HDF5 + text
+_KINDS = {"conditioning": ConditioningReport, "error_stability": ErrorStability,
+          "gaussian_validity": GaussianValidity, "projection": ProjectedFisher}
+
+
+def write_diagnostics(group, **results) -> None:
+    """Write results into subgroups of ``group`` (``/diagnostics``): keyword names
+    conditioning, error_stability, gaussian_validity, projection (None values skipped)."""
+    for key, res in results.items():
+        if key not in _KINDS:
+            raise InputError(f"unknown diagnostics result {key!r}")
+        if res is not None:
+            res.to_hdf5(group.create_group(key))
+
+
+def read_diagnostics(group) -> dict[str, object]:
+    """Read what :func:`write_diagnostics` wrote: {key: result}."""
+    return {key: cls.from_hdf5(group[key]) for key, cls in _KINDS.items() if key in group}
+
+
+def format_sweeps(sweeps: Sequence | Mapping) -> str:
+    """The stability table: one line per parameter."""
+    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
+    head = f"{'parameter':<12} {'step':>11} {'rel. step':>10} {'plateau':>7} {'spread':>9}  {'stencil':<28} verdict"
+    lines = ["Derivative steps (changes in the data's own metric)", head, "-" * len(head)]
+    notes = []
+    for sw in items:
+        unit = f" {sw.parameter_units}" if sw.parameter_units else ""
+        lines.append(
+            f"{sw.name:<12} {sw.step:>11.4g} {sw.relative_step:>10.3g} {sw.plateau_width:>7d} {sw.spread:>9.2g}  "
+            f"{sw.stencil:<28} {sw.verdict} ({sw.reason})"
+        )
+        if unit:
+            notes.append(f"  step of {sw.name} in{unit}")
+        if sw.verdict != "PASS" or sw.reason != "ok":
+            notes.append(f"  {sw.name}: {sw.message}")
+        if sw.stem_difference is not None:
+            notes.append(f"  {sw.name}: SteM linear-fit cross-check differs by {sw.stem_difference:.2g}")
+    if items:
+        lines.append(f"(plateau: rungs within {items[0].tol_pass:g}; PASS <= {items[0].tol_pass:g}, "
+                     f"WARN <= {items[0].tol_warn:g}, else FAIL)")
+    return "\n".join(lines + notes)
+
+
+def format_report(sweeps: Sequence | Mapping | None = None, conditioning: ConditioningReport | None = None,
+                  stability: ErrorStability | None = None, gaussian: GaussianValidity | None = None,
+                  projection: ProjectedFisher | None = None) -> str:
+    """The full text report: stability table, then the matrix report."""
+    out = []
+    if sweeps:
+        out.append(format_sweeps(sweeps))
+    if conditioning is not None:
+        c = conditioning
+        t = c.thresholds
+        out.append("Fisher matrix conditioning")
+        out.append(f"  symmetry error |F-F^T|/|F|     {c.symmetry_error:.2g}")
+        out.append(f"  cond(R), correlation form       {c.cond_R:.3g}   (warn > {t.cond_warn:g}, refuse > {t.cond_refuse:g})")
+        out.append(f"  cond(F) (unit-dependent)        {c.cond_F:.3g}")
+        out.append(f"  Cholesky of R                   {'ok' if c.cholesky_ok else 'FAILED'}")
+        out.append(f"  inversion residual max|R R^-1 - I|  {c.inversion_residual:.2g}")
+        out.append("  weakest directions of R:")
+        for lam, w in c.weak_directions:
+            out.append("    " + _format_direction(lam, w))
+        out.append(f"  verdict: {c.verdict}" + (": " + "; ".join(c.reasons) if c.reasons else ""))
+    if stability is not None:
+        s = stability
+        out.append("Stability of marginalized errors (derivatives one rung up/down; noise at the plateau spread)")
+        out.append(f"  {'parameter':<12} {'sigma':>11} {'rungs':>8} {'noise':>8}  worst case")
+        for j, nm in enumerate(s.names):
+            out.append(f"  {nm:<12} {s.sigma[j]:>11.4g} {s.rung_change[j]:>8.2%} {s.noise_change[j]:>8.2%}  {s.worst_case[j]}")
+        out.append(f"  verdict: {s.verdict} (warn > {s.thresholds.stability_warn:.0%}, fail > {s.thresholds.stability_fail:.0%})"
+                   + (": " + "; ".join(s.reasons) if s.reasons else ""))
+    if projection is not None:
+        out.append("Projected out (--allow-degenerate): " + projection.note)
+        for w in projection.removed:
+            out.append("    " + ", ".join(f"{k} ({v:+.2f})" for k, v in w.items()))
+    if gaussian is not None:
+        g = gaussian
+        out.append(f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})")
+        out.append("  " + "  ".join(f"{lab}: {v:.3g}" for lab, v in zip(g.labels, g.delta_chi2)))
+        out.append(f"  verdict: {g.verdict} (flag when |Delta chi^2/{g.n_sigma**2:g} - 1| > {g.tolerance:g})"
+                   + (": " + "; ".join(g.reasons) if g.reasons else ""))
+    return "\n".join(out)
