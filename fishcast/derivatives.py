@@ -431,6 +431,16 @@ class ParameterSweep:
         return float(self.relative_steps[self.chosen])
 
     @property
+    def derivative_3pt(self) -> np.ndarray:
+        """The 3-point (second-order) derivative at the chosen rung."""
+        return self.derivatives_3pt[self.chosen]
+
+    @property
+    def derivative_5pt(self) -> np.ndarray:
+        """The 5-point (Richardson) derivative at the chosen rung (NaN if unavailable there)."""
+        return self.derivatives_5pt[self.chosen]
+
+    @property
     def one_sided(self) -> bool:
         """Whether the reported derivative uses a one-sided stencil."""
         return "forward" in self.stencil or "backward" in self.stencil
@@ -438,11 +448,12 @@ class ParameterSweep:
     def derivative_at(self, rung: int) -> np.ndarray:
         """The derivative the chosen stencil gives at ``rung`` (5-point where available there,
         else the rung's 3-point); used by the error-stability check."""
-        if "5-point" in self.stencil and 0 <= rung < len(self.steps):
-            d5 = self.derivatives_5pt[rung]
-            if np.all(np.isfinite(d5)):
-                return d5
-        return self.derivatives_3pt[rung]
+        return self.derivatives_5pt[rung] if self.has_5pt(rung) else self.derivatives_3pt[rung]
+
+    def has_5pt(self, rung: int) -> bool:
+        """Whether the reported stencil is 5-point and available at ``rung``."""
+        return ("5-point" in self.stencil and 0 <= rung < len(self.steps)
+                and bool(np.all(np.isfinite(self.derivatives_5pt[rung]))))
 
     # ---------------------------------------------------------------- HDF5
     def to_hdf5(self, group) -> None:

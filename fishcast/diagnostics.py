@@ -366,7 +366,9 @@ class ErrorStability:
     """How much each marginalized error moves when the derivatives move.
 
     cases: labels ("<name> up": that parameter's derivative from the rung above the chosen one
-    (larger step), "<name> down": the rung below, "noise <r>": every derivative plus noise of
+    (larger step), "<name> down": the rung below, with the reported stencil; suffix
+    "(3-point)" where the 5-point estimate does not exist on that rung (the top rung, or a
+    change of stencil at a domain boundary); "noise <r>": every derivative plus noise of
     norm ``spread * |D|`` in the data metric). sigma (n_par,) baseline [unit_i];
     sigma_cases (n_cases, n_par) (NaN where the perturbed matrix is degenerate);
     rung_change / noise_change / max_change (n_par,): max |sigma_case / sigma - 1| over the
@@ -456,7 +458,8 @@ def error_stability(sweeps: Sequence | Mapping, gram: Callable[[np.ndarray], np.
             if 0 <= rung < len(sw.steps):
                 stack = base.copy()
                 stack[i] = sw.derivative_at(rung)
-                cases.append(f"{sw.name} {label}")
+                fallback = "5-point" in sw.stencil and not sw.has_5pt(rung)
+                cases.append(f"{sw.name} {label}" + (" (3-point)" if fallback else ""))
                 rows.append(sigmas(stack))
                 kinds.append("rung")
     rng = np.random.default_rng(cfg.seed)
@@ -642,8 +645,9 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
     names = [str(x) for x in names]
     cov = np.asarray(cov, dtype=float)
     fid = np.array([fiducial[nm] for nm in names] if isinstance(fiducial, Mapping) else fiducial, dtype=float)
-    sig = np.sqrt(np.diag(cov))
-    corr = cov / np.outer(sig, sig)
+    sig = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    safe = np.where(sig > 0, sig, 1.0)
+    corr = cov / np.outer(safe, safe)
     mu, U = np.linalg.eigh(0.5 * (corr + corr.T))
     offsets = (n_sigma * np.sqrt(np.maximum(mu, 0.0))[:, None] * U.T) * sig[None, :]
     pts, labels = [], []

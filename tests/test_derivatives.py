@@ -151,6 +151,8 @@ def test_m_nu_near_zero_uses_one_sided_stencil():
     assert min(values) >= 0.0
     sw, _ = sweep("m_nu", 0.06, model, cfg)
     assert sw.chosen == 1 and sw.one_sided
+    # no Richardson across a change of stencil (their h^2 coefficients differ)
+    assert np.all(np.isnan(sw.derivatives_5pt[2])) and np.all(np.isfinite(sw.derivatives_5pt[1]))
     assert "forward" in sw.stencil
     assert sw.verdict == "PASS" and sw.reason == "boundary"
     assert "one-sided" in sw.message and "m_nu" in sw.message
@@ -280,3 +282,30 @@ def test_hdf5_round_trip(tmp_path):
     for key in ("name", "stencil", "verdict", "reason", "message", "chosen", "window", "stencils", "spread"):
         assert getattr(back, key) == getattr(sw, key)
     assert back.derivative.shape == (len(np.atleast_1d(1 + 0.06)), 4)
+
+
+def test_four_rung_window_rejects_a_false_plateau_at_tiny_steps():
+    """Prescribed rung derivatives D_k = f'(1 + e_k): true truncation e_k = 1e-2 / 4^k on the
+    top five rungs, then noise that by chance repeats itself on the three smallest rungs."""
+    e = np.array([1e-2, 2.5e-3, 6.25e-4, 1.5625e-4, 3.90625e-5, 4e-3, 4e-3 + 1e-7, 4e-3 - 1e-7])
+    v = AMP
+    f0 = np.ones(N)
+
+    def run(window):
+        cfg = DerivativesConfig(window=window)
+        spec = resolve_spec("p", X0, cfg)
+        lad = plan_ladder("p", X0, spec)
+        assert set(lad.stencils) == {"central"}
+        signals = {}
+        for h, ek, (lo, hi) in zip(lad.steps, e, lad.points):
+            signals[lo] = f0 - h * (1 + ek) * v
+            signals[hi] = f0 + h * (1 + ek) * v
+        return analyse("p", X0, spec, signals, f0, norm, cfg)
+
+    three = run(3)
+    assert three.chosen == 6  # fooled: the derivative is 0.4% off
+    assert rel(three.derivative_3pt, v) > 3e-3
+    four = run(4)
+    assert four.window == (1, 5) and four.chosen == 2
+    # Richardson removes the h^2 truncation exactly: (4 e_2 - e_1) / 3 = 0
+    np.testing.assert_allclose(four.derivative, v, rtol=1e-9)
