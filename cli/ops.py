@@ -189,6 +189,18 @@ def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
     return "\n".join(out)
 
 
+def show_table(file: str) -> str:
+    """The default ``fishcast show FILE`` table (used by ``fishcast run`` after writing)."""
+    fisher, meta = _load(file)
+    rows, fom, warnings, _ = _constraints(fisher, list(fisher.names), [])
+    trust = str(meta.get("trust") or "ok")
+    if trust != "ok":
+        reasons = meta.get("trust_reasons") or []
+        warnings.insert(0, f"stability verdict {trust.upper()}: the forecast is not to be trusted"
+                        + (": " + "; ".join(map(str, reasons)) if reasons else ""))
+    return _table(file, rows, fom, meta, warnings)
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--params", default=None, help="Comma-separated parameters to list [default: all free].")

@@ -175,3 +175,182 @@ def fisher_from_derivatives(survey: Survey, dv: DataVector, fid_signal: np.ndarr
         "note": "probes combined by adding Fisher matrices: cross-covariance between probes is neglected",
     }])
     return per_probe, prior_fm, combined
+
+
+# ---------------------------------------------------------------------------------------
+# the whole run
+# ---------------------------------------------------------------------------------------
+
+Progress = Callable[[str, int], Callable[[], None]]
+"""``progress(label, total)`` returns a function to call once per finished unit of work."""
+
+
+def known_steps(survey: Survey) -> dict[str, float]:
+    """Chosen steps of an earlier run (derivatives mode 'fast', ``steps_from``)."""
+    dconf = survey.config.derivatives
+    if dconf.mode != "fast" or not dconf.steps_from:
+        return {}
+    import pathlib
+
+    from . import derivatives as _der
+    from .errors import FileFormatError
+    from .io import open_forecast
+
+    path = pathlib.Path(dconf.steps_from)
+    if not path.is_absolute():
+        path = pathlib.Path(survey.path).parent / path
+    with open_forecast(path) as f:
+        if "derivatives" not in f:
+            raise FileFormatError(f"{path}: no /derivatives group to take steps from")
+        return _der.known_steps_from_hdf5(f["derivatives"])
+
+
+def _no_progress(label: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
+def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None,
+                 evaluator_factory=None, allow_degenerate: bool = False) -> Forecast:
+    """Run the forecast of ``survey``.
+
+    ``cache``: a :class:`fishcast.cache.Cache` or None. ``progress``: see :data:`Progress`.
+    ``evaluator_factory(cache, on_point)`` builds the evaluator (serial by default; the batch
+    module passes a parallel one).
+    """
+    from . import derivatives as _der
+    from .cache import cached_evaluator
+
+    progress = progress or _no_progress
+    t0 = time.perf_counter()
+    calls0 = _cosmo.boltzmann_calls()
+    dv = DataVector(survey.probes)
+    dconf = survey.config.derivatives
+    known = known_steps(survey)
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n)) for n in survey.free}
+    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    plan_ = plan(survey, values)
+
+    tick = progress("cosmology evaluations", len(plan_.points))
+    factory = evaluator_factory or (lambda c, on_point: cached_evaluator(c, on_point=on_point))
+    evaluator = factory(cache, tick)
+    t1 = time.perf_counter()
+    cosmos = evaluate(plan_, survey.settings, evaluator)
+    t2 = time.perf_counter()
+    sig = signals(survey, dv, plan_, cosmos)
+    fid_sig = sig.fiducial
+
+    def norm(d: np.ndarray) -> float:
+        return dv.norm(fid_sig, d)
+
+    sweeps = {}
+    derivs = {}
+    for n in survey.free:
+        sw = _der.analyse(n, survey.fiducial[n], specs[n], sig.at[n], fid_sig, norm, dconf)
+        sweeps[n] = sw
+        derivs[n] = np.asarray(sw.derivative)
+    per_probe, prior_fm, combined = fisher_from_derivatives(survey, dv, fid_sig, derivs)
+    t3 = time.perf_counter()
+
+    fid_cosmo = cosmos[plan_.keys[0]]
+    products = {p.name: p.products(fid_cosmo, survey.fiducial) for p in survey.probes}
+    fc = Forecast(
+        survey=survey, fisher=combined, probe_fisher=per_probe, prior_fisher=prior_fm,
+        derivatives=derivs, sweeps=sweeps, fiducial_cosmology=fid_cosmo, products=products,
+        camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(plan_.points),
+    )
+    _diagnose(fc, dv, sig, specs, allow_degenerate,
+              lambda n: factory(cache, progress("validity-check evaluations", n)))
+    t4 = time.perf_counter()
+    fc.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "signals_and_fisher": t3 - t2,
+                  "diagnostics": t4 - t3, "total": t4 - t0}
+    return fc
+
+
+def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, specs, allow_degenerate: bool,
+              evaluator=None) -> None:
+    """Conditioning, stability of the errors, the Gaussian-validity check, and the verdict."""
+    from . import diagnostics as _diag
+    from .errors import DegenerateFisherError
+
+    survey = fc.survey
+    dconf = survey.config.diagnostics
+    reasons: list[str] = []
+    level = "ok"
+
+    def worse(verdict: str) -> None:
+        nonlocal level
+        new = {"PASS": "ok", "WARN": "warn", "FAIL": "fail"}[str(verdict).upper()]
+        order = {"ok": 0, "warn": 1, "fail": 2}
+        if order[new] > order[level]:
+            level = new
+
+    for n, sw in fc.sweeps.items():
+        if sw.verdict != "PASS":
+            worse(sw.verdict)
+            reasons.append(f"{n}: derivative {sw.verdict} ({sw.reason}){': ' + sw.message if sw.message else ''}")
+    names = list(fc.fisher.names)
+    report = _diag.conditioning_report(fc.fisher.matrix, names, dconf.thresholds(), units=fc.fisher.units,
+                                       raise_on_degenerate=False)
+    fc.conditioning = report
+    if report.verdict != "PASS":
+        reasons.extend(report.reasons)
+        if not report.cholesky_ok and allow_degenerate:
+            proj = _diag.project_degenerate(fc.fisher.matrix, names, [w for _, w in report.weak_directions
+                                                                          if _ <= report.eigenvalues.max() / dconf.cond_refuse] or None,
+                                            dconf.thresholds())
+            fc.extra["projection"] = proj
+            worse("WARN")
+            reasons.append("degenerate directions projected out (--allow-degenerate): " + proj.note)
+        else:
+            worse(report.verdict)
+    if report.cholesky_ok:
+        prior = fc.prior_fisher.matrix
+        fc.stability = _diag.error_stability(fc.sweeps, lambda d: dv.gram(sig.fiducial, d), prior, dconf.thresholds())
+        if fc.stability.verdict != "PASS":
+            worse(fc.stability.verdict)
+            reasons.extend(fc.stability.reasons)
+        if dconf.gaussian_check and evaluator is not None:
+            try:
+                gv = gaussian_validity(fc, dv, sig, evaluator)
+            except DegenerateFisherError:
+                gv = None
+            if gv is not None:
+                fc.extra["gaussian_validity"] = gv
+                if gv.verdict != "PASS":
+                    worse("WARN")
+                    reasons.extend(gv.reasons)
+    fc.trust = level
+    fc.trust_reasons = reasons
+
+
+def gaussian_validity(fc: Forecast, dv: DataVector, sig: Signals, evaluator):
+    """``evaluator(n)`` returns an evaluator for n points.
+
+    Real Delta chi^2 (data and priors) at fiducial +- 1 sigma along each principal
+    direction of the forecast covariance, against the Fisher prediction 1 (2N evaluations)."""
+    from . import diagnostics as _diag
+
+    survey = fc.survey
+    names = list(fc.fisher.names)
+    pts = _diag.principal_points(fc.fisher.covariance(), survey.fiducial, names)
+    prior_w = np.array([1.0 / survey.priors[n] if n in survey.priors else 0.0 for n in names])
+    fid_theta = np.array([survey.fiducial[n] for n in names])
+    todo = [i for i in range(len(pts.points)) if pts.inside[i]]
+    full_points = []
+    for i in todo:
+        p = dict(survey.fiducial)
+        p.update({n: float(v) for n, v in zip(names, pts.points[i])})
+        full_points.append(p)
+    cosmos = evaluator(len(todo))([cosmo_part(p) for p in full_points], survey.settings) if todo else []
+    fid_aug = np.concatenate([sig.fiducial, prior_w * fid_theta])
+    n_sig = sig.fiducial.size
+    signals_at: list[np.ndarray | None] = [None] * len(pts.points)
+    for i, p, c in zip(todo, full_points, cosmos):
+        theta = np.array([p[n] for n in names])
+        signals_at[i] = np.concatenate([dv.signal(c, p), prior_w * theta])
+
+    def norm(d: np.ndarray) -> float:
+        g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
+        return float(np.sqrt(max(g, 0.0)))
+
+    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=survey.config.diagnostics.thresholds(), points=pts)

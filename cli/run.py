@@ -1,0 +1,104 @@
+"""``fishcast run``, ``fishcast validate``, ``fishcast schema``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import handle_errors
+
+
+def _progress_factory(quiet: bool):
+    """A progress callback for the library: tqdm bars on a TTY, nothing otherwise."""
+    show = not quiet and sys.stderr.isatty()
+    bars = []
+
+    def progress(label: str, total: int):
+        if not show or total <= 0:
+            return lambda: None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=label, unit="pt", leave=False, file=sys.stderr)
+        bars.append(bar)
+
+        def tick():
+            bar.update(1)
+            if bar.n >= bar.total:
+                bar.close()
+
+        return tick
+
+    def close():
+        for b in bars:
+            b.close()
+
+    return progress, close
+
+
+@click.command()
+@click.argument("survey", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
+@click.option("--allow-unstable", is_flag=True, help="Exit 0 even when the stability verdict is FAIL (the verdict is in the file either way).")
+@click.option("--allow-degenerate", is_flag=True, help="Project out degenerate directions instead of refusing (recorded in the file).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
+@handle_errors
+def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet):
+    """Run the forecast of SURVEY (a YAML file) and write it to OUTPUT (HDF5).
+
+    Exit status: 0 success; 2 bad input; 3 the forecast is not to be trusted (FAIL verdict;
+    the file is written all the same) unless --allow-unstable; 4 a computation failed.
+    """
+    from fishcast import io as fio
+    from fishcast.cache import Cache, default_cache_dir
+    from fishcast.forecast import run_forecast
+    from .ops import show_table
+    from fishcast.survey import load_survey
+
+    sv = load_survey(survey)
+    fio.check_output_path(output)
+    cache = None if no_cache else Cache(cache_dir or default_cache_dir())
+    progress, close = _progress_factory(quiet)
+    try:
+        fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate)
+    finally:
+        close()
+    fio.write_forecast(output, fc)
+    if not quiet:
+        from fishcast.diagnostics import format_report
+
+        click.echo(format_report(fc.sweeps, fc.conditioning, fc.stability, fc.extra.get("gaussian_validity"),
+                                 fc.extra.get("projection")))
+        click.echo(show_table(output))
+    if fc.trust == "fail" and not allow_unstable:
+        click.echo("fishcast: the forecast FAILED its stability checks (see above); exit 3. "
+                   "Use --allow-unstable to accept it.", err=True)
+        sys.exit(3)
+
+
+@click.command()
+@click.argument("survey", type=click.Path(dir_okay=False))
+@handle_errors
+def validate(survey):
+    """Validate SURVEY (a YAML file) without computing anything."""
+    from fishcast.survey import load_survey
+
+    sv = load_survey(survey)
+    probes = ", ".join(p.name for p in sv.probes)
+    click.echo(f"{survey}: valid. probes: {probes}; free parameters ({len(sv.free)}): {', '.join(sv.free)}")
+
+
+@click.command()
+@handle_errors
+def schema():
+    """Print the JSON Schema of the survey YAML format."""
+    from fishcast.survey import schema as _schema
+
+    click.echo(json.dumps(_schema(), indent=2))
+
+
+COMMANDS = [run, validate, schema]

@@ -1,0 +1,393 @@
+"""Survey descriptions: YAML -> validated, immutable :class:`Survey`.
+
+Validation happens before any computation. Every problem is reported with the file, the
+line and the key, and what was expected (:class:`~fishcast.errors.SurveyError`). Unknown
+keys are errors: a typo never falls back to a default.
+
+Top-level layout (see the README for an annotated example)::
+
+    name: my-survey
+    cosmology:   {nonlinear_model: takahashi, accuracy: {...}}
+    parameters:  {fiducial: {...}, free: [...], fixed: [...], priors: {...}}
+    derivatives: {...}                      # optional, step-size sweep settings
+    probes:      {weak_lensing: {...}, counts_in_cells: {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .cosmology import CosmologySettings
+from .derivatives import DerivativesConfig
+from .diagnostics import DiagnosticsConfig
+from .errors import FishcastError, InputError, SurveyError
+from .parameters import (
+    COSMOLOGICAL_DEFAULTS,
+    COSMOLOGICAL_REQUIRED,
+    COSMOLOGICAL_UNITS,
+    expand_patterns,
+    is_cosmological,
+)
+from .probes import counts_in_cells as _cic
+from .probes import weak_lensing as _wl
+from .probes.base import Probe
+from .yamlio import dotted, line_of, load_yaml
+
+#: probe section name -> module with ``<Config>`` model and ``build(config, survey_dir)``
+PROBE_MODULES = {"weak_lensing": _wl, "counts_in_cells": _cic}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AccuracyConfig(_Model):
+    """CAMB accuracy and the tabulation grids of the cosmology (recorded in the output)."""
+
+    accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB AccuracyBoost")
+    l_accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB lAccuracyBoost")
+    k_max: float = Field(30.0, gt=0.1, le=500.0, description="largest tabulated k [1/Mpc]; P(k) is extrapolated as a power law beyond")
+    n_k: int = Field(300, ge=50, le=5000, description="number of log-spaced k nodes of the P(k, z) table")
+    z_max: float | None = Field(None, gt=0.0, le=20.0, description="largest tabulated redshift (default: what the probes need)")
+    n_z: int = Field(100, ge=10, le=250, description="number of redshift nodes of the P(k, z) table (CAMB allows at most 250)")
+    k_per_logint: int = Field(0, ge=0, le=100, description="CAMB k sampling of the transfer functions (0: CAMB's default)")
+
+
+class CosmologyConfig(_Model):
+    """The theory backend."""
+
+    backend: Literal["camb"] = Field("camb", description="cosmology backend (only CAMB for now)")
+    nonlinear_model: Literal["takahashi", "mead2020", "none"] = Field(
+        ..., description="nonlinear matter power: halofit 'takahashi', HMcode 'mead2020', or 'none' (linear)"
+    )
+    accuracy: AccuracyConfig = Field(default_factory=AccuracyConfig)
+
+
+class ParametersConfig(_Model):
+    """Fiducial values, which parameters are free, and Gaussian priors."""
+
+    fiducial: dict[str, float] = Field(..., description="canonical name -> fiducial value (m_nu in eV)")
+    free: list[str] = Field(..., min_length=1, description="free parameters (in the Fisher matrix); globs such as m_* allowed")
+    fixed: list[str] = Field(default_factory=list, description="fixed parameters (optional: everything not free is fixed)")
+    priors: dict[str, float] = Field(default_factory=dict, description="Gaussian 1-sigma priors on free parameters (globs allowed)")
+
+
+class ProbesConfig(_Model):
+    """The probes of the survey; at least one. Their Fisher matrices add (no cross-covariance)."""
+
+    weak_lensing: _wl.WeakLensingConfig | None = None
+    counts_in_cells: _cic.CountsInCellsConfig | None = None
+
+
+class DiagnosticsSection(DiagnosticsConfig):
+    """Thresholds of the conditioning and stability checks (see ``fishcast.diagnostics``)
+    and whether to run the Gaussian-validity check (2N extra cosmology evaluations)."""
+
+    gaussian_check: bool = Field(True, description="evaluate the real Delta chi^2 at +-1 sigma along each principal direction")
+
+    def thresholds(self) -> DiagnosticsConfig:
+        return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check"}))
+
+
+class SurveyConfig(_Model):
+    """A survey description file."""
+
+    name: str = Field(..., min_length=1, max_length=200, description="survey name (used in output names)")
+    description: str = Field("", max_length=10_000, description="free text")
+    cosmology: CosmologyConfig
+    parameters: ParametersConfig
+    derivatives: DerivativesConfig = Field(default_factory=DerivativesConfig)
+    diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection)
+    probes: ProbesConfig
+
+
+@dataclass(frozen=True)
+class Survey:
+    """A validated survey, ready to run.
+
+    ``fiducial`` holds every parameter of the model (cosmological with defaults filled in,
+    and every nuisance parameter of every probe). ``free`` is the Fisher order.
+    """
+
+    path: str
+    text: str
+    sha256: str
+    config: SurveyConfig
+    probes: tuple[Probe, ...]
+    fiducial: Mapping[str, float]
+    free: tuple[str, ...]
+    priors: Mapping[str, float]
+    settings: CosmologySettings
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def cosmological_fiducial(self) -> dict[str, float]:
+        return {k: v for k, v in self.fiducial.items() if is_cosmological(k)}
+
+    def unit(self, name: str) -> str:
+        return COSMOLOGICAL_UNITS.get(name, "")
+
+
+def schema() -> dict:
+    """JSON Schema of the survey format."""
+    return SurveyConfig.model_json_schema()
+
+
+def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None = None) -> Survey:
+    """Read, validate and build a survey file. Raises SurveyError (exit 2) on any problem.
+
+    ``overrides`` maps dotted keys (``probes.weak_lensing.f_sky``) to values that replace
+    (or add) entries of the file before validation: the batch grid's axes and ``--set``.
+    """
+    p = pathlib.Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SurveyError(str(path), [(None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise SurveyError(str(path), [(None, "", "is a directory, not a survey file")]) from None
+    except OSError as exc:
+        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
+    return survey_from_text(text, str(path), p.parent, overrides)
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) -> dict:
+    """A copy of ``data`` with dotted keys replaced. List items are addressed by index."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted_key, value in overrides.items():
+        parts = [int(p) if p.isdigit() else p for p in str(dotted_key).split(".")]
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, dict):
+                node = node.setdefault(part, {})
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                raise SurveyError(filename, [(None, dotted_key, "cannot set this key: "
+                                              f"{'.'.join(map(str, parts[:i + 1]))} is not a mapping")])
+        last = parts[-1]
+        if isinstance(node, dict):
+            node[last] = copy.deepcopy(value)
+        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = copy.deepcopy(value)
+        else:
+            raise SurveyError(filename, [(None, dotted_key, "cannot set this key")])
+    return out
+
+
+def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.Path | None = None,
+                     overrides: Mapping[str, object] | None = None) -> Survey:
+    """Validate a survey given as YAML text (``survey_dir`` resolves relative file paths)."""
+    data, lines = load_yaml(text, filename)
+    if not isinstance(data, dict):
+        raise SurveyError(filename, [(1, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
+    if overrides:
+        data = apply_overrides(data, overrides, filename)
+        text = text + "\n# overrides applied by fishcast:\n" + "".join(
+            f"#   {k} = {json.dumps(v)}\n" for k, v in overrides.items())
+    try:
+        config = SurveyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SurveyError(filename, _pydantic_problems(exc, lines, data)) from None
+
+    survey_dir = survey_dir if survey_dir is not None else pathlib.Path(".")
+    problems: list[tuple[int | None, str, str]] = []
+
+    def problem(path: tuple, msg: str) -> None:
+        problems.append((line_of(lines, path), dotted(path), msg))
+
+    probes: list[Probe] = []
+    for section, module in PROBE_MODULES.items():
+        cfg = getattr(config.probes, section)
+        if cfg is None:
+            continue
+        try:
+            probes.append(module.build(cfg, survey_dir))
+        except FishcastError as exc:
+            problem(("probes", section), str(exc))
+    if not probes and not problems:
+        problem(("probes",), f"at least one probe is needed: {', '.join(PROBE_MODULES)}")
+    if problems:
+        raise SurveyError(filename, problems)
+
+    # --- parameters ----------------------------------------------------------------------
+    pc = config.parameters
+    nuisance: dict[str, float] = {}
+    for probe in probes:
+        nuisance.update(probe.nuisance_parameters())
+    known = list(COSMOLOGICAL_UNITS) + list(nuisance)
+    fiducial: dict[str, float] = {}
+    for name, value in pc.fiducial.items():
+        if name not in known:
+            hint = _unknown_hint(name, nuisance)
+            problem(("parameters", "fiducial", name), f"unknown parameter{hint}")
+            continue
+        if not math.isfinite(value):
+            problem(("parameters", "fiducial", name), "must be a finite number")
+            continue
+        fiducial[name] = float(value)
+    for name in COSMOLOGICAL_REQUIRED:
+        if name not in pc.fiducial:
+            problem(("parameters", "fiducial"), f"missing required fiducial value for {name}")
+    has_s8, has_as = "sigma8" in pc.fiducial, "A_s" in pc.fiducial
+    if has_s8 == has_as:
+        problem(("parameters", "fiducial"), "give exactly one of sigma8 and A_s")
+    for name, value in COSMOLOGICAL_DEFAULTS.items():
+        fiducial.setdefault(name, value)
+    for name, value in nuisance.items():
+        fiducial.setdefault(name, value)
+    _check_physical(fiducial, problem)
+
+    free_names: list[str] = []
+    for i, pat in enumerate(pc.free):
+        names, unmatched = expand_patterns([pat], known)
+        if unmatched:
+            problem(("parameters", "free", i), f"{pat!r} is not a parameter of this survey{_unknown_hint(pat, nuisance)}")
+        for n in names:
+            if n in ("sigma8", "A_s") and n not in pc.fiducial:
+                problem(("parameters", "free", i), f"{n} is free but the fiducial amplitude is given as {'A_s' if n == 'sigma8' else 'sigma8'}")
+            if n in free_names:
+                problem(("parameters", "free", i), f"{n} is listed twice")
+            else:
+                free_names.append(n)
+    for i, pat in enumerate(pc.fixed):
+        names, unmatched = expand_patterns([pat], known)
+        if unmatched:
+            problem(("parameters", "fixed", i), f"{pat!r} is not a parameter of this survey")
+        for n in names:
+            if n in free_names:
+                problem(("parameters", "fixed", i), f"{n} is both free and fixed")
+    priors: dict[str, float] = {}
+    for pat, sigma in pc.priors.items():
+        names, unmatched = expand_patterns([pat], free_names)
+        if unmatched:
+            problem(("parameters", "priors", pat), "priors apply to free parameters only; this is not a free parameter")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            problem(("parameters", "priors", pat), "a prior is a positive, finite 1-sigma width")
+        for n in names:
+            priors[n] = float(sigma)
+    if problems:
+        raise SurveyError(filename, problems)
+
+    # --- cosmology settings --------------------------------------------------------------
+    acc = config.cosmology.accuracy
+    reqs = [pr.requirements() for pr in probes]
+    z_need = max(r.z_max for r in reqs)
+    z_max = acc.z_max if acc.z_max is not None else max(z_need, 0.5)
+    if z_max < z_need:
+        problem(("cosmology", "accuracy", "z_max"), f"the probes need redshifts up to {z_need:.3g}; z_max is {z_max:.3g}")
+    if any(r.nonlinear for r in reqs) and config.cosmology.nonlinear_model == "none":
+        pass  # a linear-only forecast is allowed; the probes use the linear spectrum then
+    if problems:
+        raise SurveyError(filename, problems)
+    settings = CosmologySettings(
+        nonlinear_model=config.cosmology.nonlinear_model,
+        z_max=float(z_max),
+        n_z=acc.n_z,
+        k_max=acc.k_max,
+        n_k=acc.n_k,
+        accuracy_boost=acc.accuracy_boost,
+        l_accuracy_boost=acc.l_accuracy_boost,
+        k_per_logint=acc.k_per_logint,
+    )
+    return Survey(
+        path=filename,
+        text=text,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        config=config,
+        probes=tuple(probes),
+        fiducial=fiducial,
+        free=tuple(free_names),
+        priors=priors,
+        settings=settings,
+    )
+
+
+def _unknown_hint(name: str, nuisance: Mapping[str, float]) -> str:
+    if name == "beta_IA":
+        return " (beta_IA needs an <L>/L* table: set probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file)"
+    if name in ("A_IA", "eta_IA"):
+        return " (intrinsic alignments are off in probes.weak_lensing)"
+    import difflib
+
+    close = difflib.get_close_matches(name, list(COSMOLOGICAL_UNITS) + list(nuisance), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_physical(f: Mapping[str, float], problem) -> None:
+    path = ("parameters", "fiducial")
+    if f.get("h", 1) <= 0:
+        problem(path + ("h",), "h must be positive")
+    if f.get("Omega_b", 1) <= 0:
+        problem(path + ("Omega_b",), "Omega_b must be positive")
+    if "Omega_m" in f and "Omega_b" in f and f["Omega_m"] <= f["Omega_b"]:
+        problem(path + ("Omega_m",), "Omega_m (baryons + CDM + neutrinos) must exceed Omega_b")
+    if f.get("m_nu", 0) < 0:
+        problem(path + ("m_nu",), "m_nu (sum of neutrino masses, eV) must be >= 0")
+    for n in ("sigma8", "A_s"):
+        if n in f and f[n] <= 0:
+            problem(path + (n,), f"{n} must be positive")
+    if "n_s" in f and not 0.5 < f["n_s"] < 1.5:
+        problem(path + ("n_s",), "n_s must lie in (0.5, 1.5)")
+
+
+def _data_path(loc: tuple, data) -> tuple:
+    """The path in the data of a pydantic error location: pydantic inserts union tags
+    (the value of a ``type`` discriminator, or a model/function name) that are not keys."""
+    out = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue
+        elif isinstance(part, str) and _looks_like_tag(part):
+            continue
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int | None, str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = _data_path(loc, data)
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `fishcast schema`)"
+        elif err.get("type") == "missing":
+            msg = "missing required key"
+        else:
+            inp = err.get("input")
+            if not isinstance(inp, (dict, list)):
+                msg = f"{msg} (got {inp!r})"
+        out.append((line_of(lines, path), dotted(path), msg))
+    return out
+
+
+def _looks_like_tag(part) -> bool:
+    s = str(part)
+    return s[:1].isupper() or s.startswith("function-") or "[" in s
