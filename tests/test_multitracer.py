@@ -421,7 +421,8 @@ def _config(**over):
 
 def test_config_is_strict_and_names_its_nuisances():
     cfg = _config()
-    assert cfg.nuisance_parameters() == {"b_LRG_1": 1.9, "b_LRG_2": 2.2, "b_ELG_c0": 0.84}
+    probe = mt.build(cfg, pathlib.Path("."))
+    assert probe.nuisance_parameters() == {"b_LRG_1": 1.9, "b_LRG_2": 2.2, "b_ELG_c0": 0.84}
     with pytest.raises(ValidationError):
         _config(kmax=0.3)  # unknown key
     with pytest.raises(ValidationError):
@@ -578,3 +579,34 @@ def test_probe_with_camb_cosmology(fiducial_cosmo):
     V = 1000.0 / 41252.96125 * 4 * np.pi / 3 * np.diff(chi**3)
     np.testing.assert_allclose(probe.volumes(fiducial_cosmo), V, rtol=2e-4)
     assert p["h"] == pytest.approx(0.67)
+
+
+def test_absent_tracer_carries_no_information_and_has_no_bias():
+    """LRG absent from shell 2 (density 0, bias null): no b_LRG_2; in shell 2 the probe's
+    Fisher equals the ELG-only band Fisher; the report leaves LRG out of shell 2."""
+    over = _config().model_dump()
+    over["tracers"][0]["density"]["values"] = [4e-4, 0.0]
+    over["tracers"][0]["bias"]["values"] = [1.9, None]
+    probe = mt.build(mt.CountsInCellsConfig.model_validate(over), pathlib.Path("."))
+    assert probe.nuisance_parameters() == {"b_LRG_1": 1.9, "b_ELG_c0": 0.84}
+    cosmo = _FakeCosmo()
+    fid = probe.nuisance_parameters()
+    C = probe.signal(cosmo, fid)
+    np.testing.assert_array_equal(C[1, ..., 0, :], np.broadcast_to([1.0, 0.0], C[1, ..., 0, :].shape))
+    h = 1e-4 * 0.84
+    d = (probe.signal(cosmo, dict(fid, b_ELG_c0=0.84 + h)) - probe.signal(cosmo, dict(fid, b_ELG_c0=0.84 - h))) / (2 * h)
+    probe.signal(cosmo, fid)
+    d[0] = 0.0  # keep shell 2 only
+    F = probe.gram(C, d[None])[0, 0]
+    rep = probe.band_power_report(cosmo, fid)
+    assert [t.decode() for t in rep["shells/2/tracers"][0]] == ["ELG"]
+    Fb = rep["shells/2/fisher"][0]
+    nk = probe.k.shape[1]
+    assert Fb.shape == (nk + 2, nk + 2)
+    assert F == pytest.approx(Fb[nk, nk] / 0.84**2, rel=1e-6)
+    # a per-shell bias missing where the tracer has objects is an input error
+    over["tracers"][0]["density"]["values"] = [4e-4, 1e-4]
+    from fishcast.errors import InputError
+
+    with pytest.raises(InputError):
+        mt.build(mt.CountsInCellsConfig.model_validate(over), pathlib.Path("."))

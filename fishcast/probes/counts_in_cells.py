@@ -409,7 +409,9 @@ class DensityConfig(_Model):
     cosmology at hand.  Give either ``values`` (one per shell: n, or the mean dN/dz over the
     shell) or a table ``z`` + ``table`` (linear interpolation; for (h/Mpc)^3 the shell value
     is the volume-weighted mean Int n dV / V, for dN/dz the integral over the shell) or a
-    two-column text ``file`` (z, value).
+    two-column text ``file`` (z, value).  A tracer with no objects in a shell (value 0, or a
+    table that vanishes over the shell) is absent from that shell: it carries no information
+    there and has no bias parameter there.
     """
 
     unit: Literal["(h/Mpc)^3", "deg^-2 per unit z"] = Field(
@@ -431,8 +433,9 @@ class DensityConfig(_Model):
                 raise ValueError("`z` must increase")
             if any(v < 0 for v in self.table):
                 raise ValueError("densities must be >= 0")
-        if self.values is not None and any(not v > 0 for v in self.values):
-            raise ValueError("densities per shell must be > 0")
+        if self.values is not None and (any(not v >= 0 for v in self.values) or not any(v > 0 for v in self.values)):
+            raise ValueError("densities per shell must be >= 0 (0: the tracer is absent from that shell), "
+                             "and > 0 in at least one shell")
         return self
 
 
@@ -448,14 +451,18 @@ class BiasConfig(_Model):
 
     form: Literal["per_shell", "inverse_growth", "polynomial"] = Field(
         ..., description="'per_shell', 'inverse_growth' (b = c0/D(z)) or 'polynomial' (b = sum c_j z^j)")
-    values: list[float] = Field(..., min_length=1, description="per-shell biases, or the coefficients c_j (fiducial values)")
+    values: list[float | None] = Field(
+        ..., min_length=1,
+        description="per-shell biases (null where the tracer is absent), or the coefficients c_j (fiducial values)")
 
     @model_validator(mode="after")
     def _check(self):
         if self.form == "inverse_growth" and len(self.values) != 1:
             raise ValueError("inverse_growth takes one coefficient c0 (b = c0 / D(z))")
-        if self.form == "per_shell" and any(not v > 0 for v in self.values):
+        if self.form == "per_shell" and any(v is not None and not v > 0 for v in self.values):
             raise ValueError("biases must be > 0")
+        if self.form != "per_shell" and any(v is None for v in self.values):
+            raise ValueError("b(z) coefficients must be numbers")
         return self
 
 
@@ -520,16 +527,6 @@ class CountsInCellsConfig(_Model):
     @property
     def sky_fraction(self) -> float:
         return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
-
-    def nuisance_parameters(self) -> dict[str, float]:
-        """Bias parameter names -> fiducial values (see :class:`BiasConfig`)."""
-        out: dict[str, float] = {}
-        for t in self.tracers:
-            if t.bias.form == "per_shell":
-                out.update({f"b_{t.name}_{i + 1}": float(v) for i, v in enumerate(t.bias.values)})
-            else:
-                out.update({f"b_{t.name}_c{j}": float(v) for j, v in enumerate(t.bias.values)})
-        return out
 
 
 # =============================================================================================
@@ -597,12 +594,50 @@ class CountsInCellsProbe(Probe):
         self.k = np.array([b[1] for b in bands])  # (n_shell, n_k) [h/Mpc]
         self.k2dk = np.array([b[2] for b in bands])  # (n_shell, n_k) [(h/Mpc)^3]
         self.mu, self.w_mu = mu_quadrature(config.n_mu)
+        self.present = self._presence()  # (n_shell, N) bool
+        self._check_biases()
         self._volumes_by_signal: dict[str, np.ndarray] = {}
         self._fiducial_volumes: np.ndarray | None = None
 
+    def _presence(self) -> np.ndarray:
+        """Which tracer has objects in which shell (cosmology-independent)."""
+        lo, hi = self.z_edges[:-1], self.z_edges[1:]
+        x, _ = np.polynomial.legendre.leggauss(32)
+        zz = 0.5 * (hi - lo)[:, None] * (x[None, :] + 1.0) + lo[:, None]
+        out = np.zeros((self.n_shell, len(self.tracers)), dtype=bool)
+        for a, t in enumerate(self.config.tracers):
+            if t.density.values is not None:
+                out[:, a] = np.asarray(t.density.values) > 0
+            else:
+                zt, vt = self._tables[t.name]
+                out[:, a] = np.any(np.interp(zz, zt, vt, left=0.0, right=0.0) > 0, axis=1)
+            if not out[:, a].any():
+                raise InputError(f"tracer {t.name} has no objects in any shell")
+        return out
+
+    def _check_biases(self) -> None:
+        for a, t in enumerate(self.config.tracers):
+            if t.bias.form != "per_shell":
+                continue
+            vals = t.bias.values
+            if len(vals) != self.n_shell:
+                raise InputError(f"tracer {t.name}: bias.values needs one value per shell ({self.n_shell})")
+            missing = [i + 1 for i in range(self.n_shell) if self.present[i, a] and vals[i] is None]
+            if missing:
+                raise InputError(f"tracer {t.name}: no bias given for shell(s) {missing}, where it has objects")
+
     # --- parameters ------------------------------------------------------------------------
     def nuisance_parameters(self) -> dict[str, float]:
-        return self.config.nuisance_parameters()
+        """Bias parameters -> fiducial values: b_<tracer>_<shell from 1> for per-shell biases
+        (only in shells where the tracer has objects), b_<tracer>_c<j> for b(z) coefficients."""
+        out: dict[str, float] = {}
+        for a, t in enumerate(self.config.tracers):
+            if t.bias.form == "per_shell":
+                out.update({f"b_{t.name}_{i + 1}": float(v) for i, v in enumerate(t.bias.values)
+                            if self.present[i, a]})
+            else:
+                out.update({f"b_{t.name}_c{j}": float(v) for j, v in enumerate(t.bias.values)})
+        return out
 
     def requirements(self) -> CosmologyRequirements:
         """z up to the last shell edge; k_max [1/Mpc] = largest k [h/Mpc] x 1 (h <= 1)."""
@@ -620,23 +655,23 @@ class CountsInCellsProbe(Probe):
         return shell_volumes(np.asarray(cosmo.chi_of(self.z_edges)) * h, self.f_sky)
 
     def biases(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
-        """b_a in each shell, (n_shell, N)."""
+        """b_a in each shell, (n_shell, N) (1 where the tracer is absent: unused)."""
         p = self._params(params)
         out = np.empty((self.n_shell, len(self.tracers)))
         for a, t in enumerate(self.config.tracers):  # a loop over tracers to read the config
             if t.bias.form == "per_shell":
-                out[:, a] = [p[f"b_{t.name}_{i + 1}"] for i in range(self.n_shell)]
+                out[:, a] = [p.get(f"b_{t.name}_{i + 1}", 1.0) for i in range(self.n_shell)]
             elif t.bias.form == "inverse_growth":
                 out[:, a] = p[f"b_{t.name}_c0"] / np.asarray(cosmo.growth_of(self.z_eff))
             else:
                 c = np.array([p[f"b_{t.name}_c{j}"] for j in range(len(t.bias.values))])
                 out[:, a] = np.polynomial.polynomial.polyval(self.z_eff, c)
-        if not np.all(out > 0):
+        if not np.all(out[self.present] > 0):
             raise ComputationError(f"counts_in_cells: non-positive bias at this point: {out.tolist()}")
         return out
 
     def densities(self, cosmo) -> np.ndarray:
-        """n_a in each shell [(h/Mpc)^3], (n_shell, N)."""
+        """n_a in each shell [(h/Mpc)^3], (n_shell, N); 0 where the tracer is absent."""
         h = float(cosmo.derived["h"])
         V = self.volumes(cosmo)
         x, w = np.polynomial.legendre.leggauss(32)
@@ -660,9 +695,7 @@ class CountsInCellsProbe(Probe):
                 out[:, a] = np.sum(wz * f * dVdz, axis=1) / V
             else:
                 out[:, a] = area * np.sum(wz * f, axis=1) / V
-        if not np.all(out > 0):
-            raise InputError("counts_in_cells: a tracer has no objects in some shell (density table is zero there)")
-        return out
+        return np.where(self.present, out, 0.0)
 
     def damping_lengths(self, cosmo) -> np.ndarray:
         """Total line-of-sight smearing sigma_a [Mpc/h] per shell and tracer (n_shell, N):
@@ -680,12 +713,25 @@ class CountsInCellsProbe(Probe):
         sig = self.damping_lengths(cosmo) if self.rsd else None
         return pk, f, self.biases(cosmo, params), self.densities(cosmo), sig, self.volumes(cosmo)
 
+    def _shell_covariance(self, s, k, pk, b, f, n, sig):
+        """C of shell s; an absent tracer gets a placeholder row/column: no signal, unit
+        noise, constant in every parameter -- it carries no information."""
+        m = self.present[s]
+        C = tracer_covariance(k, self.mu, pk, np.where(m, b, 0.0), f, np.where(m, n, 1.0), sig)
+        if not m.all():
+            # f mu^2 D also vanishes for an absent tracer: zero its signal row and column
+            C[..., ~m, :] = 0.0
+            C[..., :, ~m] = 0.0
+            idx = np.nonzero(~m)[0]
+            C[..., idx, idx] = 1.0
+        return C
+
     # --- signal and metric -----------------------------------------------------------------
     def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
         """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3]."""
         pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
         C = np.stack([
-            tracer_covariance(self.k[s], self.mu, pk[s], b[s], f[s], n[s], None if sig is None else sig[s])
+            self._shell_covariance(s, self.k[s], pk[s], b[s], f[s], n[s], None if sig is None else sig[s])
             for s in range(self.n_shell)  # loop over shells only; vectorized inside
         ])
         if not np.all(np.isfinite(C)):
@@ -766,6 +812,8 @@ class CountsInCellsProbe(Probe):
         """Per shell i (from 1), the band-power / bias / f Fisher (Abramo 2012) and the
         single-tracer comparison, as ``{"shells/<i>/<dataset>": (array, units)}``:
 
+        * ``tracers``: the tracers present in the shell (the others are left out of it; a
+          shell without tracers has only the k and volume datasets);
         * ``parameter_names``: lnP_<band> (1-based), lnb_<tracer>, f (with RSD);
         * ``fisher``: the joint multi-tracer matrix; ``single_tracer`` (N, p, p): each tracer
           alone (FKP), embedded in the same parameter list; ``naive_sum``: their sum;
@@ -778,29 +826,33 @@ class CountsInCellsProbe(Probe):
         """
         pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
         veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
-        N = len(self.tracers)
         n_k = self.k.shape[1]
-        rows = np.array(["joint", "naive_sum"] + [f"{t}_alone" for t in self.tracers], dtype="S")
         out: dict[str, tuple[np.ndarray, str]] = {}
         for s in range(self.n_shell):
-            args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s])
-            kw = {"sigma": None if sig is None else sig[s], "rsd": self.rsd}
-            F = band_fisher(*args, **kw)
-            Fs = single_tracer_band_fishers(*args, **kw)
-            naive = Fs.sum(axis=0)
-            mats = [F, naive] + list(Fs)
-            with np.errstate(divide="ignore"):
-                sig_P = np.array([1.0 / np.sqrt(np.diag(M)[:n_k]) for M in mats])
+            m = self.present[s]
+            names_s = [t for t, here in zip(self.tracers, m) if here]
             pre = f"shells/{s + 1}/"
-            out[pre + "parameter_names"] = (np.array(band_parameter_names(n_k, self.tracers, self.rsd), dtype="S"), "")
-            out[pre + "fisher"] = (F, "")
-            out[pre + "single_tracer"] = (Fs, "")
-            out[pre + "naive_sum"] = (naive, "")
-            out[pre + "comparison_rows"] = (rows, "")
-            out[pre + "sigma_lnP"] = (sig_P, "")
-            if self.rsd:
-                idx = [list(range(n_k, n_k + N + 1))] * 2 + [[n_k + a, n_k + N] for a in range(N)]
-                out[pre + "sigma_f"] = (np.array([_marg_sigma_last(M, i) for M, i in zip(mats, idx)]), "")
+            out[pre + "tracers"] = (np.array(names_s, dtype="S"), "")
+            if m.any():
+                N = int(m.sum())
+                args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, m], f[s], n[s, m], V[s])
+                kw = {"sigma": None if sig is None else sig[s, m], "rsd": self.rsd}
+                F = band_fisher(*args, **kw)
+                Fs = single_tracer_band_fishers(*args, **kw)
+                naive = Fs.sum(axis=0)
+                mats = [F, naive] + list(Fs)
+                with np.errstate(divide="ignore"):
+                    sig_P = np.array([1.0 / np.sqrt(np.diag(M)[:n_k]) for M in mats])
+                rows = np.array(["joint", "naive_sum"] + [f"{t}_alone" for t in names_s], dtype="S")
+                out[pre + "parameter_names"] = (np.array(band_parameter_names(n_k, names_s, self.rsd), dtype="S"), "")
+                out[pre + "fisher"] = (F, "")
+                out[pre + "single_tracer"] = (Fs, "")
+                out[pre + "naive_sum"] = (naive, "")
+                out[pre + "comparison_rows"] = (rows, "")
+                out[pre + "sigma_lnP"] = (sig_P, "")
+                if self.rsd:
+                    idx = [list(range(n_k, n_k + N + 1))] * 2 + [[n_k + a, n_k + N] for a in range(N)]
+                    out[pre + "sigma_f"] = (np.array([_marg_sigma_last(M, i) for M, i in zip(mats, idx)]), "")
             out[pre + "k"] = (self.k[s], "h/Mpc")
             out[pre + "k_edges"] = (self.k_edges[s], "h/Mpc")
             out[pre + "z_range"] = (self.z_edges[s:s + 2], "")
