@@ -10,6 +10,30 @@ import click
 from .errors import handle_errors
 
 
+def parse_overrides(items) -> dict:
+    """``--set key.path=value`` items -> {dotted key: value}; the value is read as YAML
+    (so numbers, booleans, lists like [1, 2] work), safely."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE (e.g. probes.weak_lensing.f_sky=0.4)",
+                                     param_hint="--set")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc})", param_hint="--set") from None
+    return out
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a survey key before validation, e.g. --set probes.weak_lensing.f_sky=0.4 "
+         "(repeatable; the value is read as YAML).")
+
+
 def _progress_factory(quiet: bool):
     """A progress callback for the library: tqdm bars on a TTY, nothing otherwise."""
     show = not quiet and sys.stderr.isatty()
@@ -46,8 +70,9 @@ def _progress_factory(quiet: bool):
               help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
+@set_option
 @handle_errors
-def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet):
+def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet, overrides):
     """Run the forecast of SURVEY (a YAML file) and write it to OUTPUT (HDF5).
 
     Exit status: 0 success; 2 bad input; 3 the forecast is not to be trusted (FAIL verdict;
@@ -59,7 +84,7 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, q
     from .ops import show_table
     from fishcast.survey import load_survey
 
-    sv = load_survey(survey)
+    sv = load_survey(survey, parse_overrides(overrides))
     fio.check_output_path(output)
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     progress, close = _progress_factory(quiet)
@@ -82,12 +107,13 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, q
 
 @click.command()
 @click.argument("survey", type=click.Path(dir_okay=False))
+@set_option
 @handle_errors
-def validate(survey):
+def validate(survey, overrides):
     """Validate SURVEY (a YAML file) without computing anything."""
     from fishcast.survey import load_survey
 
-    sv = load_survey(survey)
+    sv = load_survey(survey, parse_overrides(overrides))
     probes = ", ".join(p.name for p in sv.probes)
     click.echo(f"{survey}: valid. probes: {probes}; free parameters ({len(sv.free)}): {', '.join(sv.free)}")
 
