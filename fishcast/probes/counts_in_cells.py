@@ -742,6 +742,20 @@ class CountsInCellsProbe(Probe):
         self._volumes_by_signal[key] = V
         return C
 
+    def band_parameters(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+        """The band-power parameters of every shell at this point, (n_shell, n_k + N + rsd):
+        ``ln P_i`` [P in (Mpc/h)^3] at the fixed k nodes, ``ln b_a`` (0 where the tracer is
+        absent) and ``f`` (with RSD).  Differentiating them w.r.t. theta gives the Jacobian J
+        of the projection ``F_theta = sum_shells J^T F_band J`` (:func:`project`) of the
+        band-power Fisher of :meth:`band_power_report`.  That projection leaves out what the
+        band parameters do not carry -- a shot noise that changes with the cosmology
+        (densities given per deg^2 per unit z) and damping lengths that change with H(z) --
+        which the probe's own Fisher (:meth:`gram` of signal derivatives) includes."""
+        pk, f, b, _, _, _ = self._shell_inputs(cosmo, params)
+        lnb = np.where(self.present, np.log(np.where(self.present, b, 1.0)), 0.0)
+        parts = [np.log(pk), lnb] + ([f[:, None]] if self.rsd else [])
+        return np.concatenate(parts, axis=1)
+
     def set_fiducial(self, cosmo) -> None:
         """Pin the shell volumes used by :meth:`gram` to those of this (fiducial) cosmology."""
         self._fiducial_volumes = self.volumes(cosmo)
