@@ -80,13 +80,15 @@ def unit_of(name: str) -> str:
 def expand_patterns(patterns: list[str], known: list[str]) -> tuple[list[str], list[str]]:
     """Expand glob patterns (``m_*``) against the known parameter names, keeping order.
 
+    Globs match nuisance parameters only: ``m_*`` means the shear biases m_1, m_2, ... and
+    never the cosmological ``m_nu``; cosmological parameters are always named in full.
     Returns ``(names, unmatched_patterns)``.
     """
     out: list[str] = []
     unmatched: list[str] = []
     for pat in patterns:
         if any(c in pat for c in "*?["):
-            hits = [n for n in known if fnmatch.fnmatchcase(n, pat)]
+            hits = [n for n in known if fnmatch.fnmatchcase(n, pat) and not is_cosmological(n)]
             if not hits:
                 unmatched.append(pat)
             hits.sort(key=_natural_key)

@@ -106,6 +106,6 @@ def test_point_key_depends_on_inputs(fast_settings):
 
 
 def test_glob_expansion():
-    names, unmatched = expand_patterns(["m_*", "h", "x_*"], ["h", "m_10", "m_2", "m_1"])
-    assert names == ["m_1", "m_2", "m_10", "h"]
+    names, unmatched = expand_patterns(["m_*", "h", "x_*"], ["h", "m_nu", "m_10", "m_2", "m_1"])
+    assert names == ["m_1", "m_2", "m_10", "h"]  # natural order; a glob never matches m_nu
     assert unmatched == ["x_*"]
