@@ -35,8 +35,21 @@ Quadrature (fixed nodes, the same at every cosmology):
 Alcock-Paczynski distortions are *not* modelled: the k and mu of a mode are those of the
 fiducial cosmology at every parameter point.
 
-Everything here is a pure, vectorized numpy function of arrays (no loop over modes or tracer
-pairs); the probe object at the end of the module wraps them for the pipeline.
+Survey model: a sky area and redshift shells, each treated as volume-limited with constant
+densities at its effective redshift (the shell midpoint); shells add.  The k bands of each
+shell are fixed in h/Mpc; by default k_min = 2 pi / V^(1/3) with V the shell volume in a
+fixed flat LCDM reference (Omega_m = 0.3), so that the nodes do not move with the cosmology.
+The shell volume used as the Fisher weight is that of the fiducial cosmology (from
+``cosmo.chi_of`` and h; flat-space volume).  A tracer with no objects in a shell is absent
+from it (no information, no bias parameter there).
+
+Layout: pure, vectorized numpy functions (no loop over modes or tracer pairs) -- quadrature,
+the tracer covariance and its analytic derivatives, the band-power / bias / f Fisher
+(:func:`band_fisher`), each tracer alone (:func:`single_tracer_band_fishers`), effective
+volumes, the closed forms of physics.md section 2 and the projection :func:`project`; then
+the survey configuration :class:`CountsInCellsConfig` and the probe
+:class:`CountsInCellsProbe` made by :func:`build`.  The exact position-space counts-in-cells
+Fisher of a box is in :mod:`fishcast.probes.cells`.
 """
 
 from __future__ import annotations
