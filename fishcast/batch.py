@@ -1,0 +1,659 @@
+"""Batch survey planning: a grid of survey designs, every cosmology computed once.
+
+A grid YAML names a base survey and the keys to vary::
+
+    name: lsst-wl-grid
+    survey: ../recipes/lsst-y10-wl.yaml     # relative to this file
+    combine: product                        # product (every combination) or zip (i-th with i-th)
+    set:                                    # overrides applied to every design (optional)
+      probes.weak_lensing.area_deg2: null
+    axes:                                   # dotted survey key -> values
+      probes.weak_lensing.f_sky: [0.1, 0.25, 0.4]
+      probes.weak_lensing.n_gal: {start: 10, stop: 40, num: 4}
+      probes.weak_lensing.ell.max: {start: 1000, stop: 5000, num: 3, spacing: log, label: ell_max}
+    figure_of_merit: [w0, wa]               # the pair of the summary's figure of merit
+
+A design is the base survey with the axis values set (:func:`fishcast.survey.load_survey`
+overrides); it is named from its axis values (``f_sky=0.1__n_gal=10__ell_max=1000``). Axis
+labels default to the key without the ``probes.<probe>.``, ``parameters.fiducial.`` or
+``cosmology.accuracy.`` prefix, dots replaced by ``_``.
+
+Running a grid (:func:`run_batch`):
+
+1. every design is validated and planned (fiducial plus every stencil point of every
+   parameter); a design that does not validate fails alone, with its name and the reason;
+2. the distinct cosmology points of all designs are collected (content addresses of
+   :func:`fishcast.cosmology.point_key`: designs that differ only in survey specs such as
+   f_sky, n_gal or ell_max share every point), read from the cache where present, and the
+   rest computed once through the executor (:mod:`fishcast.execute`), grouped so that points
+   differing only in n_s, A_s, sigma8 share one Boltzmann run;
+3. the probe work of each design (signals, derivatives, Fisher, diagnostics) runs as one task
+   per design from those results and writes ``<output>/<design>.h5``
+   (:func:`fishcast.io.write_forecast`, atomic);
+4. ``summary.h5`` and ``summary.csv`` (figure of merit and marginalized errors per design,
+   failed designs with their reasons) and ``fom.png`` (figure of merit against each axis;
+   needs matplotlib) are written.
+
+Every design file is computed the same way whatever the backend: cosmology results are
+bitwise identical whether computed, read from the cache, or sent between processes, and each
+design's probe work is one deterministic function of them. The Gaussian-validity check of a
+design (``diagnostics.gaussian_check``) needs 2N points that depend on that design's own
+Fisher matrix: they cannot be planned ahead and are computed inside the design's task
+(through the cache); switch it off in large grids.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _stdio
+import itertools
+import json
+import math
+import os
+import pathlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import FishcastError, InputError, SurveyError
+from .survey import Survey, _pydantic_problems, load_survey
+from .yamlio import dotted, line_of, load_yaml
+
+#: at most this many designs in one grid
+MAX_DESIGNS = 100_000
+
+Scalar = Union[bool, int, float, str, None]
+
+_LABEL_PREFIXES = (r"^probes\.[^.]+\.", r"^parameters\.fiducial\.", r"^cosmology\.accuracy\.", r"^cosmology\.")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AxisSpec(_Model):
+    """One varied key: explicit ``values``, or a range ``start``..``stop`` (inclusive) with
+    ``num`` points (linear or log spacing) or a ``step``."""
+
+    values: list[Scalar] | None = Field(None, min_length=1, description="the values, in order")
+    start: int | float | None = Field(None, description="first value of a range")
+    stop: int | float | None = Field(None, description="last value of a range (included)")
+    num: int | None = Field(None, ge=1, le=MAX_DESIGNS, description="number of values of a range")
+    step: int | float | None = Field(None, gt=0, description="spacing of a linear range (instead of num)")
+    spacing: Literal["linear", "log"] = Field("linear", description="spacing of a range with num")
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$", max_length=60,
+                              description="name of the axis in design names and the summary")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AxisSpec":
+        rng = (self.start, self.stop, self.num, self.step)
+        if self.values is not None:
+            if any(v is not None for v in rng):
+                raise ValueError("give either values or a range (start, stop, num or step), not both")
+            return self
+        if self.start is None or self.stop is None:
+            raise ValueError("a range needs start and stop (or give values)")
+        if (self.num is None) == (self.step is None):
+            raise ValueError("a range needs exactly one of num and step")
+        if self.step is not None and self.spacing == "log":
+            raise ValueError("a log range is given by num, not step")
+        if self.spacing == "log" and (self.start <= 0 or self.stop <= 0):
+            raise ValueError("a log range needs positive start and stop")
+        if self.step is not None and self.stop < self.start:
+            raise ValueError("stop must be >= start with a step")
+        if self.step is not None and (self.stop - self.start) / self.step >= MAX_DESIGNS:
+            raise ValueError(f"the range has more than {MAX_DESIGNS} values")
+        return self
+
+    def expand(self) -> list[Scalar]:
+        """The values of the axis. Ranges of integers (start, stop, step integers; or num
+        points that fall on integers) give integers; floats are rounded to 12 significant
+        digits so that 0.1 + 2 x 0.1 is 0.3 in names and files."""
+        if self.values is not None:
+            return list(self.values)
+        import numpy as np
+
+        start, stop = self.start, self.stop
+        if self.step is not None:
+            n = int(math.floor((stop - start) / self.step * (1 + 1e-12) + 1e-9)) + 1
+            vals = [start + i * self.step for i in range(n)]
+        elif self.spacing == "log":
+            vals = list(np.geomspace(start, stop, self.num))
+        else:
+            vals = list(np.linspace(start, stop, self.num))
+        ints = all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, self.step) if x is not None)
+        out: list[Scalar] = []
+        for v in vals:
+            v = float(f"{float(v):.12g}")
+            out.append(int(round(v)) if ints and v == round(v) else v)
+        return out
+
+
+class GridConfig(_Model):
+    """A grid of survey designs (see the module docstring)."""
+
+    name: str = Field(..., min_length=1, max_length=200, description="grid name")
+    description: str = Field("", max_length=10_000, description="free text")
+    survey: str = Field(..., min_length=1, description="base survey YAML (relative to the grid file)")
+    combine: Literal["product", "zip"] = Field("product", description="product: every combination; zip: i-th values together")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, applied to every design")
+    axes: dict[str, list[Scalar] | AxisSpec] = Field(..., min_length=1, description="dotted survey key -> values or range")
+    figure_of_merit: tuple[str, str] = Field(("w0", "wa"), description="parameter pair of the summary's figure of merit")
+
+
+@dataclass(frozen=True)
+class Design:
+    """One design: its name, its axis values (label -> value) and the survey overrides."""
+
+    name: str
+    values: Mapping[str, Scalar]
+    overrides: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid file."""
+
+    path: str
+    text: str
+    sha256: str
+    config: GridConfig
+    base: pathlib.Path
+    labels: tuple[str, ...]
+    designs: tuple[Design, ...]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def axis_label(key: str) -> str:
+    out = key
+    for pat in _LABEL_PREFIXES:
+        new = re.sub(pat, "", out)
+        if new != out:
+            out = new
+            break
+    return out.replace(".", "_")
+
+
+def format_value(v: Scalar) -> str:
+    """A value as it appears in a design name."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.10g}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", str(v))
+
+
+def design_name(values: Mapping[str, Scalar]) -> str:
+    return "__".join(f"{k}={format_value(v)}" for k, v in values.items())
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read and validate a grid YAML; errors name file:line:key (:class:`SurveyError`).
+    The designs themselves are validated when the grid is planned (:func:`plan_batch`)."""
+    p = pathlib.Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SurveyError(str(path), [(None, "", "no such file")]) from None
+    except UnicodeDecodeError:
+        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
+    except OSError as exc:
+        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return grid_from_text(text, str(path), p.parent)
+
+
+def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path | None = None) -> Grid:
+    data, lines = load_yaml(text, filename)
+    if not isinstance(data, dict):
+        raise SurveyError(filename, [(1, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
+    try:
+        config = GridConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SurveyError(filename, _pydantic_problems(exc, lines, data)) from None
+    problems: list[tuple[int | None, str, str]] = []
+
+    def problem(path: tuple, msg: str) -> None:
+        problems.append((line_of(lines, path), dotted(path), msg))
+
+    grid_dir = grid_dir if grid_dir is not None else pathlib.Path(".")
+    base = pathlib.Path(config.survey)
+    if not base.is_absolute():
+        base = grid_dir / base
+    if not base.is_file():
+        problem(("survey",), f"the base survey {base} does not exist")
+
+    keys = list(config.axes)
+    values: dict[str, list[Scalar]] = {}
+    labels: dict[str, str] = {}
+    for key, spec in config.axes.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
+            problem(("axes", key), "an axis is a dotted survey key such as probes.weak_lensing.f_sky")
+            continue
+        if key in config.set:
+            problem(("axes", key), "this key is also in 'set'")
+        spec = spec if isinstance(spec, AxisSpec) else AxisSpec(values=spec)
+        vals = spec.expand()
+        if len(set(map(format_value, vals))) != len(vals):
+            problem(("axes", key), "the values repeat (or are equal to 10 significant digits)")
+        values[key] = vals
+        label = spec.label or axis_label(key)
+        if label in labels.values():
+            problem(("axes", key), f"two axes have the label {label!r}: give one a 'label'")
+        labels[key] = label
+    if config.combine == "zip" and len({len(v) for v in values.values()}) > 1:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in values.items())
+        problem(("combine",), f"zip needs axes of equal length ({sizes})")
+    if not problems:
+        n = math.prod(len(v) for v in values.values()) if config.combine == "product" else len(next(iter(values.values())))
+        if n > MAX_DESIGNS:
+            problem(("axes",), f"{n} designs: at most {MAX_DESIGNS} in one grid")
+    if problems:
+        raise SurveyError(filename, problems)
+
+    combos = itertools.product(*values.values()) if config.combine == "product" else zip(*values.values())
+    designs = []
+    for combo in combos:
+        vals = {labels[k]: v for k, v in zip(keys, combo)}
+        overrides = dict(config.set)
+        overrides.update(dict(zip(keys, combo)))
+        designs.append(Design(design_name(vals), vals, overrides))
+    return Grid(path=filename, text=text, sha256=hashlib.sha256(text.encode()).hexdigest(), config=config,
+                base=base, labels=tuple(labels[k] for k in keys), designs=tuple(designs))
+
+
+# ---------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedDesign:
+    design: Design
+    survey: Survey
+    keys: tuple[str, ...]  # content addresses of its cosmology points, fiducial first
+
+
+@dataclass(frozen=True)
+class DesignFailure:
+    name: str
+    values: Mapping[str, Scalar]
+    stage: str  # validation | cosmology | forecast
+    reason: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The designs that validated, those that did not, and every distinct cosmology point
+    (key -> (point, settings)) they need, in first-seen order."""
+
+    planned: tuple[PlannedDesign, ...]
+    failed: tuple[DesignFailure, ...]
+    points: Mapping[str, tuple[Mapping[str, float], Any]]
+
+
+def plan_survey(survey: Survey):
+    """The :class:`fishcast.forecast.Plan` of one survey (as :func:`run_forecast` makes it)."""
+    from . import derivatives as _der
+    from .forecast import known_steps, plan
+
+    dconf = survey.config.derivatives
+    known = known_steps(survey)
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n)) for n in survey.free}
+    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    return plan(survey, values)
+
+
+def plan_batch(grid: Grid) -> BatchPlan:
+    """Validate and plan every design; collect the distinct cosmology points."""
+    planned, failed = [], []
+    points: dict[str, tuple[Mapping[str, float], Any]] = {}
+    for d in grid.designs:
+        try:
+            survey = load_survey(grid.base, d.overrides)
+            p = plan_survey(survey)
+        except FishcastError as exc:
+            failed.append(DesignFailure(d.name, d.values, "validation", str(exc), exc.exit_code))
+            continue
+        for key, pt in zip(p.keys, p.points):
+            points.setdefault(key, (pt, survey.settings))
+        planned.append(PlannedDesign(d, survey, tuple(p.keys)))
+    return BatchPlan(tuple(planned), tuple(failed), points)
+
+
+# ---------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------
+
+def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_root: str | None,
+                allow_degenerate: bool, fom_pair: tuple[str, str]) -> dict[str, Any]:
+    """The probe work of one design, in a worker: forecast from the given cosmology results
+    (points not given -- the Gaussian-validity check's -- go through the cache), write the
+    HDF5 file, return the summary numbers."""
+    import numpy as np
+
+    from .cache import Cache, cached_evaluator
+    from .cosmology import point_key
+    from .errors import DegenerateFisherError
+    from .forecast import run_forecast
+    from .io import write_forecast
+
+    def factory(cache, on_point):
+        fallback = cached_evaluator(Cache(cache_root) if cache_root else None)
+
+        def evaluate(points, settings):
+            keys = [point_key(p, settings) for p in points]
+            missing = [i for i, k in enumerate(keys) if k not in cosmos]
+            extra = dict(zip(missing, fallback([points[i] for i in missing], settings))) if missing else {}
+            return [cosmos[k] if k in cosmos else extra[i] for i, k in enumerate(keys)]
+
+        return evaluate
+
+    fc = run_forecast(survey, evaluator_factory=factory, allow_degenerate=allow_degenerate)
+    write_forecast(output, fc)
+    names = list(fc.fisher.names)
+    try:
+        sigma = dict(zip(names, map(float, fc.fisher.marginalized_sigma())))
+    except DegenerateFisherError:
+        sigma = {n: float("nan") for n in names}
+    fom = float("nan")
+    if all(n in names for n in fom_pair):
+        try:
+            fom = float(fc.fisher.figure_of_merit(*fom_pair))
+        except DegenerateFisherError:
+            pass
+    return {"names": names, "matrix": np.array(fc.fisher.matrix), "sigma": sigma, "fom": fom,
+            "trust": fc.trust, "trust_reasons": list(fc.trust_reasons), "camb_calls": int(fc.camb_calls)}
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    """A design that finished: its file, Fisher matrix, errors and figure of merit."""
+
+    name: str
+    values: Mapping[str, Scalar]
+    path: pathlib.Path
+    names: tuple[str, ...]
+    matrix: Any
+    sigma: Mapping[str, float]
+    fom: float
+    trust: str
+    trust_reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class BatchResult:
+    grid: Grid
+    output: pathlib.Path
+    designs: list[DesignResult]
+    failed: list[DesignFailure]
+    stats: Any  # fishcast.execute.EvaluationStats
+    executor: str
+    timings: dict[str, float] = field(default_factory=dict)
+    summary_h5: pathlib.Path | None = None
+    summary_csv: pathlib.Path | None = None
+    plot: pathlib.Path | None = None
+    plot_note: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every design finished, else the exit status of the first failure."""
+        return self.failed[0].exit_code if self.failed else 0
+
+
+Progress = Callable[[str, int], Callable[[], None]]
+
+
+def _no_progress(label: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
+def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=None,
+              progress: Progress | None = None, allow_degenerate: bool = False,
+              plot: bool = True) -> BatchResult:
+    """Run every design of ``grid``; write ``<output>/<design>.h5``, the summaries and the plot.
+
+    ``executor``: a :class:`fishcast.execute.Executor` (default: serial, in this process);
+    ``cache``: a :class:`fishcast.cache.Cache` or None; ``progress``: see
+    :data:`fishcast.forecast.Progress`. Failed designs are reported in the result (and the
+    summary), never raised; an error that concerns every design (a bad grid, an output folder
+    that cannot be written, no design valid) raises.
+    """
+    from .execute import EvaluationStats, SerialExecutor, Task, _evaluate
+
+    progress = progress or _no_progress
+    executor = executor or SerialExecutor()
+    out = pathlib.Path(output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise InputError(f"cannot write into {out}")
+
+    t0 = time.perf_counter()
+    bp = plan_batch(grid)
+    if not bp.planned:
+        raise InputError("no design of the grid is valid:\n" + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
+    failed = list(bp.failed)
+
+    # --- every distinct cosmology point, once ------------------------------------------
+    t1 = time.perf_counter()
+    stats = EvaluationStats()
+    keys = list(bp.points)
+    tick = progress("cosmology evaluations", len(keys))
+    results = _evaluate(executor, [bp.points[k] for k in keys], cache, tick, stats)
+    cosmos = {k: r for k, r in zip(keys, results) if not _is_failure(r)}
+    errors = {k: r.error for k, r in zip(keys, results) if _is_failure(r)}
+
+    # --- per-design probe work -----------------------------------------------------------
+    t2 = time.perf_counter()
+    runnable = []
+    for pd in bp.planned:
+        bad = [k for k in pd.keys if k in errors]
+        if bad:
+            failed.append(DesignFailure(pd.design.name, pd.design.values, "cosmology", errors[bad[0]], 4))
+        else:
+            runnable.append(pd)
+    shared = executor.share({k: cosmos[k] for k in {k for pd in runnable for k in pd.keys}})
+    root = str(cache.root) if cache is not None else None
+    fom_pair = tuple(grid.config.figure_of_merit)
+    tasks = [Task(pd.design.name, design_task,
+                  (pd.survey, {k: shared[k] for k in pd.keys}, str(out / f"{pd.design.name}.h5"), root,
+                   allow_degenerate, fom_pair))
+             for pd in runnable]
+    tick_d = progress("designs", len(tasks))
+    outcomes = executor.run(tasks, on_done=lambda oc: tick_d())
+    done: list[DesignResult] = []
+    for pd, oc in zip(runnable, outcomes):
+        d = pd.design
+        if not oc.ok:
+            failed.append(DesignFailure(d.name, d.values, "forecast", oc.error, oc.exit_code or 1))
+            continue
+        v = oc.value
+        stats.boltzmann_calls += v["camb_calls"]
+        done.append(DesignResult(d.name, d.values, out / f"{d.name}.h5", tuple(v["names"]), v["matrix"],
+                                 v["sigma"], v["fom"], v["trust"], tuple(v["trust_reasons"])))
+    order = {d.name: i for i, d in enumerate(grid.designs)}
+    failed.sort(key=lambda f: order[f.name])
+    t3 = time.perf_counter()
+
+    res = BatchResult(grid, out, done, failed, stats, executor.describe())
+    res.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "designs": t3 - t2}
+    res.summary_h5 = write_summary_h5(out / "summary.h5", res)
+    res.summary_csv = write_summary_csv(out / "summary.csv", res)
+    if plot:
+        try:
+            res.plot = plot_fom(out / "fom.png", res)
+        except FishcastError as exc:
+            res.plot_note = str(exc)
+    res.timings["total"] = time.perf_counter() - t0
+    return res
+
+
+def _is_failure(r) -> bool:
+    from .execute import Outcome
+
+    return isinstance(r, Outcome)
+
+
+# ---------------------------------------------------------------------------------------
+# summaries
+# ---------------------------------------------------------------------------------------
+
+def _parameter_names(res: BatchResult) -> list[str]:
+    names: list[str] = []
+    for d in res.designs:
+        names.extend(n for n in d.names if n not in names)
+    return names
+
+
+def _rows(res: BatchResult) -> list[dict[str, Any]]:
+    """One row per design of the grid, in grid order."""
+    done = {d.name: d for d in res.designs}
+    bad = {f.name: f for f in res.failed}
+    names = _parameter_names(res)
+    rows = []
+    for design in res.grid.designs:
+        row: dict[str, Any] = {"design": design.name}
+        row.update(design.values)
+        if design.name in done:
+            d = done[design.name]
+            row.update(status="ok", file=d.path.name, trust=d.trust, fom=d.fom, reason="")
+            row.update({f"sigma_{n}": d.sigma.get(n, float("nan")) for n in names})
+        else:
+            f = bad[design.name]
+            row.update(status="failed", file="", trust="", fom=float("nan"), reason=f"{f.stage}: {f.reason}")
+            row.update({f"sigma_{n}": float("nan") for n in names})
+        rows.append(row)
+    return rows
+
+
+def write_summary_csv(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
+    """CSV: design, axis values, status, file, trust, figure of merit, marginalized 1-sigma
+    errors (``sigma_<parameter>``, in the parameter's unit), reason of failure. Atomic."""
+    rows = _rows(res)
+    a, b = res.grid.config.figure_of_merit
+    fom_col = f"fom_{a}_{b}"
+    cols = ["design", *res.grid.labels, "status", "file", "trust", fom_col,
+            *[f"sigma_{n}" for n in _parameter_names(res)], "reason"]
+    buf = _stdio.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for row in rows:
+        row[fom_col] = row.pop("fom")
+        w.writerow([_csv_value(row.get(c, "")) for c in cols])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _csv_value(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    if v is None:
+        return "none"
+    return str(v).replace("\n", " | ")
+
+
+def write_summary_h5(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
+    """HDF5 summary (atomic). Root attributes: grid name, YAML text and hash, base survey,
+    backend, cosmology points, cache hits, points computed, Boltzmann runs, timings.
+    ``/designs``: ``name``, ``status`` (ok | failed), ``file``, ``trust``, ``fom`` (attribute
+    ``parameters``), ``values/<axis label>``, ``reason``; ``/sigma``: ``names`` and
+    ``marginalized`` (n_designs, n_parameters), NaN where a design failed or lacks the
+    parameter; ``/failed``: ``name``, ``stage``, ``reason``."""
+    import numpy as np
+
+    from . import __version__
+    from .io import _strings, atomic_h5, dataset
+
+    rows = _rows(res)
+    names = _parameter_names(res)
+    g = res.grid
+    with atomic_h5(path) as f:
+        f.attrs["fishcast_version"] = __version__
+        f.attrs["grid_name"] = g.name
+        f.attrs["grid_yaml"] = g.text
+        f.attrs["grid_sha256"] = g.sha256
+        f.attrs["grid_path"] = str(g.path)
+        f.attrs["base_survey"] = str(g.base)
+        f.attrs["executor"] = res.executor
+        f.attrs["n_designs"] = len(rows)
+        f.attrs["n_failed"] = len(res.failed)
+        f.attrs["cosmology_points"] = int(res.stats.points)
+        f.attrs["cache_hits"] = int(res.stats.cache_hits)
+        f.attrs["points_computed"] = int(res.stats.computed)
+        f.attrs["boltzmann_calls"] = int(res.stats.boltzmann_calls)
+        f.attrs["timings_json"] = json.dumps(res.timings)
+        dg = f.create_group("designs")
+        dataset(dg, "name", _strings([r["design"] for r in rows]))
+        dataset(dg, "status", _strings([r["status"] for r in rows]))
+        dataset(dg, "file", _strings([r["file"] for r in rows]))
+        dataset(dg, "trust", _strings([r["trust"] for r in rows]))
+        dataset(dg, "reason", _strings([r["reason"] for r in rows]))
+        dataset(dg, "fom", np.array([r["fom"] for r in rows], dtype=float),
+                parameters=_strings(g.config.figure_of_merit),
+                description="DETF figure of merit 1/sqrt(det C) of the marginalized pair")
+        vg = dg.create_group("values")
+        for label in g.labels:
+            vals = [r[label] for r in rows]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                dataset(vg, label, np.array(vals, dtype=float))
+            else:
+                dataset(vg, label, _strings([format_value(v) for v in vals]))
+        sg = f.create_group("sigma")
+        dataset(sg, "names", _strings(names))
+        dataset(sg, "marginalized", np.array([[r[f"sigma_{n}"] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names)))
+        fg = f.create_group("failed")
+        dataset(fg, "name", _strings([x.name for x in res.failed]))
+        dataset(fg, "stage", _strings([x.stage for x in res.failed]))
+        dataset(fg, "reason", _strings([x.reason for x in res.failed]))
+    return path
+
+
+def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
+    """Figure of merit against each axis (one panel per axis; every finished design is a
+    point). Needs matplotlib (imported here); returns None when no design has a finite FoM."""
+    from .plotting import PALETTE, _matplotlib
+
+    pts = [d for d in res.designs if math.isfinite(d.fom) and d.fom > 0]
+    if not pts:
+        res.plot_note = "no design has a finite figure of merit: no plot"
+        return None
+    _, Figure = _matplotlib()
+    labels = res.grid.labels
+    a, b = res.grid.config.figure_of_merit
+    fig = Figure(figsize=(4.0 * len(labels), 3.4), layout="constrained")
+    axs = fig.subplots(1, len(labels), squeeze=False)[0]
+    for ax, label in zip(axs, labels):
+        xs = [d.values[label] for d in pts]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        if not numeric:
+            cats = list(dict.fromkeys(format_value(x) for x in xs))
+            xs = [cats.index(format_value(x)) for x in xs]
+            ax.set_xticks(range(len(cats)), cats, rotation=30)
+        ax.plot(xs, [d.fom for d in pts], "o", color=PALETTE[0], alpha=0.7)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"FoM({a}, {b})")
+        ax.set_yscale("log")
+    fig.suptitle(res.grid.name)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,510 @@
+"""Execution of independent tasks behind one interface: serial, a local process pool, or Dask.
+
+fishcast has no scheduler of its own. An :class:`Executor` runs a list of :class:`Task`
+(a picklable module-level function and its arguments) and returns one :class:`Outcome` per
+task, in the order given, whatever the order of completion:
+
+* :class:`SerialExecutor` -- in this process, one task after the other.
+* :class:`ProcessExecutor` -- ``concurrent.futures.ProcessPoolExecutor`` (standard library,
+  ``spawn`` start method) with N worker processes: the default of ``fishcast batch``. Needs
+  no Dask.
+* :class:`DaskExecutor` -- ``dask.distributed``: an existing scheduler (``tcp://host:8786``),
+  a ``LocalCluster`` of N worker processes, or a batch-system cluster started by
+  ``dask-jobqueue`` (``SLURMCluster``, ``PBSCluster``; cores, memory, queue, ... come from the
+  usual dask-jobqueue configuration or from ``cluster_options``).
+
+Failures are reported per task (:attr:`Outcome.error`), never raised for the whole list, so
+one bad task does not sink the others. A task that raises a :class:`~fishcast.errors.FishcastError`
+(bad input, a CAMB failure at a point) fails at once: such errors are deterministic and a
+retry would fail the same way. Any other exception -- including a worker process that died --
+is retried up to ``retries`` times (Dask's own ``retries=`` for the Dask backend).
+
+Threads: every worker process runs CAMB and numpy with one thread
+(:data:`WORKER_THREADS`), so that N workers use N cores and do not oversubscribe them.
+CAMB 2.0.5 results were checked to be bitwise identical for 1, 2 and 3 OpenMP threads
+(background, P_lin and P_nl with halofit and HMcode): the thread count affects speed, not
+the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FishcastError, InputError
+
+#: thread count of CAMB (OpenMP) and BLAS inside a worker process
+WORKER_THREADS = 1
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+BACKENDS = ("serial", "process", "dask")
+CLUSTERS = ("local", "slurm", "pbs")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``func(*args)``. ``name`` is what failures are reported by."""
+
+    name: str
+    func: Callable[..., Any]
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one task. ``error`` is ``"ExceptionType: message"`` when not ``ok``;
+    ``exit_code`` is the error's fishcast exit status (2 input, 4 computation, 1 other)."""
+
+    name: str
+    ok: bool
+    value: Any = None
+    error: str = ""
+    attempts: int = 1
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A deterministic failure returned (not raised) by a worker, so that it is not retried."""
+
+    error: str
+    exit_code: int
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FishcastError):
+        return f"{type(exc).__name__}: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def configure_worker(threads: int = WORKER_THREADS) -> None:
+    """Fix the thread count of CAMB in this process (called once in every worker)."""
+    for name in _THREAD_ENV:
+        os.environ[name] = str(threads)
+    try:
+        import camb
+    except ImportError:  # pragma: no cover - camb is a dependency
+        return
+    camb.config.ThreadNum = int(threads)
+
+
+_CONFIGURED = False
+
+
+def _call(func: Callable[..., Any], args: tuple) -> Any:
+    """Run one task in a worker: FishcastError comes back as a value (no retry)."""
+    global _CONFIGURED
+    if not _CONFIGURED:
+        configure_worker()
+        _CONFIGURED = True
+    try:
+        return func(*args)
+    except FishcastError as exc:
+        return _Failed(_describe(exc), exc.exit_code)
+
+
+def _outcome(task: Task, value: Any, attempts: int) -> Outcome:
+    if isinstance(value, _Failed):
+        return Outcome(task.name, False, None, value.error, attempts, value.exit_code)
+    return Outcome(task.name, True, value, "", attempts, 0)
+
+
+OnDone = Callable[[Outcome], None]
+
+
+class Executor:
+    """Runs tasks; see the module docstring. Use as a context manager or call :meth:`close`."""
+
+    #: backend name ("serial", "process", "dask") and nominal number of workers
+    backend = "serial"
+    workers = 1
+
+    def __init__(self, retries: int = 1):
+        if retries < 0:
+            raise InputError(f"retries must be >= 0, got {retries}")
+        self.retries = int(retries)
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+        """Run every task; ``on_done(outcome)`` as each finishes (for progress bars).
+        Returns the outcomes in the order of ``tasks``."""
+        raise NotImplementedError
+
+    def share(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Make large read-only values available to many tasks (Dask scatters them to the
+        workers once); pass the returned mapping, or its items, as task arguments."""
+        return values
+
+    def describe(self) -> str:
+        return f"{self.backend} ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """In this process, in order. CAMB keeps its own thread setting here."""
+
+    backend = "serial"
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+        out = []
+        for task in tasks:
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    value = task.func(*task.args)
+                except FishcastError as exc:
+                    value = _Failed(_describe(exc), exc.exit_code)
+                except Exception as exc:
+                    if attempts <= self.retries:
+                        continue
+                    value = _Failed(_describe(exc), 1)
+                break
+            oc = _outcome(task, value, attempts)
+            out.append(oc)
+            if on_done:
+                on_done(oc)
+        return out
+
+
+@contextlib.contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """Set the thread variables while worker processes are spawned (they inherit them before
+    numpy or CAMB are imported), then restore this process's environment."""
+    old = {k: os.environ.get(k) for k in _THREAD_ENV}
+    try:
+        for k in _THREAD_ENV:
+            os.environ[k] = str(threads)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class ProcessExecutor(Executor):
+    """A local pool of ``workers`` processes (``concurrent.futures``, spawn start method).
+
+    A worker that dies (killed, out of memory, a crash in Fortran) breaks the pool: the pool
+    is started again and every unfinished task is re-submitted, counting one attempt.
+    """
+
+    backend = "process"
+
+    def __init__(self, workers: int | None = None, retries: int = 1):
+        super().__init__(retries)
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise InputError(f"the number of workers must be >= 1, got {n}")
+        self.workers = int(n)
+        self._pool = None
+
+    def _start(self):
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                                initializer=configure_worker)
+        return self._pool
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+        import concurrent.futures as cf
+        from concurrent.futures.process import BrokenProcessPool
+
+        results: list[Outcome | None] = [None] * len(tasks)
+        attempts = [0] * len(tasks)
+        pending: dict[cf.Future, int] = {}
+
+        def submit(i: int) -> None:
+            attempts[i] += 1
+            with _thread_env(WORKER_THREADS):
+                pool = self._start()
+                pending[pool.submit(_call, tasks[i].func, tasks[i].args)] = i
+
+        def finish(i: int, oc: Outcome) -> None:
+            results[i] = oc
+            if on_done:
+                on_done(oc)
+
+        retry: list[int] = []
+
+        def retry_or_fail(i: int, error: str) -> None:
+            if attempts[i] <= self.retries:
+                retry.append(i)
+            else:
+                finish(i, Outcome(tasks[i].name, False, None, error, attempts[i], 1))
+
+        for i in range(len(tasks)):
+            submit(i)
+        while pending:
+            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                i = pending.pop(fut)
+                try:
+                    value = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    retry_or_fail(i, "a worker process died (killed, out of memory, or crashed)")
+                    continue
+                except Exception as exc:  # raised in the worker, not a FishcastError
+                    retry_or_fail(i, _describe(exc))
+                    continue
+                finish(i, _outcome(tasks[i], value, attempts[i]))
+            if broken:
+                # every other future of a broken pool fails too: start a new pool
+                for fut in list(pending):
+                    retry_or_fail(pending.pop(fut), "a worker process died (killed, out of memory, or crashed)")
+                self._restart()
+            while retry:
+                submit(retry.pop(0))
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """``dask.distributed``: ``address`` of a running scheduler, else a cluster started here:
+    ``cluster="local"`` (a ``LocalCluster`` of ``workers`` processes with one thread each),
+    ``"slurm"`` or ``"pbs"`` (dask-jobqueue; ``jobs`` batch jobs, ``cluster_options`` passed to
+    ``SLURMCluster``/``PBSCluster``, e.g. ``{"cores": 8, "memory": "16GB", "queue": "normal"}``).
+    """
+
+    backend = "dask"
+
+    def __init__(self, address: str | None = None, *, cluster: str = "local", workers: int | None = None,
+                 jobs: int | None = None, retries: int = 1, cluster_options: Mapping[str, Any] | None = None):
+        super().__init__(retries)
+        try:
+            from dask.distributed import Client
+        except ImportError as exc:
+            raise InputError("the Dask backend needs dask.distributed: pip install 'fishcast[dask]'") from exc
+        if cluster not in CLUSTERS:
+            raise InputError(f"cluster must be one of {', '.join(CLUSTERS)}, got {cluster!r}")
+        self._cluster = None
+        opts = dict(cluster_options or {})
+        if address:
+            self.client = Client(address)
+            self.where = address
+        elif cluster == "local":
+            from dask.distributed import LocalCluster
+
+            n = workers if workers is not None else (os.cpu_count() or 1)
+            if n < 1:
+                raise InputError(f"the number of workers must be >= 1, got {n}")
+            opts.setdefault("dashboard_address", None)
+            with _thread_env(WORKER_THREADS):
+                self._cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, **opts)
+            self.client = Client(self._cluster)
+            self.where = "LocalCluster"
+        else:
+            try:
+                import dask_jobqueue
+            except ImportError as exc:
+                raise InputError(f"--cluster {cluster} needs dask-jobqueue: pip install 'fishcast[dask]'") from exc
+            cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[cluster]
+            try:
+                self._cluster = cls(**opts)
+            except ValueError as exc:  # e.g. cores/memory neither given nor configured
+                raise InputError(f"cannot start a {cluster} cluster: {exc}") from exc
+            self._cluster.scale(jobs=int(jobs or 1))
+            self.client = Client(self._cluster)
+            self.where = f"{cls.__name__} ({jobs or 1} jobs)"
+        self.workers = workers or len(self.client.scheduler_info().get("workers", {})) or 1
+
+    def describe(self) -> str:
+        return f"dask ({self.where})"
+
+    def share(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        keys = list(values)
+        futures = self.client.scatter([values[k] for k in keys], hash=True)
+        return dict(zip(keys, futures))
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+        from dask.distributed import as_completed
+
+        index = {}
+        futures = []
+        for i, t in enumerate(tasks):
+            fut = self.client.submit(_call, t.func, t.args, retries=self.retries, pure=False)
+            index[fut.key] = i
+            futures.append(fut)
+        results: list[Outcome | None] = [None] * len(tasks)
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            try:
+                value = fut.result()
+                oc = _outcome(tasks[i], value, 1)
+            except Exception as exc:  # after Dask's retries (or a worker killed too often)
+                oc = Outcome(tasks[i].name, False, None, _describe(exc), self.retries + 1, 1)
+            results[i] = oc
+            fut.release()
+            if on_done:
+                on_done(oc)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+
+
+def make_executor(workers: int | None = None, *, backend: str | None = None, address: str | None = None,
+                  cluster: str | None = None, jobs: int | None = None, retries: int = 1,
+                  cluster_options: Mapping[str, Any] | None = None) -> Executor:
+    """Pick the backend from the options a user gives on the command line.
+
+    ``address`` -> a Dask client of that scheduler; ``cluster`` ("local", "slurm", "pbs") ->
+    Dask on a cluster started here (``jobs`` batch jobs); otherwise ``backend`` ("serial",
+    "process" (the default) or "dask" for a LocalCluster) with ``workers`` processes
+    (default: one per core).
+    """
+    if address:
+        return DaskExecutor(address, retries=retries)
+    if cluster:
+        return DaskExecutor(cluster=cluster, workers=workers, jobs=jobs, retries=retries, cluster_options=cluster_options)
+    backend = backend or "process"
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "serial":
+        return SerialExecutor(retries=retries)
+    if backend == "dask":
+        return DaskExecutor(cluster="local", workers=workers, retries=retries, cluster_options=cluster_options)
+    return ProcessExecutor(workers, retries=retries)
+
+
+@dataclass
+class EvaluationStats:
+    """What the cosmology evaluations cost: points asked for, cache hits, points computed,
+    and Boltzmann (CAMB transfer) runs made, summed over every worker process."""
+
+    points: int = 0
+    cache_hits: int = 0
+    computed: int = 0
+    boltzmann_calls: int = 0
+    tasks: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def evaluation_task(points: Sequence[Mapping[str, float]], settings, cache_root: str | None):
+    """Compute ``points`` (one transfer-function group) in a worker; each result is stored in
+    the cache at ``cache_root`` as soon as it is finished. Points already in the cache
+    (filled meanwhile by another run) are read, not computed.
+
+    Returns ``(results, computed, boltzmann_calls)``."""
+    from . import cosmology as _cosmo
+    from .cache import cached_evaluator, Cache
+
+    cache = Cache(cache_root) if cache_root else None
+    before = _cosmo.boltzmann_calls()
+    results = cached_evaluator(cache)(list(points), settings)
+    calls = _cosmo.boltzmann_calls() - before
+    computed = len(points) - (cache.stats.hits if cache is not None else 0)
+    return results, computed, calls
+
+
+def evaluate_points(executor: Executor, points: Sequence[Mapping[str, float]], settings, cache=None,
+                    on_point: Callable[[], None] | None = None,
+                    stats: EvaluationStats | None = None) -> list:
+    """Evaluate ``points`` (all with ``settings``) through ``cache`` (a
+    :class:`fishcast.cache.Cache` or None) and ``executor``; see :func:`_evaluate`."""
+    return _evaluate(executor, [(p, settings) for p in points], cache, on_point, stats)
+
+
+def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any]], cache=None,
+              on_point: Callable[[], None] | None = None, stats: EvaluationStats | None = None) -> list:
+    """Evaluate ``(point, settings)`` items: cache hits are read here; misses are grouped by
+    settings and transfer function (points that differ only in n_s, A_s, sigma8 share one
+    Boltzmann run) and each group is one task, which stores its results in the cache as it
+    finishes them (so a run that dies keeps them).
+
+    Returns, per item, a CosmologyResult or -- when its group failed -- the failed
+    :class:`Outcome` (its ``error`` names the point). ``stats`` (if given) is updated;
+    ``on_point()`` is called once per item finished.
+    """
+    from . import cosmology as _cosmo
+
+    stats = stats if stats is not None else EvaluationStats()
+    out: list = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (p, settings) in enumerate(items):
+        hit = cache.get(_cosmo.point_key(p, settings)) if cache is not None else None
+        if hit is not None:
+            out[i] = hit
+            stats.cache_hits += 1
+            if on_point:
+                on_point()
+        else:
+            groups.setdefault((settings, _cosmo._transfer_key(_cosmo.full_params(p))), []).append(i)
+    stats.points += len(items)
+    root = str(cache.root) if cache is not None else None
+    members = list(groups.values())
+    tasks = [Task(f"cosmology task {j + 1} at {_cosmo._describe(_cosmo.full_params(items[idx[0]][0]))}", evaluation_task,
+                  ([items[i][0] for i in idx], items[idx[0]][1], root))
+             for j, idx in enumerate(members)]
+    stats.tasks += len(tasks)
+    sizes = {t.name: len(idx) for t, idx in zip(tasks, members)}
+
+    def tick(oc: Outcome) -> None:
+        if on_point:
+            for _ in range(sizes.get(oc.name, 0)):
+                on_point()
+
+    outcomes = executor.run(tasks, on_done=tick)
+    for idx, oc in zip(members, outcomes):
+        if oc.ok:
+            results, computed, calls = oc.value
+            stats.computed += computed
+            stats.boltzmann_calls += calls
+            for i, r in zip(idx, results):
+                out[i] = r
+        else:
+            stats.failures.append(oc.error)
+            for i in idx:
+                out[i] = oc
+    return out
+
+
+def executor_evaluator_factory(executor: Executor, stats: EvaluationStats | None = None):
+    """An ``evaluator_factory(cache, on_point)`` for :func:`fishcast.forecast.run_forecast`
+    that spreads the evaluations over ``executor`` (``fishcast run --workers N``).
+    A failed point raises :class:`~fishcast.errors.ComputationError` naming it."""
+    from .errors import ComputationError
+
+    def factory(cache, on_point):
+        def evaluate(points, settings):
+            res = evaluate_points(executor, points, settings, cache, on_point, stats)
+            bad = [r for r in res if isinstance(r, Outcome)]
+            if bad:
+                raise ComputationError(bad[0].error)
+            return res
+
+        return evaluate
+
+    return factory
