@@ -630,6 +630,15 @@ class PrincipalPoints:
     points: np.ndarray
     labels: tuple[str, ...]
     inside: np.ndarray
+    sigma: np.ndarray | None = None
+
+    def dominant(self, direction: int, n: int = 3) -> list[str]:
+        """Parameters dominating a principal direction, measured in units of their own
+        marginalized sigma (so the answer does not depend on the parameters' units)."""
+        off = self.offsets[direction]
+        w = off / np.where(self.sigma > 0, self.sigma, 1.0) if self.sigma is not None else off
+        order = np.argsort(-np.abs(w))
+        return [self.names[j] for j in order[:n] if w[j] ** 2 >= 0.1 * w[order[0]] ** 2]
 
     def as_dicts(self) -> list[dict[str, float]]:
         return [dict(zip(self.names, map(float, p))) for p in self.points]
@@ -666,7 +675,7 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
         domains = {nm: default(nm) for nm in names}
     inside = np.array([all(domains[nm](float(p[j])) for j, nm in enumerate(names) if nm in domains) for p in pts_a])
     return PrincipalPoints(names=tuple(names), fiducial=fid, n_sigma=float(n_sigma), offsets=offsets,
-                           points=pts_a, labels=tuple(labels), inside=inside)
+                           points=pts_a, labels=tuple(labels), inside=inside, sigma=sig)
 
 
 @dataclass(frozen=True)
@@ -733,10 +742,7 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
     for i in np.nonzero(flagged)[0]:
         what = ""
         if points is not None:
-            off = points.offsets[i // 2]
-            w = off / np.where(np.sqrt(np.sum(off**2)) > 0, np.sqrt(np.sum(off**2)), 1.0)
-            top = np.argsort(-np.abs(w))[:3]
-            what = " along " + ", ".join(points.names[j] for j in top)
+            what = " (" + ", ".join(points.dominant(i // 2)) + ")"
         reasons.append(f"direction {labels[i]}{what}: Delta chi^2 = {vals[i]:.3g}, Fisher predicts {n_sigma**2:.3g}")
     return GaussianValidity(labels=tuple(labels), n_sigma=float(n_sigma), delta_chi2=vals, ratio=ratio, flagged=flagged,
                             tolerance=cfg.gaussian_tolerance, verdict="WARN" if np.any(flagged) else "PASS",
@@ -760,8 +766,18 @@ def write_diagnostics(group, **results) -> None:
 
 
 def read_diagnostics(group) -> dict[str, object]:
-    """Read what :func:`write_diagnostics` wrote: {key: result}."""
-    return {key: cls.from_hdf5(group[key]) for key, cls in _KINDS.items() if key in group}
+    """Read the results stored in ``group``: {kind: result} with kind one of conditioning,
+    error_stability, gaussian_validity, projection. Subgroups are recognized by their
+    ``fishcast_type`` attribute, whatever their name."""
+    by_type = {cls.__name__: key for key, cls in _KINDS.items()}
+    out: dict[str, object] = {}
+    for name in group:
+        sub = group[name]
+        t = sub.attrs.get("fishcast_type") if hasattr(sub, "attrs") else None
+        t = _s(t) if t is not None else None
+        if t in by_type and by_type[t] not in out:
+            out[by_type[t]] = _KINDS[by_type[t]].from_hdf5(sub)
+    return out
 
 
 def format_sweeps(sweeps: Sequence | Mapping) -> str:

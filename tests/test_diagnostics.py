@@ -217,6 +217,7 @@ def test_gaussian_validity_flags_a_nonlinear_model():
     pts = principal_points(cov, dict(zip(names, fid)), names)
     res = delta_chi2([s(p) for p in pts.points], s(fid), lambda d: float(np.linalg.norm(d)), points=pts)
     assert res.flagged.any() and res.verdict == "WARN"
+    assert "Delta chi^2" in res.reasons[0] and ("x" in res.reasons[0] or "y" in res.reasons[0])
     assert np.max(np.abs(res.delta_chi2 - 1)) > 1.0
 
 
@@ -238,7 +239,8 @@ def test_hdf5_round_trip_report_and_cli(tmp_path):
     path = tmp_path / "out.h5"
     with h5py.File(path, "w") as h:
         write_sweeps(h.create_group("derivatives"), [sw], DerivativesConfig())
-        write_diagnostics(h.create_group("diagnostics"), conditioning=cond, error_stability=stab)
+        write_diagnostics(h.create_group("diagnostics"), conditioning=cond)
+        stab.to_hdf5(h["diagnostics"].create_group("stability"))  # any group name: found by type
     with h5py.File(path, "r") as h:
         back = read_diagnostics(h["diagnostics"])
         assert h["diagnostics/conditioning"].attrs["threshold_cond_warn"] == 1e10
