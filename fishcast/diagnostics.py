@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -783,17 +783,16 @@ def read_diagnostics(group) -> dict[str, object]:
 def format_sweeps(sweeps: Sequence | Mapping) -> str:
     """The stability table: one line per parameter."""
     items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
-    head = f"{'parameter':<12} {'step':>11} {'rel. step':>10} {'plateau':>7} {'spread':>9}  {'stencil':<28} verdict"
-    lines = ["Derivative steps (changes in the data's own metric)", head, "-" * len(head)]
+    head = (f"{'parameter':<12} {'step':>11} {'unit':<5} {'rel. step':>10} {'plateau':>7} {'spread':>9}  "
+            f"{'stencil':<28} verdict")
+    lines = ["Derivative steps (plateau width in rungs; spread and changes in the data's own metric)", head,
+             "-" * len(head)]
     notes = []
     for sw in items:
-        unit = f" {sw.parameter_units}" if sw.parameter_units else ""
         lines.append(
-            f"{sw.name:<12} {sw.step:>11.4g} {sw.relative_step:>10.3g} {sw.plateau_width:>7d} {sw.spread:>9.2g}  "
-            f"{sw.stencil:<28} {sw.verdict} ({sw.reason})"
+            f"{sw.name:<12} {sw.step:>11.4g} {sw.parameter_units or '-':<5} {sw.relative_step:>10.3g} "
+            f"{sw.plateau_width:>7d} {sw.spread:>9.2g}  {sw.stencil:<28} {sw.verdict} ({sw.reason})"
         )
-        if unit:
-            notes.append(f"  step of {sw.name} in{unit}")
         if sw.verdict != "PASS" or sw.reason != "ok":
             notes.append(f"  {sw.name}: {sw.message}")
         if sw.stem_difference is not None:

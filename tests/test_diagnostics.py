@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from fishcast.derivatives import DerivativesConfig, analyse, plan_points, resolve_spec, write_sweeps
 from fishcast.diagnostics import (
-    DiagnosticsConfig,
     conditioning_report,
     delta_chi2,
     error_stability,
