@@ -74,7 +74,7 @@ __all__ = [
 
 #: fishcast.cosmology settings (``cosmology.accuracy`` in the survey YAML) whose increase
 #: lowers CAMB's numerical noise; named in the message of a noise-limited parameter.
-ACCURACY_SETTINGS = ("accuracy_boost", "l_accuracy_boost", "k_max")
+ACCURACY_SETTINGS = ("accuracy_boost", "l_accuracy_boost", "k_max", "k_per_logint")
 
 _TINY = 1e-300
 

@@ -262,3 +262,23 @@ def test_hdf5_round_trip_report_and_cli(tmp_path):
     assert pdf.stat().st_size > 1000
     bad = CliRunner().invoke(cli, ["stability", str(tmp_path / "missing.h5")])
     assert bad.exit_code == 2
+
+
+def rotated(evals, seed=5):
+    """A correlation-like matrix with the given eigenvalues (random orthogonal rotation)."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(evals), len(evals))))
+    return q @ np.diag(evals) @ q.T
+
+
+def test_condition_thresholds_warn_and_refuse():
+    names = ["a", "b", "c"]
+    r = conditioning_report(rotated([1.0, 1.0, 1e-11]), names)
+    np.testing.assert_allclose(r.cond_R, 1e11, rtol=0.5)  # D-rescaling changes it mildly
+    assert r.verdict == "WARN" and any("cond(R)" in x for x in r.reasons)
+    assert r.thresholds.cond_warn == 1e10 and r.thresholds.cond_refuse == 1e15
+    strict = conditioning_report(rotated([1.0, 1.0, 1e-11]), names, {"cond_warn": 1e12})
+    assert not any("cond(R)" in x for x in strict.reasons)
+    # the inversion residual is measured, ~cond(R) * 2.2e-16
+    assert 1e-8 < strict.inversion_residual < 1e-2
+    with pytest.raises(DegenerateFisherError, match="cond"):
+        conditioning_report(rotated([1.0, 1.0, 1e-12]), names, {"cond_refuse": 1e11})
