@@ -739,11 +739,10 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
     flagged = np.abs(ratio - 1.0) > cfg.gaussian_tolerance
     labels = points.labels if points is not None else tuple(f"{'+' if i % 2 == 0 else '-'}{i // 2}" for i in range(len(vals)))
     reasons = []
-    for i in np.nonzero(flagged)[0]:
-        what = ""
-        if points is not None:
-            what = " (" + ", ".join(points.dominant(i // 2)) + ")"
-        reasons.append(f"direction {labels[i]}{what}: Delta chi^2 = {vals[i]:.3g}, Fisher predicts {n_sigma**2:.3g}")
+    for j in sorted({int(i) // 2 for i in np.nonzero(flagged)[0]}):
+        what = f" ({', '.join(points.dominant(j))})" if points is not None else ""
+        pair = ", ".join(f"{vals[i]:.3g} ({labels[i][0]}{n_sigma:g} sigma)" for i in (2 * j, 2 * j + 1) if i < len(vals))
+        reasons.append(f"principal direction {j}{what}: Delta chi^2 = {pair}; Fisher predicts {n_sigma**2:.3g}")
     return GaussianValidity(labels=tuple(labels), n_sigma=float(n_sigma), delta_chi2=vals, ratio=ratio, flagged=flagged,
                             tolerance=cfg.gaussian_tolerance, verdict="WARN" if np.any(flagged) else "PASS",
                             reasons=tuple(reasons), offsets=None if points is None else points.offsets,
