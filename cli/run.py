@@ -69,10 +69,12 @@ def _progress_factory(quiet: bool):
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Compute the cosmology points in this many local worker processes [default: in this process].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
 @set_option
 @handle_errors
-def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet, overrides):
+def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, workers, quiet, overrides):
     """Run the forecast of SURVEY (a YAML file) and write it to OUTPUT (HDF5).
 
     Exit status: 0 success; 2 bad input; 3 the forecast is not to be trusted (FAIL verdict;
@@ -88,9 +90,19 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, q
     fio.check_output_path(output)
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     progress, close = _progress_factory(quiet)
+    executor = None
     try:
-        fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate)
+        factory = None
+        if workers is not None:
+            from fishcast.execute import executor_evaluator_factory, make_executor
+
+            executor = make_executor(workers)
+            factory = executor_evaluator_factory(executor)
+        fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate,
+                          evaluator_factory=factory)
     finally:
+        if executor is not None:
+            executor.close()
         close()
     fio.write_forecast(output, fc)
     if not quiet:

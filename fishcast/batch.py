@@ -624,8 +624,8 @@ def write_summary_h5(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
 
 
 def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
-    """Figure of merit against each axis (one panel per axis; every finished design is a
-    point). Needs matplotlib (imported here); returns None when no design has a finite FoM."""
+    """Figure of merit against each axis: one panel per axis; every finished design is a
+    point, joined to the designs that share its values on the other axes. Needs matplotlib (imported here); returns None when no design has a finite FoM."""
     from .plotting import PALETTE, _matplotlib
 
     pts = [d for d in res.designs if math.isfinite(d.fom) and d.fom > 0]
@@ -644,7 +644,17 @@ def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
             cats = list(dict.fromkeys(format_value(x) for x in xs))
             xs = [cats.index(format_value(x)) for x in xs]
             ax.set_xticks(range(len(cats)), cats, rotation=30)
-        ax.plot(xs, [d.fom for d in pts], "o", color=PALETTE[0], alpha=0.7)
+        others = [lab for lab in labels if lab != label]
+        lines: dict[tuple, list[tuple[float, float]]] = {}
+        for x, d in zip(xs, pts):
+            lines.setdefault(tuple(format_value(d.values[o]) for o in others), []).append((x, d.fom))
+        for j, (key, xy) in enumerate(lines.items()):
+            xy.sort()
+            tag = ", ".join(f"{o}={v}" for o, v in zip(others, key))
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], "o-", color=PALETTE[j % len(PALETTE)], alpha=0.8,
+                    label=tag or None, markersize=4, linewidth=1)
+        if others and 1 < len(lines) <= 6:
+            ax.legend(fontsize="x-small")
         ax.set_xlabel(label)
         ax.set_ylabel(f"FoM({a}, {b})")
         ax.set_yscale("log")
