@@ -198,10 +198,12 @@ def _thread_env(threads: int) -> Iterator[None]:
 
 
 class ProcessExecutor(Executor):
-    """A local pool of ``workers`` processes (``concurrent.futures``, spawn start method).
+    """A local pool of ``workers`` processes (``concurrent.futures``, spawn start method:
+    a script that uses it needs the usual ``if __name__ == "__main__":`` guard).
 
     A worker that dies (killed, out of memory, a crash in Fortran) breaks the pool: the pool
-    is started again and every unfinished task is re-submitted, counting one attempt.
+    is started again and the unfinished tasks run one at a time from then on, so that the
+    task that kills its worker is known; it fails after ``retries`` retries, the others run.
     """
 
     backend = "process"
@@ -232,53 +234,54 @@ class ProcessExecutor(Executor):
         import concurrent.futures as cf
         from concurrent.futures.process import BrokenProcessPool
 
+        died = "a worker process died (killed, out of memory, or crashed)"
         results: list[Outcome | None] = [None] * len(tasks)
         attempts = [0] * len(tasks)
         pending: dict[cf.Future, int] = {}
-
-        def submit(i: int) -> None:
-            attempts[i] += 1
-            with _thread_env(WORKER_THREADS):
-                pool = self._start()
-                pending[pool.submit(_call, tasks[i].func, tasks[i].args)] = i
+        todo = list(range(len(tasks)))
+        isolated = False  # after a crash: one task at a time, so that a crash has a culprit
 
         def finish(i: int, oc: Outcome) -> None:
             results[i] = oc
             if on_done:
                 on_done(oc)
 
-        retry: list[int] = []
-
         def retry_or_fail(i: int, error: str) -> None:
             if attempts[i] <= self.retries:
-                retry.append(i)
+                todo.append(i)
             else:
                 finish(i, Outcome(tasks[i].name, False, None, error, attempts[i], 1))
 
-        for i in range(len(tasks)):
-            submit(i)
-        while pending:
+        while todo or pending:
+            while todo and not (isolated and pending):
+                i = todo.pop(0)
+                attempts[i] += 1
+                with _thread_env(WORKER_THREADS):
+                    pending[self._start().submit(_call, tasks[i].func, tasks[i].args)] = i
             done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-            broken = False
+            broken = []
             for fut in done:
                 i = pending.pop(fut)
                 try:
                     value = fut.result()
                 except BrokenProcessPool:
-                    broken = True
-                    retry_or_fail(i, "a worker process died (killed, out of memory, or crashed)")
-                    continue
+                    broken.append(i)
                 except Exception as exc:  # raised in the worker, not a FishcastError
                     retry_or_fail(i, _describe(exc))
-                    continue
-                finish(i, _outcome(tasks[i], value, attempts[i]))
+                else:
+                    finish(i, _outcome(tasks[i], value, attempts[i]))
             if broken:
-                # every other future of a broken pool fails too: start a new pool
-                for fut in list(pending):
-                    retry_or_fail(pending.pop(fut), "a worker process died (killed, out of memory, or crashed)")
+                # every unfinished future of a broken pool fails with it: start a new pool
+                broken.extend(pending.pop(f) for f in list(pending))
                 self._restart()
-            while retry:
-                submit(retry.pop(0))
+                if isolated:
+                    for i in broken:
+                        retry_or_fail(i, died)
+                else:
+                    for i in broken:  # no culprit known: run them again one at a time
+                        attempts[i] -= 1
+                    todo[:0] = sorted(broken)
+                    isolated = True
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
