@@ -649,3 +649,23 @@ def test_probe_projection_of_band_powers_equals_direct_fisher():
     F_proj = sum(mt.project(rep[f"shells/{s + 1}/fisher"][0], dB[:, s, :].T) for s in range(2))
     d = np.sqrt(np.diag(F_direct))
     np.testing.assert_allclose(F_proj / np.outer(d, d), F_direct / np.outer(d, d), atol=1e-6)
+
+
+def test_density_file_and_per_shell_kmax(tmp_path):
+    (tmp_path / "nz.txt").write_text("# z dN/dz per deg^2\n0.4 500\n1.2 500\n")
+    over = _config().model_dump()
+    over["tracers"][1]["density"] = dict(unit="deg^-2 per unit z", file="nz.txt")
+    over["k_max"] = [0.15, 0.25]
+    over["k_min"] = 0.01
+    probe = mt.build(mt.CountsInCellsConfig.model_validate(over), tmp_path)
+    np.testing.assert_allclose(probe.k_edges[:, [0, -1]], [[0.01, 0.15], [0.01, 0.25]])
+    cosmo = _FakeCosmo()
+    V = probe.volumes(cosmo)
+    np.testing.assert_allclose(probe.densities(cosmo)[:, 1], 1000.0 * 500.0 * 0.3 / V, rtol=1e-10)
+    assert probe.requirements().z_max == 1.1 and probe.requirements().k_max == pytest.approx(0.25)
+    from fishcast.errors import FileFormatError
+
+    (tmp_path / "bad.txt").write_text("0.4 500 3\n1.2 500 3\n")
+    over["tracers"][1]["density"] = dict(unit="deg^-2 per unit z", file="bad.txt")
+    with pytest.raises(FileFormatError):
+        mt.build(mt.CountsInCellsConfig.model_validate(over), tmp_path)
