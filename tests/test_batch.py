@@ -311,3 +311,17 @@ def test_process_pool_survives_a_dead_worker():
         out = ex.run([Task("dies", _die, (0,)), Task("fine", _ok, (3,))])
     assert not out[0].ok and "worker process died" in out[0].error and out[0].attempts == 2
     assert out[1].ok and out[1].value == 6
+
+
+def test_recipe_grid_plans_the_points_of_one_design():
+    """The example grid (27 LSST-like designs): every design valid, and the distinct points
+    of the whole grid are exactly those of one design (planning only, no CAMB)."""
+    from fishcast.batch import plan_survey
+    from fishcast.survey import load_survey
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "grid-wl-example.yaml"
+    grid = load_grid(path)
+    bp = plan_batch(grid)
+    assert len(grid.designs) == 27 and not bp.failed
+    one = plan_survey(load_survey(grid.base, grid.designs[0].overrides))
+    assert list(bp.points) == list(one.keys)
