@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from .errors import handle_errors
 
@@ -189,6 +190,34 @@ def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
     return "\n".join(out)
 
 
+def _tracer_gains(file: str, params: list[str]) -> dict[str, dict]:
+    """The multi-tracer gain of each probe that stored a tracer comparison."""
+    from fishcast.io import read_tracer_comparison
+    from fishcast.probes.counts_in_cells import tracer_gain
+
+    out = {}
+    for probe, comp in read_tracer_comparison(file).items():
+        wanted = [p for p in params if p in comp["names"]]
+        out[probe] = tracer_gain(comp["names"], comp["joint"], comp["single"], comp["tracers"],
+                                 comp["prior"], wanted)
+    return out
+
+
+def _gain_table(probe: str, g: dict) -> str:
+    head = ["parameter"] + [f"{c}" for c in g["columns"]]
+    body = [[p] + [_num(v) if np.isfinite(v) else "-" for v in row] for p, row in zip(g["params"], g["sigma"])]
+    widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(head)]
+
+    def line(cells):
+        return "  ".join(format(c, ("<" if k == 0 else ">") + str(w)) for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [f"multi-tracer gain ({probe}): marginalized 1-sigma from each tracer alone (FKP), the naive sum "
+           "of single-tracer Fishers, and the joint multi-tracer Fisher (priors included; '-': not constrained)",
+           line(head), line(["-" * w for w in widths])]
+    out += [line(b) for b in body]
+    return "\n".join(out)
+
+
 def show_table(file: str) -> str:
     """The default ``fishcast show FILE`` table (used by ``fishcast run`` after writing)."""
     fisher, meta = _load(file)
@@ -198,7 +227,10 @@ def show_table(file: str) -> str:
         reasons = meta.get("trust_reasons") or []
         warnings.insert(0, f"stability verdict {trust.upper()}: the forecast is not to be trusted"
                         + (": " + "; ".join(map(str, reasons)) if reasons else ""))
-    return _table(file, rows, fom, meta, warnings)
+    text = _table(file, rows, fom, meta, warnings)
+    for probe, g in _tracer_gains(file, list(fisher.names)).items():
+        text += "\n" + _gain_table(probe, g)
+    return text
 
 
 @click.command()
@@ -231,8 +263,11 @@ def show(file, params, fmt, foms):
         reasons = meta.get("trust_reasons") or []
         warnings.insert(0, f"stability verdict {trust.upper()}: the forecast is not to be trusted"
                         + (": " + "; ".join(map(str, reasons)) if reasons else ""))
+    gains = _tracer_gains(file, names)
     if fmt == "json":
         doc = {"file": str(file), "parameters": rows, "fom_w0_wa": fom.get(("w0", "wa")),
+               "multi_tracer_gain": {probe: {"columns": g["columns"], "params": g["params"],
+                                             "sigma": g["sigma"].tolist()} for probe, g in gains.items()},
                "fom": [{"params": list(k), "value": v} for k, v in fom.items()], "trust": trust,
                "trust_reasons": meta.get("trust_reasons") or [], "warnings": warnings}
         click.echo(json.dumps(_json_safe(doc), indent=2))
@@ -240,6 +275,8 @@ def show(file, params, fmt, foms):
         click.echo(_latex(file, rows, fom, warnings))
     else:
         click.echo(_table(file, rows, fom, meta, warnings))
+        for probe, g in gains.items():
+            click.echo(_gain_table(probe, g))
     if degenerate:
         sys.exit(3)
 

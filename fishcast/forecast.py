@@ -120,6 +120,9 @@ class Signals:
 def signals(survey: Survey, dv: DataVector, plan_: Plan, cosmos: Mapping[str, CosmologyResult]) -> Signals:
     settings = survey.settings
     fid_cosmo = cosmos[plan_.keys[0]]
+    for probe in dv.probes:  # probes whose Fisher metric needs fiducial quantities
+        if hasattr(probe, "set_fiducial"):
+            probe.set_fiducial(fid_cosmo)
     fid = dv.signal(fid_cosmo, survey.fiducial)
     at: dict[str, dict[float, np.ndarray]] = {}
     for name, vals in plan_.values.items():
@@ -154,6 +157,8 @@ class Forecast:
     n_points: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    #: probe name -> {dataset path: (array, units)} written under /fisher/probes/<probe>/
+    probe_reports: dict[str, dict[str, tuple[np.ndarray, str]]] = field(default_factory=dict)
 
 
 def fisher_from_derivatives(survey: Survey, dv: DataVector, fid_signal: np.ndarray,
@@ -183,6 +188,30 @@ def fisher_from_derivatives(survey: Survey, dv: DataVector, fid_signal: np.ndarr
 
 Progress = Callable[[str, int], Callable[[], None]]
 """``progress(label, total)`` returns a function to call once per finished unit of work."""
+
+
+def probe_reports(survey: Survey, dv: DataVector, fid_cosmo: CosmologyResult, fid_sig: np.ndarray,
+                  derivs: Mapping[str, np.ndarray]) -> dict[str, dict[str, tuple[np.ndarray, str]]]:
+    """Extra per-probe Fisher products: the band-power / bias / f Fisher per shell
+    (``band_power_report``) and, on the survey's own parameters, each tracer alone and the
+    naive sum of single-tracer Fishers (``gram_by_tracer``)."""
+    names = list(survey.free)
+    stack = np.stack([derivs[n] for n in names])
+    out: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
+    for probe, f_part, d_part in zip(dv.probes, dv.split(fid_sig), dv.split(stack)):
+        rep: dict[str, tuple[np.ndarray, str]] = {}
+        if hasattr(probe, "band_power_report"):
+            rep.update(probe.band_power_report(fid_cosmo, survey.fiducial))
+        if hasattr(probe, "gram_by_tracer"):
+            single = probe.gram_by_tracer(f_part, d_part)
+            rep["tracer_comparison/parameter_names"] = (np.array(names, dtype="S"), "")
+            rep["tracer_comparison/tracers"] = (np.array(list(probe.tracers), dtype="S"), "")
+            rep["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
+            rep["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
+            rep["tracer_comparison/joint"] = (probe.gram(f_part, d_part), "1/(unit_i unit_j)")
+        if rep:
+            out[probe.name] = rep
+    return out
 
 
 def known_steps(survey: Survey) -> dict[str, float]:
@@ -253,10 +282,12 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
 
     fid_cosmo = cosmos[plan_.keys[0]]
     products = {p.name: p.products(fid_cosmo, survey.fiducial) for p in survey.probes}
+    reports = probe_reports(survey, dv, fid_cosmo, fid_sig, derivs)
     fc = Forecast(
         survey=survey, fisher=combined, probe_fisher=per_probe, prior_fisher=prior_fm,
         derivatives=derivs, sweeps=sweeps, fiducial_cosmology=fid_cosmo, products=products,
         camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(plan_.points),
+        probe_reports=reports,
     )
     _diagnose(fc, dv, sig, specs, allow_degenerate,
               lambda n: factory(cache, progress("validity-check evaluations", n)))

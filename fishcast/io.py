@@ -322,7 +322,10 @@ def write_forecast(path, fc) -> pathlib.Path:
         write_fisher_group(g, "priors", fc.prior_fisher)
         pg = g.create_group("probes")
         for name, pf in fc.probe_fisher.items():
-            write_fisher_group(pg, name, pf)
+            g2 = write_fisher_group(pg, name, pf)
+            for dpath, (arr, units) in fc.probe_reports.get(name, {}).items():
+                parent, _, leaf = dpath.rpartition("/")
+                dataset(g2.require_group(parent) if parent else g2, leaf, arr, units or None)
         write_constraints(f, fc.fisher)
 
         data = f.create_group("data")
@@ -368,3 +371,25 @@ def _write_nested(group, mapping: Mapping[str, Any]) -> None:
             group.attrs[k] = "none"
         else:
             dataset(group, k, v)
+
+
+def read_tracer_comparison(path) -> dict[str, dict[str, Any]]:
+    """Per probe with a multi-tracer comparison (``/fisher/probes/<probe>/tracer_comparison``):
+    names, tracers, joint (p, p), single (N, p, p) and the prior matrix (p, p) of the file."""
+    out: dict[str, dict[str, Any]] = {}
+    with open_forecast(path) as f:
+        if "fisher/probes" not in f:
+            return out
+        prior = f["fisher/priors/matrix"][()] if "fisher/priors/matrix" in f else None
+        for probe, g in f["fisher/probes"].items():
+            if "tracer_comparison" not in g:
+                continue
+            c = g["tracer_comparison"]
+            out[probe] = {
+                "names": _read_strings(c["parameter_names"]),
+                "tracers": _read_strings(c["tracers"]),
+                "joint": c["joint"][()],
+                "single": c["single_tracer"][()],
+                "prior": prior,
+            }
+    return out

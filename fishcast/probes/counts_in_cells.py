@@ -931,3 +931,42 @@ def build(config: CountsInCellsConfig, survey_dir: pathlib.Path) -> CountsInCell
         elif d.table is not None:
             tables[t.name] = (np.asarray(d.z, dtype=float), np.asarray(d.table, dtype=float))
     return CountsInCellsProbe(config, tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# the multi-tracer gain on the survey's own parameters
+# ---------------------------------------------------------------------------------------------
+
+
+def tracer_gain(names, joint: np.ndarray, single: np.ndarray, tracers, prior: np.ndarray | None = None,
+                params=None) -> dict[str, object]:
+    """Marginalized 1-sigma errors on ``params`` from each tracer alone (FKP), from the naive
+    sum of the single-tracer Fisher matrices, and from the joint multi-tracer Fisher.
+
+    names: the Fisher parameters; joint (p, p); single (N, p, p); prior (p, p) added to every
+    matrix (the survey's Gaussian priors), or None. A parameter a tracer does not constrain at
+    all (e.g. another tracer's bias) is dropped from that tracer's matrix before inversion;
+    where the rest is degenerate, or a requested parameter was dropped, the error is NaN.
+    Returns ``{"params": [...], "columns": [tracer..., "naive sum", "joint"], "sigma": (n_params, n_columns)}``.
+    """
+    from fishcast.errors import DegenerateFisherError
+    from fishcast.fisher import FisherMatrix
+
+    names = [str(n) for n in names]
+    params = list(params) if params else names
+    P = np.zeros_like(joint) if prior is None else np.asarray(prior)
+    mats = [np.asarray(s) for s in single] + [np.asarray(single).sum(axis=0), np.asarray(joint)]
+    cols = [str(t) for t in tracers] + ["naive sum", "joint"]
+    sigma = np.full((len(params), len(mats)), np.nan)
+    for j, M in enumerate(mats):
+        F = M + P
+        keep = [i for i in range(len(names)) if F[i, i] > 0]
+        try:
+            fm = FisherMatrix(F[np.ix_(keep, keep)], [names[i] for i in keep])
+            s = fm.marginalized_sigma()
+        except (DegenerateFisherError, InputError):
+            continue
+        for r, p in enumerate(params):
+            if p in fm.names:
+                sigma[r, j] = s[fm.index(p)]
+    return {"params": params, "columns": cols, "sigma": sigma}
