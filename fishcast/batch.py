@@ -29,7 +29,9 @@ Running a grid (:func:`run_batch`):
    differing only in n_s, A_s, sigma8 share one Boltzmann run;
 3. the probe work of each design (signals, derivatives, Fisher, diagnostics) runs as one task
    per design from those results and writes ``<output>/<design>.h5``
-   (:func:`fishcast.io.write_forecast`, atomic);
+   (:func:`fishcast.io.write_forecast`, atomic). The results reach the design tasks by the
+   executor (Dask scatters them once), or, for local processes with a cache, by the cache:
+   each worker reads a point once and keeps it;
 4. ``summary.h5`` and ``summary.csv`` (figure of merit and marginalized errors per design,
    failed designs with their reasons) and ``fom.png`` (figure of merit against each axis;
    needs matplotlib) are written.
@@ -336,12 +338,47 @@ def plan_batch(grid: Grid) -> BatchPlan:
 # running
 # ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class CachedResult:
+    """A cosmology result to be read from the cache at ``root`` by the worker (instead of
+    being pickled to it with every design): local process pools share the disk."""
+
+    root: str
+    key: str
+
+
+#: per-process memo of results read from the cache by design tasks (key -> result)
+_MEMO: dict[str, Any] = {}
+_MEMO_MAX = 256
+
+
+def _resolve(cosmos: Mapping[str, Any]) -> dict[str, Any]:
+    from .cache import Cache
+
+    out = {}
+    for k, v in cosmos.items():
+        if isinstance(v, CachedResult):
+            if k not in _MEMO:
+                got = Cache(v.root).get(k)
+                if got is None:  # gone meanwhile (cache cleared): recomputed through the cache
+                    continue
+                if len(_MEMO) >= _MEMO_MAX:
+                    _MEMO.pop(next(iter(_MEMO)))
+                _MEMO[k] = got
+            v = _MEMO[k]
+        out[k] = v
+    return out
+
+
 def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_root: str | None,
                 allow_degenerate: bool, fom_pair: tuple[str, str]) -> dict[str, Any]:
     """The probe work of one design, in a worker: forecast from the given cosmology results
-    (points not given -- the Gaussian-validity check's -- go through the cache), write the
-    HDF5 file, return the summary numbers."""
+    (:class:`CachedResult` references are read from the cache; points not given -- the
+    Gaussian-validity check's -- go through the cache), write the HDF5 file, return the
+    summary numbers."""
     import numpy as np
+
+    cosmos = _resolve(cosmos)
 
     from .cache import Cache, cached_evaluator
     from .cosmology import point_key
@@ -465,8 +502,12 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
             failed.append(DesignFailure(pd.design.name, pd.design.values, "cosmology", errors[bad[0]], 4))
         else:
             runnable.append(pd)
-    shared = executor.share({k: cosmos[k] for k in {k for pd in runnable for k in pd.keys}})
     root = str(cache.root) if cache is not None else None
+    needed = {k: cosmos[k] for pd in runnable for k in pd.keys}
+    if executor.backend == "process" and root is not None:
+        shared = {k: CachedResult(root, k) for k in needed}
+    else:
+        shared = executor.share(needed)
     fom_pair = tuple(grid.config.figure_of_merit)
     tasks = [Task(pd.design.name, design_task,
                   (pd.survey, {k: shared[k] for k in pd.keys}, str(out / f"{pd.design.name}.h5"), root,
