@@ -325,18 +325,10 @@ class DaskExecutor(Executor):
             self.client = Client(self._cluster)
             self.where = "LocalCluster"
         else:
-            try:
-                import dask_jobqueue
-            except ImportError as exc:
-                raise InputError(f"--cluster {cluster} needs dask-jobqueue: pip install 'fishcast[dask]'") from exc
-            cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[cluster]
-            try:
-                self._cluster = cls(**opts)
-            except ValueError as exc:  # e.g. cores/memory neither given nor configured
-                raise InputError(f"cannot start a {cluster} cluster: {exc}") from exc
+            self._cluster = jobqueue_cluster(cluster, opts)
             self._cluster.scale(jobs=int(jobs or 1))
             self.client = Client(self._cluster)
-            self.where = f"{cls.__name__} ({jobs or 1} jobs)"
+            self.where = f"{type(self._cluster).__name__} ({jobs or 1} jobs)"
         self.workers = workers or len(self.client.scheduler_info().get("workers", {})) or 1
 
     def describe(self) -> str:
@@ -376,6 +368,30 @@ class DaskExecutor(Executor):
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
+
+
+def jobqueue_cluster(kind: str, options: Mapping[str, Any] | None = None):
+    """A dask-jobqueue ``SLURMCluster`` (``kind="slurm"``) or ``PBSCluster`` (``"pbs"``), no
+    job submitted yet. ``options`` (cores, memory, queue, account, walltime, ...) override the
+    dask-jobqueue configuration (``~/.config/dask/jobqueue.yaml``). Each job runs one worker
+    process per core with one thread (``processes = cores`` unless given), so that CAMB runs
+    are spread over processes."""
+    try:
+        import dask_jobqueue
+    except ImportError as exc:
+        raise InputError(f"--cluster {kind} needs dask-jobqueue: pip install 'fishcast[dask]'") from exc
+    classes = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
+    if kind not in classes:
+        raise InputError(f"a batch-system cluster is one of {', '.join(classes)}, got {kind!r}")
+    opts = dict(options or {})
+    if "cores" in opts:
+        opts.setdefault("processes", int(opts["cores"]))
+    env = list(opts.pop("job_script_prologue", []))
+    env += [f"export {k}={WORKER_THREADS}" for k in _THREAD_ENV]
+    try:
+        return classes[kind](job_script_prologue=env, **opts)
+    except (ValueError, TypeError) as exc:  # cores/memory neither given nor configured, a bad key
+        raise InputError(f"cannot start a {kind} cluster: {exc}") from exc
 
 
 def make_executor(workers: int | None = None, *, backend: str | None = None, address: str | None = None,
@@ -487,6 +503,11 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
             stats.boltzmann_calls += calls
             for i, r in zip(idx, results):
                 out[i] = r
+                if cache is not None:
+                    # workers on other machines may not share this disk: keep a copy here
+                    key = _cosmo.point_key(items[i][0], items[i][1])
+                    if not cache.path(key).exists():
+                        cache.put(key, r)
         else:
             stats.failures.append(oc.error)
             for i in idx:

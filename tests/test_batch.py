@@ -325,3 +325,37 @@ def test_recipe_grid_plans_the_points_of_one_design():
     assert len(grid.designs) == 27 and not bp.failed
     one = plan_survey(load_survey(grid.base, grid.designs[0].overrides))
     assert list(bp.points) == list(one.keys)
+
+
+def test_jobqueue_job_scripts_pin_one_thread_per_worker():
+    """dask-jobqueue clusters are built (no job submitted): one worker process per core,
+    one thread each, CAMB/BLAS threads fixed in the job script."""
+    pytest.importorskip("dask_jobqueue")
+    from fishcast.execute import jobqueue_cluster
+
+    c = jobqueue_cluster("slurm", {"cores": 4, "memory": "8GB", "queue": "normal"})
+    try:
+        script = c.job_script()
+    finally:
+        c.close()
+    assert "#SBATCH -p normal" in script and "--cpus-per-task=4" in script
+    assert "--nthreads 1" in script and "--nworkers 4" in script and "export OMP_NUM_THREADS=1" in script
+    c = jobqueue_cluster("pbs", {"cores": 2, "memory": "4GB"})
+    try:
+        assert "#PBS" in c.job_script()
+    finally:
+        c.close()
+    with pytest.raises(InputError, match="cores and memory"):
+        jobqueue_cluster("slurm", {})
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--jobs", "3"], "--jobs needs --cluster slurm"),
+    (["--scheduler", "tcp://x:1", "--cluster", "slurm"], "not both"),
+    (["--cluster-option", "cores=2"], "--cluster-option needs --cluster"),
+])
+def test_batch_option_errors(folder, args, words):
+    from fishcast.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["batch", str(folder / "grid20.yaml"), "-o", str(folder / "x"), *args])
+    assert r.exit_code == 2 and words in r.output
