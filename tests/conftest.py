@@ -24,3 +24,9 @@ def fiducial_cosmo(fast_settings):
     from fishcast.cosmology import compute
 
     return compute(ISTF_FIDUCIAL, fast_settings)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One CAMB result cache for the whole session: identical points are computed once."""
+    return tmp_path_factory.mktemp("cache")

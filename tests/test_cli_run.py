@@ -47,11 +47,6 @@ SMALL = textwrap.dedent("""\
     """)
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, cache_dir):
     d = tmp_path_factory.mktemp("run")
