@@ -359,3 +359,19 @@ def test_batch_option_errors(folder, args, words):
 
     r = CliRunner().invoke(cli, ["batch", str(folder / "grid20.yaml"), "-o", str(folder / "x"), *args])
     assert r.exit_code == 2 and words in r.output
+
+
+def test_run_with_workers_equals_the_batch_design(serial, folder):
+    """`fishcast run --workers 2` (cold cache, two processes) on the survey of one design gives
+    the design's Fisher matrix bit for bit."""
+    from fishcast.cli.main import cli
+
+    d = serial["res"].designs[0]
+    sets = [f"--set=probes.weak_lensing.{k}={v}" for k, v in
+            (("f_sky", d.values["f_sky"]), ("n_gal", d.values["n_gal"]), ("ell.max", d.values["ell_max"]))]
+    out = folder / "run-workers.h5"
+    r = CliRunner().invoke(cli, ["run", str(folder / "base.yaml"), "-o", str(out), "--workers", "2", "-q",
+                                 "--cache-dir", str(folder / "cache-run"), *sets])
+    assert r.exit_code == 0, r.output
+    assert len(list((folder / "cache-run").glob("*/*.npz"))) == 5
+    assert read_fisher(out)[0].matrix.tobytes() == read_fisher(d.path)[0].matrix.tobytes()
