@@ -74,7 +74,13 @@ def _merge_trust(inputs: list[tuple[str, dict]]) -> dict[str, Any]:
 def _write(output: str, fisher, inputs: list[tuple[str, dict]], probes=None) -> None:
     from fishcast import io as fio
 
-    fio.write_fisher_file(output, fisher, probes=probes or None, meta=_merge_trust(inputs))
+    meta = _merge_trust(inputs)
+    fiducial_all: dict[str, float] = {}
+    for _, m in inputs:  # fixed parameters' fiducials travel with the derived file
+        for k, v in (m.get("fiducial_all") or {}).items():
+            fiducial_all.setdefault(k, v)
+    meta["fiducial_all"] = fiducial_all
+    fio.write_fisher_file(output, fisher, probes=probes or None, meta=meta)
     click.echo(f"wrote {output}")
 
 

@@ -163,16 +163,19 @@ def write_fisher_file(path, fisher: FisherMatrix, probes: Mapping[str, FisherMat
                       meta: Mapping[str, Any] | None = None) -> pathlib.Path:
     """Write a Fisher-only file (derived by combine, prior, fix, import, ...), atomically.
 
-    ``meta`` may hold ``trust``, ``trust_reasons`` and other root attributes (strings/numbers).
+    ``meta`` may hold ``trust``, ``trust_reasons``, ``fiducial_all`` (every model parameter's
+    fiducial, free or fixed, kept in ``/fiducial``) and other root attributes.
     """
     meta = dict(meta or {})
+    fiducial_all = dict(meta.pop("fiducial_all", None) or {})
     with atomic_h5(path) as f:
         root_attributes(f, provenance=fisher.provenance, trust=meta.pop("trust", "ok"),
                         trust_reasons=meta.pop("trust_reasons", ()))
         for k, v in meta.items():
             f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
         fg = f.create_group("fiducial")
-        for n, v in zip(fisher.names, fisher.fiducial):
+        fiducial_all.update({n: float(v) for n, v in zip(fisher.names, fisher.fiducial)})
+        for n, v in fiducial_all.items():
             fg.attrs[n] = v
         write_parameters(f, fisher)
         g = write_fisher_group(f, "fisher", fisher)
@@ -268,6 +271,8 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
                                                      [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
             meta["probes"] = probes
             meta["path"] = str(path)
+            meta["fiducial_all"] = ({str(k): float(v) for k, v in f["fiducial"].attrs.items()}
+                                    if "fiducial" in f else {})
             return fisher, meta
     except (KeyError, ValueError, TypeError) as exc:
         raise FileFormatError(f"{path}: damaged or unexpected content: {exc}") from None

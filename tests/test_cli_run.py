@@ -249,3 +249,15 @@ def test_an_error_during_the_write_removes_the_temporary_file(tmp_path, monkeypa
             f.create_dataset("x", data=[1.0])
             raise RuntimeError("disk full (simulated)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_derived_files_keep_every_fiducial_and_the_provenance(small_run, tmp_path):
+    _, out, _ = small_run
+    fixed = tmp_path / "fixed.h5"
+    res = CliRunner().invoke(cli, ["fix", str(out), "--params", "A_IA", "-o", str(fixed)])
+    assert res.exit_code == 0, res.output
+    with h5py.File(fixed, "r") as f:
+        assert f["fiducial"].attrs["m_nu"] == pytest.approx(0.06)  # fixed in the survey
+        assert f["fiducial"].attrs["A_IA"] == pytest.approx(1.72)  # fixed by the operation
+        ops = [step["operation"] for step in json.loads(f.attrs["provenance"])]
+        assert "forecast" in ops and "read" in ops and any("fix" in o for o in ops)
