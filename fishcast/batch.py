@@ -14,9 +14,10 @@ A grid YAML names a base survey and the keys to vary::
     figure_of_merit: [w0, wa]               # the pair of the summary's figure of merit
 
 A design is the base survey with the axis values set (:func:`fishcast.survey.load_survey`
-overrides); it is named from its axis values (``f_sky=0.1__n_gal=10__ell_max=1000``). Axis
-labels default to the key without the ``probes.<probe>.``, ``parameters.fiducial.`` or
-``cosmology.accuracy.`` prefix, dots replaced by ``_``.
+overrides; list items are addressed by index: ``probes.counts_in_cells.tracers.1.density.values``);
+it is named from its axis values (``f_sky=0.1__n_gal=10__ell_max=1000``; list values joined
+by ``_``). Axis labels default to the key without the ``probes.<probe>.``,
+``parameters.fiducial.`` or ``cosmology.accuracy.`` prefix, dots replaced by ``_``.
 
 Running a grid (:func:`run_batch`):
 
@@ -58,7 +59,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,7 +70,8 @@ from .yamlio import dotted, line_of, load_yaml
 #: at most this many designs in one grid
 MAX_DESIGNS = 100_000
 
-Scalar = Union[bool, int, float, str, None]
+#: an axis value: a YAML scalar, or a list/mapping (e.g. a density per redshift shell)
+Scalar = Any
 
 _LABEL_PREFIXES = (r"^probes\.[^.]+\.", r"^parameters\.fiducial\.", r"^cosmology\.accuracy\.", r"^cosmology\.")
 
@@ -82,7 +84,7 @@ class AxisSpec(_Model):
     """One varied key: explicit ``values``, or a range ``start``..``stop`` (inclusive) with
     ``num`` points (linear or log spacing) or a ``step``."""
 
-    values: list[Scalar] | None = Field(None, min_length=1, description="the values, in order")
+    values: list[Any] | None = Field(None, min_length=1, description="the values, in order (any YAML value)")
     start: int | float | None = Field(None, description="first value of a range")
     stop: int | float | None = Field(None, description="last value of a range (included)")
     num: int | None = Field(None, ge=1, le=MAX_DESIGNS, description="number of values of a range")
@@ -144,7 +146,7 @@ class GridConfig(_Model):
     survey: str = Field(..., min_length=1, description="base survey YAML (relative to the grid file)")
     combine: Literal["product", "zip"] = Field("product", description="product: every combination; zip: i-th values together")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, applied to every design")
-    axes: dict[str, list[Scalar] | AxisSpec] = Field(..., min_length=1, description="dotted survey key -> values or range")
+    axes: dict[str, list[Any] | AxisSpec] = Field(..., min_length=1, description="dotted survey key -> values or range")
     figure_of_merit: tuple[str, str] = Field(("w0", "wa"), description="parameter pair of the summary's figure of merit")
 
 
@@ -194,6 +196,10 @@ def format_value(v: Scalar) -> str:
         return str(v)
     if isinstance(v, float):
         return f"{v:.10g}"
+    if isinstance(v, (list, tuple)):
+        return "_".join(format_value(x) for x in v)
+    if isinstance(v, dict):
+        return "_".join(f"{re.sub(r'[^A-Za-z0-9_.+-]', '-', str(k))}-{format_value(x)}" for k, x in v.items())
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", str(v))
 
 

@@ -111,6 +111,13 @@ def test_ranges_and_zip(folder):
                                      "  probes.weak_lensing.n_gal: {start: 10, stop: 20, num: 2, label: depth}\n")
     g = load_grid(folder / "zip.yaml")
     assert [d.name for d in g.designs] == ["f_sky=0.1__depth=10", "f_sky=0.2__depth=20"]
+    # list values (a density per shell) address list items by index and join in names
+    (folder / "lists.yaml").write_text("name: l\nsurvey: base.yaml\naxes:\n"
+                                       "  probes.counts_in_cells.tracers.1.density.values: [[1.0e-4, 2.0e-4], [3.0e-4, 4.0e-4]]\n")
+    g = load_grid(folder / "lists.yaml")
+    assert [d.name for d in g.designs] == ["tracers_1_density_values=0.0001_0.0002",
+                                           "tracers_1_density_values=0.0003_0.0004"]
+    assert g.designs[1].overrides == {"probes.counts_in_cells.tracers.1.density.values": [3.0e-4, 4.0e-4]}
 
 
 @pytest.mark.parametrize("text, line, key, words", [
