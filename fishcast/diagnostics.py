@@ -44,7 +44,7 @@ import scipy.linalg
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DegenerateFisherError, InputError
-from .fisher import COND_LIMIT
+from .fisher import COND_LIMIT, eigen_directions, invert_correlation_form
 
 __all__ = [
     "DiagnosticsConfig",
@@ -145,14 +145,7 @@ def _units_attr(ds, units: Sequence[str] | None, suffix: str = "") -> None:
 
 
 # ---------------------------------------------------------------------------- linear algebra
-def _directions(names: Sequence[str], evals: np.ndarray, evecs: np.ndarray, idx, frac: float) -> list[tuple[float, dict[str, float]]]:
-    out = []
-    for k in idx:
-        v = evecs[:, k]
-        w2 = v**2
-        order = np.argsort(-w2)
-        out.append((float(evals[k]), {names[i]: float(v[i]) for i in order if w2[i] >= frac * w2[order[0]]}))
-    return out
+_directions = eigen_directions
 
 
 def _format_direction(lam: float, weights: Mapping[str, float]) -> str:
@@ -173,39 +166,8 @@ def correlation_covariance(F: np.ndarray, names: Sequence[str], cond_refuse: flo
 
 
 def _invert(F: np.ndarray, names: list[str], cond_refuse: float, frac: float):
-    """(covariance, R^-1, R) or raise DegenerateFisherError."""
-    d = np.diag(F)
-    bad = [names[i] for i in range(len(names)) if not d[i] > 0]
-    if bad:
-        raise DegenerateFisherError(
-            "the Fisher matrix has no information on " + ", ".join(bad)
-            + " (F_ii <= 0); fix these parameters or add priors on them",
-            [(0.0, {n: 1.0}) for n in bad],
-        )
-    s = 1.0 / np.sqrt(d)
-    R = F * s[:, None] * s[None, :]
-    R = 0.5 * (R + R.T)
-    evals, evecs = np.linalg.eigh(R)
-    try:
-        chol = scipy.linalg.cho_factor(R, lower=True, check_finite=False)
-        ok = True
-    except np.linalg.LinAlgError:
-        ok = False
-    if ok and evals[0] > evals[-1] / cond_refuse:
-        Rinv = scipy.linalg.cho_solve(chol, np.eye(len(d)), check_finite=False)
-        Rinv = 0.5 * (Rinv + Rinv.T)
-        return Rinv * s[:, None] * s[None, :], Rinv, R
-    idx = np.nonzero(evals <= evals[-1] / cond_refuse)[0]
-    if len(idx) == 0:
-        idx = [0]
-    dirs = _directions(names, evals, evecs, idx, frac)
-    what = "not positive definite" if (not ok or evals[0] <= 0) else (
-        f"cond(R) = {evals[-1] / evals[0]:.3g} > {cond_refuse:.3g}")
-    lines = [f"the Fisher matrix is degenerate ({what}); bad directions of the correlation form:"]
-    lines += ["  " + _format_direction(lam, w) for lam, w in dirs]
-    lines.append("  Each direction is a parameter combination the data do not constrain: fix one of the "
-                 "named parameters, add a prior, or pass --allow-degenerate to project it out.")
-    raise DegenerateFisherError("\n".join(lines), dirs)
+    """(covariance, R^-1, R) or raise DegenerateFisherError (see fishcast.fisher)."""
+    return invert_correlation_form(F, names, cond_refuse, frac)
 
 
 # ---------------------------------------------------------------------------- conditioning

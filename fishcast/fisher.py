@@ -65,9 +65,71 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _format_direction(eigenvalue: float, weights: Mapping[str, float]) -> str:
+def format_direction(eigenvalue: float, weights: Mapping[str, float]) -> str:
+    """One weak direction of the correlation form, for messages."""
     parts = ", ".join(f"{name} ({w:+.2f})" for name, w in weights.items())
     return f"eigenvalue {eigenvalue:.3g} of the correlation form, dominated by {parts}"
+
+
+def eigen_directions(names: Sequence[str], evals: np.ndarray, evecs: np.ndarray, idx,
+                     dominant_fraction: float = _DOMINANT_FRACTION) -> list[tuple[float, dict[str, float]]]:
+    """``(eigenvalue, {name: component})`` for the eigenvectors ``idx``, naming the components
+    whose squared weight is at least ``dominant_fraction`` of the largest (largest first)."""
+    out = []
+    for k in idx:
+        v = evecs[:, k]
+        w2 = v**2
+        order = np.argsort(-w2)
+        out.append((float(evals[k]), {names[i]: float(v[i]) for i in order if w2[i] >= dominant_fraction * w2[order[0]]}))
+    return out
+
+
+def invert_correlation_form(F: np.ndarray, names: Sequence[str], cond_refuse: float | None = None,
+                            dominant_fraction: float = _DOMINANT_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(covariance, R^-1, R)`` of a Fisher matrix through its correlation form.
+
+    R = D^-1/2 F D^-1/2 with D = diag(F) is factorized by Cholesky and inverted; the
+    covariance is D^-1/2 R^-1 D^-1/2 [unit_i unit_j]. Never a pseudo-inverse, never an
+    eigenvalue clamp: a non-positive diagonal, a failed Cholesky or cond(R) above
+    ``cond_refuse`` (default :data:`COND_LIMIT`) raises :class:`DegenerateFisherError` naming
+    the parameters that dominate every bad direction (eigenvalue <= lambda_max / cond_refuse).
+    """
+    cond_refuse = COND_LIMIT if cond_refuse is None else cond_refuse
+    names = [str(n) for n in names]
+    F = np.asarray(F, dtype=float)
+    d = np.diag(F)
+    bad = [names[i] for i in range(len(names)) if not d[i] > 0]
+    if bad:
+        raise DegenerateFisherError(
+            "the Fisher matrix cannot be inverted: it has no information on " + ", ".join(bad)
+            + " (F_ii <= 0); fix these parameters or add priors on them",
+            [(0.0, {n: 1.0}) for n in bad],
+        )
+    s = 1.0 / np.sqrt(d)
+    R = F * s[:, None] * s[None, :]
+    R = 0.5 * (R + R.T)
+    evals, evecs = np.linalg.eigh(R)
+    try:
+        chol = scipy.linalg.cho_factor(R, lower=True, check_finite=False)
+        ok = True
+    except np.linalg.LinAlgError:
+        ok = False
+    if ok and evals[0] > evals[-1] / cond_refuse:
+        Rinv = scipy.linalg.cho_solve(chol, np.eye(len(d)), check_finite=False)
+        Rinv = 0.5 * (Rinv + Rinv.T)
+        return Rinv * s[:, None] * s[None, :], Rinv, R
+    idx = np.nonzero(evals <= evals[-1] / cond_refuse)[0]
+    if len(idx) == 0:
+        idx = [0]
+    dirs = eigen_directions(names, evals, evecs, idx, dominant_fraction)
+    what = "not positive definite" if (not ok or evals[0] <= 0) else (
+        f"condition number of the correlation form {evals[-1] / evals[0]:.3g} > {cond_refuse:.3g}")
+    lines = [f"the Fisher matrix cannot be inverted ({what}); weak directions:"]
+    lines += ["  " + format_direction(lam, w) for lam, w in dirs]
+    lines.append("  Each is a parameter combination the data do not constrain: fix or marginalize one of "
+                 "the named parameters, add a prior on it (fishcast fix / fishcast prior), or run with "
+                 "--allow-degenerate to project it out.")
+    raise DegenerateFisherError("\n".join(lines), dirs)
 
 
 class FisherMatrix:
@@ -231,62 +293,9 @@ class FisherMatrix:
         return FisherMatrix(matrix, names, fiducial, units, self._provenance + (dict(step),))
 
     # ------------------------------------------------------------------ inversion
-    def _weak_directions(self, r: np.ndarray) -> list[tuple[float, dict[str, float]]]:
-        """Eigen-directions of the correlation form ``r`` that are non-positive or weaker than
-        ``lambda_max / COND_LIMIT``, each with its dominant parameters."""
-        evals, evecs = np.linalg.eigh(r)
-        lam_max = float(np.max(np.abs(evals)))
-        out = []
-        for k in np.nonzero(evals <= lam_max / COND_LIMIT)[0]:
-            v = evecs[:, k]
-            w2 = v**2
-            order = np.argsort(-w2)
-            dominant = {self._names[i]: float(v[i]) for i in order if w2[i] >= _DOMINANT_FRACTION * w2[order[0]]}
-            out.append((float(evals[k]), dominant))
-        return out
-
-    def _raise_degenerate(self, what: str, directions) -> None:
-        lines = [f"the Fisher matrix cannot be inverted ({what}); weak directions:"]
-        lines += [f"  {_format_direction(lam, w)}" for lam, w in directions]
-        lines.append(
-            "  Fix or marginalize one of the named parameters, or add a prior on it "
-            "(fishcast fix / fishcast prior)."
-        )
-        raise DegenerateFisherError("\n".join(lines), directions)
-
     def _inverse(self) -> np.ndarray:
-        f = self._matrix
-        d = np.diag(f)
-        zero = [self._names[i] for i in range(self.n) if d[i] <= 0]
-        if zero:
-            directions = [(0.0, {nm: 1.0}) for nm in zero]
-            self._raise_degenerate("no information on some parameters", directions)
-        s = 1.0 / np.sqrt(d)
-        r = f * s[:, None] * s[None, :]
-        try:
-            chol = scipy.linalg.cho_factor(r, lower=True, check_finite=False)
-            ok = True
-        except np.linalg.LinAlgError:
-            ok = False
-        if ok:
-            # Reciprocal condition number from the Cholesky factor is cheap, but the
-            # eigenvalues are exact enough for a 1e15 cut and name the directions too.
-            evals = np.linalg.eigvalsh(r)
-            if evals[0] > evals[-1] / COND_LIMIT:
-                rinv = scipy.linalg.cho_solve(chol, np.eye(self.n), check_finite=False)
-                cov = rinv * s[:, None] * s[None, :]
-                return 0.5 * (cov + cov.T)
-            what = f"condition number of the correlation form {evals[-1] / max(evals[0], 1e-300):.3g} > {COND_LIMIT:g}"
-        else:
-            what = "not positive definite"
-        directions = self._weak_directions(r)
-        if not directions:  # Cholesky failed on a matrix eigh calls positive: report the weakest
-            evals, evecs = np.linalg.eigh(r)
-            v = evecs[:, 0]
-            order = np.argsort(-(v**2))
-            directions = [(float(evals[0]), {self._names[i]: float(v[i]) for i in order[:3]})]
-        self._raise_degenerate(what, directions)
-        raise AssertionError("unreachable")
+        cov, _, _ = invert_correlation_form(self._matrix, self._names)
+        return 0.5 * (cov + cov.T)
 
     def covariance(self) -> np.ndarray:
         """Parameter covariance ``F^-1`` [unit_i unit_j] (read-only).
