@@ -113,10 +113,12 @@ def _json_safe(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- show
-def _constraints(fisher, params: list[str], pairs: list[tuple[str, str]]
+def _constraints(fisher, params: list[str], pairs: list[tuple[str, str]], projected: dict | None = None
                  ) -> tuple[list[dict], dict[tuple[str, str], float], list[str], bool]:
     """Rows of the constraints table, the figures of merit of ``pairs`` (and of (w0, wa) when
-    both are free), warnings, and whether the matrix is degenerate."""
+    both are free), warnings, and whether the matrix is degenerate. ``projected``: the file's
+    constraints with degenerate directions projected out (``run --allow-degenerate``), shown
+    instead of nothing, with a warning."""
     from fishcast.errors import DegenerateFisherError
 
     warnings: list[str] = []
@@ -126,6 +128,9 @@ def _constraints(fisher, params: list[str], pairs: list[tuple[str, str]]
     except DegenerateFisherError as exc:
         marg, degenerate = None, True
         warnings.append(str(exc))
+        if projected is not None:
+            marg, degenerate = np.asarray(projected["marginalized_sigma"]), False
+            warnings.append("marginalized errors with the degenerate directions projected out: " + projected["note"])
     cond = fisher.conditional_sigma()
     rows = []
     for name in params:
@@ -145,9 +150,10 @@ def _constraints(fisher, params: list[str], pairs: list[tuple[str, str]]
     if "w0" in fisher and "wa" in fisher and ("w0", "wa") not in pairs:
         pairs = [("w0", "wa")] + list(pairs)
     fom = {}
-    if marg is not None:
+    exact = marg is not None and not (projected is not None and warnings)
+    if exact:
         fom = {(a, b): fisher.figure_of_merit(a, b) for a, b in pairs}
-    if not degenerate:
+    if exact:
         k = fisher.condition_number()
         if k > COND_WARN:
             warnings.append(f"condition number of the correlation form {k:.3g} > {COND_WARN:g}: "
@@ -227,7 +233,7 @@ def _gain_table(probe: str, g: dict) -> str:
 def show_table(file: str) -> str:
     """The default ``fishcast show FILE`` table (used by ``fishcast run`` after writing)."""
     fisher, meta = _load(file)
-    rows, fom, warnings, _ = _constraints(fisher, list(fisher.names), [])
+    rows, fom, warnings, _ = _constraints(fisher, list(fisher.names), [], meta.get("projected"))
     trust = str(meta.get("trust") or "ok")
     if trust != "ok":
         reasons = meta.get("trust_reasons") or []
@@ -263,7 +269,7 @@ def show(file, params, fmt, foms):
         if len(pair) != 2 or pair[0] == pair[1]:
             raise click.BadParameter(f"{item!r}: expected two different parameters A,B", param_hint="--fom")
         pairs.append((pair[0], pair[1]))
-    rows, fom, warnings, degenerate = _constraints(fisher, names, pairs)
+    rows, fom, warnings, degenerate = _constraints(fisher, names, pairs, meta.get("projected"))
     trust = str(meta.get("trust") or "ok")
     if trust != "ok":
         reasons = meta.get("trust_reasons") or []

@@ -325,16 +325,15 @@ def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, specs, allow_degenerat
     fc.conditioning = report
     if report.verdict != "PASS":
         reasons.extend(report.reasons)
-        if not report.cholesky_ok and allow_degenerate:
-            proj = _diag.project_degenerate(fc.fisher.matrix, names, [w for _, w in report.weak_directions
-                                                                          if _ <= report.eigenvalues.max() / dconf.cond_refuse] or None,
-                                            dconf.thresholds())
-            fc.extra["projection"] = proj
-            worse("WARN")
-            reasons.append("degenerate directions projected out (--allow-degenerate): " + proj.note)
-        else:
+        if not (allow_degenerate and report.covariance is None):
             worse(report.verdict)
-    if report.cholesky_ok:
+    invertible = report.cholesky_ok and report.covariance is not None
+    if not invertible and allow_degenerate:
+        proj = _diag.project_degenerate(fc.fisher.matrix, names, None, dconf.thresholds())
+        fc.extra["projection"] = proj
+        worse("WARN")
+        reasons.append("degenerate directions projected out (--allow-degenerate): " + proj.note)
+    if invertible:
         prior = fc.prior_fisher.matrix
         fc.stability = _diag.error_stability(fc.sweeps, lambda d: dv.gram(sig.fiducial, d), prior, dconf.thresholds())
         if fc.stability.verdict != "PASS":

@@ -118,10 +118,12 @@ def write_parameters(f, fisher: FisherMatrix, priors: Mapping[str, float] | None
                 description="Gaussian prior 1-sigma in the units of each parameter; NaN: no prior")
 
 
-def write_constraints(f, fisher: FisherMatrix) -> None:
+def write_constraints(f, fisher: FisherMatrix, projection=None) -> None:
     """``/constraints``: errors, covariance, correlation, figure of merit.
 
-    A degenerate matrix gets no covariance: the group records why (attribute ``error``).
+    A degenerate matrix gets no covariance: the group records why (attribute ``error``), or,
+    with a ``projection`` (``--allow-degenerate``), the covariance with the degenerate
+    directions projected out, and an attribute ``projected`` that says so.
     """
     from .errors import DegenerateFisherError
 
@@ -131,6 +133,12 @@ def write_constraints(f, fisher: FisherMatrix) -> None:
         cov = fisher.covariance()
     except DegenerateFisherError as exc:
         g.attrs["error"] = str(exc)
+        if projection is None:
+            return
+        cov = np.asarray(projection.covariance)
+        g.attrs["projected"] = projection.note
+        dataset(g, "covariance", cov, description="covariance with the degenerate directions projected out (see attribute projected)")
+        dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="conditional on the removed combinations")
         return
     dataset(g, "covariance", cov, description="inverse Fisher matrix, rows in /parameters/names order")
     dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="sqrt((F^-1)_ii)")
@@ -271,6 +279,9 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
                                                      [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
             meta["probes"] = probes
             meta["path"] = str(path)
+            c = f["constraints"] if "constraints" in f else None
+            if c is not None and "projected" in c.attrs and "marginalized_sigma" in c:
+                meta["projected"] = {"note": _attr(c, "projected"), "marginalized_sigma": c["marginalized_sigma"][()]}
             meta["fiducial_all"] = ({str(k): float(v) for k, v in f["fiducial"].attrs.items()}
                                     if "fiducial" in f else {})
             return fisher, meta
@@ -331,7 +342,7 @@ def write_forecast(path, fc) -> pathlib.Path:
             for dpath, (arr, units) in fc.probe_reports.get(name, {}).items():
                 parent, _, leaf = dpath.rpartition("/")
                 dataset(g2.require_group(parent) if parent else g2, leaf, arr, units or None)
-        write_constraints(f, fc.fisher)
+        write_constraints(f, fc.fisher, fc.extra.get("projection"))
 
         data = f.create_group("data")
         for probe, products in fc.products.items():
