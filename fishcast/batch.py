@@ -64,7 +64,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import FishcastError, InputError, SurveyError
-from .survey import Survey, _pydantic_problems, load_survey
+from .survey import Survey, pydantic_problems, load_survey
 from .yamlio import dotted, line_of, load_yaml
 
 #: at most this many designs in one grid
@@ -229,7 +229,7 @@ def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path |
     try:
         config = GridConfig.model_validate(data)
     except ValidationError as exc:
-        raise SurveyError(filename, _pydantic_problems(exc, lines, data)) from None
+        raise SurveyError(filename, pydantic_problems(exc, lines, data)) from None
     problems: list[tuple[int | None, str, str]] = []
 
     def problem(path: tuple, msg: str) -> None:

@@ -210,7 +210,7 @@ def point_key(params: Mapping[str, float], settings: CosmologySettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _describe(params: Mapping[str, float]) -> str:
+def describe_point(params: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.6g}" for k, v in sorted(params.items()))
 
 
@@ -227,13 +227,13 @@ def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float)
     import camb
 
     if p["m_nu"] < 0:
-        raise ComputationError(f"m_nu must be >= 0 (point: {_describe(p)})")
+        raise ComputationError(f"m_nu must be >= 0 (point: {describe_point(p)})")
     omnuh2 = neutrino_omnuh2(p["m_nu"])
     bg = camb_background_inputs(p, omnuh2)
     if bg["omch2"] <= 0 or bg["ombh2"] <= 0 or bg["H0"] <= 0:
         raise ComputationError(
             "unphysical point: Omega_m must exceed Omega_b + Omega_nu and Omega_b, h must be "
-            f"positive (omch2={bg['omch2']:.4g}, ombh2={bg['ombh2']:.4g}; point: {_describe(p)})"
+            f"positive (omch2={bg['omch2']:.4g}, ombh2={bg['ombh2']:.4g}; point: {describe_point(p)})"
         )
     pars = camb.CAMBparams()
     pars.set_cosmology(
@@ -266,7 +266,7 @@ def _primordial(p: Mapping[str, float]) -> tuple[float | None, float | None]:
     return As, s8
 
 
-def _transfer_key(p: Mapping[str, float]) -> tuple:
+def transfer_key(p: Mapping[str, float]) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in p.items() if k not in PRIMORDIAL))
 
 
@@ -289,7 +289,7 @@ def compute_many(
     full = [full_params(p) for p in points]
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(full):
-        groups.setdefault(_transfer_key(p), []).append(i)
+        groups.setdefault(transfer_key(p), []).append(i)
     out: list[CosmologyResult | None] = [None] * len(full)
     for idx in groups.values():
         p0 = full[idx[0]]
@@ -301,14 +301,14 @@ def compute_many(
         except ComputationError:
             raise
         except Exception as exc:  # CAMB raises CAMBError, CAMBValueError, ... and ValueError
-            raise ComputationError(f"CAMB failed at the point {_describe(p0)}: {exc}") from exc
+            raise ComputationError(f"CAMB failed at the point {describe_point(p0)}: {exc}") from exc
         for i in idx:
             try:
                 out[i] = _spectra(full[i], data, settings)
             except ComputationError:
                 raise
             except Exception as exc:
-                raise ComputationError(f"CAMB failed at the point {_describe(full[i])}: {exc}") from exc
+                raise ComputationError(f"CAMB failed at the point {describe_point(full[i])}: {exc}") from exc
             if on_done is not None:
                 on_done(i, out[i])
     return out  # type: ignore[return-value]
@@ -369,7 +369,7 @@ def _spectra(p: Mapping[str, float], data, settings: CosmologySettings) -> Cosmo
     for name in ("pk_lin", "pk_nl", "chi", "hubble", "growth", "growth_rate"):
         arr = getattr(res, name)
         if arr is not None and not np.all(np.isfinite(arr)):
-            raise ComputationError(f"CAMB returned non-finite {name} at the point {_describe(p)}")
+            raise ComputationError(f"CAMB returned non-finite {name} at the point {describe_point(p)}")
     if np.any(res.pk_lin <= 0) or (res.pk_nl is not None and np.any(res.pk_nl <= 0)):
-        raise ComputationError(f"CAMB returned a non-positive power spectrum at the point {_describe(p)}")
+        raise ComputationError(f"CAMB returned a non-positive power spectrum at the point {describe_point(p)}")
     return res

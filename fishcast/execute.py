@@ -480,11 +480,11 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
             if on_point:
                 on_point()
         else:
-            groups.setdefault((settings, _cosmo._transfer_key(_cosmo.full_params(p))), []).append(i)
+            groups.setdefault((settings, _cosmo.transfer_key(_cosmo.full_params(p))), []).append(i)
     stats.points += len(items)
     root = str(cache.root) if cache is not None else None
     members = list(groups.values())
-    tasks = [Task(f"cosmology task {j + 1} at {_cosmo._describe(_cosmo.full_params(items[idx[0]][0]))}", evaluation_task,
+    tasks = [Task(f"cosmology task {j + 1} at {_cosmo.describe_point(_cosmo.full_params(items[idx[0]][0]))}", evaluation_task,
                   ([items[i][0] for i in idx], items[idx[0]][1], root))
              for j, idx in enumerate(members)]
     stats.tasks += len(tasks)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cosmology import CosmologySettings
 from .derivatives import DerivativesConfig
 from .diagnostics import DiagnosticsConfig
-from .errors import FishcastError, InputError, SurveyError
+from .errors import FishcastError, SurveyError
 from .parameters import (
     COSMOLOGICAL_DEFAULTS,
     COSMOLOGICAL_REQUIRED,
@@ -205,7 +205,7 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     try:
         config = SurveyConfig.model_validate(data)
     except ValidationError as exc:
-        raise SurveyError(filename, _pydantic_problems(exc, lines, data)) from None
+        raise SurveyError(filename, pydantic_problems(exc, lines, data)) from None
 
     survey_dir = survey_dir if survey_dir is not None else pathlib.Path(".")
     problems: list[tuple[int | None, str, str]] = []
@@ -370,7 +370,7 @@ def _data_path(loc: tuple, data) -> tuple:
     return tuple(out)
 
 
-def _pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int | None, str, str]]:
+def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int | None, str, str]]:
     out = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
