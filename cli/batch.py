@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import fail, handle_errors
+from .errors import fail, handle_errors, track
 
 
 def _cluster_options(items) -> dict:
@@ -72,6 +72,7 @@ def batch(grid, output, workers, scheduler, cluster, jobs, cluster_option, retri
         fail("--cluster-option needs --cluster", 2)
     g = load_grid(grid)
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
+    track(cache, output, kind="batch")
     progress, close = _progress_factory(quiet)
     try:
         with make_executor(workers, address=scheduler, cluster=cluster, jobs=jobs, retries=retries,

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import handle_errors
+from .errors import handle_errors, track
 
 
 def parse_overrides(items) -> dict:
@@ -89,6 +89,7 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     sv = load_survey(survey, parse_overrides(overrides))
     fio.check_output_path(output)
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
+    track(cache, output)
     progress, close = _progress_factory(quiet)
     executor = None
     try:

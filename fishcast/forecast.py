@@ -17,6 +17,7 @@ import numpy as np
 
 from . import cosmology as _cosmo
 from .cosmology import CosmologyResult, CosmologySettings
+from .errors import ComputationError
 from .fisher import FisherMatrix
 from .parameters import is_cosmological, unit_of
 from .probes.base import Probe
@@ -234,6 +235,36 @@ def known_steps(survey: Survey) -> dict[str, float]:
         return _der.known_steps_from_hdf5(f["derivatives"])
 
 
+def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, message: str) -> str:
+    """Which planned evaluation a failure message is about: the fiducial, or the parameter,
+    rung and step of each derivative ladder that needs the failed point (matched by the
+    point's description, :func:`fishcast.cosmology.describe_point`, which CAMB failures quote
+    whether the point ran here or in a worker process)."""
+    from . import derivatives as _der
+
+    settings = survey.settings
+    failed = [k for k, pt in zip(plan_.keys, plan_.points)
+              if _cosmo.describe_point(_cosmo.full_params(pt)) in message]
+    if not failed:
+        return "(the failed point is not one of the planned evaluations)"
+    key = failed[0]
+    if key == plan_.keys[0]:
+        return "the failed point is the fiducial cosmology: no derivative can be taken"
+    uses, names = [], []
+    for name in survey.free:
+        if not is_cosmological(name):
+            continue
+        ladder = _der.plan_ladder(name, survey.fiducial[name], specs[name])
+        for value in ladder.values():
+            if _cosmo.point_key(cosmo_part(point_for(survey, name, value)), settings) == key:
+                uses.append(ladder.describe(value))
+                names.append(name)
+    if not uses:
+        return "(the failed point is not one of the planned evaluations)"
+    return ("the failed point is the derivative step " + "; ".join(uses)
+            + f" (a smaller derivatives.parameters.{names[0]}.h_max, or a narrower domain, avoids it)")
+
+
 def _no_progress(label: str, total: int) -> Callable[[], None]:
     return lambda: None
 
@@ -263,7 +294,10 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     factory = evaluator_factory or (lambda c, on_point: cached_evaluator(c, on_point=on_point))
     evaluator = factory(cache, tick)
     t1 = time.perf_counter()
-    cosmos = evaluate(plan_, survey.settings, evaluator)
+    try:
+        cosmos = evaluate(plan_, survey.settings, evaluator)
+    except ComputationError as exc:
+        raise ComputationError(f"{exc}\n{where_failed(survey, specs, plan_, str(exc))}") from exc
     t2 = time.perf_counter()
     sig = signals(survey, dv, plan_, cosmos)
     fid_sig = sig.fiducial
@@ -371,7 +405,12 @@ def gaussian_validity(fc: Forecast, dv: DataVector, sig: Signals, evaluator):
         p = dict(survey.fiducial)
         p.update({n: float(v) for n, v in zip(names, pts.points[i])})
         full_points.append(p)
-    cosmos = evaluator(len(todo))([cosmo_part(p) for p in full_points], survey.settings) if todo else []
+    try:
+        cosmos = evaluator(len(todo))([cosmo_part(p) for p in full_points], survey.settings) if todo else []
+    except ComputationError as exc:
+        raise ComputationError(f"{exc}\nthe failed point is one of the Gaussian-validity check's points "
+                               "(fiducial +- 1 sigma along a principal direction); "
+                               "diagnostics.gaussian_check: false skips the check") from exc
     fid_aug = np.concatenate([sig.fiducial, prior_w * fid_theta])
     n_sig = sig.fiducial.size
     signals_at: list[np.ndarray | None] = [None] * len(pts.points)
