@@ -1,0 +1,455 @@
+"""Fuzzed survey and grid files (issue 7, part 1): every recipe in recipes/ is mutated by
+hypothesis -- keys deleted or renamed, values of the wrong type, out-of-range numbers, NaN
+and inf, very long lists, unicode keys and values, duplicate keys, deep nesting, unknown
+keys, truncated files -- and given to `fishcast validate` (and, for a cached subset, to
+`fishcast run`; for the grid recipe, to the grid reader, the design planner and
+`fishcast batch`).
+
+Each input either validates (and runs), or exits 2 with a message that locates the problem
+(file:line: key: ...) at a key of the file; never a traceback, never a hang (a per-case
+timeout), never an output file from a failed run.
+
+The runs are deterministic: ``derandomize=True`` (the examples are a function of the test),
+no example database, no deadline (a per-case SIGALRM timeout that is generous for a loaded
+machine stands in for it). About 560 validation cases, 60 grid cases, 50 runs; ~40 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import pathlib
+import re
+import signal
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fishcast.cli.main import cli
+from fishcast.errors import FishcastError, SurveyError
+from fishcast.yamlio import dotted
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SURVEY_RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.name.startswith("grid-"))
+GRID_RECIPES = sorted((ROOT / "recipes").glob("grid-*.yaml"))
+
+#: validation examples per survey recipe (5 recipes) and for the grid recipe
+N_VALIDATE = 100
+N_GRID = 60
+#: `fishcast run` examples per runnable recipe (2 recipes, cached)
+N_RUN = 25
+#: seconds before a case counts as a hang (validation takes ~0.01-0.2 s)
+VALIDATE_TIMEOUT = 30.0
+RUN_TIMEOUT = 120.0
+
+FUZZ = dict(derandomize=True, database=None, deadline=None, print_blob=False,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                   HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+
+
+class CaseTimeout(BaseException):
+    """Raised by SIGALRM inside a case (a BaseException: nothing in fishcast catches it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    def on_alarm(signum, frame):
+        raise CaseTimeout(f"the case did not finish within {seconds} s (a hang)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ---------------------------------------------------------------------------- the inputs
+@pytest.fixture(scope="module")
+def lumratio(tmp_path_factory):
+    """An <L>/L* table made here (the IST:F table is input data, not part of the project)."""
+    path = tmp_path_factory.mktemp("tables") / "lumratio.dat"
+    z = np.linspace(0.0, 4.5, 46)
+    np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
+    return path
+
+
+def recipe_data(recipe: pathlib.Path, lumratio: pathlib.Path) -> dict:
+    """The recipe as data, with its file paths made absolute (the mutants live elsewhere)."""
+    data = yaml.safe_load(recipe.read_text())
+    ia = data.get("probes", {}).get("weak_lensing", {}).get("intrinsic_alignment", {})
+    if ia.get("luminosity_ratio_file"):
+        ia["luminosity_ratio_file"] = str(lumratio)
+    if "survey" in data and "axes" in data:  # a grid: its base survey
+        data["survey"] = str((recipe.parent / data["survey"]).resolve())
+    return data
+
+
+def all_paths(node, prefix=()):
+    """Every key path of a YAML document (mappings by key, sequences by index)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield prefix + (k,)
+            yield from all_paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield prefix + (i,)
+            yield from all_paths(v, prefix + (i,))
+
+
+def get_at(node, path):
+    for p in path:
+        node = node[p]
+    return node
+
+
+def path_exists(data, path) -> bool:
+    try:
+        get_at(data, path)
+        return True
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
+UNICODE = st.sampled_from(["Ωₘ", "σ₈ ☃", "ℎ", "ｆ＿ｓｋｙ", "\u200b", "\u202eevil", "名前", "😀" * 50, "a\tb", "\u0000", "é" * 2000])
+WRONG_TYPE = st.one_of(
+    st.sampled_from(["abc", "", "1e3x", "true", "null", "[1, 2]", "0x10", "1_000", ".inf"]),
+    st.just([]), st.just({}), st.just([1, 2, 3]), st.just({"a": 1}), st.just([["x"]]),
+    st.booleans(), st.none(), st.integers(-10**30, 10**30), st.floats(allow_nan=False, allow_infinity=False),
+    UNICODE, TEXT,
+)
+NONFINITE = st.sampled_from([math.nan, math.inf, -math.inf, -math.nan])
+
+
+def out_of_range(value) -> st.SearchStrategy:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return st.one_of(st.integers(-10**6, 10**6), st.sampled_from([-1.0, 0.0, 1e-300, 1e300, -1e300, 10**30]))
+    return st.sampled_from([-value, 0, value * 1e6, -value * 1e6, value + 1e-9, -1, 1e308, -1e308, 5e-324,
+                            10**30, -(10**30), int(abs(value)) + 10**6]) | st.floats(allow_nan=False)
+
+
+def deep(depth: int, kind: str):
+    node: object = 1.0
+    for _ in range(depth):
+        node = [node] if kind == "list" else {"k": node}
+    return node
+
+
+OPS = ("delete", "retype", "range", "nonfinite", "long_list", "unicode_value", "unknown_key", "rename_key",
+       "deep", "duplicate", "truncate", "double")
+
+
+@st.composite
+def mutated(draw, data: dict, exclude: tuple = (), ops: tuple = OPS) -> tuple[str, str, tuple]:
+    """(YAML text, operation, path) of one mutation of ``data``; ``exclude``: key paths not to
+    touch; ``ops``: the mutations to choose from ("perturb" scales a number by 0.5 .. 2)."""
+    data = copy.deepcopy(data)
+    paths = [p for p in all_paths(data) if not any(p[:len(e)] == e for e in exclude)]
+    op = draw(st.sampled_from(ops))
+    if op == "perturb":
+        numbers = [p for p in paths if isinstance(get_at(data, p), (int, float)) and not isinstance(get_at(data, p), bool)]
+        path = draw(st.sampled_from(numbers))
+        parent = get_at(data, path[:-1])
+        factor = draw(st.floats(0.5, 2.0))
+        parent[path[-1]] = type(parent[path[-1]])(parent[path[-1]] * factor) if isinstance(parent[path[-1]], float) \
+            else max(1, round(parent[path[-1]] * factor))
+        return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), op, path
+    if op in ("duplicate", "truncate"):
+        text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6)
+        if op == "truncate":
+            cut = draw(st.integers(0, len(text)))
+            return text[:cut], op, ()
+        node = yaml.compose(text)
+        maps = []
+
+        def walk(n, path):
+            if isinstance(n, yaml.MappingNode):
+                if n.value:
+                    maps.append((n, path))
+                for kn, vn in n.value:
+                    walk(vn, path + (kn.value,))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, vn in enumerate(n.value):
+                    walk(vn, path + (i,))
+
+        walk(node, ())
+        m, mpath = draw(st.sampled_from(maps))
+        i = draw(st.integers(0, len(m.value) - 1))
+        key_node, value_node = m.value[i]
+        m.value.insert(draw(st.integers(0, len(m.value))), (copy.deepcopy(key_node), copy.deepcopy(value_node)))
+        return yaml.serialize(node, allow_unicode=True, width=10**6), op, mpath + (key_node.value,)
+    path = draw(st.sampled_from(paths))
+    parent = get_at(data, path[:-1])
+    last = path[-1]
+    value = parent[last]
+    if op == "delete":
+        del parent[last]
+    elif op == "retype":
+        parent[last] = draw(WRONG_TYPE.filter(lambda v: type(v) is not type(value)))
+    elif op == "range":
+        parent[last] = draw(out_of_range(value))
+    elif op == "nonfinite":
+        parent[last] = draw(NONFINITE)
+    elif op == "long_list":
+        n = draw(st.sampled_from([1000, 5000, 20000]))
+        item = value[0] if isinstance(value, list) and value else value
+        parent[last] = draw(st.sampled_from([[item] * n, list(range(n)), [float(i) / n for i in range(n)]]))
+    elif op == "unicode_value":
+        parent[last] = draw(UNICODE | TEXT)
+    elif op == "unknown_key":
+        target = value if isinstance(value, dict) else (parent if isinstance(parent, dict) else None)
+        if target is None:
+            return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), "none", ()
+        name = draw(UNICODE | TEXT | st.sampled_from(["f_skyy", "n_gals", "Omega_M", "extra", "1"]))
+        if name in target:
+            name = name + "_x"
+        target[name] = draw(WRONG_TYPE)
+        path = (path if target is value else path[:-1]) + (name,)
+    elif op == "rename_key":
+        if not isinstance(parent, dict):
+            return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), "none", ()
+        new = draw(UNICODE | st.sampled_from([str(last).upper(), str(last) + "s", str(last)[:-1] or "x"]))
+        if new in parent:
+            new = new + "_x"
+        parent[new] = parent.pop(last)
+        path = path[:-1] + (new,)
+    elif op == "deep":
+        parent[last] = deep(draw(st.sampled_from([10, 40, 70, 200])), draw(st.sampled_from(["list", "map"])))
+    elif op == "double":  # two mutations at once
+        parent[last] = draw(WRONG_TYPE)
+        other = draw(st.sampled_from(paths))
+        with contextlib.suppress(KeyError, IndexError, TypeError):
+            op_parent = get_at(data, other[:-1])
+            del op_parent[other[-1]]
+    text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6)
+    return text, op, path
+
+
+# ---------------------------------------------------------------------------- the oracle
+def located_keys(message: str, filename: str) -> list[str]:
+    """Keys named by the located lines ``file:line: key: message`` of an error message."""
+    keys = []
+    for line in message.splitlines():
+        m = re.match(re.escape(filename) + r":(\d+): (.+?): ", line)
+        if m:
+            keys.append(m.group(2))
+    return keys
+
+
+def key_in_document(key: str, data) -> bool:
+    """Whether a dotted key (``a.b[2].c``; keys may contain dots, as a grid's axes do) names
+    a place of the (mutated) document: it exists, or its parent does (a missing key)."""
+
+    def match(rest: str, node) -> bool:
+        if rest == "":
+            return True
+        if isinstance(node, list):
+            m = re.match(r"\[(\d+)\]", rest)
+            if not m:
+                return False
+            i = int(m.group(1))
+            tail = rest[m.end():].removeprefix(".")
+            return i < len(node) and match(tail, node[i]) or (tail == "" and i == len(node))
+        if isinstance(node, dict):
+            for k in map(str, node):
+                if rest == k:
+                    return True
+                if rest.startswith(k + ".") and match(rest[len(k) + 1:], node[k]):
+                    return True
+                if rest.startswith(k + "[") and match(rest[len(k):], node[k]):
+                    return True
+            return "." not in rest and "[" not in rest  # a missing key of this mapping
+        return False
+
+    return bool(key) and match(key, data)
+
+
+def check_bad_input_message(output: str, filename: str, text: str, op: str, path: tuple) -> None:
+    """Exit-2 message: names the file, locates every problem, and names a key of the file."""
+    assert output.startswith("error: "), output
+    assert "Traceback" not in output
+    message = output[len("error: "):]
+    assert filename in message.splitlines()[0], message
+    for line in message.strip().splitlines():
+        assert line.startswith(filename), f"a problem without its file: {line!r}"
+    keys = located_keys(message, filename)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if keys and isinstance(data, dict):
+        assert any(key_in_document(k, data) for k in keys), f"no key of the file named: {message}"
+    elif op in ("truncate", "duplicate", "deep") or not isinstance(data, dict):
+        # syntax, duplicates, nesting, empty or non-mapping files: a line number or the file
+        assert re.search(re.escape(filename) + r"(:\d+)?: ", message), message
+    else:
+        pytest.fail(f"no key named for {op} at {dotted(path)}: {message}")
+    if op in ("unknown_key", "rename_key") and isinstance(data, dict) and len(keys) == 1 \
+            and "unknown key" in message:
+        assert keys[0] == dotted(path), message  # a misspelled key is named exactly
+
+
+def invoke(args: list[str], timeout: float):
+    with time_limit(timeout):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def check_no_crash(res) -> None:
+    assert res.exception is None or isinstance(res.exception, SystemExit), \
+        f"uncaught {type(res.exception).__name__}: {res.exception}\n{res.output}"
+    assert "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("recipe", SURVEY_RECIPES, ids=[p.stem for p in SURVEY_RECIPES])
+def test_mutated_recipe_validates_or_exits_2_naming_the_key(recipe, lumratio, tmp_path):
+    base = recipe_data(recipe, lumratio)
+    counts = {"valid": 0, "invalid": 0}
+
+    @settings(max_examples=N_VALIDATE, **FUZZ)
+    @given(mutated(base))
+    def case(mutant):
+        text, op, path = mutant
+        survey = tmp_path / "mutant.yaml"
+        survey.write_text(text, encoding="utf-8")
+        before = sorted(tmp_path.iterdir())
+        res = invoke(["validate", survey], VALIDATE_TIMEOUT)
+        check_no_crash(res)
+        assert res.exit_code in (0, 2), res.output
+        if res.exit_code == 0:
+            assert f"{survey}: valid." in res.output
+            counts["valid"] += 1
+        else:
+            check_bad_input_message(res.output, str(survey), text, op, path)
+            counts["invalid"] += 1
+        assert sorted(tmp_path.iterdir()) == before  # validation writes nothing
+
+    case()
+    assert counts["valid"] + counts["invalid"] >= N_VALIDATE
+    assert counts["invalid"] > counts["valid"] > 0  # the mutations bite, and some still validate
+
+
+def test_library_raises_only_survey_errors(lumratio):
+    """The same mutations through the library: a SurveyError (exit 2) or a Survey, nothing else."""
+    from fishcast.survey import survey_from_text
+
+    recipe = next(p for p in SURVEY_RECIPES if p.name == "lsst-y10-wl.yaml")
+    base = recipe_data(recipe, lumratio)
+
+    @settings(max_examples=60, **FUZZ)
+    @given(mutated(base))
+    def case(mutant):
+        text, _, _ = mutant
+        with time_limit(VALIDATE_TIMEOUT):
+            try:
+                survey_from_text(text, "mutant.yaml", recipe.parent)
+            except SurveyError as exc:
+                assert exc.exit_code == 2 and exc.problems
+                for line, key, msg in exc.problems:
+                    assert msg and (line is None or line >= 1)
+
+    case()
+
+
+# ---------------------------------------------------------------------------- grids
+@pytest.mark.parametrize("recipe", GRID_RECIPES, ids=[p.stem for p in GRID_RECIPES])
+def test_mutated_grid_is_read_planned_or_refused_naming_the_key(recipe, lumratio, tmp_path):
+    """The grid reader and the planner (every design validated, no CAMB call); when the grid
+    is refused, `fishcast batch` exits 2 with the same located message and writes nothing."""
+    from fishcast.batch import grid_from_text, plan_batch
+
+    base = recipe_data(recipe, lumratio)
+
+    @settings(max_examples=N_GRID, **FUZZ)
+    @given(mutated(base))
+    def case(mutant):
+        text, op, path = mutant
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(text, encoding="utf-8")
+        out = tmp_path / "out"
+        with time_limit(VALIDATE_TIMEOUT):
+            try:
+                g = grid_from_text(text, str(grid), tmp_path)
+            except SurveyError:
+                g = None
+        if g is None:
+            res = invoke(["batch", grid, "-o", out, "--no-cache", "-q", "--workers", "1"], VALIDATE_TIMEOUT)
+            check_no_crash(res)
+            assert res.exit_code == 2, res.output
+            check_bad_input_message(res.output, str(grid), text, op, path)
+            assert not out.exists()
+            return
+        if len(g.designs) > 200:  # a long axis: plan a sample of the designs
+            g = type(g)(**{**g.__dict__, "designs": g.designs[:200]})
+        with time_limit(VALIDATE_TIMEOUT):
+            bp = plan_batch(g)
+        for f in bp.failed:  # a design with bad input fails alone, with a located reason
+            assert f.exit_code == 2 and f.stage == "validation", f
+            assert "Traceback" not in f.reason and f.reason
+
+    case()
+
+
+# ---------------------------------------------------------------------------- runs
+#: cheap runs: CAMB grids reduced, fixed-step derivatives; only survey keys are mutated (not
+#: the CAMB accuracy, which would make single cases minutes long)
+RUNNABLE = {
+    "two-tracer-toy.yaml": ["cosmology.accuracy.n_z=20", "cosmology.accuracy.n_k=100",
+                            "cosmology.accuracy.k_max=2", "derivatives.mode=fixed",
+                            "derivatives.stencil=3-point", "diagnostics.gaussian_check=false"],
+    "lsst-y10-wl.yaml": ["cosmology.accuracy.n_z=30", "cosmology.accuracy.n_k=120",
+                         "cosmology.accuracy.k_max=5", "derivatives.mode=fixed",
+                         "derivatives.stencil=3-point", "diagnostics.gaussian_check=false",
+                         "probes.weak_lensing.ell.n_bands=6", "probes.weak_lensing.integration.n_z=81",
+                         "parameters.free=[sigma8, A_IA, eta_IA, m_1, dz_1]",
+                         "parameters.priors={m_1: 0.003, dz_1: 0.001}"],
+}
+
+
+#: mostly mild changes (a number scaled by 0.5 .. 2), so that many mutants run
+RUN_OPS = ("perturb",) * 6 + ("delete", "range", "nonfinite", "retype", "unknown_key", "long_list")
+
+
+@pytest.mark.parametrize("name", sorted(RUNNABLE))
+def test_mutated_recipe_runs_or_exits_without_output(name, lumratio, tmp_path, cache_dir):
+    """`fishcast run` on mutants (through the session cache): either a whole, readable file
+    (exit 0, or 3 with the file written by design), or exit 2 / 4 and no file at all."""
+    from fishcast.io import read_fisher
+
+    recipe = ROOT / "recipes" / name
+    base = recipe_data(recipe, lumratio)
+    sets = [a for s in RUNNABLE[name] for a in ("--set", s)]
+    counts = {"ran": 0, "refused": 0}
+
+    @settings(max_examples=N_RUN, **FUZZ)
+    @given(mutated(base, exclude=(("cosmology", "accuracy"), ("derivatives",), ("diagnostics",)), ops=RUN_OPS))
+    def case(mutant):
+        text, op, path = mutant
+        work = tmp_path / "w"
+        work.mkdir(exist_ok=True)
+        for p in work.iterdir():
+            p.unlink()
+        survey = work / "mutant.yaml"
+        survey.write_text(text, encoding="utf-8")
+        out = work / "out.h5"
+        res = invoke(["run", survey, "-o", out, "--cache-dir", cache_dir, "-q", *sets], RUN_TIMEOUT)
+        check_no_crash(res)
+        assert res.exit_code in (0, 2, 3, 4), res.output
+        if res.exit_code in (0, 3):
+            fisher, meta = read_fisher(out)
+            assert np.all(np.isfinite(fisher.matrix))
+            counts["ran"] += 1
+        else:
+            assert res.output.startswith("error: ") and len(res.output.strip()) > len("error: ")
+            assert sorted(p.name for p in work.iterdir()) == ["mutant.yaml"]  # no output, no temporary file
+            counts["refused"] += 1
+
+    case()
+    assert counts["ran"] > 0 and counts["refused"] > 0
