@@ -19,17 +19,17 @@ def _read(path: pathlib.Path):
     from fishcast.derivatives import read_sweeps
     from fishcast.diagnostics import read_diagnostics
 
-    try:
-        import h5py
+    from fishcast.io import open_forecast
 
-        with h5py.File(path, "r") as h:
+    try:
+        with open_forecast(path, require_schema=False) as h:  # refuses a newer schema_version
             if "derivatives" not in h and "diagnostics" not in h:
                 raise FileFormatError(f"{path}: no /derivatives or /diagnostics group (not a fishcast forecast file?)")
             sweeps = _sweeps_in(h["derivatives"], read_sweeps) if "derivatives" in h else {}
             diags = read_diagnostics(h["diagnostics"]) if "diagnostics" in h else {}
     except FishcastError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise FileFormatError(f"{path}: cannot read the stability data: {exc}") from exc
     return sweeps, diags
 
@@ -109,8 +109,13 @@ def stability(ctx: click.Context, output: pathlib.Path, plot_path: pathlib.Path 
         if not output.is_file():
             raise InputError(f"{output}: no such file")
         sweeps, diags = _read(output)
-        click.echo(format_report(sweeps, diags.get("conditioning"), diags.get("error_stability"),
-                                 diags.get("gaussian_validity"), diags.get("projection")))
+        try:
+            report = format_report(sweeps, diags.get("conditioning"), diags.get("error_stability"),
+                                   diags.get("gaussian_validity"), diags.get("projection"))
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:  # values of the wrong kind
+            raise FileFormatError(f"{output}: unexpected content in /derivatives or /diagnostics: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        click.echo(report)
         if plot_path is not None:
             _plot(sweeps, plot_path)
             click.echo(f"step plots written to {plot_path}")

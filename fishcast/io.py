@@ -215,17 +215,19 @@ def _open(path):
 
 
 @contextlib.contextmanager
-def open_forecast(path) -> Iterator[Any]:
-    """Open a fishcast file read-only, checking that it is one and that its schema is known."""
+def open_forecast(path, require_schema: bool = True) -> Iterator[Any]:
+    """Open a fishcast file read-only, checking that it is one and that its schema is known
+    (``require_schema=False``: a file without ``schema_version`` is accepted, a newer one is
+    not). Unexpected content met while the file is open raises FileFormatError naming it."""
     f = _open(path)
     try:
         try:
             version = f.attrs.get("schema_version")
         except Exception as exc:  # damaged attribute heap
             raise FileFormatError(f"{path}: cannot read attributes (damaged file?): {exc}") from None
-        if version is None:
+        if version is None and require_schema:
             raise FileFormatError(f"{path}: not a fishcast file (no schema_version attribute)")
-        version = version.decode() if isinstance(version, bytes) else str(version)
+        version = version.decode() if isinstance(version, bytes) else str(version if version is not None else "0")
         try:
             major = int(version.split(".")[0])
         except ValueError:
@@ -235,17 +237,41 @@ def open_forecast(path) -> Iterator[Any]:
                 f"{path}: schema_version {version} is newer than this fishcast reads ({SCHEMA_VERSION}); "
                 "upgrade fishcast"
             )
-        yield f
+        try:
+            yield f
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            # what was read is not what a fishcast file holds (another tool's file, damage)
+            raise FileFormatError(f"{path}: damaged or unexpected content: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:  # a truncated dataset, a read error
+            raise FileFormatError(f"{path}: cannot read (truncated or damaged?): {exc}") from None
     finally:
         f.close()
 
 
 def _read_strings(ds) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+    """A 1-d dataset of strings (UTF-8 or bytes) as a list of str."""
+    values = ds[()]
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "SUO":
+        raise FileFormatError(f"{ds.name}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
+                              f"of shape {getattr(values, 'shape', ())}")
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
+
+
+def _read_matrix(ds, n: int | None = None, dims: int = 2) -> np.ndarray:
+    """A real (n, n) matrix (or ``dims``-d array whose last two axes are n x n) from a dataset."""
+    values = ds[()]
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "iuf" or values.ndim != dims \
+            or values.shape[-1] != values.shape[-2] or (n is not None and values.shape[-1] != n):
+        want = f"({n}, {n})" if n is not None else "square"
+        raise FileFormatError(f"{ds.name}: expected a real {want} matrix{' stack' if dims == 3 else ''}, found "
+                              f"{getattr(values, 'dtype', type(values))} of shape {getattr(values, 'shape', ())}")
+    return values.astype(float)
 
 
 def _attr(f, name, default=None):
     v = f.attrs.get(name, default)
+    if isinstance(v, np.ndarray):  # an array attribute (another tool's file): plain values
+        v = [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] if v.ndim else v.item()
     return v.decode() if isinstance(v, bytes) else v
 
 
@@ -269,14 +295,27 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
                     meta[key] = json.loads(meta.get(key) or "[]")
                 except (TypeError, ValueError):
                     meta[key] = []
-            fisher = FisherMatrix(f["fisher/matrix"][()], names, fid, units, provenance=meta["provenance"])
+            trust = meta.get("trust", "ok")
+            if trust is not None and (not isinstance(trust, str) or trust not in ("ok", "warn", "fail")):
+                raise FileFormatError(f"{path}: the trust attribute must be ok, warn or fail, found {trust!r}")
+            try:
+                fisher = FisherMatrix(f["fisher/matrix"][()], names, fid, units, provenance=meta["provenance"])
+            except FileFormatError:
+                raise
+            except InputError as exc:  # NaN, wrong shape, negative diagonal, ...
+                raise FileFormatError(f"{path}: /fisher/matrix: {exc}") from None
             probes = {}
             if "fisher/probes" in f:
                 for pname, g in f["fisher/probes"].items():
                     if "matrix" in g:
                         pn = _read_strings(g["names"]) if "names" in g else names
-                        probes[pname] = FisherMatrix(g["matrix"][()], pn,
-                                                     [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
+                        try:
+                            probes[pname] = FisherMatrix(g["matrix"][()], pn,
+                                                         [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
+                        except FileFormatError:
+                            raise
+                        except InputError as exc:
+                            raise FileFormatError(f"{path}: /fisher/probes/{pname}/matrix: {exc}") from None
             meta["probes"] = probes
             meta["path"] = str(path)
             c = f["constraints"] if "constraints" in f else None
@@ -401,11 +440,17 @@ def read_tracer_comparison(path) -> dict[str, dict[str, Any]]:
             if "tracer_comparison" not in g:
                 continue
             c = g["tracer_comparison"]
+            names = _read_strings(c["parameter_names"])
+            tracers = _read_strings(c["tracers"])
+            single = _read_matrix(c["single_tracer"], len(names), dims=3)
+            if single.shape[0] != len(tracers):
+                raise FileFormatError(f"{path}: {c.name}: {single.shape[0]} single-tracer matrices for "
+                                      f"{len(tracers)} tracers")
             out[probe] = {
-                "names": _read_strings(c["parameter_names"]),
-                "tracers": _read_strings(c["tracers"]),
-                "joint": c["joint"][()],
-                "single": c["single_tracer"][()],
-                "prior": prior,
+                "names": names,
+                "tracers": tracers,
+                "joint": _read_matrix(c["joint"], len(names)),
+                "single": single,
+                "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if prior is not None else None,
             }
     return out
