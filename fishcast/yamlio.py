@@ -40,6 +40,8 @@ def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
     try:
         try:
             node = loader.get_single_node()
+        except RecursionError:  # PyYAML composes recursively: thousands of nested brackets
+            raise SurveyError(filename, [(None, "", f"nesting deeper than {MAX_DEPTH}; refused")]) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -49,6 +51,9 @@ def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
             raise SurveyError(filename, [(None, "", f"not valid YAML: {exc}")]) from None
         if node is None:
             raise SurveyError(filename, [(None, "", "the file is empty: a survey needs at least name, cosmology, parameters and probes")])
+        if _expanded_size(node, {}, 0) > MAX_NODES:  # counted on the alias graph: a bomb is refused at once
+            raise SurveyError(filename, [(node.start_mark.line + 1, "",
+                                          f"the document expands to more than {MAX_NODES} nodes (alias bomb?); refused")])
         lines: dict[Path, int] = {}
         counter = [0]
         data = _convert(loader, node, (), lines, counter, 0, filename)
@@ -57,13 +62,34 @@ def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
         loader.dispose()
 
 
+def _expanded_size(node, memo: dict, depth: int) -> int:
+    """Number of nodes ``node`` expands to, aliases counted as often as they are used;
+    computed once per distinct node (so in time linear in the file, not in the expansion).
+    Beyond :data:`MAX_DEPTH` (also: a recursive alias) the count stops: :func:`_convert`
+    refuses such nesting."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if depth > MAX_DEPTH:
+        return 1
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1) for _, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1) for v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
 def _convert(loader, node, path: Path, lines, counter, depth, filename):
     counter[0] += 1
     if counter[0] > MAX_NODES:
         raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path),
                                       f"the document expands to more than {MAX_NODES} nodes (alias bomb?); refused")])
     if depth > MAX_DEPTH:
-        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path), f"nesting deeper than {MAX_DEPTH}; refused")])
+        raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path[:8]),
+                                      f"nesting deeper than {MAX_DEPTH} levels below this key; refused")])
     lines.setdefault(path, node.start_mark.line + 1)
     if node.tag not in _ALLOWED_TAGS:
         raise SurveyError(filename, [(node.start_mark.line + 1, _dotted(path),
