@@ -12,8 +12,10 @@ from .errors import handle_errors, track
 
 def parse_overrides(items) -> dict:
     """``--set key.path=value`` items -> {dotted key: value}; the value is read as YAML
-    (so numbers, booleans, lists like [1, 2] work), safely."""
-    import yaml
+    (so numbers, booleans, lists like [1, 2] work), safely: by the survey reader, which
+    refuses object tags, duplicate keys, alias bombs and deep nesting."""
+    from fishcast.errors import SurveyError
+    from fishcast.yamlio import load_yaml
 
     out = {}
     for item in items:
@@ -22,9 +24,10 @@ def parse_overrides(items) -> dict:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE (e.g. probes.weak_lensing.f_sky=0.4)",
                                      param_hint="--set")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc})", param_hint="--set") from None
+            out[key.strip()] = load_yaml(raw, f"--set {key.strip()}")[0] if raw.strip() else None
+        except SurveyError as exc:
+            raise click.BadParameter(f"{item!r}: {'; '.join(m for _, _, m in exc.problems)}",
+                                     param_hint="--set") from None
     return out
 
 
