@@ -73,18 +73,33 @@ def check_output_path(path: str | os.PathLike) -> pathlib.Path:
 
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike) -> Iterator[Any]:
-    """Open a temporary HDF5 file next to ``path``; rename it into place on success.
+    """Build an HDF5 file in memory; write it to a temporary name next to ``path``, fsync,
+    and rename it into place.
 
-    On any error (including a full disk) the temporary file is removed and an existing file
-    at ``path`` is left untouched.
+    HDF5 itself never writes to the disk: a full disk, a file-size limit or a folder that
+    turned read-only shows as an OSError of one plain write, which is reported as
+    :class:`InputError` ("cannot write PATH: reason"); the temporary file is removed and an
+    existing file at ``path`` is left untouched. (HDF5 writing to a failing disk raises from
+    deep inside its caches and can leave its library in a state that crashes at exit.)
     """
+    import io as _bytes_io
+
     h5py = _h5py()
     p = check_output_path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    buffer = _bytes_io.BytesIO()
+    f = h5py.File(buffer, "w")
     try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        with open(tmp, "rb+") as fh:
+        yield f
+    except BaseException:
+        with contextlib.suppress(Exception):
+            f.close()
+        raise
+    f.close()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException as exc:
@@ -252,7 +267,7 @@ def _read_strings(ds) -> list[str]:
     """A 1-d dataset of strings (UTF-8 or bytes) as a list of str."""
     values = ds[()]
     if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "SUO":
-        raise FileFormatError(f"{ds.name}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
+        raise FileFormatError(f"{ds.file.filename}: {ds.name}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
                               f"of shape {getattr(values, 'shape', ())}")
     return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
 
@@ -263,7 +278,7 @@ def _read_matrix(ds, n: int | None = None, dims: int = 2) -> np.ndarray:
     if not isinstance(values, np.ndarray) or values.dtype.kind not in "iuf" or values.ndim != dims \
             or values.shape[-1] != values.shape[-2] or (n is not None and values.shape[-1] != n):
         want = f"({n}, {n})" if n is not None else "square"
-        raise FileFormatError(f"{ds.name}: expected a real {want} matrix{' stack' if dims == 3 else ''}, found "
+        raise FileFormatError(f"{ds.file.filename}: {ds.name}: expected a real {want} matrix{' stack' if dims == 3 else ''}, found "
                               f"{getattr(values, 'dtype', type(values))} of shape {getattr(values, 'shape', ())}")
     return values.astype(float)
 
