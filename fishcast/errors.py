@@ -41,9 +41,16 @@ class SurveyError(InputError):
         lines = []
         for line, key, msg in self.problems:
             where = f"{self.path}:{line}" if line is not None else self.path
+            key = printable(key)  # a key with a newline or a control character stays on its line
             keypart = f" {key}:" if key else ""
             lines.append(f"{where}:{keypart} {msg}")
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with non-printable characters (newlines, controls) escaped as in Python."""
+    text = str(text)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class FileFormatError(InputError):

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fishcast.cli.main import cli
-from fishcast.errors import FishcastError, SurveyError
+from fishcast.errors import SurveyError, printable
 from fishcast.yamlio import dotted
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -256,12 +256,13 @@ def key_in_document(key: str, data) -> bool:
             tail = rest[m.end():].removeprefix(".")
             return i < len(node) and match(tail, node[i]) or (tail == "" and i == len(node))
         if isinstance(node, dict):
-            for k in map(str, node):
+            for key, child in node.items():
+                k = printable(key)
                 if rest == k:
                     return True
-                if rest.startswith(k + ".") and match(rest[len(k) + 1:], node[k]):
+                if rest.startswith(k + ".") and match(rest[len(k) + 1:], child):
                     return True
-                if rest.startswith(k + "[") and match(rest[len(k):], node[k]):
+                if rest.startswith(k + "[") and match(rest[len(k):], child):
                     return True
             return "." not in rest and "[" not in rest  # a missing key of this mapping
         return False
@@ -291,7 +292,7 @@ def check_bad_input_message(output: str, filename: str, text: str, op: str, path
         pytest.fail(f"no key named for {op} at {dotted(path)}: {message}")
     if op in ("unknown_key", "rename_key") and isinstance(data, dict) and len(keys) == 1 \
             and "unknown key" in message:
-        assert keys[0] == dotted(path), message  # a misspelled key is named exactly
+        assert keys[0] == printable(dotted(path)), message  # a misspelled key is named exactly
 
 
 def invoke(args: list[str], timeout: float):
