@@ -108,6 +108,10 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
         if executor is not None:
             executor.close()
         close()
+    if cache is not None and cache.stats.write_failed:
+        click.echo(f"warning: {cache.stats.write_failed} cosmology evaluations could not be kept in the cache at "
+                   f"{cache.root} ({cache.stats.write_error}); the forecast is complete, a rerun computes them again",
+                   err=True)
     fio.write_forecast(output, fc)
     if not quiet:
         from fishcast.diagnostics import format_report

@@ -49,6 +49,10 @@ class CacheStats:
     misses: int = 0
     stored: int = 0
     damaged: int = 0
+    #: entries that could not be written (full disk, read-only folder): the result was
+    #: still returned, only not kept; ``write_error`` is the last reason
+    write_failed: int = 0
+    write_error: str = ""
 
 
 @dataclass
@@ -82,15 +86,22 @@ class Cache:
         return res
 
     def put(self, key: str, result: CosmologyResult) -> None:
+        """Store ``result`` (atomically). A cache that cannot be written (a full disk, a
+        read-only folder) does not stop the computation: the failure is counted in
+        ``stats.write_failed`` / ``stats.write_error`` for the caller to report."""
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.{id(result)}.tmp")
         try:
+            p.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result.to_arrays())
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, p)
+        except OSError as exc:
+            self.stats.write_failed += 1
+            self.stats.write_error = exc.strerror or str(exc)
+            return
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -688,3 +688,25 @@ def test_sigint_during_batch(tmp_path):
     if out.exists():
         assert not (out / "summary.h5").exists() and not (out / "summary.csv").exists()
         assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_the_run(toy, tmp_path, monkeypatch):
+    """A full disk under the cache: every evaluation is still used, the output is written,
+    and the user is told that nothing was kept."""
+    from fishcast import cache as cache_mod
+
+    def full_open(name, mode="r", *a, **kw):
+        if "w" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(name))
+        return open(name, mode, *a, **kw)
+
+    monkeypatch.setattr(cache_mod, "open", full_open, raising=False)
+    out = tmp_path / "o.h5"
+    res = invoke("run", toy, "-o", out, "--cache-dir", tmp_path / "cache", "-q")
+    assert res.exit_code == 0, res.output
+    with h5py.File(out, "r") as f:
+        points = int(f.attrs["cosmology_points"])
+    assert (f"warning: {points} cosmology evaluations could not be kept in the cache at {tmp_path / 'cache'} "
+            f"({os.strerror(errno.ENOSPC)})") in res.output
+    assert Cache(tmp_path / "cache").entries() == [] and list((tmp_path / "cache").glob("*/.*.tmp")) == []
+    read_fisher(out)
