@@ -37,13 +37,18 @@ class SurveyError(InputError):
         self.problems = list(problems)
         super().__init__(self.format())
 
+    #: at most this many problems are printed (a 100,000-item list of bad values is one mistake)
+    MAX_SHOWN = 50
+
     def format(self) -> str:
         lines = []
-        for line, key, msg in self.problems:
+        for line, key, msg in self.problems[:self.MAX_SHOWN]:
             where = f"{self.path}:{line}" if line is not None else self.path
             key = printable(key)  # a key with a newline or a control character stays on its line
             keypart = f" {key}:" if key else ""
             lines.append(f"{where}:{keypart} {msg}")
+        if len(self.problems) > self.MAX_SHOWN:
+            lines.append(f"{self.path}: ... and {len(self.problems) - self.MAX_SHOWN} more problems")
         return "\n".join(lines)
 
 

@@ -710,3 +710,18 @@ def test_a_cache_that_cannot_be_written_does_not_stop_the_run(toy, tmp_path, mon
             f"({os.strerror(errno.ENOSPC)})") in res.output
     assert Cache(tmp_path / "cache").entries() == [] and list((tmp_path / "cache").glob("*/.*.tmp")) == []
     read_fisher(out)
+
+
+def test_a_long_list_of_bad_values_is_reported_in_bounded_form(tmp_path):
+    """20,000 wrong items are one mistake: the first 50 problems, located, then a count."""
+    survey = tmp_path / "s.yaml"
+    text = (ROOT / "recipes" / "two-tracer-toy.yaml").read_text().replace(
+        "free: [sigma8, b_B_1]", "free: [" + ", ".join(["sigma8"] * 20_000) + "]")
+    survey.write_text(text)
+    res = invoke("validate", survey)
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 51
+    assert all(re.match(re.escape(f"{survey}:") + r"\d+: parameters\.free\[\d+\]: sigma8 is listed twice", ln)
+               for ln in [lines[0][len("error: "):]] + lines[1:50])
+    assert lines[-1] == f"{survey}: ... and {19_999 - 50} more problems"
