@@ -91,6 +91,12 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
 
     sv = load_survey(survey, parse_overrides(overrides))
     fio.check_output_path(output)
+    import pathlib
+
+    if pathlib.Path(output).resolve() == pathlib.Path(survey).resolve():
+        from fishcast.errors import InputError
+
+        raise InputError(f"the output {output} is the survey file itself: give another -o")
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     track(cache, output)
     progress, close = _progress_factory(quiet)

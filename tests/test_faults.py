@@ -243,6 +243,14 @@ def test_missing_output_folder_refused_before_any_computation(toy, tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def test_output_over_the_survey_file_refused(toy, tmp_path):
+    survey = tmp_path / "s.yaml"
+    survey.write_text(toy.read_text())
+    res = invoke("run", survey, "-o", tmp_path / "." / "s.yaml", "--no-cache", "-q")
+    assert res.exit_code == 2 and "is the survey file itself" in res.output
+    assert survey.read_text() == toy.read_text()
+
+
 def test_read_only_folder_refused_before_any_computation(toy, tmp_path, monkeypatch):
     """As root chmod 555 does not stop a write; a read-only folder is what os.access reports."""
     from fishcast import cosmology
