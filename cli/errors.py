@@ -2,7 +2,7 @@
 
 Exit statuses (see :mod:`fishcast.errors`): 2 bad input (also unreadable or unwritable files),
 3 numerically untrustworthy, 4 a computation failed, 1 any other fishcast error, 130
-interrupted (SIGINT / Ctrl-C).
+interrupted (SIGINT / Ctrl-C), 143 terminated (SIGTERM, e.g. by a batch scheduler).
 
 A command that computes (``run``, ``batch``) tells :func:`track` where its cache and its
 output are; when it is interrupted, or a computation fails, the message ends with one line
@@ -25,6 +25,27 @@ F = TypeVar("F", bound=Callable)
 
 #: exit status of an interrupted command (128 + SIGINT, the shell's convention)
 EXIT_INTERRUPTED = 130
+
+#: exit status of a command stopped by SIGTERM (128 + 15), e.g. a batch job at its walltime
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM (see :func:`terminate_as_interrupt`), so that a
+    job killed by its scheduler cleans up and reports like Ctrl-C, with exit status 143."""
+
+    exit_code = EXIT_TERMINATED
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this (main) process."""
+    import signal
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+
 
 #: what the running command computes into (set by :func:`track`, reset per command)
 _TRACK: dict = {}
@@ -105,9 +126,10 @@ def handle_errors(func: F) -> F:
         except OSError as err:
             where = f"{err.filename}: " if getattr(err, "filename", None) else ""
             fail(f"{where}{err.strerror or err}", 2)
-        except KeyboardInterrupt:
-            click.echo(f"interrupted: {kept_summary()}", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            word = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            click.echo(f"{word}: {kept_summary()}", err=True)
+            sys.exit(getattr(exc, "exit_code", EXIT_INTERRUPTED))
         finally:
             _TRACK.clear()
 

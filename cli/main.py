@@ -39,4 +39,7 @@ _register()
 
 
 def main() -> None:
+    from .errors import terminate_as_interrupt
+
+    terminate_as_interrupt()  # SIGTERM (a scheduler's walltime) cleans up like Ctrl-C; exit 143
     cli()

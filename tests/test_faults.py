@@ -19,7 +19,8 @@ nothing silent.
 * Numerical faults in a Fisher matrix: NaN, a non-positive diagonal, a singular block:
   named, not inverted.
 * Two processes sharing a cache: whole entries, identical results.
-* SIGINT during run and batch: exit 130 promptly, one line saying what was kept, no output.
+* SIGINT during run and batch: exit 130 promptly, one line saying what was kept, no output
+  (SIGTERM, as a batch scheduler sends it: the same, exit 143).
 """
 
 from __future__ import annotations
@@ -638,9 +639,10 @@ def test_two_processes_sharing_a_cache(toy, tmp_path):
 
 
 # ================================================================= 8. SIGINT
-def _interrupt(args, cache_root, cwd, timeout=20.0):
-    """Start fishcast, send SIGINT to its process group (as Ctrl-C does) once the first
-    evaluation is in the cache; return (exit status, stderr, seconds from SIGINT to exit)."""
+def _interrupt(args, cache_root, cwd, timeout=20.0, sig=signal.SIGINT):
+    """Start fishcast, send ``sig`` to its process group (as Ctrl-C does, or a scheduler's
+    SIGTERM) once the first evaluation is in the cache; return (exit status, stderr, seconds
+    from the signal to the exit)."""
     proc = subprocess.Popen([str(EXE), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -649,7 +651,7 @@ def _interrupt(args, cache_root, cwd, timeout=20.0):
         assert time.monotonic() < deadline, "no evaluation was cached within 2 minutes"
         time.sleep(0.02)
     t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -659,17 +661,20 @@ def _interrupt(args, cache_root, cwd, timeout=20.0):
     return proc.returncode, err, time.monotonic() - t0
 
 
-def test_sigint_during_run(tmp_path):
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
+                                           (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_sigint_during_run(sig, code, word, tmp_path):
+    """Ctrl-C; and SIGTERM (a batch scheduler at the walltime) is handled the same way."""
     (tmp_path / "slow.yaml").write_text(SLOW)
     cache_root = tmp_path / "cache"
     out = tmp_path / "out.h5"
-    code, err, seconds = _interrupt(["run", "slow.yaml", "-o", out, "--cache-dir", cache_root, "-q"],
-                                    cache_root, tmp_path)
-    assert code == 130, err
+    status, err, seconds = _interrupt(["run", "slow.yaml", "-o", out, "--cache-dir", cache_root, "-q"],
+                                      cache_root, tmp_path, sig=sig)
+    assert status == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     kept = entries_whole(cache_root)
-    assert lines[0] == (f"interrupted: {kept} cosmology evaluation{'s' if kept != 1 else ''} of this run kept in "
+    assert lines[0] == (f"{word}: {kept} cosmology evaluation{'s' if kept != 1 else ''} of this run kept in "
                         f"the cache at {cache_root} ({kept} in all; a rerun starts from them); no output written")
     assert kept >= 1 and seconds < 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "slow.yaml"]  # no output, no temporary file
