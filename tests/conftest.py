@@ -30,3 +30,14 @@ def fiducial_cosmo(fast_settings):
 def cache_dir(tmp_path_factory):
     """One CAMB result cache for the whole session: identical points are computed once."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def lumratio(tmp_path_factory):
+    """A small <L>/L* table made here (the IST:F table is input data, not part of the project)."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("tables") / "lumratio.dat"
+    z = np.linspace(0.0, 4.5, 46)
+    np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
+    return path

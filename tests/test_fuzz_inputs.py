@@ -71,15 +71,6 @@ def time_limit(seconds: float):
 
 
 # ---------------------------------------------------------------------------- the inputs
-@pytest.fixture(scope="module")
-def lumratio(tmp_path_factory):
-    """An <L>/L* table made here (the IST:F table is input data, not part of the project)."""
-    path = tmp_path_factory.mktemp("tables") / "lumratio.dat"
-    z = np.linspace(0.0, 4.5, 46)
-    np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
-    return path
-
-
 def recipe_data(recipe: pathlib.Path, lumratio: pathlib.Path) -> dict:
     """The recipe as data, with its file paths made absolute (the mutants live elsewhere)."""
     data = yaml.safe_load(recipe.read_text())

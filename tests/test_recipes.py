@@ -22,15 +22,6 @@ def test_there_are_recipes():
     assert {"euclid-wl-pessimistic.yaml", "euclid-wl-optimistic.yaml", "lsst-y10-wl.yaml"} <= names
 
 
-@pytest.fixture(scope="module")
-def lumratio(tmp_path_factory):
-    """A small <L>/L* table made here (the IST:F table is not part of the project)."""
-    path = tmp_path_factory.mktemp("tables") / "lumratio.dat"
-    z = np.linspace(0.0, 4.5, 46)
-    np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
-    return path
-
-
 def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
     """--set overrides that shrink a recipe's grids (only for the sections it has)."""
     out = ["derivatives.mode=fixed", "derivatives.stencil=3-point", "diagnostics.gaussian_check=false",
