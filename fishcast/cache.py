@@ -128,6 +128,28 @@ class Cache:
         return n
 
 
+class MemoryCache:
+    """An in-memory stand-in for :class:`Cache` (``get``/``put`` only): lets a run that
+    retries after a CAMB failure (``derivatives.on_camb_failure: degrade``) keep what it
+    computed when no disk cache is used."""
+
+    def __init__(self):
+        self._store: dict[str, CosmologyResult] = {}
+        self.stats = CacheStats()
+
+    def get(self, key: str) -> CosmologyResult | None:
+        hit = self._store.get(key)
+        if hit is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return hit
+
+    def put(self, key: str, result: CosmologyResult) -> None:
+        self._store[key] = result
+        self.stats.stored += 1
+
+
 def cached_evaluator(cache: Cache | None, compute: Callable = _cosmo.compute_many,
                      on_point: Callable[[], None] | None = None):
     """An evaluator (points, settings) -> results that reads and fills ``cache``.

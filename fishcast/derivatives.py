@@ -186,6 +186,13 @@ class DerivativesConfig(BaseModel):
     )
     fixed_step: float = Field(0.01, gt=0, description="relative step (times scale) of mode 'fixed' when no 'step' override is given")
     stem_check: bool = Field(False, description="cross-check with a SteM-style linear fit over the plateau points")
+    on_camb_failure: Literal["stop", "degrade"] = Field(
+        "stop",
+        description="when CAMB fails at a stencil point: 'stop' the run (exit 4, the finished evaluations stay "
+        "in the cache), or 'degrade': drop the rungs that need the failed points and analyse the longest "
+        "run of complete rungs left (the verdict becomes WARN and says so; a failure at the fiducial, or too "
+        "few rungs left, still stops)",
+    )
     steps_from: str | None = Field(None, description="mode 'fast': earlier fishcast output file whose chosen steps are reused")
     parameters: dict[str, ParameterOverride] = Field(default_factory=dict, description="per-parameter overrides and declarations")
 
@@ -365,6 +372,42 @@ def plan_ladder(name: str, fiducial: float, spec: ParameterSpec) -> Ladder:
                 f"lower derivatives.parameters.{name}.h_max (or step)"
             )
     return Ladder(name=name, fiducial=x, steps=steps, stencils=tuple(stencils), points=tuple(points))
+
+
+def shrink_to_complete_rungs(name: str, fiducial: float, spec: ParameterSpec,
+                             available: Callable[[float], bool], config: DerivativesConfig | None = None
+                             ) -> ParameterSpec | None:
+    """The spec restricted to the longest run of consecutive rungs whose points are all
+    ``available`` (the others needed a point where the model failed); ``spec`` itself when
+    every rung is complete, None when too few rungs are left to analyse (fewer than the
+    plateau window in a sweep, or the chosen rung lost in modes 'fixed'/'fast')."""
+    import dataclasses
+
+    config = config or DerivativesConfig()
+    ladder = plan_ladder(name, fiducial, spec)
+    ok = [all(available(v) for v in pair) for pair in ladder.points]
+    if all(ok):
+        return spec
+    best, start = (0, 0), None
+    for k, good in enumerate(ok + [False]):
+        if good and start is None:
+            start = k
+        elif not good and start is not None:
+            if k - start > best[1] - best[0]:
+                best = (start, k)
+            start = None
+    a, b = best
+    if b - a == 0:
+        return None
+    if spec.chosen is not None:
+        if not a <= spec.chosen < b:
+            return None
+        chosen = spec.chosen - a
+    else:
+        chosen = None
+        if b - a < config.window:
+            return None
+    return dataclasses.replace(spec, top_step=float(spec.top_step * 2.0 ** -a), n_rungs=b - a, chosen=chosen)
 
 
 def plan_points(name: str, fiducial: float, spec: ParameterSpec) -> list[float]:

@@ -235,6 +235,15 @@ def known_steps(survey: Survey) -> dict[str, float]:
         return _der.known_steps_from_hdf5(f["derivatives"])
 
 
+def failed_key(plan_: Plan, message: str) -> str | None:
+    """The planned point a CAMB failure message is about (it quotes
+    :func:`fishcast.cosmology.describe_point` of the point), or None."""
+    for k, pt in zip(plan_.keys, plan_.points):
+        if _cosmo.describe_point(_cosmo.full_params(pt)) in message:
+            return k
+    return None
+
+
 def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, message: str) -> str:
     """Which planned evaluation a failure message is about: the fiducial, or the parameter,
     rung and step of each derivative ladder that needs the failed point (matched by the
@@ -243,11 +252,9 @@ def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, messa
     from . import derivatives as _der
 
     settings = survey.settings
-    failed = [k for k, pt in zip(plan_.keys, plan_.points)
-              if _cosmo.describe_point(_cosmo.full_params(pt)) in message]
-    if not failed:
+    key = failed_key(plan_, message)
+    if key is None:
         return "(the failed point is not one of the planned evaluations)"
-    key = failed[0]
     if key == plan_.keys[0]:
         return "the failed point is the fiducial cosmology: no derivative can be taken"
     uses, names = [], []
@@ -263,6 +270,32 @@ def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, messa
         return "(the failed point is not one of the planned evaluations)"
     return ("the failed point is the derivative step " + "; ".join(uses)
             + f" (a smaller derivatives.parameters.{names[0]}.h_max, or a narrower domain, avoids it)")
+
+
+def _drop_failed(survey: Survey, specs, values, key: str, dconf, message: str):
+    """Specs and stencil values without the rungs that need the failed point ``key``
+    (``derivatives.on_camb_failure: degrade``); ComputationError when too little is left."""
+    from . import derivatives as _der
+
+    settings = survey.settings
+    specs, values = dict(specs), dict(values)
+    for name in survey.free:
+        if not is_cosmological(name):
+            continue
+
+        def available(v: float, name=name) -> bool:
+            return _cosmo.point_key(cosmo_part(point_for(survey, name, v)), settings) != key
+
+        new = _der.shrink_to_complete_rungs(name, survey.fiducial[name], specs[name], available, dconf)
+        if new is None:
+            raise ComputationError(
+                f"{message}\nderivatives.on_camb_failure is 'degrade', but too few complete rungs of "
+                f"{name}'s ladder are left without the failed point (a sweep needs {dconf.window}); "
+                f"lower derivatives.parameters.{name}.h_max or raise n_rungs")
+        if new is not specs[name]:
+            specs[name] = new
+            values[name] = _der.plan_points(name, survey.fiducial[name], new)
+    return specs, values
 
 
 def _no_progress(label: str, total: int) -> Callable[[], None]:
@@ -292,12 +325,26 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
 
     tick = progress("cosmology evaluations", len(plan_.points))
     factory = evaluator_factory or (lambda c, on_point: cached_evaluator(c, on_point=on_point))
+    degrade = dconf.on_camb_failure == "degrade"
+    if degrade and cache is None and evaluator_factory is None:
+        from .cache import MemoryCache
+
+        cache = MemoryCache()  # a retry must not recompute what finished
     evaluator = factory(cache, tick)
     t1 = time.perf_counter()
-    try:
-        cosmos = evaluate(plan_, survey.settings, evaluator)
-    except ComputationError as exc:
-        raise ComputationError(f"{exc}\n{where_failed(survey, specs, plan_, str(exc))}") from exc
+    camb_failures: list[str] = []
+    while True:
+        try:
+            cosmos = evaluate(plan_, survey.settings, evaluator)
+            break
+        except ComputationError as exc:
+            where = where_failed(survey, specs, plan_, str(exc))
+            key = failed_key(plan_, str(exc))
+            if not degrade or key is None or key == plan_.keys[0]:
+                raise ComputationError(f"{exc}\n{where}") from exc
+            camb_failures.append(f"{exc}; {where}")
+            specs, values = _drop_failed(survey, specs, values, key, dconf, str(exc))
+            plan_ = plan(survey, values)
     t2 = time.perf_counter()
     sig = signals(survey, dv, plan_, cosmos)
     fid_sig = sig.fiducial
@@ -325,6 +372,11 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     )
     _diagnose(fc, dv, sig, specs, allow_degenerate,
               lambda n: factory(cache, progress("validity-check evaluations", n)))
+    if camb_failures:
+        if fc.trust == "ok":
+            fc.trust = "warn"
+        fc.trust_reasons = [f"CAMB failed at a stencil point; the rungs needing it were dropped "
+                            f"(derivatives.on_camb_failure: degrade): {m}" for m in camb_failures] + fc.trust_reasons
     t4 = time.perf_counter()
     fc.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "signals_and_fisher": t3 - t2,
                   "diagnostics": t4 - t3, "total": t4 - t0}
