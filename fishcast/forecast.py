@@ -370,7 +370,7 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
         camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(plan_.points),
         probe_reports=reports,
     )
-    _diagnose(fc, dv, sig, specs, allow_degenerate,
+    _diagnose(fc, dv, sig, allow_degenerate,
               lambda n: factory(cache, progress("validity-check evaluations", n)))
     if camb_failures:
         if fc.trust == "ok":
@@ -383,7 +383,7 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     return fc
 
 
-def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, specs, allow_degenerate: bool,
+def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool,
               evaluator=None) -> None:
     """Conditioning, stability of the errors, the Gaussian-validity check, and the verdict."""
     from . import diagnostics as _diag

@@ -42,7 +42,6 @@ from .errors import FileFormatError, InputError
 from .fisher import FisherMatrix
 
 SCHEMA_VERSION = "1.0"
-_STR = None  # set lazily: h5py string dtype
 
 
 def _h5py():

@@ -293,8 +293,6 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     z_max = acc.z_max if acc.z_max is not None else max(z_need, 0.5)
     if z_max < z_need:
         problem(("cosmology", "accuracy", "z_max"), f"the probes need redshifts up to {z_need:.3g}; z_max is {z_max:.3g}")
-    if any(r.nonlinear for r in reqs) and config.cosmology.nonlinear_model == "none":
-        pass  # a linear-only forecast is allowed; the probes use the linear spectrum then
     if problems:
         raise SurveyError(filename, problems)
     settings = CosmologySettings(
