@@ -59,9 +59,9 @@ def batch(grid, output, workers, scheduler, cluster, jobs, cluster_option, retri
     input is invalid, 4 a computation failed, 1 other) -- the other designs are written all
     the same, and summary.csv lists the failed ones with their reasons.
     """
-    from fishcast.batch import load_grid, run_batch
-    from fishcast.cache import Cache, default_cache_dir
-    from fishcast.execute import make_executor
+    from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.pipeline.cache import Cache, default_cache_dir
+    from fishcast.pipeline.execute import make_executor
     from .run import _progress_factory
 
     if scheduler and cluster:

@@ -11,7 +11,7 @@ _CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), defau
 
 
 def _cache(cache_dir):
-    from fishcast.cache import Cache, default_cache_dir
+    from fishcast.pipeline.cache import Cache, default_cache_dir
 
     return Cache(cache_dir or default_cache_dir())
 

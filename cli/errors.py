@@ -58,7 +58,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def track(cache=None, output: str | None = None, kind: str = "run") -> None:
-    """Record the cache (a :class:`fishcast.cache.Cache` or None) and the output of the
+    """Record the cache (a :class:`fishcast.pipeline.cache.Cache` or None) and the output of the
     running command, and how many evaluations the cache held before it started, so that an
     interruption or a failed computation can say what was kept."""
     _TRACK.clear()

@@ -2,7 +2,7 @@
 export, import.
 
 Thin: parse options, call :mod:`fishcast.fisher` / :mod:`fishcast.io` /
-:mod:`fishcast.interop` / :mod:`fishcast.plotting`, print. Every derived file keeps the
+:mod:`fishcast.io.exchange` / :mod:`fishcast.plotting`, print. Every derived file keeps the
 provenance chain (each input's SHA-256 and the operations applied) in its root attribute
 ``provenance``, and inherits the worst stability verdict (``trust``) of its inputs.
 
@@ -185,7 +185,7 @@ def _table(path: str, rows: list[dict], fom, meta: dict, warnings: list[str]) ->
 
 
 def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
-    from fishcast.interop import latex_name
+    from fishcast.io.exchange import latex_name
 
     out = [f"% fishcast show {path}", r"\begin{tabular}{lrrrrr}", r"\hline",
            r"Parameter & Fiducial & $\sigma_{\rm marg}$ & $\sigma_{\rm marg}/|\theta|$ & "
@@ -205,7 +205,7 @@ def _latex(path: str, rows: list[dict], fom, warnings: list[str]) -> str:
 def _tracer_gains(file: str, params: list[str]) -> dict[str, dict]:
     """The multi-tracer gain of each probe that stored a tracer comparison."""
     from fishcast.io import read_tracer_comparison
-    from fishcast.probes.counts_in_cells import tracer_gain
+    from fishcast.probes.multitracer_clustering import tracer_gain
 
     out = {}
     for probe, comp in read_tracer_comparison(file).items():
@@ -529,7 +529,7 @@ def export(file, fmt, output):
     """Write FILE's Fisher matrix for another code. getdist: BASE.paramnames, BASE.covmat
     (covariance, '# names' header) and BASE.fisher; cosmosis: BASE.txt as its Fisher sampler
     writes it; text: BASE.txt and BASE.paramnames (readable by fishcast import)."""
-    from fishcast.interop import export as export_fisher
+    from fishcast.io.exchange import export as export_fisher
 
     fisher, _ = _load(file)
     base = output if output is not None else str(Path(file).with_suffix(""))
@@ -549,7 +549,7 @@ def export(file, fmt, output):
 def import_(matrix, paramnames, output, keep_names):
     """Import a text Fisher matrix as IST:F and CosmicFish write them (whitespace-separated
     square matrix, '#' comments) into a fishcast HDF5 file."""
-    from fishcast.interop import read_text_fisher
+    from fishcast.io.exchange import read_text_fisher
 
     _check_output(output)
     fisher = read_text_fisher(matrix, paramnames, canonical=not keep_names)

@@ -84,8 +84,8 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     the file is written all the same) unless --allow-unstable; 4 a computation failed.
     """
     from fishcast import io as fio
-    from fishcast.cache import Cache, default_cache_dir
-    from fishcast.forecast import run_forecast
+    from fishcast.pipeline.cache import Cache, default_cache_dir
+    from fishcast.pipeline.forecast import run_forecast
     from .ops import show_table
     from fishcast.survey import load_survey
 
@@ -104,7 +104,7 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     try:
         factory = None
         if workers is not None:
-            from fishcast.execute import executor_evaluator_factory, make_executor
+            from fishcast.pipeline.execute import executor_evaluator_factory, make_executor
 
             executor = make_executor(workers)
             factory = executor_evaluator_factory(executor)

@@ -107,7 +107,7 @@ def triangle_figure(
         raise InputError("nothing to plot")
     if len(labels) != len(forecasts):
         raise InputError(f"{len(labels)} labels for {len(forecasts)} forecasts")
-    from fishcast.interop import latex_name
+    from fishcast.io.exchange import latex_name
 
     _, Figure = _matplotlib()
     params = plot_params(forecasts, params)

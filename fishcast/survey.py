@@ -36,7 +36,7 @@ from .parameters import (
     expand_patterns,
     is_cosmological,
 )
-from .probes import counts_in_cells as _cic
+from .probes import multitracer_clustering as _cic
 from .probes import weak_lensing as _wl
 from .probes.base import Probe
 from .yamlio import dotted, line_of, load_yaml

@@ -24,10 +24,10 @@ import pytest
 from click.testing import CliRunner
 
 from fishcast import cosmology as _cosmo
-from fishcast.batch import AxisSpec, load_grid, plan_batch, run_batch
-from fishcast.cache import Cache
+from fishcast.pipeline.batch import AxisSpec, load_grid, plan_batch, run_batch
+from fishcast.pipeline.cache import Cache
 from fishcast.errors import InputError, SurveyError
-from fishcast.execute import ProcessExecutor, SerialExecutor, Task
+from fishcast.pipeline.execute import ProcessExecutor, SerialExecutor, Task
 from fishcast.io import read_fisher
 
 BASE = """\
@@ -80,7 +80,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def serial(folder):
     """One design alone (no cache), then the 20-design grid serially with a fresh cache."""
-    from fishcast.forecast import run_forecast
+    from fishcast.pipeline.forecast import run_forecast
     from fishcast.survey import load_survey
 
     grid = load_grid(folder / "grid20.yaml")
@@ -187,7 +187,7 @@ def test_dask_local_cluster_bitwise_equal_to_serial(serial, folder):
     """A real LocalCluster with 2 worker processes (1 thread each; the serial run used CAMB's
     default threads in this process): every Fisher matrix equal bit for bit."""
     pytest.importorskip("distributed")
-    from fishcast.execute import DaskExecutor
+    from fishcast.pipeline.execute import DaskExecutor
 
     grid = load_grid(folder / "grid20.yaml")
     with DaskExecutor(cluster="local", workers=2) as ex:
@@ -323,7 +323,7 @@ def test_process_pool_survives_a_dead_worker():
 def test_recipe_grid_plans_the_points_of_one_design():
     """The example grid (27 LSST-like designs): every design valid, and the distinct points
     of the whole grid are exactly those of one design (planning only, no CAMB)."""
-    from fishcast.batch import plan_survey
+    from fishcast.pipeline.batch import plan_survey
     from fishcast.survey import load_survey
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "grid-wl-example.yaml"
@@ -338,7 +338,7 @@ def test_jobqueue_job_scripts_pin_one_thread_per_worker():
     """dask-jobqueue clusters are built (no job submitted): one worker process per core,
     one thread each, CAMB/BLAS threads fixed in the job script."""
     pytest.importorskip("dask_jobqueue")
-    from fishcast.execute import jobqueue_cluster
+    from fishcast.pipeline.execute import jobqueue_cluster
 
     c = jobqueue_cluster("slurm", {"cores": 4, "memory": "8GB", "queue": "normal"})
     try:

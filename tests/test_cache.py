@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fishcast.cache import Cache, cached_evaluator, default_cache_dir
+from fishcast.pipeline.cache import Cache, cached_evaluator, default_cache_dir
 from fishcast.cli.main import cli
 from fishcast.cosmology import CosmologyResult, CosmologySettings, point_key
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from fishcast.probes import cells
+from fishcast import exact_cells as cells
 
 SIDE = 1.0  # cell side [Mpc/h]
 B = np.array([1.0, 2.0])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fishcast.errors import ComputationError
-from fishcast.forecast import run_forecast
+from fishcast.pipeline.forecast import run_forecast
 from fishcast.survey import survey_from_text
 
 from .test_cli_run import SMALL
@@ -33,7 +33,7 @@ def camb_fails_above_omega_m_0335(monkeypatch):
 
 
 def test_degrade_drops_the_rungs_that_need_the_failed_point(camb_fails_above_omega_m_0335, cache_dir):
-    from fishcast.cache import Cache
+    from fishcast.pipeline.cache import Cache
 
     text = BASE.replace("derivatives: {mode: fixed}", "derivatives: {mode: sweep, n_rungs: 5, on_camb_failure: degrade}")
     fc = run_forecast(survey_from_text(text, "degrade.yaml"), cache=Cache(cache_dir))
@@ -47,7 +47,7 @@ def test_degrade_drops_the_rungs_that_need_the_failed_point(camb_fails_above_ome
 
 
 def test_stop_is_the_default_and_names_the_step(camb_fails_above_omega_m_0335, cache_dir):
-    from fishcast.cache import Cache
+    from fishcast.pipeline.cache import Cache
 
     text = BASE.replace("derivatives: {mode: fixed}", "derivatives: {mode: sweep, n_rungs: 5}")
     with pytest.raises(ComputationError, match=r"Omega_m = 0.336 \(rung 0"):

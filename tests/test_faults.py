@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fishcast.cache import Cache
+from fishcast.pipeline.cache import Cache
 from fishcast.cli.main import cli
 from fishcast.errors import SurveyError
 from fishcast.io import read_fisher
@@ -217,7 +217,7 @@ def test_where_failed_reads_a_worker_message(toy):
     step are found from the point it quotes."""
     from fishcast import derivatives as der
     from fishcast.cosmology import describe_point, full_params
-    from fishcast.forecast import plan, point_for, cosmo_part, where_failed
+    from fishcast.pipeline.forecast import plan, point_for, cosmo_part, where_failed
     from fishcast.survey import load_survey
 
     s = load_survey(toy)
@@ -278,7 +278,7 @@ def _previous(path: pathlib.Path) -> bytes:
 def test_read_only_at_write_time_leaves_the_old_file(where, toy, toy_h5, cache_dir, tmp_path, monkeypatch):
     """The folder turns read-only after the check (a remount, another user): creating the
     temporary file, or renaming it into place, fails with EROFS / EACCES."""
-    from fishcast import io as fio
+    from fishcast.io import hdf5 as fio
 
     out = tmp_path / "o.h5"
     old = _previous(out)
@@ -355,7 +355,7 @@ class FillingDisk(_stdio.RawIOBase):
 
 @pytest.mark.parametrize("capacity", [0, 2048, 20_000])
 def test_disk_filling_during_the_write(capacity, toy, toy_h5, cache_dir, tmp_path, monkeypatch):
-    from fishcast import io as fio
+    from fishcast.io import hdf5 as fio
 
     opened = []
 
@@ -706,7 +706,7 @@ def test_sigint_during_batch(tmp_path):
 def test_a_cache_that_cannot_be_written_does_not_stop_the_run(toy, tmp_path, monkeypatch):
     """A full disk under the cache: every evaluation is still used, the output is written,
     and the user is told that nothing was kept."""
-    from fishcast import cache as cache_mod
+    from fishcast.pipeline import cache as cache_mod
 
     def full_open(name, mode="r", *a, **kw):
         if "w" in mode:

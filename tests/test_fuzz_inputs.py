@@ -353,7 +353,7 @@ def test_library_raises_only_survey_errors(lumratio):
 def test_mutated_grid_is_read_planned_or_refused_naming_the_key(recipe, lumratio, tmp_path):
     """The grid reader and the planner (every design validated, no CAMB call); when the grid
     is refused, `fishcast batch` exits 2 with the same located message and writes nothing."""
-    from fishcast.batch import grid_from_text, plan_batch
+    from fishcast.pipeline.batch import grid_from_text, plan_batch
 
     base = recipe_data(recipe, lumratio)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fishcast import interop
+from fishcast.io import exchange as interop
 from fishcast.errors import FileFormatError, InputError
 from fishcast.fisher import FisherMatrix
 

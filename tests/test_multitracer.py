@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fishcast.probes import counts_in_cells as mt
+from fishcast.probes import multitracer_clustering as mt
 
 
 def _grid(n_k=6, n_mu=16, k_min=0.01, k_max=0.2):

@@ -120,6 +120,6 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_core_does_not_import_matplotlib():
-    code = ("import sys, fishcast.plotting, fishcast.interop, fishcast.cli.main; "
+    code = ("import sys, fishcast.plotting, fishcast.io.exchange, fishcast.cli.main; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)

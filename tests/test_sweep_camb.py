@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fishcast.fisher import FisherMatrix
-from fishcast.forecast import DataVector, fisher_from_derivatives, run_forecast
+from fishcast.pipeline.forecast import DataVector, fisher_from_derivatives, run_forecast
 from fishcast.survey import survey_from_text
 
 from .test_cli_run import SMALL
@@ -21,7 +21,7 @@ SWEEP = (SMALL.replace("derivatives: {mode: fixed}", "derivatives: {mode: sweep,
 
 @pytest.fixture(scope="module")
 def sweep_forecast(tmp_path_factory):
-    from fishcast.cache import Cache
+    from fishcast.pipeline.cache import Cache
 
     survey = survey_from_text(SWEEP, "sweep.yaml")
     return run_forecast(survey, cache=Cache(tmp_path_factory.mktemp("sweep-cache")))

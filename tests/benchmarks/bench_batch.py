@@ -63,9 +63,9 @@ axes:
 
 
 def timed_batch(folder: Path, grid: str, workers: int, cache_name: str, out: str):
-    from fishcast.batch import load_grid, run_batch
-    from fishcast.cache import Cache
-    from fishcast.execute import ProcessExecutor
+    from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.pipeline.cache import Cache
+    from fishcast.pipeline.execute import ProcessExecutor
 
     g = load_grid(folder / grid)
     t0 = time.perf_counter()

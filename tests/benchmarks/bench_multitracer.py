@@ -22,7 +22,7 @@ import time
 import camb
 import numpy as np
 
-from fishcast.probes import counts_in_cells as mt
+from fishcast.probes import multitracer_clustering as mt
 
 
 def camb_call() -> float:

@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fishcast import io as fio
-    from fishcast.forecast import run_forecast
+    from fishcast.pipeline.forecast import run_forecast
     from fishcast.parameters import PRIMORDIAL, is_cosmological
     from fishcast.survey import load_survey
 

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--stencil", choices=["3-point", "5-point"], default="3-point")
     args = ap.parse_args()
 
-    from fishcast.forecast import run_forecast
+    from fishcast.pipeline.forecast import run_forecast
     from fishcast.parameters import is_cosmological
     from fishcast.survey import load_survey
 

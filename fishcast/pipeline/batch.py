@@ -26,7 +26,7 @@ Running a grid (:func:`run_batch`):
 2. the distinct cosmology points of all designs are collected (content addresses of
    :func:`fishcast.cosmology.point_key`: designs that differ only in survey specs such as
    f_sky, n_gal or ell_max share every point), read from the cache where present, and the
-   rest computed once through the executor (:mod:`fishcast.execute`), grouped so that points
+   rest computed once through the executor (:mod:`fishcast.pipeline.execute`), grouped so that points
    differing only in n_s, A_s, sigma8 share one Boltzmann run;
 3. the probe work of each design (signals, derivatives, Fisher, diagnostics) runs as one task
    per design from those results and writes ``<output>/<design>.h5``
@@ -63,9 +63,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import FishcastError, InputError, SurveyError
-from .survey import Survey, pydantic_problems, load_survey
-from .yamlio import dotted, line_of, load_yaml
+from ..errors import FishcastError, InputError, SurveyError
+from ..survey import Survey, pydantic_problems, load_survey
+from ..yamlio import dotted, line_of, load_yaml
 
 #: at most this many designs in one grid
 MAX_DESIGNS = 100_000
@@ -312,8 +312,8 @@ class BatchPlan:
 
 
 def plan_survey(survey: Survey):
-    """The :class:`fishcast.forecast.Plan` of one survey (as :func:`run_forecast` makes it)."""
-    from . import derivatives as _der
+    """The :class:`fishcast.pipeline.forecast.Plan` of one survey (as :func:`run_forecast` makes it)."""
+    from .. import derivatives as _der
     from .forecast import known_steps, plan
 
     dconf = survey.config.derivatives
@@ -387,10 +387,10 @@ def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_ro
     cosmos = _resolve(cosmos)
 
     from .cache import Cache, cached_evaluator
-    from .cosmology import point_key
-    from .errors import DegenerateFisherError
+    from ..cosmology import point_key
+    from ..errors import DegenerateFisherError
     from .forecast import run_forecast
-    from .io import write_forecast
+    from ..io import write_forecast
 
     def factory(cache, on_point):
         fallback = cached_evaluator(Cache(cache_root) if cache_root else None)
@@ -441,7 +441,7 @@ class BatchResult:
     output: pathlib.Path
     designs: list[DesignResult]
     failed: list[DesignFailure]
-    stats: Any  # fishcast.execute.EvaluationStats
+    stats: Any  # fishcast.pipeline.execute.EvaluationStats
     executor: str
     timings: dict[str, float] = field(default_factory=dict)
     summary_h5: pathlib.Path | None = None
@@ -467,9 +467,9 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
               plot: bool = True) -> BatchResult:
     """Run every design of ``grid``; write ``<output>/<design>.h5``, the summaries and the plot.
 
-    ``executor``: a :class:`fishcast.execute.Executor` (default: serial, in this process);
-    ``cache``: a :class:`fishcast.cache.Cache` or None; ``progress``: see
-    :data:`fishcast.forecast.Progress`. Failed designs are reported in the result (and the
+    ``executor``: a :class:`fishcast.pipeline.execute.Executor` (default: serial, in this process);
+    ``cache``: a :class:`fishcast.pipeline.cache.Cache` or None; ``progress``: see
+    :data:`fishcast.pipeline.forecast.Progress`. Failed designs are reported in the result (and the
     summary), never raised; an error that concerns every design (a bad grid, an output folder
     that cannot be written, no design valid) raises.
     """
@@ -623,8 +623,8 @@ def write_summary_h5(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
     parameter; ``/failed``: ``name``, ``stage``, ``reason``."""
     import numpy as np
 
-    from . import __version__
-    from .io import _strings, atomic_h5, dataset
+    from .. import __version__
+    from ..io.hdf5 import _strings, atomic_h5, dataset
 
     rows = _rows(res)
     names = _parameter_names(res)
@@ -673,7 +673,7 @@ def write_summary_h5(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
 def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
     """Figure of merit against each axis: one panel per axis; every finished design is a
     point, joined to the designs that share its values on the other axes. Needs matplotlib (imported here); returns None when no design has a finite FoM."""
-    from .plotting import PALETTE, _matplotlib
+    from ..plotting import PALETTE, _matplotlib
 
     pts = [d for d in res.designs if math.isfinite(d.fom) and d.fom > 0]
     if not pts:

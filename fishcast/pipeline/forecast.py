@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cosmology as _cosmo
-from .cosmology import CosmologyResult, CosmologySettings
-from .errors import ComputationError
-from .fisher import FisherMatrix
-from .parameters import is_cosmological, unit_of
-from .probes.base import Probe
-from .survey import Survey
+from .. import cosmology as _cosmo
+from ..cosmology import CosmologyResult, CosmologySettings
+from ..errors import ComputationError
+from ..fisher import FisherMatrix
+from ..parameters import is_cosmological, unit_of
+from ..probes.base import Probe
+from ..survey import Survey
 
 
 class DataVector:
@@ -222,9 +222,9 @@ def known_steps(survey: Survey) -> dict[str, float]:
         return {}
     import pathlib
 
-    from . import derivatives as _der
-    from .errors import FileFormatError
-    from .io import open_forecast
+    from .. import derivatives as _der
+    from ..errors import FileFormatError
+    from ..io import open_forecast
 
     path = pathlib.Path(dconf.steps_from)
     if not path.is_absolute():
@@ -249,7 +249,7 @@ def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, messa
     rung and step of each derivative ladder that needs the failed point (matched by the
     point's description, :func:`fishcast.cosmology.describe_point`, which CAMB failures quote
     whether the point ran here or in a worker process)."""
-    from . import derivatives as _der
+    from .. import derivatives as _der
 
     settings = survey.settings
     key = failed_key(plan_, message)
@@ -275,7 +275,7 @@ def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, messa
 def _drop_failed(survey: Survey, specs, values, key: str, dconf, message: str):
     """Specs and stencil values without the rungs that need the failed point ``key``
     (``derivatives.on_camb_failure: degrade``); ComputationError when too little is left."""
-    from . import derivatives as _der
+    from .. import derivatives as _der
 
     settings = survey.settings
     specs, values = dict(specs), dict(values)
@@ -306,11 +306,11 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
                  evaluator_factory=None, allow_degenerate: bool = False) -> Forecast:
     """Run the forecast of ``survey``.
 
-    ``cache``: a :class:`fishcast.cache.Cache` or None. ``progress``: see :data:`Progress`.
+    ``cache``: a :class:`fishcast.pipeline.cache.Cache` or None. ``progress``: see :data:`Progress`.
     ``evaluator_factory(cache, on_point)`` builds the evaluator (serial by default; the batch
     module passes a parallel one).
     """
-    from . import derivatives as _der
+    from .. import derivatives as _der
     from .cache import cached_evaluator
 
     progress = progress or _no_progress
@@ -386,8 +386,8 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
 def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool,
               evaluator=None) -> None:
     """Conditioning, stability of the errors, the Gaussian-validity check, and the verdict."""
-    from . import diagnostics as _diag
-    from .errors import DegenerateFisherError
+    from .. import diagnostics as _diag
+    from ..errors import DegenerateFisherError
 
     survey = fc.survey
     dconf = survey.config.diagnostics
@@ -444,7 +444,7 @@ def gaussian_validity(fc: Forecast, dv: DataVector, sig: Signals, evaluator):
 
     Real Delta chi^2 (data and priors) at fiducial +- 1 sigma along each principal
     direction of the forecast covariance, against the Fisher prediction 1 (2N evaluations)."""
-    from . import diagnostics as _diag
+    from .. import diagnostics as _diag
 
     survey = fc.survey
     names = list(fc.fisher.names)

@@ -49,7 +49,7 @@ the tracer covariance and its analytic derivatives, the band-power / bias / f Fi
 volumes, the closed forms of physics.md section 2 and the projection :func:`project`; then
 the survey configuration :class:`CountsInCellsConfig` and the probe
 :class:`CountsInCellsProbe` made by :func:`build`.  The exact position-space counts-in-cells
-Fisher of a box is in :mod:`fishcast.probes.cells`.
+Fisher of a box is in :mod:`fishcast.exact_cells`.
 """
 
 from __future__ import annotations

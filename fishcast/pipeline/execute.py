@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FishcastError, InputError
+from ..errors import FishcastError, InputError
 
 #: thread count of CAMB (OpenMP) and BLAS inside a worker process
 WORKER_THREADS = 1
@@ -437,7 +437,7 @@ def evaluation_task(points: Sequence[Mapping[str, float]], settings, cache_root:
     (filled meanwhile by another run) are read, not computed.
 
     Returns ``(results, computed, boltzmann_calls)``."""
-    from . import cosmology as _cosmo
+    from .. import cosmology as _cosmo
     from .cache import cached_evaluator, Cache
 
     cache = Cache(cache_root) if cache_root else None
@@ -452,7 +452,7 @@ def evaluate_points(executor: Executor, points: Sequence[Mapping[str, float]], s
                     on_point: Callable[[], None] | None = None,
                     stats: EvaluationStats | None = None) -> list:
     """Evaluate ``points`` (all with ``settings``) through ``cache`` (a
-    :class:`fishcast.cache.Cache` or None) and ``executor``; see :func:`_evaluate`."""
+    :class:`fishcast.pipeline.cache.Cache` or None) and ``executor``; see :func:`_evaluate`."""
     return _evaluate(executor, [(p, settings) for p in points], cache, on_point, stats)
 
 
@@ -467,7 +467,7 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
     :class:`Outcome` (its ``error`` names the point). ``stats`` (if given) is updated;
     ``on_point()`` is called once per item finished.
     """
-    from . import cosmology as _cosmo
+    from .. import cosmology as _cosmo
 
     stats = stats if stats is not None else EvaluationStats()
     out: list = [None] * len(items)
@@ -516,10 +516,10 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
 
 
 def executor_evaluator_factory(executor: Executor, stats: EvaluationStats | None = None):
-    """An ``evaluator_factory(cache, on_point)`` for :func:`fishcast.forecast.run_forecast`
+    """An ``evaluator_factory(cache, on_point)`` for :func:`fishcast.pipeline.forecast.run_forecast`
     that spreads the evaluations over ``executor`` (``fishcast run --workers N``).
     A failed point raises :class:`~fishcast.errors.ComputationError` naming it."""
-    from .errors import ComputationError
+    from ..errors import ComputationError
 
     def factory(cache, on_point):
         def evaluate(points, settings):

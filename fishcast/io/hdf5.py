@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import FileFormatError, InputError
-from .fisher import FisherMatrix
+from .. import __version__
+from ..errors import FileFormatError, InputError
+from ..fisher import FisherMatrix
 
 SCHEMA_VERSION = "1.0"
 
@@ -139,7 +139,7 @@ def write_constraints(f, fisher: FisherMatrix, projection=None) -> None:
     with a ``projection`` (``--allow-degenerate``), the covariance with the degenerate
     directions projected out, and an attribute ``projected`` that says so.
     """
-    from .errors import DegenerateFisherError
+    from ..errors import DegenerateFisherError
 
     g = f.create_group("constraints")
     dataset(g, "conditional_sigma", fisher.conditional_sigma(), description="1/sqrt(F_ii): all other parameters fixed")
@@ -355,8 +355,8 @@ def file_sha256(path) -> str:
 
 
 def write_forecast(path, fc) -> pathlib.Path:
-    """Write a :class:`fishcast.forecast.Forecast` to ``path`` (atomically)."""
-    from .cosmology import camb_version
+    """Write a :class:`fishcast.pipeline.forecast.Forecast` to ``path`` (atomically)."""
+    from ..cosmology import camb_version
 
     survey = fc.survey
     s = survey.settings

@@ -49,7 +49,7 @@ import numpy as np
 from scipy.special import erfc
 
 from fishcast.errors import InputError
-from fishcast.probes.counts_in_cells import (
+from fishcast.probes.multitracer_clustering import (
     closed_form_lnb_lnb,
     closed_form_lnP_lnb,
     closed_form_lnP_lnP,

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cosmology as _cosmo
-from .cosmology import CosmologyResult, CosmologySettings
+from .. import cosmology as _cosmo
+from ..cosmology import CosmologyResult, CosmologySettings
 
 
 def default_cache_dir() -> pathlib.Path:
