@@ -49,7 +49,7 @@ ALIASES: dict[str, str] = {
     "s8": "sigma8", "sigma_8": "sigma8",
     "As": "A_s",
     "mnu": "m_nu", "Mnu": "m_nu", "summnu": "m_nu",
-    "aIA": "A_IA", "AIA": "A_IA", "etaIA": "eta_IA", "betaIA": "beta_IA",
+    "aIA": "A_IA", "AIA": "A_IA", "etaIA": "eta_IA", "betaIA": "beta_IA", "eIA": "eta_IA", "bIA": "beta_IA",
     "omegabh2": "ombh2", "omegach2": "omch2",
 }
 
