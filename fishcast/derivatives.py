@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -50,7 +49,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import parameters as _params
 from .errors import ComputationError, InputError
+from .parameters import Domain, Parameter
 
 __all__ = [
     "DerivativesConfig",
@@ -59,7 +60,6 @@ __all__ = [
     "ParameterSpec",
     "Ladder",
     "ParameterSweep",
-    "DEFAULT_DOMAINS",
     "ACCURACY_SETTINGS",
     "domain_of",
     "resolve_spec",
@@ -82,7 +82,8 @@ _TINY = 1e-300
 # ---------------------------------------------------------------------------- domains
 @dataclass(frozen=True)
 class ParameterDomain:
-    """Default scale, physical domain and unit of a parameter.
+    """Default scale, physical domain and unit of a parameter: the derivative engine's view
+    of its :class:`fishcast.parameters.Parameter` (the registry is the only table).
 
     scale: the unit of the relative step when the fiducial cannot serve (it is zero or an
         offset). ``scale_always`` True: the declared scale is used even for a non-zero
@@ -101,42 +102,19 @@ class ParameterDomain:
     units: str = ""
     cosmological: bool = False
 
-
-#: Default domains by regular expression (full match), first match wins. Users declare more
-#: (or override) under ``derivatives.parameters``.
-DEFAULT_DOMAINS: tuple[tuple[str, ParameterDomain], ...] = (
-    ("Omega_m", ParameterDomain(lower=0.0, cosmological=True)),
-    ("Omega_b", ParameterDomain(lower=0.0, cosmological=True)),
-    ("Omega_c|ombh2|omch2", ParameterDomain(lower=0.0, cosmological=True)),
-    ("h", ParameterDomain(lower=0.0, cosmological=True)),
-    ("H0", ParameterDomain(scale=67.0, lower=0.0, units="km/s/Mpc", cosmological=True)),
-    # sum of neutrino masses: m_nu = 0 is a valid (massless) model, hence inclusive; the
-    # scale 0.06 eV (minimal normal hierarchy) serves when the fiducial is 0.
-    ("m_nu", ParameterDomain(scale=0.06, lower=0.0, lower_inclusive=True, units="eV", cosmological=True)),
-    ("sigma8|S8", ParameterDomain(lower=0.0, cosmological=True)),
-    ("A_s", ParameterDomain(scale=2.1e-9, lower=0.0, cosmological=True)),
-    ("n_s", ParameterDomain(cosmological=True)),
-    ("w0", ParameterDomain(cosmological=True)),
-    # wa is an offset around 0: a 5% top step of the scale 1 moves C_ell by ~1e-3
-    ("wa", ParameterDomain(scale=1.0, scale_always=True, cosmological=True)),
-    # Omega_k: scale 0.1, so the top step 5e-3 changes distances about as much as wa's
-    ("Omega_k", ParameterDomain(scale=0.1, scale_always=True, cosmological=True)),
-    ("A_IA", ParameterDomain()),
-    ("eta_IA", ParameterDomain(scale=1.0, scale_always=True)),
-    ("beta_IA", ParameterDomain()),
-    # shear multiplicative bias m_i (1 + m_i > 0) and photo-z shifts dz_i: offsets
-    (r"m_\d+", ParameterDomain(scale=0.01, scale_always=True, lower=-1.0)),
-    (r"dz_\d+", ParameterDomain(scale=0.01, scale_always=True)),
-    (r"b\w*", ParameterDomain(lower=0.0)),
-)
+    @classmethod
+    def of(cls, param: Parameter) -> "ParameterDomain":
+        d = param.domain
+        return cls(scale=param.step_scale, scale_always=param.offset, lower=d.lower, upper=d.upper,
+                   lower_inclusive=d.lower_inclusive, upper_inclusive=d.upper_inclusive, units=param.unit,
+                   cosmological=param.cosmological)
 
 
 def domain_of(name: str) -> ParameterDomain:
-    """The default :class:`ParameterDomain` of ``name`` (unbounded, scale 1 if unknown)."""
-    for pattern, dom in DEFAULT_DOMAINS:
-        if re.fullmatch(pattern, name):
-            return dom
-    return ParameterDomain()
+    """The default :class:`ParameterDomain` of ``name`` from the parameter registry
+    (unbounded, scale 1 if unknown). Users declare more (or override) under
+    ``derivatives.parameters``."""
+    return ParameterDomain.of(_params.lookup(name))
 
 
 # ---------------------------------------------------------------------------- config
@@ -241,32 +219,29 @@ class ParameterSpec:
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the parameter's physical domain."""
-        if self.lower is not None:
-            if value < self.lower or (value == self.lower and not self.lower_inclusive):
-                return False
-        if self.upper is not None:
-            if value > self.upper or (value == self.upper and not self.upper_inclusive):
-                return False
-        return True
+        return self.domain.contains(value)
 
     def domain_text(self) -> str:
-        lo = "-inf" if self.lower is None else f"{self.lower:g}"
-        hi = "inf" if self.upper is None else f"{self.upper:g}"
-        lb = "[" if (self.lower is not None and self.lower_inclusive) else "("
-        ub = "]" if (self.upper is not None and self.upper_inclusive) else ")"
-        return f"{lb}{lo}, {hi}{ub}"
+        return self.domain.text()
+
+    @property
+    def domain(self) -> Domain:
+        return Domain(self.lower, self.upper, self.lower_inclusive, self.upper_inclusive)
 
 
 def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = None,
-                 known_step: float | None = None) -> ParameterSpec:
-    """Resolve the ladder of ``name`` at ``fiducial`` from the defaults table and ``config``.
+                 known_step: float | None = None, parameter: Parameter | None = None) -> ParameterSpec:
+    """Resolve the ladder of ``name`` at ``fiducial`` from the parameter's description and
+    ``config``.
 
     known_step: an absolute step from an earlier run (mode 'fast'); the YAML ``step``
     override wins over it. In mode 'fast' a parameter without a known step is swept.
+    parameter: the parameter's description (a survey's, e.g. a probe's own nuisance
+    parameter); default: the registry's (:func:`domain_of`).
     Raises InputError if the fiducial is outside the parameter's domain.
     """
     config = config or DerivativesConfig()
-    dom = domain_of(name)
+    dom = ParameterDomain.of(parameter) if parameter is not None else domain_of(name)
     ov = config.override_for(name)
     fid = float(fiducial)
     if ov.scale is not None:
@@ -676,12 +651,47 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
     """Derivative of the signal with respect to ``name`` from the signals at the planned
     values (``signals[value]``, values from :func:`plan_points`) and at the fiducial.
 
+    Steps: per-rung derivatives and their changes (:func:`_rungs`), the plateau window and
+    chosen rung (:func:`_choose`), the reported stencil, the plateau's width and spread, the
+    verdict (:func:`_verdict`), and the optional SteM cross-check.
+
     norm: length of a signal-shaped array in the data's Fisher metric, ``sqrt(gram(d, d))``.
     Raises ComputationError if a planned value is missing or its signal is not finite.
     """
     config = config or DerivativesConfig()
     ladder = plan_ladder(name, fiducial, spec)
     fid = np.asarray(fid_signal, dtype=float)
+    d3, d5, norms, deltas = _rungs(ladder, signals, fid, norm)
+    window, chosen, score = _choose(spec, config, deltas, len(ladder.steps))
+    use5 = config.stencil == "5-point" and chosen >= 1 and bool(np.all(np.isfinite(d5[chosen])))
+    st = ladder.stencils[chosen]
+    stencil = (f"5-point {st} (Richardson)" if use5 else f"3-point {st}")
+    derivative = d5[chosen] if use5 else d3[chosen]
+    width, spread = _plateau(config, d3, norms, deltas, window, chosen, norm)
+    used = {ladder.stencils[chosen]} | ({ladder.stencils[chosen - 1]} if use5 else set())
+    verdict, reason, message = _verdict(name, spec, config, ladder, norms, deltas, window, score, used)
+
+    stem = stem_diff = None
+    nc = norms[chosen]
+    if config.stem_check and len(ladder.steps) >= 2:
+        stem = _stem_slope(ladder, window, signals, fid)
+        stem_diff = float(norm(stem - derivative)) / nc if nc > 0 else math.inf
+
+    return ParameterSweep(
+        name=name, fiducial=float(fiducial), scale=spec.scale, mode=spec.mode,
+        steps=ladder.steps.copy(), relative_steps=ladder.steps / spec.scale, stencils=ladder.stencils,
+        derivatives_3pt=d3, derivatives_5pt=d5, deltas=deltas, window=window, chosen=chosen,
+        stencil=stencil, derivative=np.array(derivative), plateau_width=int(width), spread=float(spread),
+        score=score, verdict=verdict, reason=reason, message=message,
+        tol_pass=config.tol_pass, tol_warn=config.tol_warn, parameter_units=spec.units,
+        signal_units=signal_units, stem_derivative=stem, stem_difference=stem_diff, norms=norms,
+    )
+
+
+def _rungs(ladder: Ladder, signals, fid: np.ndarray, norm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per rung: the 3-point derivatives D3 (K, *shape), the Richardson D5 (NaN where the
+    rung above uses another stencil), their norms (K,), and the changes ``delta_k =
+    |D3_k - D3_{k+1}| / |D3_{k+1}|`` (K-1,) in the data metric."""
     d3 = _rung_derivatives(ladder, signals, fid)
     K = len(ladder.steps)
     d5 = np.full_like(d3, np.nan)
@@ -693,39 +703,45 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
     for k in range(K - 1):
         num = float(norm(d3[k] - d3[k + 1]))
         deltas[k] = 0.0 if num == 0.0 else (num / norms[k + 1] if norms[k + 1] > 0 else math.inf)
+    return d3, d5, norms, deltas
 
-    # plateau window and chosen rung
+
+def _choose(spec: ParameterSpec, config: DerivativesConfig, deltas: np.ndarray, K: int
+            ) -> tuple[tuple[int, int], int, float]:
+    """``(window, chosen rung, score)``: in a sweep the plateau window of ``config.window``
+    rungs with the smallest largest change (near ties toward larger steps) and its second
+    rung; in modes 'fixed'/'fast' the spec's rung and every rung as the window."""
     if spec.mode == "sweep":
         W = min(config.window, K)
         scores = np.array([np.max(deltas[k:k + W - 1]) for k in range(K - W + 1)])
         best = float(np.min(scores))
         ties = np.nonzero(scores <= best * config.tie_factor)[0] if best > 0 else np.nonzero(scores == 0)[0]
         start = int(ties[0])
-        window = (start, start + W)
-        chosen = start + 1
-        score = float(scores[start])
-    else:
-        chosen = int(spec.chosen if spec.chosen is not None else K - 1)
-        window = (0, K)
-        score = float(np.max(deltas)) if K > 1 else float("nan")
+        return (start, start + W), start + 1, float(scores[start])
+    chosen = int(spec.chosen if spec.chosen is not None else K - 1)
+    return (0, K), chosen, (float(np.max(deltas)) if K > 1 else float("nan"))
 
-    use5 = config.stencil == "5-point" and chosen >= 1 and np.all(np.isfinite(d5[chosen]))
-    st = ladder.stencils[chosen]
-    stencil = (f"5-point {st} (Richardson)" if use5 else f"3-point {st}")
-    derivative = d5[chosen] if use5 else d3[chosen]
 
-    # plateau width and spread
+def _plateau(config: DerivativesConfig, d3: np.ndarray, norms: np.ndarray, deltas: np.ndarray,
+             window: tuple[int, int], chosen: int, norm) -> tuple[int, float]:
+    """The plateau width (rungs connected to the chosen one by changes <= tol_pass) and the
+    spread ``max_window |D3_i - D3_c| / |D3_c|``."""
+    K = len(d3)
     left = right = chosen
     while left > 0 and deltas[left - 1] <= config.tol_pass:
         left -= 1
     while right < K - 1 and deltas[right] <= config.tol_pass:
         right += 1
-    width = right - left + 1
     nc = norms[chosen]
     spread = (max(float(norm(d3[i] - d3[chosen])) for i in range(*window)) / nc) if nc > 0 else math.inf
+    return right - left + 1, spread
 
-    # verdict
-    used = {ladder.stencils[chosen]} | ({ladder.stencils[chosen - 1]} if use5 else set())
+
+def _verdict(name: str, spec: ParameterSpec, config: DerivativesConfig, ladder: Ladder, norms: np.ndarray,
+             deltas: np.ndarray, window: tuple[int, int], score: float, used: set[str]) -> tuple[str, str, str]:
+    """``(verdict, reason, message)`` of the sweep; ``used``: the stencils of the rungs the
+    reported derivative uses (a one-sided one is named with the domain boundary)."""
+    K = len(ladder.steps)
     boundary = bool(used - {"central"})
     if not np.any(norms > 0):
         verdict, reason = "FAIL", "zero derivative"
@@ -749,21 +765,7 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
     if boundary:
         sides = "/".join(sorted(used - {"central"}))
         message += (f"; one-sided ({sides}) stencil at the domain boundary {spec.domain_text()} of {name}")
-
-    stem = stem_diff = None
-    if config.stem_check and K >= 2:
-        stem = _stem_slope(ladder, window, signals, fid)
-        stem_diff = float(norm(stem - derivative)) / nc if nc > 0 else math.inf
-
-    return ParameterSweep(
-        name=name, fiducial=float(fiducial), scale=spec.scale, mode=spec.mode,
-        steps=ladder.steps.copy(), relative_steps=ladder.steps / spec.scale, stencils=ladder.stencils,
-        derivatives_3pt=d3, derivatives_5pt=d5, deltas=deltas, window=window, chosen=chosen,
-        stencil=stencil, derivative=np.array(derivative), plateau_width=int(width), spread=float(spread),
-        score=score, verdict=verdict, reason=reason, message=message,
-        tol_pass=config.tol_pass, tol_warn=config.tol_warn, parameter_units=spec.units,
-        signal_units=signal_units, stem_derivative=stem, stem_difference=stem_diff, norms=norms,
-    )
+    return verdict, reason, message
 
 
 def _stem_slope(ladder: Ladder, window: tuple[int, int], signals, fid: np.ndarray) -> np.ndarray:

@@ -611,7 +611,7 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
     """The 2N points fiducial +- n_sigma along the principal directions of ``cov``.
 
     domains: optional name -> ``contains(value)`` (e.g. ``ParameterSpec.contains``); when
-    None the defaults of :func:`fishcast.derivatives.domain_of` are used.
+    None the domains of the parameter registry (:func:`fishcast.parameters.lookup`) are used.
     """
     names = [str(x) for x in names]
     cov = np.asarray(cov, dtype=float)
@@ -627,14 +627,9 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
         labels += [f"+{i}", f"-{i}"]
     pts_a = np.array(pts)
     if domains is None:
-        from .derivatives import ParameterSpec, domain_of
+        from .parameters import lookup
 
-        def default(nm):
-            dm = domain_of(nm)
-            return ParameterSpec(name=nm, mode="", scale=1.0, top_step=1.0, n_rungs=1, lower=dm.lower, upper=dm.upper,
-                                 lower_inclusive=dm.lower_inclusive, upper_inclusive=dm.upper_inclusive).contains
-
-        domains = {nm: default(nm) for nm in names}
+        domains = {nm: lookup(nm).domain.contains for nm in names}
     inside = np.array([all(domains[nm](float(p[j])) for j, nm in enumerate(names) if nm in domains) for p in pts_a])
     return PrincipalPoints(names=tuple(names), fiducial=fid, n_sigma=float(n_sigma), offsets=offsets,
                            points=pts_a, labels=tuple(labels), inside=inside, sigma=sig)

@@ -8,7 +8,8 @@ parameters is ``F' = J^T F J`` with ``J = M^-1`` (Coe 2009, arXiv:0906.4123, eq.
 targets are functions of the *original* parameters, so several can be derived at once
 (e.g. ``ombh2``, ``omch2`` and ``H0`` together).
 
-Derived parameters (name: definition [units], replaces):
+Derived parameters (name: definition [units], replaces); their units and labels are those of
+the parameter registry (:mod:`fishcast.parameters`):
 
 * ``S8``: ``sigma8 sqrt(Omega_m / 0.3)``, replaces ``sigma8``.
 * ``H0``: ``100 h`` [km/s/Mpc], replaces ``h``.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fishcast.errors import InputError
+from fishcast.parameters import latex_of, unit_of
 
 __all__ = ["DerivedParameter", "DERIVED", "jacobian", "omnuh2_per_ev"]
 
@@ -56,8 +58,17 @@ class DerivedParameter:
     requires: tuple[str, ...]
     value: Callable[[Mapping[str, float]], float]
     gradient: Callable[[Mapping[str, float]], dict[str, float]]
-    units: str = ""
     description: str = ""
+
+    @property
+    def units(self) -> str:
+        """Unit of the derived parameter, from the parameter registry."""
+        return unit_of(self.name)
+
+    @property
+    def latex(self) -> str:
+        """LaTeX label of the derived parameter, from the parameter registry."""
+        return latex_of(self.name)
 
 
 def _omnuh2(v: Mapping[str, float]) -> float:
@@ -76,17 +87,17 @@ DERIVED: dict[str, DerivedParameter] = {
                 "sigma8": math.sqrt(v["Omega_m"] / 0.3),
                 "Omega_m": 0.5 * v["sigma8"] / math.sqrt(0.3 * v["Omega_m"]),
             },
-            "", "sigma8 sqrt(Omega_m/0.3)",
+            "sigma8 sqrt(Omega_m/0.3)",
         ),
         DerivedParameter(
             "H0", "h", ("h",), lambda v: 100.0 * v["h"], lambda v: {"h": 100.0},
-            "km/s/Mpc", "100 h",
+            "100 h",
         ),
         DerivedParameter(
             "ombh2", "Omega_b", ("Omega_b", "h"),
             lambda v: v["Omega_b"] * v["h"] ** 2,
             lambda v: {"Omega_b": v["h"] ** 2, "h": 2.0 * v["Omega_b"] * v["h"]},
-            "", "Omega_b h^2",
+            "Omega_b h^2",
         ),
         DerivedParameter(
             "omch2", "Omega_m", ("Omega_m", "Omega_b", "h", "m_nu"),
@@ -97,13 +108,13 @@ DERIVED: dict[str, DerivedParameter] = {
                 "h": 2.0 * (v["Omega_m"] - v["Omega_b"]) * v["h"],
                 "m_nu": -omnuh2_per_ev(),
             },
-            "", "Omega_c h^2 = (Omega_m - Omega_b) h^2 - Omega_nu h^2",
+            "Omega_c h^2 = (Omega_m - Omega_b) h^2 - Omega_nu h^2",
         ),
         DerivedParameter(
             "omh2", "Omega_m", ("Omega_m", "h"),
             lambda v: v["Omega_m"] * v["h"] ** 2,
             lambda v: {"Omega_m": v["h"] ** 2, "h": 2.0 * v["Omega_m"] * v["h"]},
-            "", "Omega_m h^2",
+            "Omega_m h^2",
         ),
         DerivedParameter(
             "Omega_c", "Omega_m", ("Omega_m", "Omega_b", "h", "m_nu"),
@@ -114,15 +125,15 @@ DERIVED: dict[str, DerivedParameter] = {
                 "h": 2.0 * _omnuh2(v) / v["h"] ** 3,
                 "m_nu": -omnuh2_per_ev() / v["h"] ** 2,
             },
-            "", "Omega_m - Omega_b - Omega_nu",
+            "Omega_m - Omega_b - Omega_nu",
         ),
         DerivedParameter(
             "A_s_1e9", "A_s", ("A_s",), lambda v: 1e9 * v["A_s"], lambda v: {"A_s": 1e9},
-            "", "1e9 A_s",
+            "1e9 A_s",
         ),
         DerivedParameter(
             "logA", "A_s", ("A_s",), lambda v: math.log(1e10 * v["A_s"]),
-            lambda v: {"A_s": 1.0 / v["A_s"]}, "", "ln(1e10 A_s)",
+            lambda v: {"A_s": 1.0 / v["A_s"]}, "ln(1e10 A_s)",
         ),
     ]
 }

@@ -15,34 +15,26 @@ Top-level layout (see the README for an annotated example)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import pathlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .cosmology import CosmologySettings
 from .derivatives import DerivativesConfig
 from .diagnostics import DiagnosticsConfig
+from . import parameters as _params
 from .errors import FishcastError, SurveyError
-from .parameters import (
-    COSMOLOGICAL_DEFAULTS,
-    COSMOLOGICAL_REQUIRED,
-    COSMOLOGICAL_UNITS,
-    expand_patterns,
-    is_cosmological,
-)
-from .probes import multitracer_clustering as _cic
-from .probes import weak_lensing as _wl
+from .parameters import AMPLITUDES, COSMOLOGICAL_DEFAULTS, COSMOLOGICAL_REQUIRED, Parameter, expand_patterns
+from .probes import registered_probes, registry_version
 from .probes.base import Probe
 from .yamlio import dotted, line_of, load_yaml
-
-#: probe section name -> module with ``<Config>`` model and ``build(config, survey_dir)``
-PROBE_MODULES = {"weak_lensing": _wl, "counts_in_cells": _cic}
 
 
 class _Model(BaseModel):
@@ -80,11 +72,8 @@ class ParametersConfig(_Model):
     priors: dict[str, float] = Field(default_factory=dict, description="Gaussian 1-sigma priors on free parameters (globs allowed)")
 
 
-class ProbesConfig(_Model):
+class _ProbesBase(_Model):
     """The probes of the survey; at least one. Their Fisher matrices add (no cross-covariance)."""
-
-    weak_lensing: _wl.WeakLensingConfig | None = None
-    counts_in_cells: _cic.CountsInCellsConfig | None = None
 
 
 class DiagnosticsSection(DiagnosticsConfig):
@@ -97,7 +86,7 @@ class DiagnosticsSection(DiagnosticsConfig):
         return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check"}))
 
 
-class SurveyConfig(_Model):
+class _SurveyBase(_Model):
     """A survey description file."""
 
     name: str = Field(..., min_length=1, max_length=200, description="survey name (used in output names)")
@@ -106,7 +95,35 @@ class SurveyConfig(_Model):
     parameters: ParametersConfig
     derivatives: DerivativesConfig = Field(default_factory=DerivativesConfig)
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection)
-    probes: ProbesConfig
+
+
+_MODELS: dict[int, tuple[type[BaseModel], type[BaseModel]]] = {}
+
+
+def config_models() -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(SurveyConfig, ProbesConfig)``: the survey model with one optional section per
+    registered probe (:func:`fishcast.probes.register_probe`), built when the probe registry
+    changes."""
+    version = registry_version()
+    if version not in _MODELS:
+        fields = {section: (entry.config | None, Field(None, description=entry.description or None))
+                  for section, entry in registered_probes().items()}
+        probes = create_model("ProbesConfig", __base__=_ProbesBase, __module__=__name__,
+                              __doc__=_ProbesBase.__doc__, **fields)
+        survey = create_model("SurveyConfig", __base__=_SurveyBase, __module__=__name__,
+                              __doc__=_SurveyBase.__doc__, probes=(probes, ...))
+        _MODELS.clear()
+        _MODELS[version] = (survey, probes)
+    return _MODELS[version]
+
+
+def __getattr__(name: str):
+    """``SurveyConfig`` and ``ProbesConfig`` always include every registered probe."""
+    if name == "SurveyConfig":
+        return config_models()[0]
+    if name == "ProbesConfig":
+        return config_models()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -115,17 +132,20 @@ class Survey:
 
     ``fiducial`` holds every parameter of the model (cosmological with defaults filled in,
     and every nuisance parameter of every probe). ``free`` is the Fisher order.
+    ``parameters``: the registry's description of every parameter in ``fiducial`` (nuisance
+    ones as their probes declared them).
     """
 
     path: str
     text: str
     sha256: str
-    config: SurveyConfig
+    config: "SurveyConfig"  # noqa: F821 (built from the probe registry: config_models)
     probes: tuple[Probe, ...]
     fiducial: Mapping[str, float]
     free: tuple[str, ...]
     priors: Mapping[str, float]
     settings: CosmologySettings
+    parameters: Mapping[str, Parameter] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -133,15 +153,20 @@ class Survey:
 
     @property
     def cosmological_fiducial(self) -> dict[str, float]:
-        return {k: v for k, v in self.fiducial.items() if is_cosmological(k)}
+        return {k: v for k, v in self.fiducial.items() if _params.is_cosmological(k)}
+
+    def parameter(self, name: str) -> Parameter:
+        """The description of parameter ``name`` (unit, label, step scale, domain)."""
+        return self.parameters.get(name) or _params.lookup(name)
 
     def unit(self, name: str) -> str:
-        return COSMOLOGICAL_UNITS.get(name, "")
+        """Unit of parameter ``name`` ("" for dimensionless)."""
+        return self.parameter(name).unit
 
 
 def schema() -> dict:
-    """JSON Schema of the survey format."""
-    return SurveyConfig.model_json_schema()
+    """JSON Schema of the survey format (every registered probe included)."""
+    return config_models()[0].model_json_schema()
 
 
 def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None = None) -> Survey:
@@ -192,52 +217,122 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) 
     return out
 
 
+class _Problems:
+    """Problems found in a survey file, each with its line, dotted key and message."""
+
+    def __init__(self, filename: str, lines):
+        self.filename, self.lines = filename, lines
+        self.items: list[tuple[int | None, str, str]] = []
+
+    def __call__(self, path: tuple, msg: str) -> None:
+        self.items.append((line_of(self.lines, path), dotted(path), msg))
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise SurveyError(self.filename, self.items)
+
+
 def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.Path | None = None,
                      overrides: Mapping[str, object] | None = None) -> Survey:
-    """Validate a survey given as YAML text (``survey_dir`` resolves relative file paths)."""
+    """Validate a survey given as YAML text (``survey_dir`` resolves relative file paths).
+
+    Steps: parse, apply overrides, validate the model, build the probes, resolve the
+    parameters (fiducials, free, fixed), priors, cosmology settings. Each step reports every
+    problem it finds (file, line, key) before the run stops at its end."""
+    data, lines = _parse(text, filename)
+    if overrides:
+        data, text = _with_overrides(data, text, overrides, filename)
+    config = _validate(data, lines, filename)
+    problem = _Problems(filename, lines)
+    sections = _build_probes(config, survey_dir if survey_dir is not None else pathlib.Path("."), problem)
+    problem.raise_any()
+    probes = list(sections.values())
+    described = _declared_parameters(sections, problem)
+    fiducial = _fiducials(config.parameters, described, problem)
+    free = _free_names(config.parameters, described, problem)
+    priors = _priors(config.parameters, free, problem)
+    problem.raise_any()
+    settings = _settings(config, probes, problem)
+    problem.raise_any()
+    return Survey(
+        path=filename, text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), config=config,
+        probes=tuple(probes), fiducial=fiducial, free=tuple(free), priors=priors, settings=settings,
+        parameters={n: described.get(n) or _params.lookup(n) for n in fiducial},
+    )
+
+
+def _parse(text: str, filename: str) -> tuple[dict, object]:
+    """The YAML mapping and its line index."""
     data, lines = load_yaml(text, filename)
     if not isinstance(data, dict):
         raise SurveyError(filename, [(1, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
-    if overrides:
-        data = apply_overrides(data, overrides, filename)
-        text = text + "\n# overrides applied by fishcast:\n" + "".join(
-            f"#   {k} = {json.dumps(v)}\n" for k, v in overrides.items())
+    return data, lines
+
+
+def _with_overrides(data: dict, text: str, overrides: Mapping[str, object], filename: str) -> tuple[dict, str]:
+    """The data with the overrides applied, and the text with them recorded as comments."""
+    data = apply_overrides(data, overrides, filename)
+    text = text + "\n# overrides applied by fishcast:\n" + "".join(
+        f"#   {k} = {json.dumps(v)}\n" for k, v in overrides.items())
+    return data, text
+
+
+def _validate(data: dict, lines, filename: str):
+    """The validated SurveyConfig (every registered probe's section included)."""
     try:
-        config = SurveyConfig.model_validate(data)
+        return config_models()[0].model_validate(data)
     except ValidationError as exc:
         raise SurveyError(filename, pydantic_problems(exc, lines, data)) from None
 
-    survey_dir = survey_dir if survey_dir is not None else pathlib.Path(".")
-    problems: list[tuple[int | None, str, str]] = []
 
-    def problem(path: tuple, msg: str) -> None:
-        problems.append((line_of(lines, path), dotted(path), msg))
-
-    probes: list[Probe] = []
-    for section, module in PROBE_MODULES.items():
-        cfg = getattr(config.probes, section)
+def _build_probes(config, survey_dir: pathlib.Path, problem: _Problems) -> dict[str, Probe]:
+    """Section -> probe, one per section given, in registry order, from its build function."""
+    probes: dict[str, Probe] = {}
+    entries = registered_probes()
+    for section, entry in entries.items():
+        cfg = getattr(config.probes, section, None)
         if cfg is None:
             continue
         try:
-            probes.append(module.build(cfg, survey_dir))
+            probes[section] = entry.build(cfg, survey_dir)
         except FishcastError as exc:
             problem(("probes", section), str(exc))
-    if not probes and not problems:
-        problem(("probes",), f"at least one probe is needed: {', '.join(PROBE_MODULES)}")
-    if problems:
-        raise SurveyError(filename, problems)
+    if not probes and not problem.items:
+        problem(("probes",), f"at least one probe is needed: {', '.join(entries)}")
+    return probes
 
-    # --- parameters ----------------------------------------------------------------------
-    pc = config.parameters
-    nuisance: dict[str, float] = {}
-    for probe in probes:
-        nuisance.update(probe.nuisance_parameters())
-    known = list(COSMOLOGICAL_UNITS) + list(nuisance)
+
+def _declared_parameters(probes: Mapping[str, Probe], problem: _Problems) -> dict[str, Parameter]:
+    """The probes' nuisance parameters (name -> description with the probe's fiducial),
+    declared to the parameter registry; a declaration that contradicts the registry (another
+    unit, label or domain under the same name) is a problem of the probe's section."""
+    out: dict[str, Parameter] = {}
+    for section, probe in probes.items():
+        nuisance = probe.nuisance_parameters()
+        for name, fid in nuisance.items():
+            if isinstance(nuisance, _params.NuisanceParameters):
+                desc = nuisance.description(name)
+            else:  # a plain name -> fiducial mapping: the registry's description
+                desc = dataclasses.replace(_params.lookup(name), fiducial=float(fid))
+            clash = _params.declare(desc)
+            if clash:
+                problem(("probes", section), f"{clash}: the parameter registry already describes it")
+            out[name] = desc
+    return out
+
+
+def _known(described: Mapping[str, Parameter]) -> list[str]:
+    return list(_params.cosmological_names()) + list(described)
+
+
+def _fiducials(pc: ParametersConfig, described: Mapping[str, Parameter], problem: _Problems) -> dict[str, float]:
+    """Every model parameter's fiducial: given, else the registry's default (cosmological)
+    or the probe's (nuisance); checked against the physical constraints."""
+    known = _known(described)
     fiducial: dict[str, float] = {}
     for name, value in pc.fiducial.items():
         if name not in known:
-            hint = _unknown_hint(name, nuisance)
-            problem(("parameters", "fiducial", name), f"unknown parameter{hint}")
+            problem(("parameters", "fiducial", name), f"unknown parameter{_unknown_hint(name, described)}")
             continue
         if not math.isfinite(value):
             problem(("parameters", "fiducial", name), "must be a finite number")
@@ -246,23 +341,28 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     for name in COSMOLOGICAL_REQUIRED:
         if name not in pc.fiducial:
             problem(("parameters", "fiducial"), f"missing required fiducial value for {name}")
-    has_s8, has_as = "sigma8" in pc.fiducial, "A_s" in pc.fiducial
-    if has_s8 == has_as:
-        problem(("parameters", "fiducial"), "give exactly one of sigma8 and A_s")
+    if sum(a in pc.fiducial for a in AMPLITUDES) != 1:
+        problem(("parameters", "fiducial"), f"give exactly one of {' and '.join(AMPLITUDES)}")
     for name, value in COSMOLOGICAL_DEFAULTS.items():
         fiducial.setdefault(name, value)
-    for name, value in nuisance.items():
-        fiducial.setdefault(name, value)
+    for name, desc in described.items():
+        fiducial.setdefault(name, float(desc.fiducial))
     _check_physical(fiducial, problem)
+    return fiducial
 
+
+def _free_names(pc: ParametersConfig, described: Mapping[str, Parameter], problem: _Problems) -> list[str]:
+    """The free parameters in Fisher order (globs expanded); fixed ones checked."""
+    known = _known(described)
     free_names: list[str] = []
     for i, pat in enumerate(pc.free):
         names, unmatched = expand_patterns([pat], known)
         if unmatched:
-            problem(("parameters", "free", i), f"{pat!r} is not a parameter of this survey{_unknown_hint(pat, nuisance)}")
+            problem(("parameters", "free", i), f"{pat!r} is not a parameter of this survey{_unknown_hint(pat, described)}")
         for n in names:
-            if n in ("sigma8", "A_s") and n not in pc.fiducial:
-                problem(("parameters", "free", i), f"{n} is free but the fiducial amplitude is given as {'A_s' if n == 'sigma8' else 'sigma8'}")
+            if n in AMPLITUDES and n not in pc.fiducial:
+                other = next(a for a in AMPLITUDES if a != n)
+                problem(("parameters", "free", i), f"{n} is free but the fiducial amplitude is given as {other}")
             if n in free_names:
                 problem(("parameters", "free", i), f"{n} is listed twice")
             else:
@@ -274,6 +374,11 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
         for n in names:
             if n in free_names:
                 problem(("parameters", "fixed", i), f"{n} is both free and fixed")
+    return free_names
+
+
+def _priors(pc: ParametersConfig, free_names: list[str], problem: _Problems) -> dict[str, float]:
+    """Gaussian 1-sigma priors on free parameters (globs expanded)."""
     priors: dict[str, float] = {}
     for pat, sigma in pc.priors.items():
         names, unmatched = expand_patterns([pat], free_names)
@@ -283,19 +388,18 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
             problem(("parameters", "priors", pat), "a prior is a positive, finite 1-sigma width")
         for n in names:
             priors[n] = float(sigma)
-    if problems:
-        raise SurveyError(filename, problems)
+    return priors
 
-    # --- cosmology settings --------------------------------------------------------------
+
+def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologySettings:
+    """The cosmology backend's settings: the accuracy section, with the redshift range the
+    probes need."""
     acc = config.cosmology.accuracy
-    reqs = [pr.requirements() for pr in probes]
-    z_need = max(r.z_max for r in reqs)
+    z_need = max(pr.requirements().z_max for pr in probes)
     z_max = acc.z_max if acc.z_max is not None else max(z_need, 0.5)
     if z_max < z_need:
         problem(("cosmology", "accuracy", "z_max"), f"the probes need redshifts up to {z_need:.3g}; z_max is {z_max:.3g}")
-    if problems:
-        raise SurveyError(filename, problems)
-    settings = CosmologySettings(
+    return CosmologySettings(
         nonlinear_model=config.cosmology.nonlinear_model,
         z_max=float(z_max),
         n_z=acc.n_z,
@@ -305,27 +409,16 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
         l_accuracy_boost=acc.l_accuracy_boost,
         k_per_logint=acc.k_per_logint,
     )
-    return Survey(
-        path=filename,
-        text=text,
-        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        config=config,
-        probes=tuple(probes),
-        fiducial=fiducial,
-        free=tuple(free_names),
-        priors=priors,
-        settings=settings,
-    )
 
 
-def _unknown_hint(name: str, nuisance: Mapping[str, float]) -> str:
+def _unknown_hint(name: str, nuisance: Mapping[str, object]) -> str:
     if name == "beta_IA":
         return " (beta_IA needs an <L>/L* table: set probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file)"
     if name in ("A_IA", "eta_IA"):
         return " (intrinsic alignments are off in probes.weak_lensing)"
     import difflib
 
-    close = difflib.get_close_matches(name, list(COSMOLOGICAL_UNITS) + list(nuisance), n=1)
+    close = difflib.get_close_matches(name, _known(nuisance), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -6,7 +6,8 @@ Import (IST:F, CosmicFish)
     per line: ``name [latex ...] [fiducial]`` (CosmicFish writes ``name    latex    fiducial``;
     getdist writes ``name latex`` and marks derived parameters with a trailing ``*``).
     Names used by those codes for fishcast's canonical parameters (``Omegam``, ``ns``,
-    ``aIA``, ...) are renamed to the canonical ones (:data:`ALIASES`) unless asked not to, so
+    ``aIA``, ...) are renamed to the canonical ones (the registry's aliases,
+    :func:`fishcast.parameters.aliases`) unless asked not to, so
     that an imported matrix combines with fishcast's own by name.
 
 Export
@@ -14,7 +15,7 @@ Export
     ``# name1 name2 ...``, then the covariance rows, the layout getdist's ``CovMat`` reads),
     and ``BASE.fisher`` (the Fisher matrix in the same layout).
     ``cosmosis``: ``BASE.txt`` as CosmoSIS's Fisher sampler writes it: a first line ``#`` plus
-    the tab-separated ``section--name`` of each parameter (:data:`COSMOSIS_NAMES`), ``#key=value``
+    the tab-separated ``section--name`` of each parameter (from the parameter registry), ``#key=value``
     metadata lines, the fiducials as a commented values-ini block, then the matrix rows.
     ``text``: ``BASE.txt`` (``# names`` header line and the matrix) and ``BASE.paramnames``
     (``name    latex    fiducial``, CosmicFish style): :func:`read_text_fisher` reads it back.
@@ -25,12 +26,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fishcast import parameters as _params
 from fishcast.errors import FileFormatError, InputError
 from fishcast.fisher import FisherMatrix
 
@@ -39,67 +40,28 @@ __all__ = [
     "latex_name", "sha256_file", "read_paramnames", "read_text_fisher", "export",
 ]
 
-#: Names other codes use for fishcast's canonical parameters (IST:F, CosmicFish). Only
-#: unambiguous ones: CLASS's ``omega_b`` means Omega_b h^2 and is deliberately absent.
-ALIASES: dict[str, str] = {
-    "Omegam": "Omega_m", "OmegaM": "Omega_m", "Omega_M": "Omega_m", "Om": "Omega_m",
-    "Omegab": "Omega_b", "OmegaB": "Omega_b", "Ob": "Omega_b",
-    "Omegak": "Omega_k", "OmegaK": "Omega_k",
-    "ns": "n_s",
-    "s8": "sigma8", "sigma_8": "sigma8",
-    "As": "A_s",
-    "mnu": "m_nu", "Mnu": "m_nu", "summnu": "m_nu",
-    "aIA": "A_IA", "AIA": "A_IA", "etaIA": "eta_IA", "betaIA": "beta_IA", "eIA": "eta_IA", "bIA": "beta_IA",
-    "omegabh2": "ombh2", "omegach2": "omch2",
-}
-
-#: LaTeX labels (without dollars) of canonical and derived parameters.
-LATEX: dict[str, str] = {
-    "Omega_m": r"\Omega_{\rm m}", "Omega_b": r"\Omega_{\rm b}", "Omega_k": r"\Omega_K",
-    "Omega_c": r"\Omega_{\rm c}", "h": "h", "H0": "H_0", "n_s": r"n_{\rm s}", "sigma8": r"\sigma_8",
-    "S8": "S_8", "A_s": r"A_{\rm s}", "A_s_1e9": r"10^9 A_{\rm s}", "logA": r"\ln(10^{10} A_{\rm s})",
-    "w0": "w_0", "wa": "w_a", "m_nu": r"\Sigma m_\nu", "ombh2": r"\Omega_{\rm b} h^2",
-    "omch2": r"\Omega_{\rm c} h^2", "omh2": r"\Omega_{\rm m} h^2",
-    "A_IA": r"\mathcal{A}_{\rm IA}", "eta_IA": r"\eta_{\rm IA}", "beta_IA": r"\beta_{\rm IA}",
-}
-
-#: CosmoSIS ``section--name`` of fishcast parameters (cosmosis-standard-library conventions).
-COSMOSIS_NAMES: dict[str, str] = {
-    "Omega_m": "cosmological_parameters--omega_m", "Omega_b": "cosmological_parameters--omega_b",
-    "Omega_k": "cosmological_parameters--omega_k", "h": "cosmological_parameters--h0",
-    "H0": "cosmological_parameters--hubble", "n_s": "cosmological_parameters--n_s",
-    "sigma8": "cosmological_parameters--sigma8_input", "S8": "cosmological_parameters--s8",
-    "A_s": "cosmological_parameters--a_s", "w0": "cosmological_parameters--w",
-    "wa": "cosmological_parameters--wa", "m_nu": "cosmological_parameters--mnu",
-    "ombh2": "cosmological_parameters--ombh2", "omch2": "cosmological_parameters--omch2",
-    "A_IA": "intrinsic_alignment_parameters--a", "eta_IA": "intrinsic_alignment_parameters--alpha",
-    "beta_IA": "intrinsic_alignment_parameters--beta",
-}
-
 EXPORT_FORMATS = ("getdist", "cosmosis", "text")
 
-_BIN_PARAM = re.compile(r"^(m|dz)_(\d+)$")
+
+def __getattr__(name: str):
+    """``ALIASES``, ``LATEX`` and ``COSMOSIS_NAMES``: views of the parameter registry
+    (:mod:`fishcast.parameters`), which is the only table of names, labels and units."""
+    if name == "ALIASES":
+        return _params.aliases()
+    if name == "LATEX":
+        return {n: p.latex for n, p in _params.registered().items()}
+    if name == "COSMOSIS_NAMES":
+        return {n: p.cosmosis for n, p in _params.registered().items() if p.cosmosis}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def latex_name(name: str) -> str:
-    """LaTeX label of a parameter (no dollars); nuisance ``m_i``/``dz_i`` get subscripts."""
-    if name in LATEX:
-        return LATEX[name]
-    m = _BIN_PARAM.match(name)
-    if m:
-        return (r"m_{%s}" if m.group(1) == "m" else r"\Delta z_{%s}") % m.group(2)
-    return name.replace("_", r"\_")
+    """LaTeX label of a parameter (no dollars), from the parameter registry."""
+    return _params.latex_of(name)
 
 
 def _cosmosis_name(name: str) -> str:
-    if name in COSMOSIS_NAMES:
-        return COSMOSIS_NAMES[name]
-    m = _BIN_PARAM.match(name)
-    if m:
-        if m.group(1) == "m":
-            return f"shear_calibration_parameters--m{m.group(2)}"
-        return f"wl_photoz_errors--bias_{m.group(2)}"
-    return f"fishcast_parameters--{name.lower()}"
+    return _params.cosmosis_name_of(name)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -191,7 +153,7 @@ def read_text_fisher(
     Names come from ``paramnames`` (a ``.paramnames`` file; fiducials from its last column
     when numeric) or, when it is ``None``, from a ``# names`` header line or CosmicFish's
     numbered header in the matrix file. With ``canonical`` other codes' names are mapped to
-    fishcast's (:data:`ALIASES`); the renames are recorded in the provenance with both
+    fishcast's (the parameter registry's aliases); the renames are recorded in the provenance with both
     files' SHA-256. Units are unknown (``""``).
     """
     matrix_path = Path(matrix_path)
@@ -235,8 +197,9 @@ def read_text_fisher(
             )
         names, fid = header, [math.nan] * n
     if canonical:
-        renamed = {nm: ALIASES[nm] for nm in names if nm in ALIASES}
-        names = [ALIASES.get(nm, nm) for nm in names]
+        aliases = _params.aliases()
+        renamed = {nm: aliases[nm] for nm in names if nm in aliases}
+        names = [aliases.get(nm, nm) for nm in names]
         if renamed:
             step["renamed"] = renamed
     return FisherMatrix(np.array(rows), names, fid, None, (step,))

@@ -14,8 +14,10 @@ Layout (schema version :data:`SCHEMA_VERSION`), see also the README:
   ``trust_reasons`` (JSON list), ``provenance`` (JSON list of operations),
   ``cross_probe_covariance`` (a statement: neglected).
 * ``/fiducial``: one attribute per model parameter (free or fixed).
-* ``/parameters/names``, ``/parameters/fiducial``, ``/parameters/units``,
-  ``/parameters/prior_sigma`` (NaN where no prior).
+* ``/parameters/names``, ``/parameters/fiducial``, ``/parameters/units`` (the registry's
+  convention, :mod:`fishcast.parameters`: "" dimensionless), ``/parameters/latex`` (labels),
+  ``/parameters/prior_sigma`` (NaN where no prior). A Fisher element F_ij is in
+  ``1/(unit_i unit_j)``.
 * ``/cosmology``: attributes of the CAMB settings (accuracy, grids, nonlinear model).
 * ``/fisher/matrix`` (all probes and priors), ``/fisher/priors``,
   ``/fisher/probes/<probe>/matrix``.
@@ -40,6 +42,7 @@ import numpy as np
 from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..fisher import FisherMatrix
+from ..parameters import latex_of
 
 SCHEMA_VERSION = "1.0"
 
@@ -127,6 +130,8 @@ def write_parameters(f, fisher: FisherMatrix, priors: Mapping[str, float] | None
     dataset(g, "names", _strings(fisher.names))
     dataset(g, "fiducial", fisher.fiducial)
     dataset(g, "units", _strings(fisher.units))
+    dataset(g, "latex", _strings([latex_of(n) for n in fisher.names]),
+            description="LaTeX label of each parameter (no dollars), from the parameter registry")
     if priors is not None:
         dataset(g, "prior_sigma", [priors.get(n, np.nan) for n in fisher.names],
                 description="Gaussian prior 1-sigma in the units of each parameter; NaN: no prior")

@@ -318,7 +318,7 @@ def plan_survey(survey: Survey):
 
     dconf = survey.config.derivatives
     known = known_steps(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n)) for n in survey.free}
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n)) for n in survey.free}
     values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
     return plan(survey, values)
 

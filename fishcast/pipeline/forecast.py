@@ -19,7 +19,7 @@ from .. import cosmology as _cosmo
 from ..cosmology import CosmologyResult, CosmologySettings
 from ..errors import ComputationError
 from ..fisher import FisherMatrix
-from ..parameters import is_cosmological, unit_of
+from ..parameters import is_cosmological
 from ..probes.base import Probe
 from ..survey import Survey
 
@@ -167,7 +167,7 @@ def fisher_from_derivatives(survey: Survey, dv: DataVector, fid_signal: np.ndarr
     """Per-probe Fisher matrices, the prior matrix, and their sum."""
     names = list(survey.free)
     fid = [survey.fiducial[n] for n in names]
-    units = [unit_of(n) for n in names]
+    units = [survey.unit(n) for n in names]  # from the parameter registry, via the survey
     stack = np.stack([derivs[n] for n in names])
     per_probe = {}
     for probe, F in zip(dv.probes, dv.gram_per_probe(fid_signal, stack)):
@@ -319,7 +319,7 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     dv = DataVector(survey.probes)
     dconf = survey.config.derivatives
     known = known_steps(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n)) for n in survey.free}
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n)) for n in survey.free}
     values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
     plan_ = plan(survey, values)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..parameters import NuisanceParameters
+
 
 @dataclass(frozen=True)
 class CosmologyRequirements:
@@ -41,8 +43,13 @@ class Probe(ABC):
     name: str = "probe"
 
     @abstractmethod
-    def nuisance_parameters(self) -> dict[str, float]:
-        """Names of the nuisance parameters this probe owns -> default fiducial values."""
+    def nuisance_parameters(self) -> NuisanceParameters:
+        """The nuisance parameters this probe owns, in the parameter registry's terms: a
+        mapping name -> default fiducial that carries each one's
+        :class:`~fishcast.parameters.NuisanceParameter` (unit, LaTeX label, step scale,
+        domain), e.g. ``NuisanceParameters([NuisanceParameter("A", 1.0, "eV", "A")])`` or
+        members of a :class:`~fishcast.parameters.ParameterFamily`. A survey declares them to
+        the registry, so their units and labels reach the output file."""
 
     @abstractmethod
     def requirements(self) -> CosmologyRequirements:

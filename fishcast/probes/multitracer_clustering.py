@@ -65,6 +65,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
+from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
 from fishcast.probes.base import CosmologyRequirements, Probe
 
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +410,16 @@ REFERENCE_OMEGA_M = 0.3
 DENSITY_UNITS = ("(h/Mpc)^3", "deg^-2 per unit z")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
+# the nuisance parameters of this probe, in the terms of the parameter registry
+#: linear bias of a tracer in a shell (shell index from 1)
+BIAS_PER_SHELL = register(ParameterFamily(
+    "b_{tracer}_{shell}", "", r"b_{\rm {tracer},{shell}}", domain=Domain(lower=0.0),
+    description="linear bias of tracer {tracer} in shell {shell}"))
+#: coefficient j of a tracer's b(z) form (inverse_growth: b = c0/D(z); polynomial: sum c_j z^j)
+BIAS_COEFFICIENT = register(ParameterFamily(
+    "b_{tracer}_c{j}", "", r"c^{\rm {tracer}}_{{j}}", domain=Domain(lower=0.0),
+    description="coefficient c_{j} of the b(z) form of tracer {tracer}"))
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -640,17 +651,17 @@ class CountsInCellsProbe(Probe):
                 raise InputError(f"tracer {t.name}: no bias given for shell(s) {missing}, where it has objects")
 
     # --- parameters ------------------------------------------------------------------------
-    def nuisance_parameters(self) -> dict[str, float]:
+    def nuisance_parameters(self) -> NuisanceParameters:
         """Bias parameters -> fiducial values: b_<tracer>_<shell from 1> for per-shell biases
         (only in shells where the tracer has objects), b_<tracer>_c<j> for b(z) coefficients."""
-        out: dict[str, float] = {}
+        out = []
         for a, t in enumerate(self.config.tracers):
             if t.bias.form == "per_shell":
-                out.update({f"b_{t.name}_{i + 1}": float(v) for i, v in enumerate(t.bias.values)
-                            if self.present[i, a]})
+                out += [BIAS_PER_SHELL.member(float(v), tracer=t.name, shell=i + 1)
+                        for i, v in enumerate(t.bias.values) if self.present[i, a]]
             else:
-                out.update({f"b_{t.name}_c{j}": float(v) for j, v in enumerate(t.bias.values)})
-        return out
+                out += [BIAS_COEFFICIENT.member(float(v), tracer=t.name, j=j) for j, v in enumerate(t.bias.values)]
+        return NuisanceParameters(out)
 
     def requirements(self) -> CosmologyRequirements:
         """z up to the last shell edge; k_max [1/Mpc] = largest k [h/Mpc] x 1 (h <= 1)."""

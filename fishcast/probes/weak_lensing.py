@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy.integrate import cumulative_simpson
 
 from ..errors import ComputationError, FileFormatError, InputError
+from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import (
     PhotoZModel,
     SmailNz,
@@ -75,6 +76,26 @@ FULL_SKY_DEG2 = 4.0 * math.pi * (180.0 / math.pi) ** 2
 
 #: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
 IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
+
+# the nuisance parameters of this probe, in the terms of the parameter registry
+A_IA = register(NuisanceParameter(
+    "A_IA", IA_DEFAULTS["A_IA"], "", r"\mathcal{A}_{\rm IA}", cosmosis="intrinsic_alignment_parameters--a",
+    aliases=("aIA", "AIA"), description="NLA intrinsic-alignment amplitude"))
+ETA_IA = register(NuisanceParameter(
+    "eta_IA", IA_DEFAULTS["eta_IA"], "", r"\eta_{\rm IA}", step_scale=1.0, offset=True,
+    cosmosis="intrinsic_alignment_parameters--alpha", aliases=("etaIA", "eIA"),
+    description="redshift slope of the IA amplitude, (1+z)^eta_IA"))
+BETA_IA = register(NuisanceParameter(
+    "beta_IA", IA_DEFAULTS["beta_IA"], "", r"\beta_{\rm IA}", cosmosis="intrinsic_alignment_parameters--beta",
+    aliases=("betaIA", "bIA"), description="luminosity slope of the IA amplitude, (<L>/L*)^beta_IA"))
+#: shear multiplicative bias of bin i (1 + m_i > 0): an offset around 0
+SHEAR_BIAS = register(ParameterFamily(
+    "m_{i}", "", "m_{{i}}", step_scale=0.01, domain=Domain(lower=-1.0), offset=True, fiducial=0.0,
+    cosmosis="shear_calibration_parameters--m{i}", description="multiplicative shear bias of bin {i}"))
+#: photo-z shift of bin i, n_i(z) -> n_i(z - dz_i): an offset around 0
+PHOTOZ_SHIFT = register(ParameterFamily(
+    "dz_{i}", "", r"\Delta z_{{i}}", step_scale=0.01, offset=True, fiducial=0.0,
+    cosmosis="wl_photoz_errors--bias_{i}", description="photo-z shift of bin {i}"))
 
 
 # =======================================================================================
@@ -291,20 +312,20 @@ class WeakLensingConfig(_Model):
     def sky_fraction(self) -> float:
         return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
 
-    def nuisance_parameters(self) -> dict[str, float]:
-        """Nuisance names -> default fiducials (no file is read). beta_IA only with a
-        luminosity table; m_i / dz_i only when switched on."""
-        out: dict[str, float] = {}
-        if self.intrinsic_alignment.model == "nla":
-            out["A_IA"] = IA_DEFAULTS["A_IA"]
-            out["eta_IA"] = IA_DEFAULTS["eta_IA"]
-            if self.intrinsic_alignment.luminosity_ratio_file is not None:
-                out["beta_IA"] = IA_DEFAULTS["beta_IA"]
-        if self.shear_bias:
-            out.update({f"m_{i + 1}": 0.0 for i in range(self.n_bins)})
-        if self.photoz_shift:
-            out.update({f"dz_{i + 1}": 0.0 for i in range(self.n_bins)})
-        return out
+    def nuisance_parameters(self) -> NuisanceParameters:
+        """The nuisance parameters (name -> default fiducial, with their descriptions; no
+        file is read). beta_IA only with a luminosity table; m_i / dz_i only when switched on."""
+        return _nuisance(self.intrinsic_alignment.model == "nla",
+                         self.intrinsic_alignment.luminosity_ratio_file is not None,
+                         self.n_bins if self.shear_bias else 0, self.n_bins if self.photoz_shift else 0)
+
+
+def _nuisance(ia: bool, luminosity: bool, n_m: int, n_dz: int) -> NuisanceParameters:
+    """IA (A_IA, eta_IA, and beta_IA with a luminosity table), then m_1..m_{n_m}, dz_1..dz_{n_dz}."""
+    out = [A_IA, ETA_IA] + ([BETA_IA] if luminosity else []) if ia else []
+    out += [SHEAR_BIAS.member(i=i + 1) for i in range(n_m)]
+    out += [PHOTOZ_SHIFT.member(i=i + 1) for i in range(n_dz)]
+    return NuisanceParameters(out)
 
 
 # =======================================================================================
@@ -484,18 +505,9 @@ class WeakLensingProbe(Probe):
     def n_bins(self) -> int:
         return self.bins.n_bins
 
-    def nuisance_parameters(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.ia_model == "nla":
-            out["A_IA"] = IA_DEFAULTS["A_IA"]
-            out["eta_IA"] = IA_DEFAULTS["eta_IA"]
-            if self._log_lum is not None:
-                out["beta_IA"] = IA_DEFAULTS["beta_IA"]
-        if self.shear_bias:
-            out.update(dict.fromkeys(self._m_names, 0.0))
-        if self.photoz_shift:
-            out.update(dict.fromkeys(self._dz_names, 0.0))
-        return out
+    def nuisance_parameters(self) -> NuisanceParameters:
+        return _nuisance(self.ia_model == "nla", self._log_lum is not None,
+                         len(self._m_names) if self.shear_bias else 0, len(self._dz_names) if self.photoz_shift else 0)
 
     def requirements(self) -> CosmologyRequirements:
         return CosmologyRequirements(z_max=float(self.z[-1]), k_max=self.k_max, nonlinear=True)
