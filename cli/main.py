@@ -13,7 +13,7 @@ import click
 
 from fishcast import __version__
 
-_COMMAND_MODULES = ("run", "ops", "stability", "batch", "cache")
+_COMMAND_MODULES = ("run", "ops", "stability", "batch", "cache", "simfisher")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
