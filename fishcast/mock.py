@@ -116,7 +116,9 @@ def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray
         return np.asarray(signal) + probe.noise()[None, :, :], np.asarray(probe.modes, dtype=float)
     if isinstance(probe, CountsInCellsProbe):
         n = len(probe.tracers)
-        w = probe.mode_weights(probe.volumes(cosmo))
+        # the probe's weights V k^2dk w_mu / (8 pi^2) multiply Tr[...] without the 1/2: they are
+        # half the number of independent modes of each (k band, mu node) cell
+        w = 2.0 * probe.mode_weights(probe.volumes(cosmo))
         return np.asarray(signal).reshape(-1, n, n), np.asarray(w, dtype=float).reshape(-1)
     raise InputError(f"fishcast mock does not know the Gaussian data covariance of the probe {probe.name!r}")
 
