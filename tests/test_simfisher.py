@@ -97,7 +97,7 @@ def test_combined_errors_within_5_percent_of_the_truth(many_seeds):
 
 
 def test_estimators_converge_to_the_truth_with_many_simulations(linear):
-    r = estimate(linear.sims(7, 20000, 20000), SimFisherConfig(reshuffles=4))
+    r = estimate(linear.sims(7, 6000, 6000), SimFisherConfig(reshuffles=4))
     truth = marginalized_sigma(linear.F)
     for k in ("standard", "compressed", "combined", "derivative_form", "score_form"):
         assert np.allclose(r.sigma(k), truth, rtol=0.03), k
