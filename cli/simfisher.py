@@ -66,7 +66,8 @@ def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, s
     config.check()
     data = read_simulations(sims)
     result = estimate(data, config)
-    write_simfisher_file(output, result, sims)
+    meta = {"survey_name": data.attrs["survey_name"]} if "survey_name" in data.attrs else None
+    write_simfisher_file(output, result, sims, meta)
     click.echo(f"{sims}: {result.n_fiducial} fiducial simulations, {result.n_derivative} per parameter and side, "
                f"data length {result.data_length}, {len(result.names)} parameters"
                f"{' (seed-matched)' if result.seed_matched else ''}")

@@ -170,6 +170,9 @@ class Simulations:
                 f"{src}: too few fiducial simulations for the data length: N_s = {n_s} with d = {d} data points; "
                 f"the inverse covariance needs N_s > d + 2 = {d + 2} (Hartlap et al. 2007), and reliable errors "
                 f"many more (or compress/shorten the data vector)")
+        if d < p:
+            raise InputError(f"{src}: the data vector ({d} elements) is shorter than the number of parameters "
+                             f"({p}): its Fisher matrix is singular")
         if self.n_derivative < 4:
             raise InputError(f"{src}: {self.n_derivative} derivative simulations per parameter and side; the "
                              "compressed estimator splits them in two, which needs at least 4")
@@ -280,7 +283,17 @@ def _compressed(Wc: np.ndarray, Wf: np.ndarray, factor: float) -> np.ndarray:
     ``Sigma_t = h Wc Wc^T`` (a stack)."""
     S = factor * np.einsum("...ad,...bd->...ab", Wc, Wc)
     M = factor * np.einsum("...ad,...bd->...ab", Wf, Wc)
-    X = np.linalg.solve(S, np.swapaxes(M, -1, -2))  # Sigma_t^-1 M^T
+    try:
+        X = np.linalg.solve(S, np.swapaxes(M, -1, -2))  # Sigma_t^-1 M^T
+    except np.linalg.LinAlgError:  # a singular compression somewhere in the stack: NaN there
+        flatS, flatM = S.reshape((-1,) + S.shape[-2:]), M.reshape((-1,) + M.shape[-2:])
+        X = np.full(flatS.shape, np.nan)
+        for i, (s_, m_) in enumerate(zip(flatS, flatM)):  # only on this rare path
+            try:
+                X[i] = np.linalg.solve(s_, m_.T)
+            except np.linalg.LinAlgError:
+                pass
+        X = X.reshape(S.shape)
     F = M @ X
     return 0.5 * (F + np.swapaxes(F, -1, -2))
 
@@ -501,11 +514,11 @@ def estimate(sims: Simulations, config: SimFisherConfig | None = None) -> SimFis
     F_std_sub = h * np.einsum("akd,bkd->kab", W_sub, W_sub)
 
     # --- derivative-form bias on each prefix (cumulative second moments) -----------------
-    Q = np.einsum("and,bnd->nab", U, U)  # per-simulation whitened products (N_d, p, p)
-    cumQ = np.cumsum(Q, axis=0)[sizes - 1]  # (K, p, p)
+    UU = np.einsum("and,bnd->nab", U, U)  # per-simulation whitened products (N_d, p, p)
+    cumUU = np.cumsum(UU, axis=0)[sizes - 1]  # (K, p, p)
     nn = sizes.astype(float)[:, None, None]
     mm = np.einsum("akd,bkd->kab", W_sub, W_sub)
-    bias_sub = h * (cumQ - nn * mm) / (nn * (nn - 1.0))  # h (sum u u^T - n m m^T) / (n (n - 1))
+    bias_sub = h * (cumUU - nn * mm) / (nn * (nn - 1.0))  # h (sum u u^T - n m m^T) / (n (n - 1))
     F_der_sub = F_std_sub - bias_sub
 
     # --- combined ----------------------------------------------------------------------------
@@ -531,7 +544,7 @@ def estimate(sims: Simulations, config: SimFisherConfig | None = None) -> SimFis
     sig = {"standard": marginalized_sigma(F_std_sub), "compressed": marginalized_sigma(F_comp_sub),
            "combined": marginalized_sigma(F_comb_sub), "derivative_form": marginalized_sigma(F_der_sub)}
     spread_sub = np.abs(sig["compressed"] - sig["standard"]) / sig["combined"]
-    worst_sub = np.nanmax(spread_sub, axis=1) if np.isfinite(spread_sub).any() else np.full(Ksz, np.nan)
+    worst_sub = spread_sub.max(axis=1)  # NaN where an estimator gives no error at that size
     alpha = _fit_alpha(sizes.astype(float), worst_sub)
     conv = Convergence(n_derivative=sizes, sigma=sig, n_fiducial=n_fid, score_sigma=score_sigma,
                        spread=worst_sub, alpha=alpha)

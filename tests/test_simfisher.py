@@ -332,6 +332,8 @@ def test_fail_verdict_exits_3_and_writes_the_file(tmp_path, linear):
     ({"names": ["a", "a", "b"]}, ["duplicates"]),
     ({"step": [0.1, 0.0, 0.1]}, ["step", "sigma8"]),
     ({"fiducial_values": [0.3, 0.8]}, ["/parameters/fiducial"]),
+    ({"fiducial": np.zeros((200, 2)), "derivatives": np.zeros((3, 2, 40, 2))}, ["shorter than the number of parameters"]),
+    ({"fiducial": np.ones((200, 50))}, ["zero variance"]),
 ])
 def test_bad_sims_files_exit_2_with_a_clear_message(tmp_path, linear, edit, words):
     sims = linear.sims(0, 200, 40)
