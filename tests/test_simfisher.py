@@ -317,6 +317,26 @@ def test_every_command_that_reads_a_forecast_reads_it(simfisher_out, tmp_path):
     assert "N_d" in res.output and "simfisher" in res.output
 
 
+def test_convergence_refuses_a_file_without_simulations(simfisher_out, tmp_path):
+    d, _ = simfisher_out
+    res = CliRunner().invoke(cli, ["combine", str(d / "out.h5"), str(d / "out.h5"), "-o", str(tmp_path / "c.h5")])
+    assert res.exit_code == 0
+    res = CliRunner().invoke(cli, ["convergence", str(tmp_path / "c.h5")])
+    assert res.exit_code == 2 and "no /simulations group" in res.output, res.output
+
+
+def test_seed_matching_is_recorded(tmp_path, linear):
+    sims = linear.sims(5, 300, 20)
+    write_sims(tmp_path / "s.h5", sims)
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f["derivatives"].attrs["seed_matched"] = True
+    res = CliRunner().invoke(cli, ["simfisher", str(tmp_path / "s.h5"), "-o", str(tmp_path / "o.h5"),
+                                   "--allow-unconverged"])
+    assert res.exit_code == 0 and "seed-matched" in res.output, res.output
+    with h5py.File(tmp_path / "o.h5", "r") as f:
+        assert bool(f["simulations"].attrs["seed_matched"]) is True
+
+
 def test_fail_verdict_exits_3_and_writes_the_file(tmp_path, linear):
     write_sims(tmp_path / "s.h5", linear.sims(0, 600, 12))
     res = CliRunner().invoke(cli, ["simfisher", str(tmp_path / "s.h5"), "-o", str(tmp_path / "o.h5")])
