@@ -28,6 +28,12 @@ A&A 551, A88: the field's trace term and the spectra's mean term are the same in
 used once). Modes are independent, so the covariance is block diagonal, one
 ``n(n+1)/2``-block per mode; probes are independent of each other (as in the forecast).
 
+A probe with no known trace form (one registered by a user, say) is mocked in the generic
+form :func:`metric_form`: its Fisher metric ``K`` (``F_ab = d_a^T K d_b``, read off its
+``gram``) in its eigen-basis, the data ``B^T x`` with the covariance ``diag(1/lambda)`` --
+the same information, in coordinates that are not the probe's own. A probe can instead give
+its trace form itself with a method ``trace_form(signal, cosmo) -> (Cb, w)``.
+
 ``Cb`` at the fiducial is recomputed from the survey rebuilt from the stored YAML (one
 cosmology evaluation at the fiducial point, read from the cache when it is there); the
 derivatives are the forecast's own (the file does not store the data vector at the steps).
@@ -55,8 +61,8 @@ import numpy as np
 
 from .errors import FileFormatError, InputError
 
-__all__ = ["MockModel", "vech_indices", "spectra_covariance", "trace_form", "model_from_forecast", "draw",
-           "OVERRIDES_MARKER"]
+__all__ = ["MockModel", "vech_indices", "spectra_covariance", "trace_form", "metric_form", "model_from_forecast",
+           "draw", "OVERRIDES_MARKER"]
 
 #: the line after which ``fishcast.survey.survey_from_text`` records the ``--set`` overrides
 OVERRIDES_MARKER = "# overrides applied by fishcast:"
@@ -107,11 +113,16 @@ def spectra_covariance(Cb: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (ik * jl + il * jk) / np.asarray(w, dtype=float)[:, None, None]
 
 
-def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray]:
-    """``(Cb (M, n, n), w (M,))`` of a probe's trace-form Fisher metric at its fiducial signal."""
+def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(Cb (M, n, n), w (M,))`` of a probe's trace-form Fisher metric at its fiducial signal,
+    or None for a probe that is not known to have one. A probe may say it itself with a method
+    ``trace_form(signal, cosmo) -> (Cb, w)``."""
     from .probes.multitracer_clustering import CountsInCellsProbe
     from .probes.weak_lensing import WeakLensingProbe
 
+    if hasattr(probe, "trace_form"):
+        Cb, w = probe.trace_form(signal, cosmo)
+        return np.asarray(Cb, dtype=float), np.asarray(w, dtype=float).reshape(-1)
     if isinstance(probe, WeakLensingProbe):
         return np.asarray(signal) + probe.noise()[None, :, :], np.asarray(probe.modes, dtype=float)
     if isinstance(probe, CountsInCellsProbe):
@@ -120,7 +131,32 @@ def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray
         # half the number of independent modes of each (k band, mu node) cell
         w = 2.0 * probe.mode_weights(probe.volumes(cosmo))
         return np.asarray(signal).reshape(-1, n, n), np.asarray(w, dtype=float).reshape(-1)
-    raise InputError(f"fishcast mock does not know the Gaussian data covariance of the probe {probe.name!r}")
+    return None
+
+
+#: largest flat signal for which the generic form (one eigen-decomposition of the metric) is built
+METRIC_FORM_MAX = 6000
+
+
+def metric_form(probe, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The generic Gaussian form of any probe's Fisher metric: ``(basis B (n, r), lam (r,))``.
+
+    ``gram`` is a bilinear form on the flat signal space, ``F_ab = d_a^T K d_b``; ``K`` is
+    read off by applying ``gram`` to the unit vectors (one call) and decomposed,
+    ``K = B diag(lam) B^T`` over its range. The data ``B^T x`` with covariance
+    ``diag(1/lam)`` then has exactly the probe's Fisher matrix for every derivative. Used for
+    probes with no known trace form (e.g. a probe registered by a user)."""
+    flat = int(np.asarray(signal).size)
+    if flat > METRIC_FORM_MAX:
+        raise InputError(f"probe {probe.name!r}: its signal has {flat} elements; fishcast mock builds the Gaussian "
+                         f"form of a probe without a known covariance only up to {METRIC_FORM_MAX}")
+    eye = np.eye(flat).reshape((flat,) + np.shape(signal))
+    K = np.asarray(probe.gram(np.asarray(signal), eye), dtype=float)
+    lam, V = np.linalg.eigh(0.5 * (K + K.T))
+    keep = lam > 1e-12 * max(float(lam[-1]), 0.0)
+    if not keep.any():
+        raise InputError(f"probe {probe.name!r}: its Fisher metric carries no information")
+    return V[:, keep], lam[keep]
 
 
 def _parse_overrides(text: str) -> tuple[str, dict]:
@@ -199,20 +235,29 @@ def model_from_forecast(path, cache=None) -> MockModel:
                                   "vector of the rebuilt survey: the survey or its input tables changed")
         dsig = D[:, offset:offset + size].reshape((len(names),) + sig.shape)
         offset += size
-        Cb, w = trace_form(probe, sig, cosmo)
-        n = Cb.shape[-1]
-        i, j = vech_indices(n)
-        cov = spectra_covariance(Cb, w)
-        try:
-            chol = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            raise InputError(f"{path}: probe {probe.name}: the Gaussian covariance of its spectra is not positive "
-                             "definite") from None
-        dv = dsig.reshape((len(names), -1, n, n))[:, :, i, j]  # (p, M, m)
-        # Fisher of the mean term, block by block (batched solves, no loop over modes)
-        x = np.linalg.solve(cov[None], dv[..., None])[..., 0]  # Cov^-1 d (p, M, m)
-        F = np.einsum("amk,bmk->ab", dv, x)
-        means.append(Cb[:, i, j].ravel())
+        form = trace_form(probe, sig, cosmo)
+        if form is not None:
+            Cb, w = form
+            n = Cb.shape[-1]
+            i, j = vech_indices(n)
+            cov = spectra_covariance(Cb, w)
+            try:
+                chol = np.linalg.cholesky(cov)
+            except np.linalg.LinAlgError:
+                raise InputError(f"{path}: probe {probe.name}: the Gaussian covariance of its spectra is not "
+                                 "positive definite") from None
+            dv = dsig.reshape((len(names), -1, n, n))[:, :, i, j]  # (p, M, m)
+            # Fisher of the mean term, block by block (batched solves, no loop over modes)
+            x = np.linalg.solve(cov[None], dv[..., None])[..., 0]  # Cov^-1 d (p, M, m)
+            F = np.einsum("amk,bmk->ab", dv, x)
+            mean = Cb[:, i, j].ravel()
+        else:  # the generic form: the probe's metric in its eigen-basis, one element per block
+            B, lam = metric_form(probe, sig)
+            dv = dsig.reshape(len(names), -1) @ B  # (p, r)
+            F = (dv * lam) @ dv.T
+            mean = sig.ravel() @ B
+            chol = (1.0 / np.sqrt(lam))[:, None, None]
+        means.append(mean)
         blocks.append(chol)
         parts.append(dv.reshape(len(names), -1))
         fishers.append((probe.name, 0.5 * (F + F.T)))

@@ -15,9 +15,11 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel, ConfigDict
 
 from fishcast.cli.main import cli
 from fishcast.errors import InputError
+from fishcast.probes.base import CosmologyRequirements, Probe
 from fishcast.simfisher import (
     SimFisherConfig,
     Simulations,
@@ -520,3 +522,114 @@ def test_mock_and_simfisher_converge_to_a_small_weak_lensing_forecast(tmp_path, 
     res = run(cli, ["simfisher", str(tmp_path / "sims.h5"), "-o", str(tmp_path / "sf.h5")])
     assert res.exit_code == 0, res.output
     _within(tmp_path / "sf.h5", 0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# a probe without a known trace form: the generic form of its Fisher metric
+# ---------------------------------------------------------------------------------------
+
+
+def test_trace_and_metric_forms_reproduce_the_probe_metric():
+    """Both Gaussian forms of the weak-lensing probe (built from YAML, no CAMB) give exactly its
+    Fisher matrix gram(d_a, d_b) for random derivatives around a random fiducial C_ell."""
+    from fishcast.mock import metric_form, spectra_covariance, trace_form, vech_indices
+    from fishcast.survey import survey_from_text
+
+    probe = survey_from_text(WL, "wl.yaml", ROOT).probes[0]
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((8, 2, 2)) * 1e-5
+    sig = X @ np.swapaxes(X, 1, 2)
+    dC = rng.standard_normal((3, 8, 2, 2)) * 1e-6
+    dC = dC + np.swapaxes(dC, -1, -2)
+    expect = probe.gram(sig, dC)
+    Cb, w = trace_form(probe, sig, None)
+    i, j = vech_indices(2)
+    v = dC[:, :, i, j]
+    F_trace = np.einsum("amk,mkl,bml->ab", v, np.linalg.inv(spectra_covariance(Cb, w)), v)
+    B, lam = metric_form(probe, sig)
+    dv = dC.reshape(3, -1) @ B
+    F_metric = (dv * lam) @ dv.T
+    assert np.allclose(F_trace, expect, rtol=1e-8)
+    assert np.allclose(F_metric, expect, rtol=1e-8)
+    assert B.shape[1] == 8 * 3  # the antisymmetric parts of C_ij carry nothing: 24 of 32 kept
+
+
+class _LogPkConfig(BaseModel):
+    """ln P_lin(k_i, z=0) at n wavenumbers [1/Mpc] with a correlated Gaussian covariance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n: int = 6
+    sigma: float = 0.05
+
+
+class _LogPkProbe(Probe):
+    """A mean-type probe defined here (no trace form): signal ln P(k_i); gram d^T C^-1 d."""
+
+    name = "logpk"
+
+    def __init__(self, config):
+        self.k = np.geomspace(0.02, 0.5, config.n)
+        idx = np.arange(config.n)
+        self.C = config.sigma**2 * 0.4 ** np.abs(np.subtract.outer(idx, idx))
+
+    def nuisance_parameters(self):
+        from fishcast.parameters import NuisanceParameters
+
+        return NuisanceParameters([])
+
+    def requirements(self):
+        return CosmologyRequirements(z_max=0.5, k_max=1.0, nonlinear=False)
+
+    def signal(self, cosmo, params):
+        return np.log(np.ravel(cosmo.pk(np.zeros(1)[:, None], self.k[None, :], nonlinear=False)))
+
+    def gram(self, fiducial_signal, derivs):
+        d = np.asarray(derivs).reshape(len(derivs), -1)
+        return d @ np.linalg.solve(self.C, d.T)
+
+
+
+@pytest.fixture
+def logpk_registered():
+    from fishcast.probes import register_probe, unregister_probe
+
+    register_probe("logpk", _LogPkConfig, lambda config, survey_dir: _LogPkProbe(config))
+    try:
+        yield
+    finally:
+        unregister_probe("logpk")
+
+
+def test_mock_of_a_registered_probe_uses_the_generic_form(logpk_registered, tmp_path, cache_dir):
+    survey = textwrap.dedent("""\
+        name: logpk
+        cosmology:
+          nonlinear_model: none
+          accuracy: {k_max: 2, n_k: 60, n_z: 10}
+        parameters:
+          fiducial: {Omega_m: 0.32, Omega_b: 0.05, h: 0.67, n_s: 0.96, sigma8: 0.8}
+          free: [sigma8, n_s]
+        derivatives: {mode: fixed}
+        diagnostics: {gaussian_check: false}
+        probes:
+          logpk: {n: 6, sigma: 0.05}
+        """)
+    (tmp_path / "logpk.yaml").write_text(survey)
+    run = CliRunner().invoke
+    res = run(cli, ["run", str(tmp_path / "logpk.yaml"), "-o", str(tmp_path / "f.h5"), "--cache-dir", str(cache_dir),
+                    "-q"])
+    assert res.exit_code == 0, res.output
+    res = run(cli, ["mock", str(tmp_path / "f.h5"), "--n-sims", "20000", "--n-deriv", "3000", "--seed", "6",
+                    "-o", str(tmp_path / "s.h5"), "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    res = run(cli, ["simfisher", str(tmp_path / "s.h5"), "-o", str(tmp_path / "sf.h5")])
+    assert res.exit_code == 0, res.output
+    _within(tmp_path / "sf.h5", 0.05)
+    with h5py.File(tmp_path / "s.h5", "r") as f, h5py.File(tmp_path / "f.h5", "r") as g:
+        # analytic: d ln P / d sigma8 = 2/sigma8 at every k (linear theory, P ~ sigma8^2)
+        assert np.allclose(f["reference/fisher"][()], g["fisher/probes/logpk/matrix"][()], rtol=1e-12)
+        F = g["fisher/probes/logpk/matrix"][()]
+    one = np.ones(6)
+    idx = np.arange(6)
+    C = 0.05**2 * 0.4 ** np.abs(np.subtract.outer(idx, idx))
+    assert F[0, 0] == pytest.approx((2 / 0.8) ** 2 * one @ np.linalg.solve(C, one), rel=1e-4)
