@@ -47,7 +47,9 @@ Soen & Sun (2021) pair
       it adds is its variance, the part of the uncertainty of ``F`` due to the finite number of
       *fiducial* simulations: ``Var[I_1,ab] = (E[s_a^2 s_b^2] - I_ab^2)/N_s`` (Soen & Sun),
       ``(I_aa I_bb + I_ab^2)/N_s`` for Gaussian scores. Both are written; their ratio away from
-      1 says the summary's scores have non-Gaussian tails.
+      1 says the summary's scores have non-Gaussian tails. Like Soen & Sun's, these take the
+      likelihood (here the covariance) as known: when ``d / N_s`` is not small, the noise of
+      the covariance estimate adds to them (about a factor ``N_s / (N_s - d)``).
     * derivative form: ``I_2 = F_std - B_hat`` with the derivative-noise bias
       ``B_hat_ab = Tr[Psi Cov_hat(mu_hat_,a, mu_hat_,b)]`` measured from the scatter of the
       per-simulation derivatives (Coulton & Wandelt eq. 6), unbiased to first order; its
