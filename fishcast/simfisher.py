@@ -553,6 +553,13 @@ def estimate(sims: Simulations, config: SimFisherConfig | None = None) -> SimFis
 
     spread = spread_sub[-1]
     verdict, reason, message, needed = _verdict(names, spread, n_d, alpha, config.tolerance)
+    if not np.all(np.isfinite(sig["derivative_form"][-1])):
+        weak = [n for n, f in zip(names, np.diag(F_der)) if not f > 0]
+        what = ", ".join(weak) if weak else "a combination of the parameters"
+        message += (f"; the derivative form (the standard estimator minus its derivative-noise bias) is not "
+                    f"positive definite: the derivative noise is as large as the signal of {what}")
+        if verdict == "PASS":
+            verdict, reason = "WARN", "noisy derivatives"
     return SimFisherResult(
         names=names, units=tuple(sims.units) if sims.units else ("",) * p, values=np.asarray(sims.values, float),
         config=config, precision_factor=h, n_fiducial=n_s, n_derivative=n_d, data_length=d,

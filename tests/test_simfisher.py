@@ -633,3 +633,16 @@ def test_mock_of_a_registered_probe_uses_the_generic_form(logpk_registered, tmp_
     idx = np.arange(6)
     C = 0.05**2 * 0.4 ** np.abs(np.subtract.outer(idx, idx))
     assert F[0, 0] == pytest.approx((2 / 0.8) ** 2 * one @ np.linalg.solve(C, one), rel=1e-4)
+
+
+def test_a_parameter_the_data_do_not_respond_to_is_called_out(linear):
+    sims = linear.sims(3, 1000, 60)
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal((60, linear.d)) @ linear.L.T
+    minus = sims.minus.copy()
+    plus = sims.plus.copy()
+    minus[2], plus[2] = noise, rng.standard_normal((60, linear.d)) @ linear.L.T  # t2: pure noise
+    r = estimate(Simulations(sims.names, sims.values, sims.steps, sims.fiducial, minus, plus),
+                 SimFisherConfig(reshuffles=5))
+    assert r.verdict in ("WARN", "FAIL")
+    assert "derivative noise is as large as the signal of t2" in r.message
