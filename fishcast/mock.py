@@ -176,16 +176,17 @@ def _parse_overrides(text: str) -> tuple[str, dict]:
 
 
 def _read_forecast(path) -> dict:
-    from .io import open_forecast
-    from .io.hdf5 import _read_strings
+    from .io import open_forecast, read_fisher
 
+    fisher, meta = read_fisher(path)  # names, units and the per-probe matrices, checked
+    names = list(fisher.names)
+    probes = {k: (list(F.names), np.asarray(F.matrix, dtype=float)) for k, F in meta["probes"].items()}
     with open_forecast(path) as f:
         text = f.attrs.get("input_yaml")
-        if text is None or "derivatives" not in f or "fisher/probes" not in f:
+        if text is None or "derivatives" not in f or not probes:
             raise FileFormatError(f"{path}: not a forecast written by fishcast run (no input YAML, /derivatives "
                                   "or /fisher/probes): fishcast mock needs the forecast's own data")
         text = text.decode() if isinstance(text, bytes) else str(text)
-        names = _read_strings(f["parameters/names"])
         derivs, steps = [], []
         for n in names:
             key = f"derivatives/{n}"
@@ -193,12 +194,7 @@ def _read_forecast(path) -> dict:
                 raise FileFormatError(f"{path}: no /{key}/derivative: the forecast stores no derivative of {n}")
             derivs.append(np.asarray(f[key]["derivative"][()], dtype=float).ravel())
             steps.append(float(f[key].attrs["chosen_step"]))
-        probes = {}
-        for pname, g in f["fisher/probes"].items():
-            if "matrix" in g:
-                pn = _read_strings(g["names"]) if "names" in g else names
-                probes[pname] = (pn, np.asarray(g["matrix"][()], dtype=float))
-        units = _read_strings(f["parameters/units"]) if "parameters/units" in f else [""] * len(names)
+        units = list(fisher.units)
         input_path = f.attrs.get("input_path", "<survey>")
         input_path = input_path.decode() if isinstance(input_path, bytes) else str(input_path)
     return {"text": text, "names": names, "derivatives": derivs, "steps": np.array(steps), "probes": probes,

@@ -51,11 +51,10 @@ import numpy as np
 from ..errors import FileFormatError, InputError
 from ..fisher import FisherMatrix
 from .hdf5 import (
-    _open,
-    _read_strings,
     atomic_h5,
     dataset,
     file_sha256,
+    open_forecast,
     root_attributes,
     write_constraints,
     write_fisher_group,
@@ -67,6 +66,15 @@ SIMS_FORMAT_VERSION = "1"
 #: what /fisher/matrix of a simfisher file is (root attribute ``fisher_estimator``)
 PRIMARY_ESTIMATOR = ("combined: the matrix geometric mean of the standard and compressed estimators "
                      "(Coulton & Wandelt 2023, arXiv:2305.08994); the other estimators are under /simulations")
+
+
+def _strings(f, key: str, path) -> list[str]:
+    """A 1-d dataset of strings as a list of str (FileFormatError otherwise)."""
+    values = f[key][()]
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "SUO":
+        raise FileFormatError(f"{path}: /{key}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
+                              f"of shape {getattr(values, 'shape', ())}")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
 def _float_array(f, key: str, path, ndim: int) -> np.ndarray:
@@ -87,25 +95,21 @@ def read_simulations(path) -> "Simulations":  # noqa: F821
     from ..simfisher import Simulations
 
     path = pathlib.Path(path)
-    f = _open(path)
-    try:
-        try:
-            fid = _float_array(f, "fiducial", path, 2)
-            der = _float_array(f, "derivatives", path, 4)
-            if "parameters/names" not in f:
-                raise FileFormatError(f"{path}: no /parameters/names dataset")
-            names = tuple(_read_strings(f["parameters/names"]))
-            values = _float_array(f, "parameters/fiducial", path, 1)
-            steps = _float_array(f, "parameters/step", path, 1)
-            units = tuple(_read_strings(f["parameters/units"])) if "parameters/units" in f else ()
-            seed_matched = bool(f["derivatives"].attrs.get("seed_matched", False))
-            reference = _float_array(f, "reference/fisher", path, 2) if "reference/fisher" in f else None
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
-                     if isinstance(v, (str, bytes, int, float, np.integer, np.floating))}
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            raise FileFormatError(f"{path}: damaged or unexpected content: {type(exc).__name__}: {exc}") from None
-    finally:
-        f.close()
+    # open_forecast: "no such file" / "not an HDF5 file" / damaged content -> FileFormatError
+    # naming the file; a hand-made SIMS file has no schema_version, which is fine here
+    with open_forecast(path, require_schema=False) as f:
+        fid = _float_array(f, "fiducial", path, 2)
+        der = _float_array(f, "derivatives", path, 4)
+        if "parameters/names" not in f:
+            raise FileFormatError(f"{path}: no /parameters/names dataset")
+        names = tuple(_strings(f, "parameters/names", path))
+        values = _float_array(f, "parameters/fiducial", path, 1)
+        steps = _float_array(f, "parameters/step", path, 1)
+        units = tuple(_strings(f, "parameters/units", path)) if "parameters/units" in f else ()
+        seed_matched = bool(f["derivatives"].attrs.get("seed_matched", False))
+        reference = _float_array(f, "reference/fisher", path, 2) if "reference/fisher" in f else None
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+                 if isinstance(v, (str, bytes, int, float, np.integer, np.floating))}
     p = len(names)
     if len(set(names)) != p:
         raise FileFormatError(f"{path}: /parameters/names has duplicates: {list(names)}")
@@ -254,14 +258,12 @@ def write_simfisher_file(path, result, sims_path, meta: Mapping[str, Any] | None
 
 def read_simfisher(path) -> dict[str, Any]:
     """The ``/simulations`` group of a simfisher output, as plain arrays and attributes."""
-    from .hdf5 import open_forecast
-
     out: dict[str, Any] = {}
     with open_forecast(path) as f:
         if "simulations" not in f:
             raise FileFormatError(f"{path}: no /simulations group (not written by fishcast simfisher)")
         s = f["simulations"]
-        out["names"] = _read_strings(f["parameters/names"])
+        out["names"] = _strings(f, "parameters/names", path)
         out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in s.attrs.items()}
         out["sigma"] = {k: s[k]["marginalized_sigma"][()] for k in
                         ("standard", "compressed", "combined", "score_form", "derivative_form") if k in s}
