@@ -314,6 +314,8 @@ def test_every_command_that_reads_a_forecast_reads_it(simfisher_out, tmp_path):
     assert res.exit_code == 0, res.output
     res = run(cli, ["plot", out, "-o", str(tmp_path / "tri.png")])
     assert res.exit_code == 0 and (tmp_path / "tri.png").stat().st_size > 0, res.output
+    res = run(cli, ["export", out, "--to", "getdist", "-o", str(tmp_path / "gd")])
+    assert res.exit_code == 0 and (tmp_path / "gd.covmat").exists(), res.output
     res = run(cli, ["convergence", out, "--plot", str(tmp_path / "conv.png")])
     assert res.exit_code == 0 and (tmp_path / "conv.png").stat().st_size > 0, res.output
     assert "N_d" in res.output and "simfisher" in res.output
