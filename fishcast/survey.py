@@ -444,7 +444,10 @@ def _data_path(loc: tuple, data) -> tuple:
     (the value of a ``type`` discriminator, or a model/function name) that are not keys."""
     out = []
     node = data
-    for part in loc:
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if isinstance(node, dict) and node.get("type") == part and nxt is not None and nxt in node:
+            continue  # a discriminator tag that is also a key name (bins: {type: edges, edges: [...]})
         if isinstance(node, dict) and part in node:
             out.append(part)
             node = node[part]
