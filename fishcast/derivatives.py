@@ -40,9 +40,8 @@ or the YAML: rungs ``2h, h, h/2``, chosen rung ``h``, verdict from the two chang
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,10 +66,19 @@ __all__ = [
     "plan_points",
     "analyse",
     "fast_steps",
-    "known_steps_from_hdf5",
-    "write_sweeps",
-    "read_sweeps",
 ]
+
+#: moved to :mod:`fishcast.io.sweeps` (the HDF5 contract lives in fishcast.io); still
+#: importable from here for old importers
+_MOVED_TO_IO = ("known_steps_from_hdf5", "write_sweeps", "read_sweeps")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_IO:
+        from .io import sweeps
+
+        return getattr(sweeps, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: fishcast.cosmology settings (``cosmology.accuracy`` in the survey YAML) whose increase
 #: lowers CAMB's numerical noise; named in the message of a noise-limited parameter.
@@ -472,106 +480,6 @@ class ParameterSweep:
         """Whether the reported stencil is 5-point and available at ``rung``."""
         return ("5-point" in self.stencil and 0 <= rung < len(self.steps)
                 and bool(np.all(np.isfinite(self.derivatives_5pt[rung]))))
-
-    # ---------------------------------------------------------------- HDF5
-    def to_hdf5(self, group) -> None:
-        """Write into an h5py group (created by the caller). Datasets carry ``units``."""
-        import h5py
-
-        pu = self.parameter_units or "1"
-        su = self.signal_units or "1"
-        du = f"({su})/({pu})" if pu != "1" else su
-        a = group.attrs
-        a["fishcast_type"] = "ParameterSweep"
-        for key in ("name", "mode", "stencil", "verdict", "reason", "message", "parameter_units", "signal_units"):
-            a[key] = str(getattr(self, key))
-        for key in ("fiducial", "scale", "spread", "score", "tol_pass", "tol_warn"):
-            a[key] = float(getattr(self, key))
-        a["chosen_rung"] = int(self.chosen)
-        a["window_start"], a["window_stop"] = int(self.window[0]), int(self.window[1])
-        a["plateau_width"] = int(self.plateau_width)
-        a["chosen_step"] = self.step
-        a["chosen_relative_step"] = self.relative_step
-        a["stem_difference"] = float("nan") if self.stem_difference is None else float(self.stem_difference)
-
-        def ds(key, data, units):
-            d = group.create_dataset(key, data=data)
-            d.attrs["units"] = units
-            return d
-
-        ds("steps", self.steps, pu)
-        ds("relative_steps", self.relative_steps, "1")
-        group.create_dataset("stencils", data=np.array(self.stencils, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        ds("derivatives_3pt", self.derivatives_3pt, du)
-        ds("derivatives_5pt", self.derivatives_5pt, du)
-        ds("deltas", self.deltas, "1")
-        ds("derivative", self.derivative, du)
-        ds("norms", self.norms, "1")
-        if self.stem_derivative is not None:
-            ds("stem_derivative", self.stem_derivative, du)
-
-    @classmethod
-    def from_hdf5(cls, group) -> "ParameterSweep":
-        a = group.attrs
-
-        def s(key):
-            v = a[key]
-            return v.decode() if isinstance(v, bytes) else str(v)
-
-        stem_diff = float(a["stem_difference"])
-        return cls(
-            name=s("name"), fiducial=float(a["fiducial"]), scale=float(a["scale"]), mode=s("mode"),
-            steps=group["steps"][()], relative_steps=group["relative_steps"][()],
-            stencils=tuple(x.decode() if isinstance(x, bytes) else str(x) for x in group["stencils"][()]),
-            derivatives_3pt=group["derivatives_3pt"][()], derivatives_5pt=group["derivatives_5pt"][()],
-            deltas=group["deltas"][()], window=(int(a["window_start"]), int(a["window_stop"])),
-            chosen=int(a["chosen_rung"]), stencil=s("stencil"), derivative=group["derivative"][()],
-            plateau_width=int(a["plateau_width"]), spread=float(a["spread"]), score=float(a["score"]),
-            verdict=s("verdict"), reason=s("reason"), message=s("message"),
-            tol_pass=float(a["tol_pass"]), tol_warn=float(a["tol_warn"]),
-            parameter_units=s("parameter_units"), signal_units=s("signal_units"),
-            stem_derivative=group["stem_derivative"][()] if "stem_derivative" in group else None,
-            stem_difference=None if math.isnan(stem_diff) else stem_diff,
-            norms=group["norms"][()] if "norms" in group else np.zeros(0),
-        )
-
-
-def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[ParameterSweep],
-                 config: DerivativesConfig | None = None) -> None:
-    """Write sweeps as subgroups ``<group>/<name>`` (parameter order in attribute ``names``),
-    with the config (JSON) and its tolerances as attributes of ``group``."""
-    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
-    group.attrs["names"] = json.dumps([sw.name for sw in items])
-    if config is not None:
-        group.attrs["config"] = config.model_dump_json()
-        for key in ("mode", "stencil"):
-            group.attrs[key] = str(getattr(config, key))
-        for key in ("h_max", "tol_pass", "tol_warn", "tie_factor"):
-            group.attrs[key] = float(getattr(config, key))
-        for key in ("n_rungs", "window"):
-            group.attrs[key] = int(getattr(config, key))
-    for sw in items:
-        sw.to_hdf5(group.create_group(sw.name))
-
-
-def read_sweeps(group) -> dict[str, ParameterSweep]:
-    """Read what :func:`write_sweeps` wrote (in the stored parameter order)."""
-    if "names" in group.attrs:
-        v = group.attrs["names"]
-        names = json.loads(v.decode() if isinstance(v, bytes) else v)
-    else:
-        names = [k for k in group if group[k].attrs.get("fishcast_type") == "ParameterSweep"]
-    return {n: ParameterSweep.from_hdf5(group[n]) for n in names}
-
-
-def known_steps_from_hdf5(group) -> dict[str, float]:
-    """Chosen absolute steps stored by :func:`write_sweeps` (for mode 'fast')."""
-    out = {}
-    for name in group:
-        g = group[name]
-        if hasattr(g, "attrs") and g.attrs.get("fishcast_type") == "ParameterSweep":
-            out[name] = float(g.attrs["chosen_step"])
-    return out
 
 
 # ---------------------------------------------------------------------------- analysis

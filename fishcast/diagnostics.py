@@ -34,7 +34,6 @@ then decided by the empirical stability check, which is the verdict that counts.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,9 +60,19 @@ __all__ = [
     "delta_chi2",
     "format_report",
     "format_sweeps",
-    "write_diagnostics",
-    "read_diagnostics",
 ]
+
+#: moved to :mod:`fishcast.io.diagnostics` (the HDF5 contract lives in fishcast.io); still
+#: importable from here for old importers
+_MOVED_TO_IO = ("write_diagnostics", "read_diagnostics")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_IO:
+        from .io import diagnostics
+
+        return getattr(diagnostics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _VERDICTS = ("PASS", "WARN", "FAIL")
 
@@ -112,36 +121,6 @@ def _cfg(thresholds) -> DiagnosticsConfig:
     if isinstance(thresholds, DiagnosticsConfig):
         return thresholds
     return DiagnosticsConfig(**dict(thresholds))
-
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _write_config(group, cfg: DiagnosticsConfig) -> None:
-    group.attrs["thresholds"] = cfg.model_dump_json()
-    for key, value in cfg.model_dump().items():
-        group.attrs[f"threshold_{key}"] = value
-
-
-def _read_config(group) -> DiagnosticsConfig:
-    return DiagnosticsConfig.model_validate_json(_s(group.attrs["thresholds"]))
-
-
-def _str_dataset(group, key, values):
-    import h5py
-
-    group.create_dataset(key, data=np.array([str(v) for v in values], dtype=object), dtype=h5py.string_dtype("utf-8"))
-
-
-def _read_strs(ds) -> tuple[str, ...]:
-    return tuple(_s(v) for v in ds[()])
-
-
-def _units_attr(ds, units: Sequence[str] | None, suffix: str = "") -> None:
-    if units is None:
-        return
-    ds.attrs["units"] = json.dumps([(u or "1") + suffix for u in units]) if suffix else json.dumps([u or "1" for u in units])
 
 
 # ---------------------------------------------------------------------------- linear algebra
@@ -197,48 +176,6 @@ class ConditioningReport:
     reasons: tuple[str, ...]
     thresholds: DiagnosticsConfig
     units: tuple[str, ...] | None = None
-
-    def to_hdf5(self, group) -> None:
-        a = group.attrs
-        a["fishcast_type"] = "ConditioningReport"
-        a["symmetry_error"] = self.symmetry_error
-        a["cond_F"] = self.cond_F
-        a["cond_F_note"] = "unit-dependent: reflects the parameters' units, not the information"
-        a["cond_R"] = self.cond_R
-        a["cholesky_ok"] = bool(self.cholesky_ok)
-        a["inversion_residual"] = self.inversion_residual
-        a["verdict"] = self.verdict
-        a["reasons"] = json.dumps(list(self.reasons))
-        a["weak_directions"] = json.dumps([[lam, w] for lam, w in self.weak_directions])
-        _write_config(group, self.thresholds)
-        _str_dataset(group, "names", self.names)
-        group.create_dataset("eigenvalues", data=self.eigenvalues).attrs["units"] = "1"
-        group.create_dataset("eigenvectors", data=self.eigenvectors).attrs["units"] = "1"
-        ds = group.create_dataset("conditional_sigma", data=self.conditional_sigma)
-        _units_attr(ds, self.units)
-        if self.units is not None:
-            _str_dataset(group, "units", self.units)
-        if self.covariance is not None:
-            ds = group.create_dataset("covariance", data=self.covariance)
-            if self.units is not None:
-                ds.attrs["units"] = "unit_i * unit_j, unit_i from the dataset 'units'"
-            ds = group.create_dataset("marginalized_sigma", data=self.marginalized_sigma)
-            _units_attr(ds, self.units)
-
-    @classmethod
-    def from_hdf5(cls, group) -> "ConditioningReport":
-        a = group.attrs
-        return cls(
-            names=_read_strs(group["names"]), symmetry_error=float(a["symmetry_error"]),
-            cond_F=float(a["cond_F"]), cond_R=float(a["cond_R"]), cholesky_ok=bool(a["cholesky_ok"]),
-            eigenvalues=group["eigenvalues"][()], eigenvectors=group["eigenvectors"][()],
-            weak_directions=tuple((float(lam), dict(w)) for lam, w in json.loads(_s(a["weak_directions"]))),
-            covariance=group["covariance"][()] if "covariance" in group else None,
-            marginalized_sigma=group["marginalized_sigma"][()] if "marginalized_sigma" in group else None,
-            conditional_sigma=group["conditional_sigma"][()], inversion_residual=float(a["inversion_residual"]),
-            verdict=_s(a["verdict"]), reasons=tuple(json.loads(_s(a["reasons"]))), thresholds=_read_config(group),
-            units=_read_strs(group["units"]) if "units" in group else None,
-        )
 
 
 def conditioning_report(F: np.ndarray, names: Sequence[str], thresholds: DiagnosticsConfig | Mapping | None = None,
@@ -348,31 +285,6 @@ class ErrorStability:
     verdict: str
     reasons: tuple[str, ...]
     thresholds: DiagnosticsConfig
-
-    def to_hdf5(self, group) -> None:
-        a = group.attrs
-        a["fishcast_type"] = "ErrorStability"
-        a["verdict"] = self.verdict
-        a["reasons"] = json.dumps(list(self.reasons))
-        _write_config(group, self.thresholds)
-        _str_dataset(group, "names", self.names)
-        _str_dataset(group, "cases", self.cases)
-        _str_dataset(group, "worst_case", self.worst_case)
-        group.create_dataset("sigma", data=self.sigma).attrs["units"] = "parameter units (see /parameters/units)"
-        group.create_dataset("sigma_cases", data=self.sigma_cases).attrs["units"] = "parameter units (see /parameters/units)"
-        for key in ("rung_change", "noise_change", "max_change"):
-            group.create_dataset(key, data=getattr(self, key)).attrs["units"] = "1"
-
-    @classmethod
-    def from_hdf5(cls, group) -> "ErrorStability":
-        a = group.attrs
-        return cls(
-            names=_read_strs(group["names"]), sigma=group["sigma"][()], cases=_read_strs(group["cases"]),
-            sigma_cases=group["sigma_cases"][()], rung_change=group["rung_change"][()],
-            noise_change=group["noise_change"][()], max_change=group["max_change"][()],
-            worst_case=_read_strs(group["worst_case"]), verdict=_s(a["verdict"]),
-            reasons=tuple(json.loads(_s(a["reasons"]))), thresholds=_read_config(group),
-        )
 
 
 def _maybe_symmetric(g: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -486,26 +398,6 @@ class ProjectedFisher:
     covariance: np.ndarray
     marginalized_sigma: np.ndarray
     note: str
-
-    def to_hdf5(self, group) -> None:
-        group.attrs["fishcast_type"] = "ProjectedFisher"
-        group.attrs["removed_directions"] = json.dumps(list(self.removed))
-        group.attrs["note"] = self.note
-        _str_dataset(group, "names", self.names)
-        group.create_dataset("matrix", data=self.matrix).attrs["units"] = "1/(unit_i * unit_j)"
-        group.create_dataset("basis", data=self.basis).attrs["units"] = "1"
-        group.create_dataset("reduced_matrix", data=self.reduced_matrix).attrs["units"] = "1"
-        group.create_dataset("covariance", data=self.covariance).attrs["units"] = "unit_i * unit_j"
-        group.create_dataset("marginalized_sigma", data=self.marginalized_sigma).attrs["units"] = "unit_i"
-
-    @classmethod
-    def from_hdf5(cls, group) -> "ProjectedFisher":
-        return cls(
-            names=_read_strs(group["names"]), removed=tuple(json.loads(_s(group.attrs["removed_directions"]))),
-            matrix=group["matrix"][()], basis=group["basis"][()], reduced_matrix=group["reduced_matrix"][()],
-            covariance=group["covariance"][()], marginalized_sigma=group["marginalized_sigma"][()],
-            note=_s(group.attrs["note"]),
-        )
 
 
 def project_degenerate(F: np.ndarray, names: Sequence[str], directions: Sequence[Mapping[str, float]] | None = None,
@@ -655,31 +547,6 @@ class GaussianValidity:
     offsets: np.ndarray | None = None
     names: tuple[str, ...] = ()
 
-    def to_hdf5(self, group) -> None:
-        group.attrs["fishcast_type"] = "GaussianValidity"
-        group.attrs["n_sigma"] = self.n_sigma
-        group.attrs["tolerance"] = self.tolerance
-        group.attrs["threshold_gaussian_tolerance"] = self.tolerance
-        group.attrs["verdict"] = self.verdict
-        group.attrs["reasons"] = json.dumps(list(self.reasons))
-        group.attrs["definition"] = "delta_chi2 = norm(signal(point) - signal(fiducial))^2 in the Fisher metric; Fisher predicts n_sigma^2"
-        _str_dataset(group, "labels", self.labels)
-        _str_dataset(group, "names", self.names)
-        group.create_dataset("delta_chi2", data=self.delta_chi2).attrs["units"] = "1"
-        group.create_dataset("ratio", data=self.ratio).attrs["units"] = "1"
-        group.create_dataset("flagged", data=self.flagged.astype(np.int8))
-        if self.offsets is not None:
-            group.create_dataset("offsets", data=self.offsets).attrs["units"] = "unit_j (see /parameters/units)"
-
-    @classmethod
-    def from_hdf5(cls, group) -> "GaussianValidity":
-        a = group.attrs
-        return cls(labels=_read_strs(group["labels"]), n_sigma=float(a["n_sigma"]), delta_chi2=group["delta_chi2"][()],
-                   ratio=group["ratio"][()], flagged=group["flagged"][()].astype(bool), tolerance=float(a["tolerance"]),
-                   verdict=_s(a["verdict"]), reasons=tuple(json.loads(_s(a["reasons"]))),
-                   offsets=group["offsets"][()] if "offsets" in group else None,
-                   names=_read_strs(group["names"]) if "names" in group else ())
-
 
 def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.ndarray, norm: Callable[[np.ndarray], float],
                n_sigma: float = 1.0, thresholds: DiagnosticsConfig | Mapping | None = None,
@@ -706,36 +573,7 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
                             names=() if points is None else points.names)
 
 
-# ---------------------------------------------------------------------------- HDF5 + text
-_KINDS = {"conditioning": ConditioningReport, "error_stability": ErrorStability,
-          "gaussian_validity": GaussianValidity, "projection": ProjectedFisher}
-
-
-def write_diagnostics(group, **results) -> None:
-    """Write results into subgroups of ``group`` (``/diagnostics``): keyword names
-    conditioning, error_stability, gaussian_validity, projection (None values skipped)."""
-    for key, res in results.items():
-        if key not in _KINDS:
-            raise InputError(f"unknown diagnostics result {key!r}")
-        if res is not None:
-            res.to_hdf5(group.create_group(key))
-
-
-def read_diagnostics(group) -> dict[str, object]:
-    """Read the results stored in ``group``: {kind: result} with kind one of conditioning,
-    error_stability, gaussian_validity, projection. Subgroups are recognized by their
-    ``fishcast_type`` attribute, whatever their name."""
-    by_type = {cls.__name__: key for key, cls in _KINDS.items()}
-    out: dict[str, object] = {}
-    for name in group:
-        sub = group[name]
-        t = sub.attrs.get("fishcast_type") if hasattr(sub, "attrs") else None
-        t = _s(t) if t is not None else None
-        if t in by_type and by_type[t] not in out:
-            out[by_type[t]] = _KINDS[by_type[t]].from_hdf5(sub)
-    return out
-
-
+# ---------------------------------------------------------------------------- text
 def format_sweeps(sweeps: Sequence | Mapping) -> str:
     """The stability table: one line per parameter."""
     items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)

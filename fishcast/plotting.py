@@ -29,7 +29,7 @@ from fishcast.errors import FishcastError, InputError
 from fishcast.fisher import FisherMatrix
 
 __all__ = ["MissingDependencyError", "PALETTE", "DCHI2", "ellipse_points", "triangle_figure",
-           "triangle_plot", "plot_params"]
+           "triangle_plot", "plot_params", "step_figure", "step_plot"]
 
 #: Okabe & Ito (2008) colour-blind safe palette, black first.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -190,21 +190,77 @@ def triangle_plot(
     path: str | os.PathLike,
     params: Sequence[str] | None = None,
     dpi: float = 150.0,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Draw the triangle plot of ``forecasts`` (legend: ``labels``) to ``path`` (.pdf, .png
-    or .svg), written to a temporary name and renamed."""
+    or .svg) with the one atomic writer. ``path`` is checked before drawing: never a special
+    file, never one of ``inputs`` (the files the forecasts were read from)."""
+    from .io.atomic import check_output_path, save_figure
+
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise InputError(f"{path}: plot format from the extension, one of {', '.join(SUFFIXES)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {parent} does not exist")
+    check_output_path(path, inputs)
     fig, _, _ = triangle_figure(forecasts, labels, params, dpi=dpi)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_figure(fig, path, fmt=path.suffix[1:].lower(), dpi=dpi)
+
+
+# ------------------------------------------------------------------------------ step sweeps
+def _representative(d: np.ndarray, n: int = 3) -> list[int]:
+    """Flat indices of the largest |derivative| and of its 90th and 50th percentiles."""
+    a = np.abs(np.ravel(d))
+    order = np.argsort(a)
+    picks = [order[-1], order[int(0.9 * (len(a) - 1))], order[int(0.5 * (len(a) - 1))]]
+    out: list[int] = []
+    for p in picks:
+        if a[p] > 0 and int(p) not in out:
+            out.append(int(p))
+    return out[:n]
+
+
+def step_figure(sweeps: dict):
+    """Per parameter (one row): the 3-point derivative against the relative step at
+    representative data elements (divided by the chosen derivative), and the rung-to-rung
+    change in the data metric with the pass/warn tolerances; the chosen step dashed, the
+    plateau window shaded. ``sweeps``: label -> :class:`fishcast.derivatives.ParameterSweep`."""
+    items = list(sweeps.items())
+    if not items:
+        raise InputError("no derivative sweeps: nothing to plot")
+    _, Figure = _matplotlib()
+    fig = Figure(figsize=(10, 2.8 * len(items)), layout="constrained")
+    axes = fig.subplots(len(items), 2, squeeze=False)
+    for row, (label, sw) in enumerate(items):
+        ax, bx = axes[row]
+        rel = sw.relative_steps
+        dc = np.ravel(sw.derivative)
+        for i in _representative(sw.derivative):
+            ax.plot(rel, np.reshape(sw.derivatives_3pt, (len(rel), -1))[:, i] / dc[i], "o-", ms=3, label=f"element {i}")
+        ax.axvline(sw.relative_step, color="k", ls="--", lw=0.8)
+        ax.axvspan(rel[sw.window[1] - 1], rel[sw.window[0]], color="0.9", zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"relative step of {sw.name}")
+        ax.set_ylabel("3-point derivative / chosen")
+        ax.set_title(f"{label}: {sw.verdict} ({sw.reason}), {sw.stencil}", fontsize=9)
+        ax.legend(fontsize=7)
+        if len(sw.deltas):
+            mid = np.sqrt(rel[:-1] * rel[1:])
+            bx.loglog(mid, np.maximum(sw.deltas, 1e-300), "o-", ms=3)
+            bx.axhline(sw.tol_pass, color="g", ls=":", lw=0.8, label=f"pass {sw.tol_pass:g}")
+            bx.axhline(sw.tol_warn, color="r", ls=":", lw=0.8, label=f"warn {sw.tol_warn:g}")
+            bx.axvline(sw.relative_step, color="k", ls="--", lw=0.8, label="chosen step")
+            bx.legend(fontsize=7)
+        bx.set_xlabel(f"relative step of {sw.name}")
+        bx.set_ylabel("rung-to-rung change (data metric)")
+    return fig
+
+
+def step_plot(sweeps: dict, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """``fishcast stability --plot``: :func:`step_figure` written to ``path`` (format from the
+    extension) with the one atomic writer; never over a special file or one of ``inputs``."""
+    from .io.atomic import check_output_path, save_figure
+
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise InputError(f"{path}: plot format from the extension, one of {', '.join(SUFFIXES)}")
+    check_output_path(path, inputs)
+    return save_figure(step_figure(sweeps), path)

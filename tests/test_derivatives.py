@@ -21,14 +21,12 @@ from fishcast.derivatives import (
     ParameterSweep,
     analyse,
     fast_steps,
-    known_steps_from_hdf5,
     plan_ladder,
     plan_points,
-    read_sweeps,
     resolve_spec,
-    write_sweeps,
 )
 from fishcast.errors import ComputationError, InputError
+from fishcast.io.sweeps import known_steps_from_hdf5, read_sweeps, write_sweeps
 
 N = 50
 AMP = np.linspace(1.0, 2.0, N)
@@ -273,7 +271,7 @@ def test_hdf5_round_trip(tmp_path):
         g = h["derivatives"]
         assert g.attrs["tol_pass"] == cfg.tol_pass and g.attrs["window"] == 4
         assert g["m_nu/steps"].attrs["units"] == "eV"
-        assert g["m_nu/derivative"].attrs["units"] == "(1)/(eV)"
+        assert g["m_nu/derivative"].attrs["units"] == "1/eV"  # schema 1.1: "" is dimensionless
         back = read_sweeps(g)["m_nu"]
     assert isinstance(back, ParameterSweep)
     for key in ("steps", "deltas", "derivatives_3pt", "derivative", "stem_derivative"):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fishcast.derivatives import DerivativesConfig, analyse, plan_points, resolve_spec, write_sweeps
+from fishcast.derivatives import DerivativesConfig, analyse, plan_points, resolve_spec
 from fishcast.diagnostics import (
     conditioning_report,
     delta_chi2,
@@ -23,10 +23,10 @@ from fishcast.diagnostics import (
     format_report,
     principal_points,
     project_degenerate,
-    read_diagnostics,
-    write_diagnostics,
 )
 from fishcast.errors import DegenerateFisherError
+from fishcast.io.diagnostics import read_diagnostics, write_diagnostics, write_report
+from fishcast.io.sweeps import write_sweeps
 
 NAMES = ["Omega_m", "Omega_b", "h", "n_s", "A_s", "w0", "wa"]
 FID = np.array([0.32, 0.05, 0.67, 0.96, 2.1e-9, -1.0, 0.0])
@@ -239,7 +239,7 @@ def test_hdf5_round_trip_report_and_cli(tmp_path):
     with h5py.File(path, "w") as h:
         write_sweeps(h.create_group("derivatives"), [sw], DerivativesConfig())
         write_diagnostics(h.create_group("diagnostics"), conditioning=cond)
-        stab.to_hdf5(h["diagnostics"].create_group("stability"))  # any group name: found by type
+        write_report(h["diagnostics"].create_group("stability"), stab)  # any group name: found by type
     with h5py.File(path, "r") as h:
         back = read_diagnostics(h["diagnostics"])
         assert h["diagnostics/conditioning"].attrs["threshold_cond_warn"] == 1e10

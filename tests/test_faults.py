@@ -278,17 +278,15 @@ def _previous(path: pathlib.Path) -> bytes:
 def test_read_only_at_write_time_leaves_the_old_file(where, toy, toy_h5, cache_dir, tmp_path, monkeypatch):
     """The folder turns read-only after the check (a remount, another user): creating the
     temporary file, or renaming it into place, fails with EROFS / EACCES."""
-    from fishcast.io import hdf5 as fio
+    from fishcast.io import atomic
 
     out = tmp_path / "o.h5"
     old = _previous(out)
     if where == "create":
-        def refuse(name, mode="r", *a, **kw):
-            if "w" in mode:
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(name))
-            return open(name, mode, *a, **kw)
+        def refuse(target):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
 
-        monkeypatch.setattr(fio, "open", refuse, raising=False)
+        monkeypatch.setattr(atomic, "_create_temp", refuse)
     else:
         def replace(src, dst):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
@@ -355,17 +353,17 @@ class FillingDisk(_stdio.RawIOBase):
 
 @pytest.mark.parametrize("capacity", [0, 2048, 20_000])
 def test_disk_filling_during_the_write(capacity, toy, toy_h5, cache_dir, tmp_path, monkeypatch):
-    from fishcast.io import hdf5 as fio
+    from fishcast.io import atomic
 
     opened = []
 
-    def filling_open(name, mode="r", *a, **kw):
-        if "w" in mode:
-            opened.append(FillingDisk(name, capacity))
-            return opened[-1]
-        return open(name, mode, *a, **kw)
+    def filling_open(tmp, fd, mode, **kw):  # the one writer's temporary file, on a disk that fills
+        assert "w" in mode
+        os.close(fd)
+        opened.append(FillingDisk(tmp, capacity))
+        return opened[-1]
 
-    monkeypatch.setattr(fio, "open", filling_open, raising=False)
+    monkeypatch.setattr(atomic, "_open_temp", filling_open)
     out = tmp_path / "o.h5"
     old = _previous(out)
     res = invoke("run", toy, "-o", out, "--cache-dir", cache_dir, "-q")
@@ -455,7 +453,7 @@ def test_newer_schema_version(toy_h5, tmp_path):
         f.attrs["schema_version"] = "2.0"
     _read_all(newer, toy_h5, tmp_path)
     res = invoke("show", newer)
-    assert "schema_version 2.0 is newer than this fishcast reads (1.0); upgrade fishcast" in res.output
+    assert "schema_version 2.0 is newer than this fishcast reads (1.1); upgrade fishcast" in res.output
 
 
 def test_every_group_and_dataset_damaged_in_turn(toy_h5, tmp_path):

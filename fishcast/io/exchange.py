@@ -213,36 +213,43 @@ def _matrix_lines(m: np.ndarray, sep: str = " ") -> list[str]:
     return [sep.join(f"{x:.17e}" for x in row) for row in m]
 
 
-def _write(path: Path, lines: Sequence[str]) -> None:
-    """Write text atomically (temporary name in the same directory, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+#: the files of each export format, as suffixes of the base name
+EXPORT_SUFFIXES = {"getdist": (".paramnames", ".covmat", ".fisher"), "cosmosis": (".txt",),
+                   "text": (".txt", ".paramnames")}
 
 
-def export(fisher: FisherMatrix, fmt: str, base: str | os.PathLike) -> list[Path]:
-    """Write ``fisher`` for another code; returns the paths written (see the module docstring).
-
-    ``base`` is the output path without extension. ``getdist`` needs the covariance, so a
-    degenerate matrix raises :class:`~fishcast.errors.DegenerateFisherError` there.
-    """
+def export_paths(fmt: str, base: str | os.PathLike) -> list[Path]:
+    """The files :func:`export` writes for ``fmt`` and ``base``."""
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
     base = Path(base)
-    if base.parent and not base.parent.is_dir():
-        raise InputError(f"{base.parent}: output directory does not exist")
+    return [base.with_name(base.name + suffix) for suffix in EXPORT_SUFFIXES[fmt]]
+
+
+def export(fisher: FisherMatrix, fmt: str, base: str | os.PathLike,
+           inputs: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Write ``fisher`` for another code; returns the paths written (see the module docstring).
+
+    ``base`` is the output path without extension. ``getdist`` needs the covariance, so a
+    degenerate matrix raises :class:`~fishcast.errors.DegenerateFisherError` there. Every
+    path is checked first (:func:`fishcast.io.atomic.check_output_path`: no special file, none
+    of ``inputs``); the files are written all or none (:class:`fishcast.io.atomic.AtomicFiles`):
+    a failure leaves none of them behind and the files that were there before untouched.
+    """
+    from .atomic import AtomicFiles, WriteError, check_output_path
+
+    paths = export_paths(fmt, base)
+    base = Path(base)
+    if str(base.parent) and not base.parent.is_dir():
+        raise WriteError(f"cannot write {base}: the folder {base.parent} does not exist")
+    for p in paths:
+        check_output_path(p, inputs)
     names = list(fisher.names)
-    written: list[Path] = []
+    files = AtomicFiles()
+    staged: dict[str, list[str]] = {}
 
     def out(suffix: str, lines: Sequence[str]) -> None:
-        p = base.with_name(base.name + suffix)
-        _write(p, lines)
-        written.append(p)
+        staged[suffix] = list(lines)
 
     if fmt == "getdist":
         cov = fisher.covariance()
@@ -270,7 +277,10 @@ def export(fisher: FisherMatrix, fmt: str, base: str | os.PathLike) -> list[Path
             f"{nm}    {latex_name(nm)}" + (f"    {_fmt(fid)}" if not math.isnan(fid) else "")
             for nm, fid in zip(names, fisher.fiducial)
         ])
-    return written
+    with files:
+        for suffix, lines in staged.items():
+            files.write_text(base.with_name(base.name + suffix), "\n".join(lines) + "\n")
+    return files.paths
 
 
 def rename(fisher: FisherMatrix, mapping: Mapping[str, str]) -> FisherMatrix:

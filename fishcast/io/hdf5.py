@@ -1,10 +1,14 @@
 """The HDF5 file: written atomically, read back with checks.
 
 A forecast file is a product that people open with h5py, from other languages, years
-later. Nothing is pickled; strings are UTF-8; every dataset with units carries a ``units``
-attribute. Files are written to a temporary name in the target folder and renamed into
-place, so a crash or a kill never leaves half a file at the output path, and a file
-already at the path is untouched until the new one is complete.
+later. Nothing is pickled; strings are UTF-8; units follow one convention
+(:mod:`fishcast.io.h5util`: a ``units`` attribute with one plain unit string, ``""`` for
+dimensionless; per-parameter units through ``units_from``/``units_rule``). Files are built
+in memory and written by the one atomic writer (:mod:`fishcast.io.atomic`), so a crash or a
+kill never leaves half a file at the output path, and a file already at the path is
+untouched until the new one is complete. ``/derivatives`` is written by
+:mod:`fishcast.io.sweeps`, ``/diagnostics`` by :mod:`fishcast.io.diagnostics`, batch
+summaries by :mod:`fishcast.io.batch_summary`.
 
 Layout (schema version :data:`SCHEMA_VERSION`), see also the README:
 
@@ -32,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -43,8 +46,13 @@ from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..fisher import FisherMatrix
 from ..parameters import latex_of
+from .atomic import atomic_h5, check_output_path  # noqa: F401  (part of this module's API)
+from .h5util import dataset, per_parameter_units, read_strings, string_dataset, text, units_list
 
-SCHEMA_VERSION = "1.0"
+#: 1.1: units attributes follow one convention ("" dimensionless, one plain unit string,
+#: per-parameter units as ``units_from``/``units_rule``; see :mod:`fishcast.io.h5util`).
+#: Files of 1.0 are read as before.
+SCHEMA_VERSION = "1.1"
 
 
 def _h5py():
@@ -53,88 +61,18 @@ def _h5py():
     return h5py
 
 
-def _strings(values) -> np.ndarray:
-    h5py = _h5py()
-    return np.array([str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
-
-
-def check_output_path(path: str | os.PathLike) -> pathlib.Path:
-    """Check that an output file can be written at ``path`` (before any computation)."""
-    p = pathlib.Path(path)
-    parent = p.parent if str(p.parent) else pathlib.Path(".")
-    if not parent.exists():
-        raise InputError(f"cannot write {p}: the folder {parent} does not exist")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {p}: {parent} is not a folder")
-    if p.exists() and p.is_dir():
-        raise InputError(f"cannot write {p}: it is a folder")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {p}: the folder {parent} is not writable")
-    return p
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike) -> Iterator[Any]:
-    """Build an HDF5 file in memory; write it to a temporary name next to ``path``, fsync,
-    and rename it into place.
-
-    HDF5 itself never writes to the disk: a full disk, a file-size limit or a folder that
-    turned read-only shows as an OSError of one plain write, which is reported as
-    :class:`InputError` ("cannot write PATH: reason"); the temporary file is removed and an
-    existing file at ``path`` is left untouched. (HDF5 writing to a failing disk raises from
-    deep inside its caches and can leave its library in a state that crashes at exit.)
-    """
-    import io as _bytes_io
-
-    h5py = _h5py()
-    p = check_output_path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    buffer = _bytes_io.BytesIO()
-    f = h5py.File(buffer, "w")
-    try:
-        yield f
-    except BaseException:
-        with contextlib.suppress(Exception):
-            f.close()
-        raise
-    f.close()
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
-        raise
-
-
-def dataset(group, name: str, data, units: str | None = None, **attrs):
-    """Create a dataset (replacing none), with a ``units`` attribute when given."""
-    arr = np.asarray(data)
-    if arr.dtype.kind in "UO":
-        arr = _strings(arr.ravel()).reshape(arr.shape)
-    ds = group.create_dataset(name, data=arr)
-    if units is not None:
-        ds.attrs["units"] = units
-    for k, v in attrs.items():
-        ds.attrs[k] = v
-    return ds
-
-
 def write_parameters(f, fisher: FisherMatrix, priors: Mapping[str, float] | None = None) -> None:
     g = f.create_group("parameters")
-    dataset(g, "names", _strings(fisher.names))
-    dataset(g, "fiducial", fisher.fiducial)
-    dataset(g, "units", _strings(fisher.units))
-    dataset(g, "latex", _strings([latex_of(n) for n in fisher.names]),
-            description="LaTeX label of each parameter (no dollars), from the parameter registry")
+    string_dataset(g, "names", fisher.names)
+    per_parameter_units(dataset(g, "fiducial", fisher.fiducial), "unit_i")
+    string_dataset(g, "units", units_list(fisher.units),
+                    description='the unit of each parameter; "" for dimensionless')
+    string_dataset(g, "latex", [latex_of(n) for n in fisher.names],
+                   description="LaTeX label of each parameter (no dollars), from the parameter registry")
     if priors is not None:
-        dataset(g, "prior_sigma", [priors.get(n, np.nan) for n in fisher.names],
-                description="Gaussian prior 1-sigma in the units of each parameter; NaN: no prior")
+        ds = dataset(g, "prior_sigma", [priors.get(n, np.nan) for n in fisher.names],
+                     description="Gaussian prior 1-sigma in the units of each parameter; NaN: no prior")
+        per_parameter_units(ds, "unit_i")
 
 
 def write_constraints(f, fisher: FisherMatrix, projection=None) -> None:
@@ -147,7 +85,8 @@ def write_constraints(f, fisher: FisherMatrix, projection=None) -> None:
     from ..errors import DegenerateFisherError
 
     g = f.create_group("constraints")
-    dataset(g, "conditional_sigma", fisher.conditional_sigma(), description="1/sqrt(F_ii): all other parameters fixed")
+    per_parameter_units(dataset(g, "conditional_sigma", fisher.conditional_sigma(),
+                                description="1/sqrt(F_ii): all other parameters fixed"), "unit_i")
     try:
         cov = fisher.covariance()
     except DegenerateFisherError as exc:
@@ -156,20 +95,27 @@ def write_constraints(f, fisher: FisherMatrix, projection=None) -> None:
             return
         cov = np.asarray(projection.covariance)
         g.attrs["projected"] = projection.note
-        dataset(g, "covariance", cov, description="covariance with the degenerate directions projected out (see attribute projected)")
-        dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="conditional on the removed combinations")
+        per_parameter_units(dataset(g, "covariance", cov, description="covariance with the degenerate directions "
+                                    "projected out (see attribute projected)"), "unit_i*unit_j")
+        per_parameter_units(dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)),
+                                    description="conditional on the removed combinations"), "unit_i")
         return
-    dataset(g, "covariance", cov, description="inverse Fisher matrix, rows in /parameters/names order")
-    dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="sqrt((F^-1)_ii)")
-    dataset(g, "correlation", fisher.correlation())
+    per_parameter_units(dataset(g, "covariance", cov, description="inverse Fisher matrix, rows in /parameters/names order"),
+                        "unit_i*unit_j")
+    per_parameter_units(dataset(g, "marginalized_sigma", np.sqrt(np.diag(cov)), description="sqrt((F^-1)_ii)"), "unit_i")
+    dataset(g, "correlation", fisher.correlation(), "")
     if "w0" in fisher.names and "wa" in fisher.names:
         g.attrs["fom_w0_wa"] = fisher.figure_of_merit("w0", "wa")
 
 
-def write_fisher_group(parent, name: str, fisher: FisherMatrix):
+def write_fisher_group(parent, name: str, fisher: FisherMatrix, main: bool = False):
+    """``<parent>/<name>/matrix`` and ``names``; ``main``: the rows are those of
+    ``/parameters`` (so the units of ``/parameters/units`` apply)."""
     g = parent.create_group(name) if name else parent
-    dataset(g, "matrix", fisher.matrix, description="Fisher matrix, rows in the order of names")
-    dataset(g, "names", _strings(fisher.names))
+    ds = dataset(g, "matrix", fisher.matrix, description="Fisher matrix, rows in the order of names")
+    if main:
+        per_parameter_units(ds, "1/(unit_i*unit_j)")
+    string_dataset(g, "names", fisher.names)
     return g
 
 
@@ -187,12 +133,15 @@ def root_attributes(f, provenance=(), trust="ok", trust_reasons=()) -> None:
 
 
 def write_fisher_file(path, fisher: FisherMatrix, probes: Mapping[str, FisherMatrix] | None = None,
-                      meta: Mapping[str, Any] | None = None) -> pathlib.Path:
+                      meta: Mapping[str, Any] | None = None, inputs=()) -> pathlib.Path:
     """Write a Fisher-only file (derived by combine, prior, fix, import, ...), atomically.
 
     ``meta`` may hold ``trust``, ``trust_reasons``, ``fiducial_all`` (every model parameter's
-    fiducial, free or fixed, kept in ``/fiducial``) and other root attributes.
+    fiducial, free or fixed, kept in ``/fiducial``) and other root attributes. ``inputs``:
+    the files the command read, which ``path`` may not be (see
+    :func:`fishcast.io.atomic.check_output_path`).
     """
+    check_output_path(path, inputs)
     meta = dict(meta or {})
     fiducial_all = dict(meta.pop("fiducial_all", None) or {})
     with atomic_h5(path) as f:
@@ -205,7 +154,7 @@ def write_fisher_file(path, fisher: FisherMatrix, probes: Mapping[str, FisherMat
         for n, v in fiducial_all.items():
             fg.attrs[n] = v
         write_parameters(f, fisher)
-        g = write_fisher_group(f, "fisher", fisher)
+        g = write_fisher_group(f, "fisher", fisher, main=True)
         if probes:
             pg = g.create_group("probes")
             for name, pf in probes.items():
@@ -246,7 +195,7 @@ def open_forecast(path, require_schema: bool = True) -> Iterator[Any]:
             raise FileFormatError(f"{path}: cannot read attributes (damaged file?): {exc}") from None
         if version is None and require_schema:
             raise FileFormatError(f"{path}: not a fishcast file (no schema_version attribute)")
-        version = version.decode() if isinstance(version, bytes) else str(version if version is not None else "0")
+        version = text(version) if version is not None else "0"
         try:
             major = int(version.split(".")[0])
         except ValueError:
@@ -267,15 +216,6 @@ def open_forecast(path, require_schema: bool = True) -> Iterator[Any]:
         f.close()
 
 
-def _read_strings(ds) -> list[str]:
-    """A 1-d dataset of strings (UTF-8 or bytes) as a list of str."""
-    values = ds[()]
-    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "SUO":
-        raise FileFormatError(f"{ds.file.filename}: {ds.name}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
-                              f"of shape {getattr(values, 'shape', ())}")
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
-
-
 def _read_matrix(ds, n: int | None = None, dims: int = 2) -> np.ndarray:
     """A real (n, n) matrix (or ``dims``-d array whose last two axes are n x n) from a dataset."""
     values = ds[()]
@@ -290,8 +230,8 @@ def _read_matrix(ds, n: int | None = None, dims: int = 2) -> np.ndarray:
 def _attr(f, name, default=None):
     v = f.attrs.get(name, default)
     if isinstance(v, np.ndarray):  # an array attribute (another tool's file): plain values
-        v = [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] if v.ndim else v.item()
-    return v.decode() if isinstance(v, bytes) else v
+        v = [text(x) if isinstance(x, bytes) else x for x in v.tolist()] if v.ndim else v.item()
+    return text(v) if isinstance(v, bytes) else v
 
 
 def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
@@ -305,9 +245,9 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
             for need in ("fisher/matrix", "parameters/names"):
                 if need not in f:
                     raise FileFormatError(f"{path}: not a fishcast file (no /{need})")
-            names = _read_strings(f["parameters/names"])
+            names = read_strings(f["parameters/names"])
             fid = f["parameters/fiducial"][()] if "parameters/fiducial" in f else None
-            units = _read_strings(f["parameters/units"]) if "parameters/units" in f else None
+            units = units_list(read_strings(f["parameters/units"])) if "parameters/units" in f else None
             meta: dict[str, Any] = {k: _attr(f, k) for k in f.attrs}
             for key in ("trust_reasons", "provenance"):
                 try:
@@ -327,7 +267,7 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
             if "fisher/probes" in f:
                 for pname, g in f["fisher/probes"].items():
                     if "matrix" in g:
-                        pn = _read_strings(g["names"]) if "names" in g else names
+                        pn = read_strings(g["names"]) if "names" in g else names
                         try:
                             probes[pname] = FisherMatrix(g["matrix"][()], pn,
                                                          [fisher.fiducial_of(n) if n in fisher else np.nan for n in pn])
@@ -359,12 +299,16 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def write_forecast(path, fc) -> pathlib.Path:
-    """Write a :class:`fishcast.pipeline.forecast.Forecast` to ``path`` (atomically)."""
+def write_forecast(path, fc, inputs=()) -> pathlib.Path:
+    """Write a :class:`fishcast.pipeline.forecast.Forecast` to ``path`` (atomically);
+    ``inputs``: files that ``path`` may not be (the survey file is always one)."""
     from ..cosmology import camb_version
+    from . import diagnostics as _diag_io
+    from .sweeps import write_sweep
 
     survey = fc.survey
     s = survey.settings
+    check_output_path(path, [*inputs, *([survey.path] if survey.path else [])])
     with atomic_h5(path) as f:
         root_attributes(f, provenance=fc.fisher.provenance, trust=fc.trust, trust_reasons=fc.trust_reasons)
         f.attrs["camb_version"] = camb_version()
@@ -392,14 +336,14 @@ def write_forecast(path, fc) -> pathlib.Path:
         for k, v in fc.fiducial_cosmology.derived.items():
             dg.attrs[k] = v
 
-        g = write_fisher_group(f, "fisher", fc.fisher)
+        g = write_fisher_group(f, "fisher", fc.fisher, main=True)
         write_fisher_group(g, "priors", fc.prior_fisher)
         pg = g.create_group("probes")
         for name, pf in fc.probe_fisher.items():
             g2 = write_fisher_group(pg, name, pf)
             for dpath, (arr, units) in fc.probe_reports.get(name, {}).items():
                 parent, _, leaf = dpath.rpartition("/")
-                dataset(g2.require_group(parent) if parent else g2, leaf, arr, units or None)
+                dataset(g2.require_group(parent) if parent else g2, leaf, arr, units)
         write_constraints(f, fc.fisher, fc.extra.get("projection"))
 
         data = f.create_group("data")
@@ -412,19 +356,18 @@ def write_forecast(path, fc) -> pathlib.Path:
                     dataset(pgrp, name, arr, units)
 
         der = f.create_group("derivatives")
-        names = list(fc.fisher.names)
-        dataset(der, "names", _strings(names))
+        string_dataset(der, "names", fc.fisher.names)
         for name, sweep in fc.sweeps.items():
             sg = der.create_group(name)
-            if hasattr(sweep, "to_hdf5"):
-                sweep.to_hdf5(sg)
+            if sweep is not None:
+                write_sweep(sg, sweep)
         diag = f.create_group("diagnostics")
         for label, obj in (("conditioning", fc.conditioning), ("stability", fc.stability)):
-            if obj is not None and hasattr(obj, "to_hdf5"):
-                obj.to_hdf5(diag.create_group(label))
+            if obj is not None and _diag_io.is_report(obj):
+                _diag_io.write_report(diag.create_group(label), obj)
         for label, obj in fc.extra.items():
-            if hasattr(obj, "to_hdf5"):
-                obj.to_hdf5(diag.create_group(label))
+            if _diag_io.is_report(obj):
+                _diag_io.write_report(diag.create_group(label), obj)
             elif isinstance(obj, Mapping):
                 _write_nested(diag.create_group(label), obj)
     return pathlib.Path(path)
@@ -459,8 +402,8 @@ def read_tracer_comparison(path) -> dict[str, dict[str, Any]]:
             if "tracer_comparison" not in g:
                 continue
             c = g["tracer_comparison"]
-            names = _read_strings(c["parameter_names"])
-            tracers = _read_strings(c["tracers"])
+            names = read_strings(c["parameter_names"])
+            tracers = read_strings(c["tracers"])
             single = _read_matrix(c["single_tracer"], len(names), dims=3)
             if single.shape[0] != len(tracers):
                 raise FileFormatError(f"{path}: {c.name}: {single.shape[0]} single-tracer matrices for "

@@ -47,11 +47,8 @@ Fisher matrix: they cannot be planned ahead and are computed inside the design's
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io as _stdio
 import itertools
-import json
 import math
 import os
 import pathlib
@@ -537,6 +534,8 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
 
     res = BatchResult(grid, out, done, failed, stats, executor.describe())
     res.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "designs": t3 - t2}
+    from ..io.batch_summary import write_summary_csv, write_summary_h5
+
     res.summary_h5 = write_summary_h5(out / "summary.h5", res)
     res.summary_csv = write_summary_csv(out / "summary.csv", res)
     if plot:
@@ -557,118 +556,6 @@ def _is_failure(r) -> bool:
 # ---------------------------------------------------------------------------------------
 # summaries
 # ---------------------------------------------------------------------------------------
-
-def _parameter_names(res: BatchResult) -> list[str]:
-    names: list[str] = []
-    for d in res.designs:
-        names.extend(n for n in d.names if n not in names)
-    return names
-
-
-def _rows(res: BatchResult) -> list[dict[str, Any]]:
-    """One row per design of the grid, in grid order."""
-    done = {d.name: d for d in res.designs}
-    bad = {f.name: f for f in res.failed}
-    names = _parameter_names(res)
-    rows = []
-    for design in res.grid.designs:
-        row: dict[str, Any] = {"design": design.name}
-        row.update(design.values)
-        if design.name in done:
-            d = done[design.name]
-            row.update(status="ok", file=d.path.name, trust=d.trust, fom=d.fom, reason="")
-            row.update({f"sigma_{n}": d.sigma.get(n, float("nan")) for n in names})
-        else:
-            f = bad[design.name]
-            row.update(status="failed", file="", trust="", fom=float("nan"), reason=f"{f.stage}: {f.reason}")
-            row.update({f"sigma_{n}": float("nan") for n in names})
-        rows.append(row)
-    return rows
-
-
-def write_summary_csv(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
-    """CSV: design, axis values, status, file, trust, figure of merit, marginalized 1-sigma
-    errors (``sigma_<parameter>``, in the parameter's unit), reason of failure. Atomic."""
-    rows = _rows(res)
-    a, b = res.grid.config.figure_of_merit
-    fom_col = f"fom_{a}_{b}"
-    cols = ["design", *res.grid.labels, "status", "file", "trust", fom_col,
-            *[f"sigma_{n}" for n in _parameter_names(res)], "reason"]
-    buf = _stdio.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for row in rows:
-        row[fom_col] = row.pop("fom")
-        w.writerow([_csv_value(row.get(c, "")) for c in cols])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _csv_value(v) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else repr(v)
-    if v is None:
-        return "none"
-    return str(v).replace("\n", " | ")
-
-
-def write_summary_h5(path: pathlib.Path, res: BatchResult) -> pathlib.Path:
-    """HDF5 summary (atomic). Root attributes: grid name, YAML text and hash, base survey,
-    backend, cosmology points, cache hits, points computed, Boltzmann runs, timings.
-    ``/designs``: ``name``, ``status`` (ok | failed), ``file``, ``trust``, ``fom`` (attribute
-    ``parameters``), ``values/<axis label>``, ``reason``; ``/sigma``: ``names`` and
-    ``marginalized`` (n_designs, n_parameters), NaN where a design failed or lacks the
-    parameter; ``/failed``: ``name``, ``stage``, ``reason``."""
-    import numpy as np
-
-    from .. import __version__
-    from ..io.hdf5 import _strings, atomic_h5, dataset
-
-    rows = _rows(res)
-    names = _parameter_names(res)
-    g = res.grid
-    with atomic_h5(path) as f:
-        f.attrs["fishcast_version"] = __version__
-        f.attrs["grid_name"] = g.name
-        f.attrs["grid_yaml"] = g.text
-        f.attrs["grid_sha256"] = g.sha256
-        f.attrs["grid_path"] = str(g.path)
-        f.attrs["base_survey"] = str(g.base)
-        f.attrs["executor"] = res.executor
-        f.attrs["n_designs"] = len(rows)
-        f.attrs["n_failed"] = len(res.failed)
-        f.attrs["cosmology_points"] = int(res.stats.points)
-        f.attrs["cache_hits"] = int(res.stats.cache_hits)
-        f.attrs["points_computed"] = int(res.stats.computed)
-        f.attrs["boltzmann_calls"] = int(res.stats.boltzmann_calls)
-        f.attrs["timings_json"] = json.dumps(res.timings)
-        dg = f.create_group("designs")
-        dataset(dg, "name", _strings([r["design"] for r in rows]))
-        dataset(dg, "status", _strings([r["status"] for r in rows]))
-        dataset(dg, "file", _strings([r["file"] for r in rows]))
-        dataset(dg, "trust", _strings([r["trust"] for r in rows]))
-        dataset(dg, "reason", _strings([r["reason"] for r in rows]))
-        dataset(dg, "fom", np.array([r["fom"] for r in rows], dtype=float),
-                parameters=_strings(g.config.figure_of_merit),
-                description="DETF figure of merit 1/sqrt(det C) of the marginalized pair")
-        vg = dg.create_group("values")
-        for label in g.labels:
-            vals = [r[label] for r in rows]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-                dataset(vg, label, np.array(vals, dtype=float))
-            else:
-                dataset(vg, label, _strings([format_value(v) for v in vals]))
-        sg = f.create_group("sigma")
-        dataset(sg, "names", _strings(names))
-        dataset(sg, "marginalized", np.array([[r[f"sigma_{n}"] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names)))
-        fg = f.create_group("failed")
-        dataset(fg, "name", _strings([x.name for x in res.failed]))
-        dataset(fg, "stage", _strings([x.stage for x in res.failed]))
-        dataset(fg, "reason", _strings([x.reason for x in res.failed]))
-    return path
-
 
 def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
     """Figure of merit against each axis: one panel per axis; every finished design is a
@@ -706,11 +593,6 @@ def plot_fom(path: pathlib.Path, res: BatchResult) -> pathlib.Path | None:
         ax.set_ylabel(f"FoM({a}, {b})")
         ax.set_yscale("log")
     fig.suptitle(res.grid.name)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from ..io.atomic import save_figure
+
+    return save_figure(fig, path, fmt="png", dpi=120)

@@ -2,8 +2,9 @@
 
 Each :class:`~fishcast.cosmology.CosmologyResult` is stored as one ``.npz`` file named by
 :func:`fishcast.cosmology.point_key` (a SHA-256 of the exact CAMB inputs, the accuracy and
-grid settings and the CAMB version). Entries are written to a temporary name and renamed,
-so several processes may write the same entry at once: every reader sees a whole entry or
+grid settings and the CAMB version). Entries are written by the one atomic writer
+(:func:`fishcast.io.atomic.write_npz`: a temporary name, fsync, rename), so several
+processes may write the same entry at once: every reader sees a whole entry or
 none. A damaged entry is treated as missing and recomputed. A run that dies keeps every
 evaluation it finished.
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from .. import cosmology as _cosmo
 from ..cosmology import CosmologyResult, CosmologySettings
+from ..io.atomic import TEMP_SUFFIX
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -89,22 +91,20 @@ class Cache:
         """Store ``result`` (atomically). A cache that cannot be written (a full disk, a
         read-only folder) does not stop the computation: the failure is counted in
         ``stats.write_failed`` / ``stats.write_error`` for the caller to report."""
+        from ..io.atomic import WriteError, write_npz
+
         p = self.path(key)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{id(result)}.tmp")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **result.to_arrays())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
+            write_npz(p, result.to_arrays())
         except OSError as exc:
             self.stats.write_failed += 1
             self.stats.write_error = exc.strerror or str(exc)
             return
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        except WriteError as exc:
+            self.stats.write_failed += 1
+            self.stats.write_error = str(exc).split(": ", 1)[-1]
+            return
         self.stats.stored += 1
 
     def entries(self) -> list[pathlib.Path]:
@@ -122,7 +122,7 @@ class Cache:
             with contextlib.suppress(OSError):
                 f.unlink()
                 n += 1
-        for f in self.root.glob("*/.*.tmp") if self.root.exists() else []:
+        for f in self.root.glob(f"*/.*{TEMP_SUFFIX}") if self.root.exists() else []:
             with contextlib.suppress(OSError):
                 f.unlink()
         return n

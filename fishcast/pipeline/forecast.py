@@ -222,9 +222,9 @@ def known_steps(survey: Survey) -> dict[str, float]:
         return {}
     import pathlib
 
-    from .. import derivatives as _der
     from ..errors import FileFormatError
     from ..io import open_forecast
+    from ..io.sweeps import known_steps_from_hdf5
 
     path = pathlib.Path(dconf.steps_from)
     if not path.is_absolute():
@@ -232,7 +232,7 @@ def known_steps(survey: Survey) -> dict[str, float]:
     with open_forecast(path) as f:
         if "derivatives" not in f:
             raise FileFormatError(f"{path}: no /derivatives group to take steps from")
-        return _der.known_steps_from_hdf5(f["derivatives"])
+        return known_steps_from_hdf5(f["derivatives"])
 
 
 def failed_key(plan_: Plan, message: str) -> str | None:
