@@ -704,14 +704,17 @@ def test_sigint_during_batch(tmp_path):
 def test_a_cache_that_cannot_be_written_does_not_stop_the_run(toy, tmp_path, monkeypatch):
     """A full disk under the cache: every evaluation is still used, the output is written,
     and the user is told that nothing was kept."""
-    from fishcast.pipeline import cache as cache_mod
+    from fishcast.io import atomic
 
-    def full_open(name, mode="r", *a, **kw):
-        if "w" in mode:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(name))
-        return open(name, mode, *a, **kw)
+    real_open_temp = atomic._open_temp
 
-    monkeypatch.setattr(cache_mod, "open", full_open, raising=False)
+    def full_open(tmp, fd, mode, **kw):  # the disk under the cache is full; the output's is not
+        if tmp_path / "cache" in tmp.parents:
+            os.close(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        return real_open_temp(tmp, fd, mode, **kw)
+
+    monkeypatch.setattr(atomic, "_open_temp", full_open)
     out = tmp_path / "o.h5"
     res = invoke("run", toy, "-o", out, "--cache-dir", tmp_path / "cache", "-q")
     assert res.exit_code == 0, res.output

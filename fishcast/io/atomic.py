@@ -348,7 +348,8 @@ class AtomicFiles:
         except OSError as exc:
             raise WriteError(f"cannot write {shown}: {_reason(exc)}") from exc
 
-    def write_text(self, path: str | os.PathLike, text: str) -> None:
+    def add_text(self, path: str | os.PathLike, text: str) -> None:
+        """Write ``text`` (UTF-8) as one of the files."""
         with self.open(path, "w") as fh:
             fh.write(text)
 
@@ -387,6 +388,9 @@ class AtomicFiles:
                         os.replace(backup, target)
                     else:
                         os.unlink(target)
+                if backup is not None:  # a rename between two links of one file does nothing
+                    with contextlib.suppress(OSError):
+                        os.unlink(backup)
             self._discard()
             if isinstance(exc, WriteError):
                 raise

@@ -279,7 +279,7 @@ def export(fisher: FisherMatrix, fmt: str, base: str | os.PathLike,
         ])
     with files:
         for suffix, lines in staged.items():
-            files.write_text(base.with_name(base.name + suffix), "\n".join(lines) + "\n")
+            files.add_text(base.with_name(base.name + suffix), "\n".join(lines) + "\n")
     return files.paths
 
 

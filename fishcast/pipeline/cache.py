@@ -103,7 +103,7 @@ class Cache:
             return
         except WriteError as exc:
             self.stats.write_failed += 1
-            self.stats.write_error = str(exc).split(": ", 1)[-1]
+            self.stats.write_error = getattr(exc.__cause__, "strerror", None) or str(exc)
             return
         self.stats.stored += 1
 
