@@ -596,3 +596,23 @@ def test_the_golden_file_of_schema_1_0_still_reads(small_forecast):
     today, _ = read_fisher(small_forecast)
     assert fisher.names == today.names and fisher.units == today.units
     assert set(sweeps) == set(fisher.names)
+
+
+# ------------------------------------------------------------------------------ batch outputs
+def test_batch_refuses_special_files_and_inputs_in_its_output_folder_before_computing(tmp_path):
+    from fishcast.pipeline.batch import SUMMARY_FILES, load_grid, prepare_output
+
+    recipes = pathlib.Path(__file__).resolve().parent.parent / "recipes"
+    grid = load_grid(recipes / "grid-wl-example.yaml")
+    first = f"{grid.designs[0].name}.h5"
+    cases = {"summary.csv": lambda p: os.mkfifo(p), "fom.png": lambda p: p.mkdir(),
+             "summary.h5": lambda p: p.symlink_to("/dev/null"),
+             first: lambda p: p.symlink_to(grid.base)}  # a design file that is the base survey
+    for name, make in cases.items():
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        make(out / name)
+        with pytest.raises(WriteError, match=rf"cannot write {out / name}: it is"):
+            prepare_output(grid, out)
+    assert set(SUMMARY_FILES) <= set(cases)
+    assert prepare_output(grid, tmp_path / "fresh") == tmp_path / "fresh"

@@ -468,43 +468,91 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
     ``cache``: a :class:`fishcast.pipeline.cache.Cache` or None; ``progress``: see
     :data:`fishcast.pipeline.forecast.Progress`. Failed designs are reported in the result (and the
     summary), never raised; an error that concerns every design (a bad grid, an output folder
-    that cannot be written, no design valid) raises.
+    that cannot be written, an output name that is a special file or an input, no design
+    valid) raises.
     """
-    from .execute import EvaluationStats, SerialExecutor, Task, _evaluate
+    from .execute import EvaluationStats, SerialExecutor
 
     progress = progress or _no_progress
     executor = executor or SerialExecutor()
+    out = prepare_output(grid, output)
+
+    t0 = time.perf_counter()
+    bp = plan_batch(grid)
+    if not bp.planned:
+        raise InputError("no design of the grid is valid:\n" + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
+
+    t1 = time.perf_counter()
+    stats = EvaluationStats()
+    cosmos, errors = _evaluate_points(bp, executor, cache, progress, stats)
+
+    t2 = time.perf_counter()
+    runnable, failed = _split_by_cosmology(bp, errors)
+    done, failed_designs = _run_designs(runnable, cosmos, grid, out, executor, cache, progress, stats,
+                                        allow_degenerate)
+    order = {d.name: i for i, d in enumerate(grid.designs)}
+    failed = sorted([*bp.failed, *failed, *failed_designs], key=lambda f: order[f.name])
+    t3 = time.perf_counter()
+
+    res = BatchResult(grid, out, done, failed, stats, executor.describe())
+    res.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "designs": t3 - t2}
+    _write_summaries(res, out, plot)
+    res.timings["total"] = time.perf_counter() - t0
+    return res
+
+
+#: the files a batch writes into its output folder besides one ``<design>.h5`` per design
+SUMMARY_FILES = ("summary.h5", "summary.csv", "fom.png")
+
+
+def prepare_output(grid: Grid, output: str | os.PathLike) -> pathlib.Path:
+    """Create the output folder and check, before anything is computed, that every file the
+    batch writes there may be written: none is a special file (FIFO, device, folder, or a
+    symbolic link to one), and none is the grid file or the base survey."""
+    from ..io.atomic import check_output_path
+
     out = pathlib.Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"cannot write into {out}")
+    inputs = [p for p in (grid.path, grid.base) if p and os.path.exists(p)]
+    for name in (*SUMMARY_FILES, *(f"{d.name}.h5" for d in grid.designs)):
+        check_output_path(out / name, inputs)
+    return out
 
-    t0 = time.perf_counter()
-    bp = plan_batch(grid)
-    if not bp.planned:
-        raise InputError("no design of the grid is valid:\n" + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
-    failed = list(bp.failed)
 
-    # --- every distinct cosmology point, once ------------------------------------------
-    t1 = time.perf_counter()
-    stats = EvaluationStats()
+def _evaluate_points(bp: BatchPlan, executor, cache, progress: Progress, stats):
+    """Every distinct cosmology point of the grid, once: ``(results by key, error by key)``."""
+    from .execute import _evaluate
+
     keys = list(bp.points)
     tick = progress("cosmology evaluations", len(keys))
     results = _evaluate(executor, [bp.points[k] for k in keys], cache, tick, stats)
     cosmos = {k: r for k, r in zip(keys, results) if not _is_failure(r)}
     errors = {k: r.error for k, r in zip(keys, results) if _is_failure(r)}
+    return cosmos, errors
 
-    # --- per-design probe work -----------------------------------------------------------
-    t2 = time.perf_counter()
-    runnable = []
+
+def _split_by_cosmology(bp: BatchPlan, errors: Mapping[str, str]):
+    """Designs whose every point was computed, and failures of those that need a failed one."""
+    runnable, failed = [], []
     for pd in bp.planned:
         bad = [k for k in pd.keys if k in errors]
         if bad:
             failed.append(DesignFailure(pd.design.name, pd.design.values, "cosmology", errors[bad[0]], 4))
         else:
             runnable.append(pd)
+    return runnable, failed
+
+
+def _run_designs(runnable, cosmos, grid: Grid, out: pathlib.Path, executor, cache, progress: Progress, stats,
+                 allow_degenerate: bool):
+    """The probe work of each design, one task per design (writes ``<out>/<design>.h5``):
+    ``(finished designs, failed designs)``."""
+    from .execute import Task
+
     root = str(cache.root) if cache is not None else None
     needed = {k: cosmos[k] for pd in runnable for k in pd.keys}
     if executor.backend == "process" and root is not None:
@@ -516,9 +564,10 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
                   (pd.survey, {k: shared[k] for k in pd.keys}, str(out / f"{pd.design.name}.h5"), root,
                    allow_degenerate, fom_pair))
              for pd in runnable]
-    tick_d = progress("designs", len(tasks))
-    outcomes = executor.run(tasks, on_done=lambda oc: tick_d())
+    tick = progress("designs", len(tasks))
+    outcomes = executor.run(tasks, on_done=lambda oc: tick())
     done: list[DesignResult] = []
+    failed: list[DesignFailure] = []
     for pd, oc in zip(runnable, outcomes):
         d = pd.design
         if not oc.ok:
@@ -528,12 +577,12 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
         stats.boltzmann_calls += v["camb_calls"]
         done.append(DesignResult(d.name, d.values, out / f"{d.name}.h5", tuple(v["names"]), v["matrix"],
                                  v["sigma"], v["fom"], v["trust"], tuple(v["trust_reasons"])))
-    order = {d.name: i for i, d in enumerate(grid.designs)}
-    failed.sort(key=lambda f: order[f.name])
-    t3 = time.perf_counter()
+    return done, failed
 
-    res = BatchResult(grid, out, done, failed, stats, executor.describe())
-    res.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "designs": t3 - t2}
+
+def _write_summaries(res: BatchResult, out: pathlib.Path, plot: bool) -> None:
+    """``summary.h5``, ``summary.csv`` and (``plot``) ``fom.png``; a plot that cannot be made
+    (no matplotlib, no finite figure of merit) is a note, not an error."""
     from ..io.batch_summary import write_summary_csv, write_summary_h5
 
     res.summary_h5 = write_summary_h5(out / "summary.h5", res)
@@ -543,8 +592,6 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
             res.plot = plot_fom(out / "fom.png", res)
         except FishcastError as exc:
             res.plot_note = str(exc)
-    res.timings["total"] = time.perf_counter() - t0
-    return res
 
 
 def _is_failure(r) -> bool:
