@@ -616,3 +616,21 @@ def test_batch_refuses_special_files_and_inputs_in_its_output_folder_before_comp
             prepare_output(grid, out)
     assert set(SUMMARY_FILES) <= set(cases)
     assert prepare_output(grid, tmp_path / "fresh") == tmp_path / "fresh"
+
+
+def test_one_string_helper_and_no_hdf5_outside_io():
+    """Strings are made and read in fishcast/io/h5util.py only (three copies before), and the
+    numerics modules keep no HDF5 code (the contract lives in fishcast/io/)."""
+    offences = []
+    for path, rel in _sources():
+        src = path.read_text(encoding="utf-8")
+        if rel != "fishcast/io/h5util.py" and "string_dtype" in src:
+            offences.append(f"{rel}: string_dtype")
+        if not rel.startswith(("fishcast/io/", "cli/")):
+            tree = ast.parse(src)
+            for node in ast.walk(tree):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(m.split(".")[0] == "h5py" for m in mods):
+                    offences.append(f"{rel}:{node.lineno}: imports h5py")
+    assert offences == []
