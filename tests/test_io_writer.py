@@ -634,3 +634,39 @@ def test_one_string_helper_and_no_hdf5_outside_io():
                 if any(m.split(".")[0] == "h5py" for m in mods):
                     offences.append(f"{rel}:{node.lineno}: imports h5py")
     assert offences == []
+
+
+def test_batch_summaries_round_trip(tmp_path):
+    """summary.h5 and summary.csv of a hand-made batch result (two designs done, one failed)
+    read back to the values put in (strings, NaN for failures, grid order)."""
+    import csv
+    import math
+    from types import SimpleNamespace as NS
+
+    from fishcast.io.batch_summary import read_summary_h5, write_summary_csv, write_summary_h5
+
+    designs = [NS(name=f"f_sky={f}", values={"f_sky": f}) for f in (0.1, 0.2, 0.3)]
+    grid = NS(name="g", text="name: g\n", sha256="0" * 64, path="grid.yaml", base=pathlib.Path("base.yaml"),
+              labels=("f_sky",), designs=designs, config=NS(figure_of_merit=("w0", "wa")))
+    done = [NS(name="f_sky=0.1", values={"f_sky": 0.1}, path=tmp_path / "f_sky=0.1.h5", names=("w0", "wa"),
+               sigma={"w0": 0.05, "wa": 0.2}, fom=100.0, trust="ok"),
+            NS(name="f_sky=0.3", values={"f_sky": 0.3}, path=tmp_path / "f_sky=0.3.h5", names=("w0", "wa", "h"),
+               sigma={"w0": 0.03, "wa": 0.1, "h": 0.01}, fom=330.0, trust="warn")]
+    failed = [NS(name="f_sky=0.2", values={"f_sky": 0.2}, stage="forecast", reason="CAMB failed\nat a point")]
+    res = NS(grid=grid, designs=done, failed=failed, executor="serial", timings={"total": 1.0},
+             stats=NS(points=10, cache_hits=3, computed=7, boltzmann_calls=5))
+    write_summary_h5(tmp_path / "summary.h5", res)
+    write_summary_csv(tmp_path / "summary.csv", res)
+    back = read_summary_h5(tmp_path / "summary.h5")
+    assert back["designs"]["name"] == [d.name for d in designs]
+    assert back["designs"]["status"] == ["ok", "failed", "ok"] and back["designs"]["trust"] == ["ok", "", "warn"]
+    assert back["designs"]["reason"] == ["", "forecast: CAMB failed\nat a point", ""]
+    assert back["values"]["f_sky"] == [0.1, 0.2, 0.3] and back["fom_parameters"] == ["w0", "wa"]
+    assert back["sigma_names"] == ["w0", "wa", "h"]
+    np.testing.assert_array_equal(back["sigma"][0, :2], [0.05, 0.2])
+    assert math.isnan(back["sigma"][0, 2]) and np.all(np.isnan(back["sigma"][1]))
+    assert back["attrs"]["boltzmann_calls"] == 5 and back["failed"]["stage"] == ["forecast"]
+    rows = list(csv.reader((tmp_path / "summary.csv").open(encoding="utf-8")))
+    assert rows[0] == ["design", "f_sky", "status", "file", "trust", "fom_w0_wa", "sigma_w0", "sigma_wa", "sigma_h", "reason"]
+    assert rows[2][-1] == "forecast: CAMB failed | at a point" and rows[3][5] == "330.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.h5"]

@@ -29,7 +29,7 @@ from .. import __version__
 from .atomic import atomic_h5, write_text
 from .h5util import dataset, string_dataset, strings
 
-__all__ = ["parameter_names", "summary_rows", "write_summary_csv", "write_summary_h5"]
+__all__ = ["parameter_names", "summary_rows", "write_summary_csv", "write_summary_h5", "read_summary_h5"]
 
 
 def _format_value(v) -> str:
@@ -138,3 +138,27 @@ def write_summary_h5(path: pathlib.Path, res) -> pathlib.Path:
         string_dataset(fg, "stage", [x.stage for x in res.failed])
         string_dataset(fg, "reason", [x.reason for x in res.failed])
     return pathlib.Path(path)
+
+
+def read_summary_h5(path) -> dict[str, Any]:
+    """Read a ``summary.h5``: ``{"attrs": root attributes, "designs": {column: list},
+    "values": {axis label: list}, "sigma_names": [...], "sigma": (n_designs, n_parameters)
+    array, "failed": {column: list}}``. Strings come back as ``str``."""
+    from .h5util import read_strings, text
+    from .hdf5 import open_forecast
+
+    with open_forecast(path, require_schema=False) as f:
+        attrs = {k: (text(v) if isinstance(v, (bytes, str)) else v.item() if hasattr(v, "item") else v)
+                 for k, v in f.attrs.items()}
+        dg = f["designs"]
+        designs = {key: read_strings(dg[key]) for key in ("name", "status", "file", "trust", "reason")}
+        designs["fom"] = [float(x) for x in dg["fom"][()]]
+        values = {}
+        for label, ds in dg["values"].items():
+            values[label] = read_strings(ds) if ds.dtype.kind in "SOU" else [float(x) for x in ds[()]]
+        return {
+            "attrs": attrs, "designs": designs, "values": values,
+            "fom_parameters": [text(x) for x in dg["fom"].attrs["parameters"]],
+            "sigma_names": read_strings(f["sigma/names"]), "sigma": np.asarray(f["sigma/marginalized"][()], dtype=float),
+            "failed": {key: read_strings(f["failed"][key]) for key in ("name", "stage", "reason")},
+        }
