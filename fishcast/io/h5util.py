@@ -12,8 +12,9 @@ Units (schema 1.1)
     errors, a covariance, a Fisher matrix) has no ``units`` attribute; it has
     ``units_from`` (the path of the dataset listing one unit per parameter, e.g.
     ``/parameters/units``) and ``units_rule`` (how an entry's unit follows from that list:
-    ``unit_i`` -- the unit of the parameter along the last axis --, ``unit_i*unit_j`` or
-    ``1/(unit_i*unit_j)``).
+    ``unit_i`` -- the unit of the parameter along the last axis --, ``unit_i*unit_j`` (a
+    covariance), ``1/(unit_i*unit_j)`` (a Fisher matrix) or ``1/(unit_i*unit_j)^2`` (the
+    variance of a Fisher matrix element); a matrix rule applies to the last two axes).
     Files of schema 1.0 wrote ``"1"`` or no attribute for dimensionless quantities, JSON
     lists of units and prose; :func:`read_units` reads both.
 """
@@ -29,7 +30,7 @@ from ..errors import FileFormatError
 
 #: the ``units_rule`` values (see the module docstring); ``unit_i`` is the unit of the
 #: parameter along the dataset's last axis
-UNITS_RULES = ("unit_i", "unit_i*unit_j", "1/(unit_i*unit_j)")
+UNITS_RULES = ("unit_i", "unit_i*unit_j", "1/(unit_i*unit_j)", "1/(unit_i*unit_j)^2")
 
 
 def _string_dtype():

@@ -50,9 +50,9 @@ import numpy as np
 
 from ..errors import FileFormatError, InputError
 from ..fisher import FisherMatrix
+from .atomic import atomic_h5
+from .h5util import dataset, per_parameter_units, read_strings, string_dataset, text
 from .hdf5 import (
-    atomic_h5,
-    dataset,
     file_sha256,
     open_forecast,
     root_attributes,
@@ -69,12 +69,8 @@ PRIMARY_ESTIMATOR = ("combined: the matrix geometric mean of the standard and co
 
 
 def _strings(f, key: str, path) -> list[str]:
-    """A 1-d dataset of strings as a list of str (FileFormatError otherwise)."""
-    values = f[key][()]
-    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "SUO":
-        raise FileFormatError(f"{path}: /{key}: expected a list of strings, found {getattr(values, 'dtype', type(values))} "
-                              f"of shape {getattr(values, 'shape', ())}")
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    """A 1-d dataset of strings as a list of str (FileFormatError naming the file otherwise)."""
+    return read_strings(f[key])
 
 
 def _float_array(f, key: str, path, ndim: int) -> np.ndarray:
@@ -108,7 +104,7 @@ def read_simulations(path) -> "Simulations":  # noqa: F821
         units = tuple(_strings(f, "parameters/units", path)) if "parameters/units" in f else ()
         seed_matched = bool(f["derivatives"].attrs.get("seed_matched", False))
         reference = _float_array(f, "reference/fisher", path, 2) if "reference/fisher" in f else None
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+        attrs = {k: (text(v) if isinstance(v, bytes) else v) for k, v in f.attrs.items()
                  if isinstance(v, (str, bytes, int, float, np.integer, np.floating))}
     p = len(names)
     if len(set(names)) != p:
@@ -149,11 +145,12 @@ def write_simulations(path, sims, attrs: Mapping[str, Any] | None = None) -> pat
                      description="(p, 2, N_d, d): realizations at theta - step (axis 1 index 0) and theta + step (1)")
         ds.attrs["seed_matched"] = bool(sims.seed_matched)
         g = f.create_group("parameters")
-        dataset(g, "names", np.array(list(sims.names), dtype=object))
-        dataset(g, "fiducial", sims.values)
-        dataset(g, "step", sims.steps, description="absolute half-step delta, in the unit of each parameter")
+        string_dataset(g, "names", sims.names)
+        per_parameter_units(dataset(g, "fiducial", sims.values), "unit_i")
+        per_parameter_units(dataset(g, "step", sims.steps,
+                                    description="absolute half-step delta, in the unit of each parameter"), "unit_i")
         if sims.units:
-            dataset(g, "units", np.array(list(sims.units), dtype=object))
+            string_dataset(g, "units", sims.units)
         if sims.reference is not None:
             dataset(f.create_group("reference"), "fisher", sims.reference,
                     description="the Fisher matrix these simulations should reproduce (data only, no priors)")
@@ -180,7 +177,8 @@ def write_simfisher_file(path, result, sims_path, meta: Mapping[str, Any] | None
       ``split_indices`` (R, n_c)), ``combined/``, ``score_form/`` (with
       ``variance_gaussian``, ``variance_empirical``), ``derivative_form/`` (with ``bias``,
       ``variance``): each a ``matrix`` (p, p) [1/(unit_a unit_b)] and its
-      ``marginalized_sigma`` (p,) [unit_a];
+      ``marginalized_sigma`` (p,) [unit_a] (units attributes as :mod:`fishcast.io.h5util`
+      says: ``units_from = /parameters/units`` and ``units_rule``);
     * ``convergence/``: ``n_derivative`` (K,), ``<estimator>_sigma`` (K, p) for standard,
       compressed, combined, derivative_form; ``n_fiducial`` (K2,), ``score_form_sigma``
       (K2, p); ``spread`` (K,) the worst relative standard/compressed bracket, attribute
@@ -208,7 +206,7 @@ def write_simfisher_file(path, result, sims_path, meta: Mapping[str, Any] | None
         for n, v in zip(result.names, result.values):
             fg.attrs[n] = float(v)
         write_parameters(f, fisher)
-        g = write_fisher_group(f, "fisher", fisher)
+        g = write_fisher_group(f, "fisher", fisher, main=True)
         g.attrs["estimator"] = PRIMARY_ESTIMATOR
         write_constraints(f, fisher)
 
@@ -223,36 +221,44 @@ def write_simfisher_file(path, result, sims_path, meta: Mapping[str, Any] | None
                      "needed_derivative_simulations": -1 if result.needed_derivative is None
                      else int(result.needed_derivative)}.items():
             s.attrs[k] = v
-        fu = "1/(unit_a unit_b)"
+        # units (fishcast.io.h5util): per parameter, from /parameters/units
+        def fisher_like(ds, rule="1/(unit_i*unit_j)"):
+            per_parameter_units(ds, rule)
+
+        def sigma_like(ds):
+            per_parameter_units(ds, "unit_i")
+
         for name, F in result.estimators.items():
             eg = s.create_group(name)
-            dataset(eg, "matrix", F, fu)
-            dataset(eg, "marginalized_sigma", marginalized_sigma(F), "unit_a",
-                    description="sqrt((F^-1)_aa); NaN where F is not positive definite")
-        dataset(s["compressed"], "reshuffle_matrices", result.compressed_reshuffles, fu)
+            fisher_like(dataset(eg, "matrix", F))
+            sigma_like(dataset(eg, "marginalized_sigma", marginalized_sigma(F),
+                               description="sqrt((F^-1)_aa); NaN where F is not positive definite"))
+        fisher_like(dataset(s["compressed"], "reshuffle_matrices", result.compressed_reshuffles))
         dataset(s["compressed"], "split_indices", result.split_indices,
                 description="derivative simulations used to compress, per reshuffle")
-        dataset(s["score_form"], "variance_gaussian", result.score_variance_gaussian, f"({fu})^2",
-                description="(I_aa I_bb + I_ab^2)/N_s: Gaussian scores (Soen & Sun 2021)")
-        dataset(s["score_form"], "variance_empirical", result.score_variance_empirical, f"({fu})^2",
-                description="(mean(s_a^2 s_b^2) - I_ab^2)/N_s: measured fourth moments (Soen & Sun 2021)")
-        dataset(s["derivative_form"], "bias", result.derivative_bias, fu,
-                description="Tr[Psi Cov(mean derivatives)], subtracted from the standard estimator")
-        dataset(s["derivative_form"], "variance", result.derivative_variance, f"({fu})^2",
-                description="closed form (Isserlis) for Gaussian derivative noise")
+        fisher_like(dataset(s["score_form"], "variance_gaussian", result.score_variance_gaussian,
+                            description="(I_aa I_bb + I_ab^2)/N_s: Gaussian scores (Soen & Sun 2021)"),
+                    "1/(unit_i*unit_j)^2")
+        fisher_like(dataset(s["score_form"], "variance_empirical", result.score_variance_empirical,
+                            description="(mean(s_a^2 s_b^2) - I_ab^2)/N_s: measured fourth moments (Soen & Sun 2021)"),
+                    "1/(unit_i*unit_j)^2")
+        fisher_like(dataset(s["derivative_form"], "bias", result.derivative_bias,
+                            description="Tr[Psi Cov(mean derivatives)], subtracted from the standard estimator"))
+        fisher_like(dataset(s["derivative_form"], "variance", result.derivative_variance,
+                            description="closed form (Isserlis) for Gaussian derivative noise"), "1/(unit_i*unit_j)^2")
         c = result.convergence
         cg = s.create_group("convergence")
         cg.attrs["alpha"] = c.alpha
-        dataset(cg, "n_derivative", c.n_derivative, description="derivative simulations per parameter and side")
+        dataset(cg, "n_derivative", c.n_derivative, "", description="derivative simulations per parameter and side")
         for name, sig in c.sigma.items():
-            dataset(cg, f"{name}_sigma", sig, "unit_a")
-        dataset(cg, "n_fiducial", c.n_fiducial)
-        dataset(cg, "score_form_sigma", c.score_sigma, "unit_a")
-        dataset(cg, "spread", c.spread, description="max_a |sigma_comp - sigma_std| / sigma_comb")
+            sigma_like(dataset(cg, f"{name}_sigma", sig))
+        dataset(cg, "n_fiducial", c.n_fiducial, "")
+        sigma_like(dataset(cg, "score_form_sigma", c.score_sigma))
+        dataset(cg, "spread", c.spread, "", description="max_a |sigma_comp - sigma_std| / sigma_comb")
         if result.reference is not None:
             rg = s.create_group("reference")
-            dataset(rg, "fisher", result.reference, fu)
-            dataset(rg, "marginalized_sigma", marginalized_sigma(result.reference), "unit_a")
+            fisher_like(dataset(rg, "fisher", result.reference))
+            sigma_like(dataset(rg, "marginalized_sigma", marginalized_sigma(result.reference)))
     return pathlib.Path(path)
 
 
@@ -264,7 +270,7 @@ def read_simfisher(path) -> dict[str, Any]:
             raise FileFormatError(f"{path}: no /simulations group (not written by fishcast simfisher)")
         s = f["simulations"]
         out["names"] = _strings(f, "parameters/names", path)
-        out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in s.attrs.items()}
+        out["attrs"] = {k: (text(v) if isinstance(v, bytes) else v) for k, v in s.attrs.items()}
         out["sigma"] = {k: s[k]["marginalized_sigma"][()] for k in
                         ("standard", "compressed", "combined", "score_form", "derivative_form") if k in s}
         cg = s["convergence"]
