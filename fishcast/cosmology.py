@@ -28,6 +28,7 @@ from scipy.interpolate import CubicSpline, RectBivariateSpline
 
 from .errors import ComputationError, InputError
 from .parameters import COSMOLOGICAL_DEFAULTS, PRIMORDIAL, camb_background_inputs
+from .probes.base import CosmologyRequirements
 
 #: Reference primordial amplitude used to find A_s for a requested sigma8.
 _AS_REFERENCE = 2.1e-9
@@ -80,6 +81,34 @@ class CosmologySettings:
         return np.geomspace(self.k_min, self.k_max, self.n_k)
 
 
+#: The k_max [1/Mpc] the P(k, z) table reaches at least, unless the user sets
+#: ``cosmology.accuracy.k_max``: the value used before the probes' requirements were read,
+#: kept so that today's forecasts do not change (a probe needing more raises it).
+DEFAULT_K_MAX = 30.0
+#: The smallest z_max of the tables when no z_max is given (the probes may need more).
+MIN_Z_MAX = 0.5
+
+
+def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = "takahashi",
+                 k_max: float | None = None, z_max: float | None = None, **accuracy) -> CosmologySettings:
+    """The settings the backend computes with, for probes with these (combined, see
+    :func:`fishcast.probes.base.combined_requirements`) requirements.
+
+    nonlinear_model: the survey's choice; ``none`` is used when no probe needs the nonlinear
+        spectrum (CAMB is then not asked for it).
+    k_max [1/Mpc]: the user's ``cosmology.accuracy.k_max`` (an override, even below what a
+        probe asks: P(k) is extrapolated as a power law beyond it), else the largest
+        ``requirements.k_max``, and at least :data:`DEFAULT_K_MAX`.
+    z_max: the user's, else ``requirements.z_max`` (at least :data:`MIN_Z_MAX`).
+    accuracy: the other fields of :class:`CosmologySettings` (n_z, n_k, accuracy_boost, ...).
+    The settings are recorded in the output (``/cosmology`` attributes).
+    """
+    model = nonlinear_model if requirements.nonlinear else "none"
+    kmax = float(k_max) if k_max is not None else max(DEFAULT_K_MAX, float(requirements.k_max))
+    zmax = float(z_max) if z_max is not None else max(float(requirements.z_max), MIN_Z_MAX)
+    return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, **accuracy)
+
+
 @dataclass(frozen=True, eq=False)
 class CosmologyResult:
     """One cosmology, tabulated on fixed grids. See the module docstring for units."""
@@ -95,6 +124,37 @@ class CosmologyResult:
     growth_rate: np.ndarray
     sigma8_z: np.ndarray
     derived: Mapping[str, float] = field(default_factory=dict)
+
+    # --- scalars of the fishcast.probes.base.Cosmology protocol --------------------------
+    @property
+    def z_max(self) -> float:
+        """Largest tabulated redshift."""
+        return float(self.z[-1])
+
+    @property
+    def h(self) -> float:
+        """H0 / (100 km/s/Mpc)."""
+        return float(self.derived["h"])
+
+    @property
+    def H0(self) -> float:
+        """Hubble constant [km/s/Mpc]."""
+        return float(self.derived["H0"])
+
+    @property
+    def Omega_m(self) -> float:
+        """Total matter density today (baryons + CDM + massive neutrinos)."""
+        return float(self.derived["Omega_m"])
+
+    @property
+    def sigma8(self) -> float:
+        """sigma8 at z = 0 (spheres of 8 Mpc/h, linear theory)."""
+        return float(self.derived["sigma8"])
+
+    @property
+    def has_nonlinear(self) -> bool:
+        """Whether the nonlinear P(k, z) was computed (settings.nonlinear_model != 'none')."""
+        return self.pk_nl is not None
 
     # --- interpolation -------------------------------------------------------------------
     @cached_property

@@ -26,14 +26,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .cosmology import CosmologySettings
+from .cosmology import CosmologySettings, settings_for
 from .derivatives import DerivativesConfig
 from .diagnostics import DiagnosticsConfig
 from . import parameters as _params
 from .errors import FishcastError, SurveyError
 from .parameters import AMPLITUDES, COSMOLOGICAL_DEFAULTS, COSMOLOGICAL_REQUIRED, Parameter, expand_patterns
 from .probes import registered_probes, registry_version
-from .probes.base import Probe
+from .probes.base import Probe, combined_requirements
 from .yamlio import dotted, line_of, load_yaml
 
 
@@ -392,18 +392,20 @@ def _priors(pc: ParametersConfig, free_names: list[str], problem: _Problems) -> 
 
 
 def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologySettings:
-    """The cosmology backend's settings: the accuracy section, with the redshift range the
-    probes need."""
+    """The cosmology backend's settings (:func:`fishcast.cosmology.settings_for`): the accuracy
+    section, with the redshift range, k_max and nonlinear spectrum the probes need."""
     acc = config.cosmology.accuracy
-    z_need = max(pr.requirements().z_max for pr in probes)
+    reqs = combined_requirements(pr.requirements() for pr in probes)
+    z_need = reqs.z_max
     z_max = acc.z_max if acc.z_max is not None else max(z_need, 0.5)
     if z_max < z_need:
         problem(("cosmology", "accuracy", "z_max"), f"the probes need redshifts up to {z_need:.3g}; z_max is {z_max:.3g}")
-    return CosmologySettings(
+    return settings_for(  # the probes' requirements (k_max, nonlinear), the user's accuracy.k_max overriding
+        reqs,
         nonlinear_model=config.cosmology.nonlinear_model,
         z_max=float(z_max),
         n_z=acc.n_z,
-        k_max=acc.k_max,
+        k_max=acc.k_max if "k_max" in acc.model_fields_set else None,
         n_k=acc.n_k,
         accuracy_boost=acc.accuracy_boost,
         l_accuracy_boost=acc.l_accuracy_boost,

@@ -323,7 +323,7 @@ def test_process_pool_survives_a_dead_worker():
 def test_recipe_grid_plans_the_points_of_one_design():
     """The example grid (27 LSST-like designs): every design valid, and the distinct points
     of the whole grid are exactly those of one design (planning only, no CAMB)."""
-    from fishcast.pipeline.batch import plan_survey
+    from fishcast.pipeline.plan import plan_survey
     from fishcast.survey import load_survey
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "grid-wl-example.yaml"

@@ -217,7 +217,7 @@ def test_where_failed_reads_a_worker_message(toy):
     step are found from the point it quotes."""
     from fishcast import derivatives as der
     from fishcast.cosmology import describe_point, full_params
-    from fishcast.pipeline.forecast import plan, point_for, cosmo_part, where_failed
+    from fishcast.pipeline.plan import plan, point_for, cosmo_part, where_failed
     from fishcast.survey import load_survey
 
     s = load_survey(toy)

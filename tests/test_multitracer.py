@@ -373,11 +373,21 @@ from fishcast.errors import ComputationError  # noqa: E402
 
 
 class _FakeCosmo:
-    """Flat LCDM background (Omega_m = 0.3, h = 0.7) with the toy P(k): no CAMB."""
+    """Flat LCDM background (Omega_m = 0.3, h = 0.7) with the toy P(k): no CAMB. A
+    fishcast.probes.base.Cosmology (checked in test_contract.py)."""
+
+    z_max = 10.0
+    sigma8 = 0.8  # not used by the probe: a number of the right kind
+    has_nonlinear = False
 
     def __init__(self, h=0.7, om=0.3, amp=1.0):
         self.h, self.om, self.amp = h, om, amp
-        self.derived = {"h": h}
+        self.H0 = 100.0 * h
+        self.Omega_m = om
+
+    def pk(self, z, k, nonlinear=False):
+        """P [Mpc^3] at k [1/Mpc] (the toy spectrum in h units, converted)."""
+        return self.pk_h(z, np.asarray(k) / self.h) / self.h**3
 
     def _E(self, z):
         return np.sqrt(self.om * (1 + np.asarray(z)) ** 3 + 1 - self.om)
@@ -506,8 +516,8 @@ def test_probe_gram_equals_band_fisher_projected_onto_biases():
         up = dict(fid, **{name: fid[name] + hstep})
         dn = dict(fid, **{name: fid[name] - hstep})
         derivs.append((probe.signal(cosmo, up) - probe.signal(cosmo, dn)) / (2 * hstep))
-    probe.signal(cosmo, fid)
-    F = probe.gram(C, np.array(derivs))
+    ctx = probe.fiducial_context(cosmo, fid)
+    F = probe.gram(C, np.array(derivs), ctx)
     rep = probe.band_power_report(cosmo, fid)
     nk = probe.k.shape[1]
     expect = np.zeros((3, 3))
@@ -520,7 +530,7 @@ def test_probe_gram_equals_band_fisher_projected_onto_biases():
         expect += mt.project(Fb, J)
     np.testing.assert_allclose(F, expect, rtol=1e-6)
     # each tracer alone through gram_by_tracer equals the single-tracer band Fishers
-    Fa = probe.gram_by_tracer(C, np.array(derivs))
+    Fa = probe.gram_by_tracer(C, np.array(derivs), ctx)
     for a, cols in enumerate([[0, 1], [2]]):
         exp = 0
         for s in range(2):
@@ -533,14 +543,21 @@ def test_probe_gram_equals_band_fisher_projected_onto_biases():
 
 
 def test_gram_needs_the_fiducial_volumes():
+    """The shell volumes of the fiducial cosmology are the Fisher weights: gram() refuses to
+    guess them, and with the fiducial context it uses exactly V_s/(8 pi^2) k^2dk w_mu."""
     probe = mt.build(_config(), pathlib.Path("."))
     cosmo = _FakeCosmo()
-    C = probe.signal(cosmo, probe.nuisance_parameters())
-    other = mt.build(_config(), pathlib.Path("."))
+    fid = probe.nuisance_parameters()
+    C = probe.signal(cosmo, fid)
     with pytest.raises(ComputationError):
-        other.gram(C, C[None])
-    other.set_fiducial(cosmo)
-    np.testing.assert_allclose(other.gram(C, C[None]), probe.gram(C, C[None]), rtol=1e-14)
+        probe.gram(C, C[None])
+    ctx = probe.fiducial_context(cosmo, fid)
+    np.testing.assert_allclose(ctx.volumes, probe.volumes(cosmo), rtol=1e-15)
+    W = probe.volumes(cosmo)[:, None, None] / (8 * np.pi**2) * probe.k2dk[:, :, None] * probe.w_mu[None, None, :]
+    np.testing.assert_allclose(probe.gram(C, C[None], ctx), mt.fisher_trace(C, C[None], W), rtol=1e-14)
+    # another cosmology's volumes give another metric: the context is what gram() uses
+    other = probe.fiducial_context(_FakeCosmo(om=0.25), fid)
+    assert not np.allclose(probe.gram(C, C[None], other), probe.gram(C, C[None], ctx))
 
 
 def test_band_power_report_and_products():
@@ -594,9 +611,8 @@ def test_absent_tracer_carries_no_information_and_has_no_bias():
     np.testing.assert_array_equal(C[1, ..., 0, :], np.broadcast_to([1.0, 0.0], C[1, ..., 0, :].shape))
     h = 1e-4 * 0.84
     d = (probe.signal(cosmo, dict(fid, b_ELG_c0=0.84 + h)) - probe.signal(cosmo, dict(fid, b_ELG_c0=0.84 - h))) / (2 * h)
-    probe.signal(cosmo, fid)
     d[0] = 0.0  # keep shell 2 only
-    F = probe.gram(C, d[None])[0, 0]
+    F = probe.gram(C, d[None], probe.fiducial_context(cosmo, fid))[0, 0]
     rep = probe.band_power_report(cosmo, fid)
     assert [t.decode() for t in rep["shells/2/tracers"][0]] == ["ELG"]
     Fb = rep["shells/2/fisher"][0]
@@ -644,7 +660,7 @@ def test_probe_projection_of_band_powers_equals_direct_fisher():
     dB = diff(probe.band_parameters)  # (n_par, n_shell, n_band_par)
     cosmo0, p0 = at(theta0)
     C = probe.signal(cosmo0, p0)
-    F_direct = probe.gram(C, dS)
+    F_direct = probe.gram(C, dS, probe.fiducial_context(cosmo0, p0))
     rep = probe.band_power_report(cosmo0, p0)
     F_proj = sum(mt.project(rep[f"shells/{s + 1}/fisher"][0], dB[:, s, :].T) for s in range(2))
     d = np.sqrt(np.diag(F_direct))

@@ -40,9 +40,8 @@ def test_every_cosmological_parameter_passes(sweep_forecast):
 def test_three_and_five_point_errors_agree(sweep_forecast):
     fc = sweep_forecast
     survey = fc.survey
-    dv = DataVector(survey.probes)
     fid_cosmo = fc.fiducial_cosmology
-    fid = dv.signal(fid_cosmo, survey.fiducial)
+    dv, fid = DataVector.at_fiducial(survey.probes, fid_cosmo, survey.fiducial)
     d3 = {n: fc.sweeps[n].derivatives_3pt[fc.sweeps[n].chosen] for n in survey.free}
     d5 = {n: fc.sweeps[n].derivative for n in survey.free}
     assert all("5-point" in fc.sweeps[n].stencil for n in survey.free)

@@ -37,15 +37,19 @@ C = 299792.458  # km/s
 
 
 class EdS:
-    """Same attributes as CosmologyResult. Omega_m = 1: chi = 2c/H0 (1 - (1+z)^-1/2),
-    H = H0 (1+z)^3/2, D = 1/(1+z); P(k, z) = amp k^-2 D(z)^2 [Mpc^3]."""
+    """A fishcast.probes.base.Cosmology (checked in test_contract.py). Omega_m = 1:
+    chi = 2c/H0 (1 - (1+z)^-1/2), H = H0 (1+z)^3/2, D = 1/(1+z), f = 1;
+    P(k, z) = amp k^-2 D(z)^2 [Mpc^3] (linear and "nonlinear" alike)."""
+
+    z_max = 6.0
+    Omega_m = 1.0
+    sigma8 = 0.8  # not used by the probes: a number of the right kind
+    has_nonlinear = True
 
     def __init__(self, H0=70.0, amp=100.0):
         self.H0 = H0
+        self.h = H0 / 100.0
         self.amp = amp
-        self.z = np.linspace(0.0, 6.0, 50)
-        self.pk_nl = True
-        self.derived = {"Omega_m": 1.0, "H0": H0, "h": H0 / 100.0}
 
     def chi_of(self, z):
         return 2 * C / self.H0 * (1 - (1 + np.asarray(z, dtype=float)) ** -0.5)
@@ -56,8 +60,14 @@ class EdS:
     def growth_of(self, z):
         return 1.0 / (1 + np.asarray(z, dtype=float))
 
+    def growth_rate_of(self, z):
+        return np.ones_like(np.asarray(z, dtype=float))
+
     def pk(self, z, k, nonlinear=True):
         return self.amp * np.asarray(k, dtype=float) ** -2 / (1 + np.asarray(z, dtype=float)) ** 2
+
+    def pk_h(self, z, k_h, nonlinear=False):
+        return self.pk(z, np.asarray(k_h) * self.h, nonlinear) * self.h**3
 
 
 class NarrowGaussian:
@@ -250,7 +260,7 @@ def test_signal_shape_symmetry_and_speed():
 
 def test_grid_too_short_is_refused():
     cosmo = EdS()
-    cosmo.z = np.linspace(0, 2.0, 20)
+    cosmo.z_max = 2.0  # tabulated only up to z = 2
     with pytest.raises(ComputationError, match="tabulated up to"):
         three_bin_probe().signal(cosmo, {})
 

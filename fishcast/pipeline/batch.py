@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import FishcastError, InputError, SurveyError
 from ..survey import Survey, pydantic_problems, load_survey
+from .plan import plan_survey
 from ..yamlio import dotted, line_of, load_yaml
 
 #: at most this many designs in one grid
@@ -306,18 +307,6 @@ class BatchPlan:
     planned: tuple[PlannedDesign, ...]
     failed: tuple[DesignFailure, ...]
     points: Mapping[str, tuple[Mapping[str, float], Any]]
-
-
-def plan_survey(survey: Survey):
-    """The :class:`fishcast.pipeline.forecast.Plan` of one survey (as :func:`run_forecast` makes it)."""
-    from .. import derivatives as _der
-    from .forecast import known_steps, plan
-
-    dconf = survey.config.derivatives
-    known = known_steps(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n)) for n in survey.free}
-    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
-    return plan(survey, values)
 
 
 def plan_batch(grid: Grid) -> BatchPlan:

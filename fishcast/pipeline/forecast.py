@@ -1,10 +1,11 @@
-"""The forecast pipeline: plan -> evaluate each cosmology once -> signals -> derivatives ->
-Fisher -> diagnostics.
+"""The forecast: the planned cosmologies (:mod:`~fishcast.pipeline.plan`) evaluated once
+each -> signals of every probe -> derivatives -> Fisher -> diagnostics.
 
-Planning is separate from execution: :func:`plan` lists every distinct cosmological point
-the derivative stencils need (the fiducial plus each rung of each cosmological parameter's
-ladder), so that each is computed once (and, with a cache, once ever). Nuisance parameters
-re-use the fiducial cosmology: they cost no CAMB call.
+Planning is separate from execution: :func:`fishcast.pipeline.plan.plan` lists every
+distinct cosmological point before any is computed. The probes are used only through the
+hooks declared on :class:`fishcast.probes.base.Probe`; their fiducial-dependent state (e.g.
+the shell volumes of the fiducial cosmology) is returned by ``fiducial_context`` and handed
+back to their Fisher metric, never stored on them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,30 +22,47 @@ from ..cosmology import CosmologyResult, CosmologySettings
 from ..errors import ComputationError
 from ..fisher import FisherMatrix
 from ..parameters import is_cosmological
-from ..probes.base import Probe
+from ..probes.base import Cosmology, Probe
 from ..survey import Survey
+from .plan import Plan, cosmo_part, drop_failed, evaluate, failed_key, plan, point_for, stencils, where_failed
 
 
 class DataVector:
     """All probes of a survey as one flat data vector with the sum of their Fisher metrics
-    (probes are independent: no cross-covariance)."""
+    (probes are independent: no cross-covariance).
 
-    def __init__(self, probes: Sequence[Probe]):
+    Made at the fiducial (:meth:`at_fiducial`): the shapes of the probes' signals and their
+    fiducial contexts (:meth:`fishcast.probes.base.Probe.fiducial_context`) are fixed then.
+    """
+
+    def __init__(self, probes: Sequence[Probe], shapes: Sequence[tuple[int, ...]], contexts: Sequence[Any]):
         self.probes = tuple(probes)
-        self._shapes: list[tuple[int, ...]] | None = None
+        self.shapes = tuple(tuple(s) for s in shapes)
+        self.contexts = tuple(contexts)
+        if not len(self.probes) == len(self.shapes) == len(self.contexts):
+            raise ValueError("one shape and one context per probe")
 
-    def signal(self, cosmo: CosmologyResult, params: Mapping[str, float]) -> np.ndarray:
+    @classmethod
+    def at_fiducial(cls, probes: Sequence[Probe], cosmo: Cosmology,
+                    params: Mapping[str, float]) -> tuple["DataVector", np.ndarray]:
+        """The data vector of ``probes`` and its value at the fiducial ``cosmo``/``params``."""
+        parts = [np.asarray(p.signal(cosmo, params), dtype=float) for p in probes]
+        contexts = [p.fiducial_context(cosmo, params) for p in probes]
+        dv = cls(probes, [a.shape for a in parts], contexts)
+        return dv, np.concatenate([a.ravel() for a in parts])
+
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         parts = [np.asarray(p.signal(cosmo, params), dtype=float) for p in self.probes]
-        if self._shapes is None:
-            self._shapes = [a.shape for a in parts]
+        for p, a, shp in zip(self.probes, parts, self.shapes):
+            if a.shape != shp:
+                raise ComputationError(f"{p.name}: the signal has shape {a.shape} here and {shp} at the fiducial")
         return np.concatenate([a.ravel() for a in parts])
 
     def split(self, vec: np.ndarray) -> list[np.ndarray]:
         """Per-probe arrays from a flat vector (or a stack (n, flat))."""
-        assert self._shapes is not None
         lead = vec.shape[:-1]
         out, i = [], 0
-        for shp in self._shapes:
+        for shp in self.shapes:
             n = int(np.prod(shp))
             out.append(vec[..., i:i + n].reshape(lead + shp))
             i += n
@@ -52,62 +71,13 @@ class DataVector:
     def gram_per_probe(self, fid: np.ndarray, derivs: np.ndarray) -> list[np.ndarray]:
         fids = self.split(fid)
         ds = self.split(derivs)
-        return [p.gram(f, d) for p, f, d in zip(self.probes, fids, ds)]
+        return [p.gram(f, d, c) for p, f, d, c in zip(self.probes, fids, ds, self.contexts)]
 
     def gram(self, fid: np.ndarray, derivs: np.ndarray) -> np.ndarray:
         return sum(self.gram_per_probe(fid, derivs))
 
     def norm(self, fid: np.ndarray, d: np.ndarray) -> float:
         return float(np.sqrt(max(self.gram(fid, d[None, :])[0, 0], 0.0)))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every evaluation a forecast needs.
-
-    ``values[name]``: the parameter values at which the model is evaluated for parameter
-    ``name`` (besides the fiducial). ``points``: the distinct cosmological points (dicts of
-    cosmological parameters), the fiducial first; ``keys``: their content addresses.
-    """
-
-    values: Mapping[str, tuple[float, ...]]
-    points: tuple[Mapping[str, float], ...]
-    keys: tuple[str, ...]
-
-
-def point_for(survey: Survey, name: str, value: float) -> dict[str, float]:
-    """All parameters at the fiducial, with ``name`` set to ``value``."""
-    p = dict(survey.fiducial)
-    p[name] = float(value)
-    return p
-
-
-def cosmo_part(params: Mapping[str, float]) -> dict[str, float]:
-    return {k: v for k, v in params.items() if is_cosmological(k)}
-
-
-def plan(survey: Survey, values: Mapping[str, Sequence[float]]) -> Plan:
-    """De-duplicate the cosmological points needed by ``values`` (name -> stencil values)."""
-    settings = survey.settings
-    fid = cosmo_part(survey.fiducial)
-    seen: dict[str, dict[str, float]] = {_cosmo.point_key(fid, settings): fid}
-    for name, vals in values.items():
-        if not is_cosmological(name):
-            continue
-        for v in vals:
-            pt = cosmo_part(point_for(survey, name, v))
-            seen.setdefault(_cosmo.point_key(pt, settings), pt)
-    return Plan(values={k: tuple(v) for k, v in values.items()}, points=tuple(seen.values()), keys=tuple(seen))
-
-
-Evaluator = Callable[[Sequence[Mapping[str, float]], CosmologySettings], list[CosmologyResult]]
-
-
-def evaluate(plan_: Plan, settings: CosmologySettings, evaluator: Evaluator | None = None) -> dict[str, CosmologyResult]:
-    """Evaluate every planned point once; returns key -> CosmologyResult."""
-    evaluator = evaluator or _cosmo.compute_many
-    results = evaluator(list(plan_.points), settings)
-    return dict(zip(plan_.keys, results))
 
 
 @dataclass(frozen=True)
@@ -118,13 +88,12 @@ class Signals:
     at: Mapping[str, Mapping[float, np.ndarray]]
 
 
-def signals(survey: Survey, dv: DataVector, plan_: Plan, cosmos: Mapping[str, CosmologyResult]) -> Signals:
+def signals(survey: Survey, plan_: Plan, cosmos: Mapping[str, CosmologyResult]) -> tuple[DataVector, Signals]:
+    """The survey's data vector (made at the fiducial cosmology, the first planned point) and
+    its value at every stencil value of every free parameter."""
     settings = survey.settings
     fid_cosmo = cosmos[plan_.keys[0]]
-    for probe in dv.probes:  # probes whose Fisher metric needs fiducial quantities
-        if hasattr(probe, "set_fiducial"):
-            probe.set_fiducial(fid_cosmo)
-    fid = dv.signal(fid_cosmo, survey.fiducial)
+    dv, fid = DataVector.at_fiducial(survey.probes, fid_cosmo, survey.fiducial)
     at: dict[str, dict[float, np.ndarray]] = {}
     for name, vals in plan_.values.items():
         at[name] = {}
@@ -135,7 +104,7 @@ def signals(survey: Survey, dv: DataVector, plan_: Plan, cosmos: Mapping[str, Co
             else:
                 cosmo = fid_cosmo
             at[name][float(v)] = dv.signal(cosmo, params)
-    return Signals(fiducial=fid, at=at)
+    return dv, Signals(fiducial=fid, at=at)
 
 
 @dataclass
@@ -191,111 +160,18 @@ Progress = Callable[[str, int], Callable[[], None]]
 """``progress(label, total)`` returns a function to call once per finished unit of work."""
 
 
-def probe_reports(survey: Survey, dv: DataVector, fid_cosmo: CosmologyResult, fid_sig: np.ndarray,
+def probe_reports(survey: Survey, dv: DataVector, fid_cosmo: Cosmology, fid_sig: np.ndarray,
                   derivs: Mapping[str, np.ndarray]) -> dict[str, dict[str, tuple[np.ndarray, str]]]:
-    """Extra per-probe Fisher products: the band-power / bias / f Fisher per shell
-    (``band_power_report``) and, on the survey's own parameters, each tracer alone and the
-    naive sum of single-tracer Fishers (``gram_by_tracer``)."""
+    """Extra per-probe Fisher products (:meth:`fishcast.probes.base.Probe.reports`), for the
+    probes that have any."""
     names = list(survey.free)
     stack = np.stack([derivs[n] for n in names])
     out: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
-    for probe, f_part, d_part in zip(dv.probes, dv.split(fid_sig), dv.split(stack)):
-        rep: dict[str, tuple[np.ndarray, str]] = {}
-        if hasattr(probe, "band_power_report"):
-            rep.update(probe.band_power_report(fid_cosmo, survey.fiducial))
-        if hasattr(probe, "gram_by_tracer"):
-            single = probe.gram_by_tracer(f_part, d_part)
-            rep["tracer_comparison/parameter_names"] = (np.array(names, dtype="S"), "")
-            rep["tracer_comparison/tracers"] = (np.array(list(probe.tracers), dtype="S"), "")
-            rep["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
-            rep["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
-            rep["tracer_comparison/joint"] = (probe.gram(f_part, d_part), "1/(unit_i unit_j)")
+    for probe, f_part, d_part, ctx in zip(dv.probes, dv.split(fid_sig), dv.split(stack), dv.contexts):
+        rep = probe.reports(fid_cosmo, survey.fiducial, f_part, d_part, names, ctx)
         if rep:
             out[probe.name] = rep
     return out
-
-
-def known_steps(survey: Survey) -> dict[str, float]:
-    """Chosen steps of an earlier run (derivatives mode 'fast', ``steps_from``)."""
-    dconf = survey.config.derivatives
-    if dconf.mode != "fast" or not dconf.steps_from:
-        return {}
-    import pathlib
-
-    from ..errors import FileFormatError
-    from ..io import open_forecast
-    from ..io.sweeps import known_steps_from_hdf5
-
-    path = pathlib.Path(dconf.steps_from)
-    if not path.is_absolute():
-        path = pathlib.Path(survey.path).parent / path
-    with open_forecast(path) as f:
-        if "derivatives" not in f:
-            raise FileFormatError(f"{path}: no /derivatives group to take steps from")
-        return known_steps_from_hdf5(f["derivatives"])
-
-
-def failed_key(plan_: Plan, message: str) -> str | None:
-    """The planned point a CAMB failure message is about (it quotes
-    :func:`fishcast.cosmology.describe_point` of the point), or None."""
-    for k, pt in zip(plan_.keys, plan_.points):
-        if _cosmo.describe_point(_cosmo.full_params(pt)) in message:
-            return k
-    return None
-
-
-def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, message: str) -> str:
-    """Which planned evaluation a failure message is about: the fiducial, or the parameter,
-    rung and step of each derivative ladder that needs the failed point (matched by the
-    point's description, :func:`fishcast.cosmology.describe_point`, which CAMB failures quote
-    whether the point ran here or in a worker process)."""
-    from .. import derivatives as _der
-
-    settings = survey.settings
-    key = failed_key(plan_, message)
-    if key is None:
-        return "(the failed point is not one of the planned evaluations)"
-    if key == plan_.keys[0]:
-        return "the failed point is the fiducial cosmology: no derivative can be taken"
-    uses, names = [], []
-    for name in survey.free:
-        if not is_cosmological(name):
-            continue
-        ladder = _der.plan_ladder(name, survey.fiducial[name], specs[name])
-        for value in ladder.values():
-            if _cosmo.point_key(cosmo_part(point_for(survey, name, value)), settings) == key:
-                uses.append(ladder.describe(value))
-                names.append(name)
-    if not uses:
-        return "(the failed point is not one of the planned evaluations)"
-    return ("the failed point is the derivative step " + "; ".join(uses)
-            + f" (a smaller derivatives.parameters.{names[0]}.h_max, or a narrower domain, avoids it)")
-
-
-def _drop_failed(survey: Survey, specs, values, key: str, dconf, message: str):
-    """Specs and stencil values without the rungs that need the failed point ``key``
-    (``derivatives.on_camb_failure: degrade``); ComputationError when too little is left."""
-    from .. import derivatives as _der
-
-    settings = survey.settings
-    specs, values = dict(specs), dict(values)
-    for name in survey.free:
-        if not is_cosmological(name):
-            continue
-
-        def available(v: float, name=name) -> bool:
-            return _cosmo.point_key(cosmo_part(point_for(survey, name, v)), settings) != key
-
-        new = _der.shrink_to_complete_rungs(name, survey.fiducial[name], specs[name], available, dconf)
-        if new is None:
-            raise ComputationError(
-                f"{message}\nderivatives.on_camb_failure is 'degrade', but too few complete rungs of "
-                f"{name}'s ladder are left without the failed point (a sweep needs {dconf.window}); "
-                f"lower derivatives.parameters.{name}.h_max or raise n_rungs")
-        if new is not specs[name]:
-            specs[name] = new
-            values[name] = _der.plan_points(name, survey.fiducial[name], new)
-    return specs, values
 
 
 def _no_progress(label: str, total: int) -> Callable[[], None]:
@@ -316,11 +192,8 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     progress = progress or _no_progress
     t0 = time.perf_counter()
     calls0 = _cosmo.boltzmann_calls()
-    dv = DataVector(survey.probes)
     dconf = survey.config.derivatives
-    known = known_steps(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n)) for n in survey.free}
-    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    specs, values = stencils(survey)
     plan_ = plan(survey, values)
 
     tick = progress("cosmology evaluations", len(plan_.points))
@@ -343,10 +216,10 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
             if not degrade or key is None or key == plan_.keys[0]:
                 raise ComputationError(f"{exc}\n{where}") from exc
             camb_failures.append(f"{exc}; {where}")
-            specs, values = _drop_failed(survey, specs, values, key, dconf, str(exc))
+            specs, values = drop_failed(survey, specs, values, key, dconf, str(exc))
             plan_ = plan(survey, values)
     t2 = time.perf_counter()
-    sig = signals(survey, dv, plan_, cosmos)
+    dv, sig = signals(survey, plan_, cosmos)
     fid_sig = sig.fiducial
 
     def norm(d: np.ndarray) -> float:

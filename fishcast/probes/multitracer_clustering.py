@@ -54,11 +54,11 @@ Fisher of a box is in :mod:`fishcast.exact_cells`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pathlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -66,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
-from fishcast.probes.base import CosmologyRequirements, Probe
+from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
 
 # ---------------------------------------------------------------------------------------------
 # quadrature
@@ -567,6 +567,14 @@ def reference_comoving_distance(z, omega_m: float = REFERENCE_OMEGA_M) -> np.nda
     return C_KMS / 100.0 * 0.5 * z * np.sum(w / E, axis=1)
 
 
+@dataclass(frozen=True)
+class FiducialVolumes:
+    """The fiducial context of :class:`CountsInCellsProbe`: the shell volumes [(Mpc/h)^3]
+    of the fiducial cosmology, (n_shell,), read-only."""
+
+    volumes: np.ndarray
+
+
 def shell_volumes(chi_edges_h, f_sky: float) -> np.ndarray:
     """Comoving volume [(Mpc/h)^3] of the shells between comoving distances chi_edges_h
     [Mpc/h] on a sky fraction f_sky (flat space: the curvature is ignored in the volume)."""
@@ -585,10 +593,8 @@ class CountsInCellsProbe(Probe):
     lengths (km/s and redshift errors -> Mpc/h through H(z)) follow the cosmology at hand.
 
     Fisher metric (:meth:`gram`): the trace formula summed over shells with the shell volumes
-    of the *fiducial* cosmology.  ``gram`` finds those volumes from the fiducial signal it is
-    given: :meth:`signal` records the volumes of every signal it returns (keyed by a hash of
-    the array); :meth:`set_fiducial` pins them explicitly (needed when the fiducial signal
-    was computed in another process).
+    of the *fiducial* cosmology, which :meth:`fiducial_context` returns (a
+    :class:`FiducialVolumes`) and ``gram`` is given back: the probe itself never changes.
     """
 
     name = "counts_in_cells"
@@ -620,8 +626,6 @@ class CountsInCellsProbe(Probe):
         self.mu, self.w_mu = mu_quadrature(config.n_mu)
         self.present = self._presence()  # (n_shell, N) bool
         self._check_biases()
-        self._volumes_by_signal: dict[str, np.ndarray] = {}
-        self._fiducial_volumes: np.ndarray | None = None
 
     def _presence(self) -> np.ndarray:
         """Which tracer has objects in which shell (cosmology-independent)."""
@@ -673,12 +677,12 @@ class CountsInCellsProbe(Probe):
         return p
 
     # --- shell quantities ------------------------------------------------------------------
-    def volumes(self, cosmo) -> np.ndarray:
+    def volumes(self, cosmo: Cosmology) -> np.ndarray:
         """Shell volumes [(Mpc/h)^3] from cosmo.chi_of [Mpc] and h."""
-        h = float(cosmo.derived["h"])
+        h = float(cosmo.h)
         return shell_volumes(np.asarray(cosmo.chi_of(self.z_edges)) * h, self.f_sky)
 
-    def biases(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+    def biases(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         """b_a in each shell, (n_shell, N) (1 where the tracer is absent: unused)."""
         p = self._params(params)
         out = np.empty((self.n_shell, len(self.tracers)))
@@ -694,9 +698,9 @@ class CountsInCellsProbe(Probe):
             raise ComputationError(f"counts_in_cells: non-positive bias at this point: {out.tolist()}")
         return out
 
-    def densities(self, cosmo) -> np.ndarray:
+    def densities(self, cosmo: Cosmology) -> np.ndarray:
         """n_a in each shell [(h/Mpc)^3], (n_shell, N); 0 where the tracer is absent."""
-        h = float(cosmo.derived["h"])
+        h = float(cosmo.h)
         V = self.volumes(cosmo)
         x, w = np.polynomial.legendre.leggauss(32)
         lo, hi = self.z_edges[:-1], self.z_edges[1:]
@@ -721,17 +725,17 @@ class CountsInCellsProbe(Probe):
                 out[:, a] = area * np.sum(wz * f, axis=1) / V
         return np.where(self.present, out, 0.0)
 
-    def damping_lengths(self, cosmo) -> np.ndarray:
+    def damping_lengths(self, cosmo: Cosmology) -> np.ndarray:
         """Total line-of-sight smearing sigma_a [Mpc/h] per shell and tracer (n_shell, N):
         sigma_a^2 = (sigma_v (1+z)/H)^2 + (c sigma_z0,a (1+z)/H)^2, times h."""
-        h = float(cosmo.derived["h"])
+        h = float(cosmo.h)
         H = np.asarray(cosmo.hubble_of(self.z_eff))
         s0 = np.array([t.sigma_z0 for t in self.config.tracers])
         fog = self.config.fog_sigma_v * (1.0 + self.z_eff) / H * h
         zerr = C_KMS * s0[None, :] * (1.0 + self.z_eff)[:, None] / H[:, None] * h
         return np.sqrt(fog[:, None] ** 2 + zerr**2)
 
-    def _shell_inputs(self, cosmo, params):
+    def _shell_inputs(self, cosmo: Cosmology, params):
         pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))  # (n_shell, n_k)
         f = np.asarray(cosmo.growth_rate_of(self.z_eff)) if self.rsd else np.zeros(self.n_shell)
         sig = self.damping_lengths(cosmo) if self.rsd else None
@@ -751,7 +755,7 @@ class CountsInCellsProbe(Probe):
         return C
 
     # --- signal and metric -----------------------------------------------------------------
-    def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3]."""
         pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
         C = np.stack([
@@ -760,13 +764,9 @@ class CountsInCellsProbe(Probe):
         ])
         if not np.all(np.isfinite(C)):
             raise ComputationError("counts_in_cells: non-finite tracer covariance at this point")
-        key = _digest(C)
-        if len(self._volumes_by_signal) > 4096:
-            self._volumes_by_signal.clear()
-        self._volumes_by_signal[key] = V
         return C
 
-    def band_parameters(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+    def band_parameters(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         """The band-power parameters of every shell at this point, (n_shell, n_k + N + rsd):
         ``ln P_i`` [P in (Mpc/h)^3] at the fixed k nodes, ``ln b_a`` (0 where the tracer is
         absent) and ``f`` (with RSD).  Differentiating them w.r.t. theta gives the Jacobian J
@@ -780,33 +780,38 @@ class CountsInCellsProbe(Probe):
         parts = [np.log(pk), lnb] + ([f[:, None]] if self.rsd else [])
         return np.concatenate(parts, axis=1)
 
-    def set_fiducial(self, cosmo) -> None:
-        """Pin the shell volumes used by :meth:`gram` to those of this (fiducial) cosmology."""
-        self._fiducial_volumes = self.volumes(cosmo)
+    def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> FiducialVolumes:
+        """The shell volumes of the fiducial cosmology [(Mpc/h)^3], the Fisher weights of
+        :meth:`gram` (they do not move with the parameters)."""
+        V = np.array(self.volumes(cosmo), dtype=float)
+        V.flags.writeable = False
+        return FiducialVolumes(V)
 
-    def _volumes_for(self, fiducial_signal: np.ndarray) -> np.ndarray:
-        if self._fiducial_volumes is not None:
-            return self._fiducial_volumes
-        V = self._volumes_by_signal.get(_digest(np.asarray(fiducial_signal)))
-        if V is None:
+    def _volumes_for(self, context) -> np.ndarray:
+        if not isinstance(context, FiducialVolumes):
             raise ComputationError(
-                "counts_in_cells: the shell volumes of the fiducial cosmology are unknown; call "
-                "probe.signal(fiducial cosmology) in this process or probe.set_fiducial(cosmo) before gram()")
-        return V
+                "counts_in_cells: the shell volumes of the fiducial cosmology are unknown; pass "
+                "probe.fiducial_context(fiducial cosmology, parameters) as the context of gram()")
+        if context.volumes.shape != (self.n_shell,):
+            raise ComputationError(f"counts_in_cells: the fiducial context has {context.volumes.shape} "
+                                   f"shell volumes, the probe has {self.n_shell} shells")
+        return context.volumes
 
     def mode_weights(self, volumes: np.ndarray) -> np.ndarray:
         """Trace-formula weights V_s/(8 pi^2) k^2dk w_mu per shell, (n_shell, n_k, n_mu)."""
         return volumes[:, None, None] / (8.0 * np.pi**2) * self.k2dk[:, :, None] * self.w_mu[None, None, :]
 
-    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
-        """F_pq = sum_shells V/(8 pi^2) sum_k k^2dk sum_mu w_mu Tr[C^-1 dC_p C^-1 dC_q]."""
-        W = self.mode_weights(self._volumes_for(fiducial_signal))
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context: FiducialVolumes | None = None) -> np.ndarray:
+        """F_pq = sum_shells V/(8 pi^2) sum_k k^2dk sum_mu w_mu Tr[C^-1 dC_p C^-1 dC_q], V the
+        fiducial shell volumes of ``context`` (from :meth:`fiducial_context`)."""
+        W = self.mode_weights(self._volumes_for(context))
         return fisher_trace(np.asarray(fiducial_signal), np.asarray(derivs), W)
 
-    def gram_by_tracer(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+    def gram_by_tracer(self, fiducial_signal: np.ndarray, derivs: np.ndarray,
+                       context: FiducialVolumes | None = None) -> np.ndarray:
         """Each tracer alone (its auto covariance only): (N, n_par, n_par); their sum over the
         first axis is the naive sum of single-tracer Fishers.  Same weights as :meth:`gram`."""
-        W = self.mode_weights(self._volumes_for(fiducial_signal))
+        W = self.mode_weights(self._volumes_for(context))
         C = np.asarray(fiducial_signal)
         d = np.asarray(derivs)
         Caa = np.diagonal(C, axis1=-2, axis2=-1)  # (*modes, N)
@@ -815,7 +820,7 @@ class CountsInCellsProbe(Probe):
         return np.einsum("apm,aqm->apq", y, y)
 
     # --- outputs -----------------------------------------------------------------------------
-    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
         veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
         out = {
@@ -838,6 +843,21 @@ class CountsInCellsProbe(Probe):
             out["damping_length"] = (sig, "Mpc/h")
         return out
 
+    def reports(self, cosmo: Cosmology, params: Mapping[str, float], fiducial_signal: np.ndarray,
+                derivs: np.ndarray, parameter_names, context: FiducialVolumes | None = None,
+                ) -> dict[str, tuple[np.ndarray, str]]:
+        """The band-power report of every shell (:meth:`band_power_report`) and, on the
+        survey's own parameters, each tracer alone, the naive sum of the single-tracer
+        Fishers and the joint Fisher (``tracer_comparison/...``)."""
+        out = self.band_power_report(cosmo, params)
+        single = self.gram_by_tracer(fiducial_signal, derivs, context)
+        out["tracer_comparison/parameter_names"] = (np.array(list(parameter_names), dtype="S"), "")
+        out["tracer_comparison/tracers"] = (np.array(list(self.tracers), dtype="S"), "")
+        out["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
+        out["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
+        out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i unit_j)")
+        return out
+
     def _effective_volumes(self, pk, f, b, n, sig, V):
         per, comb = zip(*[
             effective_volumes(self.k[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s],
@@ -846,7 +866,7 @@ class CountsInCellsProbe(Probe):
         ])
         return np.array(per), np.array(comb)
 
-    def band_power_report(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def band_power_report(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         """Per shell i (from 1), the band-power / bias / f Fisher (Abramo 2012) and the
         single-tracer comparison, as ``{"shells/<i>/<dataset>": (array, units)}``:
 
@@ -911,10 +931,6 @@ def _marg_sigma_last(F: np.ndarray, idx: list[int]) -> float:
     e[-1] = 1.0
     y = np.linalg.solve(L, e)
     return float(np.sqrt(y @ y))
-
-
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
 def _read_table(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:

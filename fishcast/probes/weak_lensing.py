@@ -50,7 +50,7 @@ from ..redshift import (
     equipopulated_edges,
     read_table,
 )
-from .base import CosmologyRequirements, Probe
+from .base import Cosmology, CosmologyRequirements, Probe
 
 __all__ = [
     "WeakLensingConfig",
@@ -524,7 +524,7 @@ class WeakLensingProbe(Probe):
             return self.bins.nz(np.array([p[n] for n in self._dz_names]))
         return self.bins.nz()
 
-    def _background(self, cosmo) -> tuple[np.ndarray, np.ndarray]:
+    def _background(self, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
         """chi [Mpc] (exactly 0 at z = 0) and H [km/s/Mpc] at the nodes."""
         self._check_grid(cosmo)
         chi = np.asarray(cosmo.chi_of(self.z), dtype=float).copy()
@@ -532,12 +532,12 @@ class WeakLensingProbe(Probe):
         hub = np.asarray(cosmo.hubble_of(self.z), dtype=float)
         return chi, hub
 
-    def kernels(self, cosmo, params: Mapping[str, float], _bg=None) -> np.ndarray:
+    def kernels(self, cosmo: Cosmology, params: Mapping[str, float], _bg=None) -> np.ndarray:
         """Combined shear + intrinsic-alignment kernels K_i at the nodes [1/Mpc], (n_bins, n_z)."""
         p = self._params(params)
         chi, hub = _bg if _bg is not None else self._background(cosmo)
-        om = float(cosmo.derived["Omega_m"])
-        H0 = float(cosmo.derived["H0"])
+        om = float(cosmo.Omega_m)
+        H0 = float(cosmo.H0)
         nz = self.nz(params)
         q = lensing_efficiency(self.z, chi, nz, om, H0)
         if self.ia_model == "none":
@@ -549,18 +549,18 @@ class WeakLensingProbe(Probe):
         amp = p["A_IA"] * self.C_IA * om * np.exp(log_f) / growth  # (n_z,)
         return q - amp[None, :] * nz * (hub / C_KMS)[None, :]
 
-    def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         """C_ij(ell) at the band centres, intrinsic alignments and biases included:
         (n_ell, n_bins, n_bins), dimensionless. Uses the nonlinear P(k) when the cosmology
-        has one (the survey's nonlinear_model 'none' gives a linear forecast)."""
+        has one (the survey's nonlinear_model 'none' gives a linear forecast): the probe
+        requires it (:meth:`requirements`)."""
         p = self._params(params)
         chi, hub = self._background(cosmo)
         kern = self.kernels(cosmo, params, _bg=(chi, hub))
         pos = chi > 0
         pk = np.zeros((self.ell.size, self.z.size))
         k = (self.ell[:, None] + 0.5) / chi[None, pos]
-        nonlinear = getattr(cosmo, "pk_nl", None) is not None
-        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=nonlinear)
+        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=cosmo.has_nonlinear)
         cl = limber_cl(self.ell, kern, self.weights, chi, hub, pk)
         cl *= self._lfac[:, None, None]
         if self.shear_bias:
@@ -577,11 +577,12 @@ class WeakLensingProbe(Probe):
         """Source density of each bin [sr^-1]."""
         return self.n_gal * self.bins.fractions * ARCMIN2_PER_SR
 
-    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
-        """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N."""
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
+        """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N (no fiducial
+        context: everything else is fixed at construction)."""
         return knox_fisher(np.asarray(fiducial_signal) + self.noise()[None, :, :], derivs, self.modes)
 
-    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         return {
             "ell": (self.ell, ""),
             "ell_edges": (self.ell_edges, ""),
@@ -594,11 +595,11 @@ class WeakLensingProbe(Probe):
             "n_gal_bin": (self.n_gal * self.bins.fractions, "arcmin^-2"),
         }
 
-    def _check_grid(self, cosmo) -> None:
-        zc = np.asarray(cosmo.z)
-        if zc[-1] < self.z[-1] - 1e-9:
+    def _check_grid(self, cosmo: Cosmology) -> None:
+        z_max = float(cosmo.z_max)
+        if z_max < self.z[-1] - 1e-9:
             raise ComputationError(
-                f"the cosmology is tabulated up to z = {zc[-1]:g}, weak lensing needs z = {self.z[-1]:g}"
+                f"the cosmology is tabulated up to z = {z_max:g}, weak lensing needs z = {self.z[-1]:g}"
             )
 
 

@@ -1,0 +1,182 @@
+"""Planning a forecast: which cosmologies must be evaluated, before any is.
+
+:func:`plan` lists every distinct cosmological point the derivative stencils need (the
+fiducial plus each rung of each cosmological parameter's ladder), so that each is computed
+once (and, with a cache, once ever). Nuisance parameters re-use the fiducial cosmology: they
+cost no CAMB call. When CAMB fails at a planned point, :func:`where_failed` says which
+parameter, rung and step needed it, and :func:`drop_failed` re-plans without the rungs that
+need it (``derivatives.on_camb_failure: degrade``).
+
+The data flow of a run (``DESIGN.md``): survey -> **plan** -> evaluate (execute, cache) ->
+signals, derivatives, Fisher (:mod:`~fishcast.pipeline.forecast`) -> io.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .. import cosmology as _cosmo
+from ..cosmology import CosmologyResult, CosmologySettings
+from ..errors import ComputationError
+from ..parameters import is_cosmological
+from ..survey import Survey
+
+__all__ = [
+    "Plan", "Evaluator", "point_for", "cosmo_part", "stencils", "plan", "plan_survey", "evaluate",
+    "known_steps", "failed_key", "where_failed", "drop_failed",
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every evaluation a forecast needs.
+
+    ``values[name]``: the parameter values at which the model is evaluated for parameter
+    ``name`` (besides the fiducial). ``points``: the distinct cosmological points (dicts of
+    cosmological parameters), the fiducial first; ``keys``: their content addresses.
+    """
+
+    values: Mapping[str, tuple[float, ...]]
+    points: tuple[Mapping[str, float], ...]
+    keys: tuple[str, ...]
+
+
+def point_for(survey: Survey, name: str, value: float) -> dict[str, float]:
+    """All parameters at the fiducial, with ``name`` set to ``value``."""
+    p = dict(survey.fiducial)
+    p[name] = float(value)
+    return p
+
+
+def cosmo_part(params: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in params.items() if is_cosmological(k)}
+
+
+def plan(survey: Survey, values: Mapping[str, Sequence[float]]) -> Plan:
+    """De-duplicate the cosmological points needed by ``values`` (name -> stencil values)."""
+    settings = survey.settings
+    fid = cosmo_part(survey.fiducial)
+    seen: dict[str, dict[str, float]] = {_cosmo.point_key(fid, settings): fid}
+    for name, vals in values.items():
+        if not is_cosmological(name):
+            continue
+        for v in vals:
+            pt = cosmo_part(point_for(survey, name, v))
+            seen.setdefault(_cosmo.point_key(pt, settings), pt)
+    return Plan(values={k: tuple(v) for k, v in values.items()}, points=tuple(seen.values()), keys=tuple(seen))
+
+
+Evaluator = Callable[[Sequence[Mapping[str, float]], CosmologySettings], list[CosmologyResult]]
+
+
+def evaluate(plan_: Plan, settings: CosmologySettings, evaluator: Evaluator | None = None) -> dict[str, CosmologyResult]:
+    """Evaluate every planned point once; returns key -> CosmologyResult."""
+    evaluator = evaluator or _cosmo.compute_many
+    results = evaluator(list(plan_.points), settings)
+    return dict(zip(plan_.keys, results))
+
+
+
+def stencils(survey: Survey) -> tuple[dict[str, object], dict[str, tuple[float, ...]]]:
+    """The derivative spec of every free parameter (``derivatives`` section, and the steps of
+    an earlier run in mode 'fast') and the parameter values its stencils need."""
+    from .. import derivatives as _der
+
+    dconf = survey.config.derivatives
+    known = known_steps(survey)
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n))
+             for n in survey.free}
+    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    return specs, values
+
+
+def plan_survey(survey: Survey) -> Plan:
+    """The :class:`Plan` of one survey, as :func:`fishcast.pipeline.forecast.run_forecast`
+    makes it."""
+    return plan(survey, stencils(survey)[1])
+
+
+def known_steps(survey: Survey) -> dict[str, float]:
+    """Chosen steps of an earlier run (derivatives mode 'fast', ``steps_from``)."""
+    dconf = survey.config.derivatives
+    if dconf.mode != "fast" or not dconf.steps_from:
+        return {}
+    import pathlib
+
+    from ..errors import FileFormatError
+    from ..io import open_forecast
+    from ..io.sweeps import known_steps_from_hdf5
+
+    path = pathlib.Path(dconf.steps_from)
+    if not path.is_absolute():
+        path = pathlib.Path(survey.path).parent / path
+    with open_forecast(path) as f:
+        if "derivatives" not in f:
+            raise FileFormatError(f"{path}: no /derivatives group to take steps from")
+        return known_steps_from_hdf5(f["derivatives"])
+
+
+def failed_key(plan_: Plan, message: str) -> str | None:
+    """The planned point a CAMB failure message is about (it quotes
+    :func:`fishcast.cosmology.describe_point` of the point), or None."""
+    for k, pt in zip(plan_.keys, plan_.points):
+        if _cosmo.describe_point(_cosmo.full_params(pt)) in message:
+            return k
+    return None
+
+
+def where_failed(survey: Survey, specs: Mapping[str, object], plan_: Plan, message: str) -> str:
+    """Which planned evaluation a failure message is about: the fiducial, or the parameter,
+    rung and step of each derivative ladder that needs the failed point (matched by the
+    point's description, :func:`fishcast.cosmology.describe_point`, which CAMB failures quote
+    whether the point ran here or in a worker process)."""
+    from .. import derivatives as _der
+
+    settings = survey.settings
+    key = failed_key(plan_, message)
+    if key is None:
+        return "(the failed point is not one of the planned evaluations)"
+    if key == plan_.keys[0]:
+        return "the failed point is the fiducial cosmology: no derivative can be taken"
+    uses, names = [], []
+    for name in survey.free:
+        if not is_cosmological(name):
+            continue
+        ladder = _der.plan_ladder(name, survey.fiducial[name], specs[name])
+        for value in ladder.values():
+            if _cosmo.point_key(cosmo_part(point_for(survey, name, value)), settings) == key:
+                uses.append(ladder.describe(value))
+                names.append(name)
+    if not uses:
+        return "(the failed point is not one of the planned evaluations)"
+    return ("the failed point is the derivative step " + "; ".join(uses)
+            + f" (a smaller derivatives.parameters.{names[0]}.h_max, or a narrower domain, avoids it)")
+
+
+def drop_failed(survey: Survey, specs, values, key: str, dconf, message: str):
+    """Specs and stencil values without the rungs that need the failed point ``key``
+    (``derivatives.on_camb_failure: degrade``); ComputationError when too little is left."""
+    from .. import derivatives as _der
+
+    settings = survey.settings
+    specs, values = dict(specs), dict(values)
+    for name in survey.free:
+        if not is_cosmological(name):
+            continue
+
+        def available(v: float, name=name) -> bool:
+            return _cosmo.point_key(cosmo_part(point_for(survey, name, v)), settings) != key
+
+        new = _der.shrink_to_complete_rungs(name, survey.fiducial[name], specs[name], available, dconf)
+        if new is None:
+            raise ComputationError(
+                f"{message}\nderivatives.on_camb_failure is 'degrade', but too few complete rungs of "
+                f"{name}'s ladder are left without the failed point (a sweep needs {dconf.window}); "
+                f"lower derivatives.parameters.{name}.h_max or raise n_rungs")
+        if new is not specs[name]:
+            specs[name] = new
+            values[name] = _der.plan_points(name, survey.fiducial[name], new)
+    return specs, values
+
+
