@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
 from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
+from fishcast.probes.sky import FULL_SKY_DEG2, SkyAreaConfig  # noqa: F401 (FULL_SKY_DEG2: public here too)
 
 # ---------------------------------------------------------------------------------------------
 # quadrature
@@ -402,8 +403,6 @@ def project(F_band: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
 
 #: speed of light [km/s]
 C_KMS = 299792.458
-#: the full sky in square degrees, 4 pi (180/pi)^2
-FULL_SKY_DEG2 = 4.0 * math.pi * (180.0 / math.pi) ** 2
 #: Omega_m of the flat LCDM reference used only for the *default* k_min of each shell (so
 #: that the k nodes are fixed in h/Mpc and do not move with the cosmology)
 REFERENCE_OMEGA_M = 0.3
@@ -506,12 +505,11 @@ class TracerConfig(_Model):
         return v
 
 
-class CountsInCellsConfig(_Model):
+class CountsInCellsConfig(SkyAreaConfig):
     """Multi-tracer galaxy clustering in redshift shells (the ``probes.counts_in_cells``
-    section).  k in h/Mpc throughout; the k bands are fixed (the same at every cosmology)."""
+    section).  k in h/Mpc throughout; the k bands are fixed (the same at every cosmology).
+    The sky area (f_sky or area_deg2) as in :class:`~fishcast.probes.sky.SkyAreaConfig`."""
 
-    f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
-    area_deg2: float | None = Field(None, gt=0.0, le=FULL_SKY_DEG2, description="observed area [deg^2]; f_sky = area / 41252.96")
     z_edges: list[float] = Field(..., min_length=2, description="increasing redshift shell edges (n_shell + 1 values)")
     tracers: list[TracerConfig] = Field(..., min_length=1, description="the tracers sharing the sky area")
     k_min: float | None = Field(
@@ -525,8 +523,6 @@ class CountsInCellsConfig(_Model):
 
     @model_validator(mode="after")
     def _checks(self):
-        if (self.f_sky is None) == (self.area_deg2 is None):
-            raise ValueError("give exactly one of f_sky and area_deg2")
         z = self.z_edges
         if z[0] < 0 or any(b <= a for a, b in zip(z, z[1:])):
             raise ValueError("z_edges must be >= 0 and increasing")
@@ -547,10 +543,6 @@ class CountsInCellsConfig(_Model):
         if self.k_min is not None and any(v <= self.k_min for v in kmax):
             raise ValueError("k_max must exceed k_min in every shell")
         return self
-
-    @property
-    def sky_fraction(self) -> float:
-        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
 
 
 # =============================================================================================
@@ -709,7 +701,7 @@ class CountsInCellsProbe(Probe):
         # dV/dz [(Mpc/h)^3] = f_sky 4 pi chi^2 c/H  (chi in Mpc/h, c/H in Mpc/h)
         chi = np.asarray(cosmo.chi_of(zz)) * h
         dVdz = self.f_sky * 4.0 * np.pi * chi**2 * C_KMS / np.asarray(cosmo.hubble_of(zz)) * h
-        area = self.f_sky * FULL_SKY_DEG2
+        area = self.config.sky_area_deg2  # [deg^2]
         out = np.empty((self.n_shell, len(self.tracers)))
         for a, t in enumerate(self.config.tracers):
             d = t.density

@@ -31,7 +31,6 @@ N_ij = delta_ij sigma_e^2 / n_i; Fisher metric
 
 from __future__ import annotations
 
-import math
 import pathlib
 from collections.abc import Mapping
 from typing import Annotated, Literal, Union
@@ -51,6 +50,7 @@ from ..redshift import (
     read_table,
 )
 from .base import Cosmology, CosmologyRequirements, Probe
+from .sky import ARCMIN2_PER_SR, FULL_SKY_DEG2, SkyAreaConfig, per_arcmin2_to_per_sr
 
 __all__ = [
     "WeakLensingConfig",
@@ -68,11 +68,6 @@ __all__ = [
 
 #: speed of light [km/s]
 C_KMS = 299792.458
-#: square arcminutes per steradian, (180 * 60 / pi)^2 = 1.18183e7: a density of
-#: 1 arcmin^-2 is 1.18183e7 sr^-1
-ARCMIN2_PER_SR = (180.0 * 60.0 / math.pi) ** 2
-#: the full sky in square degrees, 4 pi (180/pi)^2 = 41252.96
-FULL_SKY_DEG2 = 4.0 * math.pi * (180.0 / math.pi) ** 2
 
 #: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
 IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
@@ -267,13 +262,10 @@ class IntegrationConfig(_Model):
     )
 
 
-class WeakLensingConfig(_Model):
-    """Tomographic cosmic shear (the ``probes.weak_lensing`` section)."""
+class WeakLensingConfig(SkyAreaConfig):
+    """Tomographic cosmic shear (the ``probes.weak_lensing`` section); the sky area (f_sky or
+    area_deg2) as in :class:`~fishcast.probes.sky.SkyAreaConfig`."""
 
-    f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
-    area_deg2: float | None = Field(
-        None, gt=0.0, le=FULL_SKY_DEG2, description="observed area [deg^2] (give f_sky or area_deg2); f_sky = area / 41252.96"
-    )
     ell: EllBandsConfig = Field(..., description="multipole bands")
     ell_factor: Literal["none", "exact"] = Field(
         "none",
@@ -294,8 +286,6 @@ class WeakLensingConfig(_Model):
 
     @model_validator(mode="after")
     def _checks(self):
-        if (self.f_sky is None) == (self.area_deg2 is None):
-            raise ValueError("give exactly one of f_sky and area_deg2")
         top = self.bins.z_max if isinstance(self.bins, EquipopulatedBinsConfig) else self.bins.edges[-1]
         if not self.integration.z_max > top:
             raise ValueError(
@@ -307,10 +297,6 @@ class WeakLensingConfig(_Model):
     @property
     def n_bins(self) -> int:
         return self.bins.n_bins if isinstance(self.bins, EquipopulatedBinsConfig) else len(self.bins.edges) - 1
-
-    @property
-    def sky_fraction(self) -> float:
-        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
 
     def nuisance_parameters(self) -> NuisanceParameters:
         """The nuisance parameters (name -> default fiducial, with their descriptions; no
@@ -570,12 +556,12 @@ class WeakLensingProbe(Probe):
 
     def noise(self) -> np.ndarray:
         """Shape noise N_ij = delta_ij sigma_e^2 / n_i, n_i = n_gal f_i [sr^-1] (f_i: share of
-        bin i; 1 arcmin^-2 = (180*60/pi)^2 sr^-1 = 1.18183e7 sr^-1). (n_bins, n_bins)."""
+        bin i; 1 arcmin^-2 = (180*60/pi)^2 sr^-1 = 1.181810e7 sr^-1). (n_bins, n_bins)."""
         return np.diag(self.sigma_e**2 / self.density_per_sr())
 
     def density_per_sr(self) -> np.ndarray:
         """Source density of each bin [sr^-1]."""
-        return self.n_gal * self.bins.fractions * ARCMIN2_PER_SR
+        return per_arcmin2_to_per_sr(self.n_gal * self.bins.fractions)
 
     def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
         """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N (no fiducial
