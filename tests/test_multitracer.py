@@ -59,7 +59,7 @@ def test_one_tracer_reduces_to_fkp(n, b):
     k, k2dk, mu, w = _grid(n_k=9, n_mu=4)
     V = 2.5e9  # (Mpc/h)^3
     pk = _toy_pk(k)
-    F = mt.band_fisher(k, k2dk, mu, w, pk, [b], 0.0, [n], V, rsd=False)
+    F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, [b], 0.0, [n], V, rsd=False))
     Fpp = F[: k.size, : k.size]
     assert np.allclose(Fpp, np.diag(np.diag(Fpp)))  # bands independent
     sigma = 1.0 / np.sqrt(np.diag(Fpp))  # biases known: conditional errors
@@ -75,7 +75,7 @@ def test_several_tracers_with_known_biases_replace_nP_by_Ptot():
     pk = _toy_pk(k)
     b = np.array([0.9, 1.6, 2.4])
     n = np.array([4e-4, 1e-4, 2e-5])
-    F = mt.band_fisher(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False)
+    F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False))
     sigma = 1.0 / np.sqrt(np.diag(F)[: k.size])
     Ptot = (n * b**2)[None, :].sum(axis=1) * pk
     n_modes = V * k2dk / (2.0 * np.pi**2)
@@ -139,7 +139,7 @@ def test_band_fisher_equals_general_trace_with_finite_difference_derivatives():
     f = 0.7
     sigma = np.array([3.0, 5.0, 4.0])
     V = 3e9
-    F = mt.band_fisher(k, k2dk, mu, w, pk, b, f, n, V, sigma=sigma, rsd=True)
+    F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, f, n, V, sigma=sigma, rsd=True))
 
     def cov(lnP, lnb, ff):
         return mt.tracer_covariance(k, mu, np.exp(lnP), np.exp(lnb), ff, n, sigma)
@@ -168,11 +168,11 @@ def test_effective_volume_is_the_lnP_information():
     k, k2dk, mu, w = _grid(n_k=5, n_mu=12)
     pk = _toy_pk(k)
     b, n, V = np.array([1.0, 2.0]), np.array([5e-4, 1e-4]), 1e9
-    F = mt.band_fisher(k, k2dk, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True)
-    per, comb = mt.effective_volumes(k, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True)
+    F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True))
+    per, comb = mt.effective_volumes(mt.Shell(k, k2dk, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True))
     np.testing.assert_allclose(np.diag(F)[: k.size], k2dk * comb / (4 * np.pi**2), rtol=1e-12)
     assert np.all(comb <= V) and np.all(per.max(axis=1) <= comb)
-    Fs = mt.single_tracer_band_fishers(k, k2dk, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True)
+    Fs = mt.single_tracer_band_fishers(mt.Shell(k, k2dk, mu, w, pk, b, 0.6, n, V, sigma=4.0, rsd=True))
     for a in range(2):
         np.testing.assert_allclose(np.diag(Fs[a])[: k.size], k2dk * per[:, a] / (4 * np.pi**2),
                                    rtol=1e-12)
@@ -183,11 +183,11 @@ def test_single_tracer_fishers_equal_joint_fisher_of_each_tracer_alone():
     pk = _toy_pk(k)
     b, n = np.array([1.3, 0.9, 2.2]), np.array([2e-4, 1e-3, 4e-5])
     sig = np.array([2.0, 6.0, 1.0])
-    Fs = mt.single_tracer_band_fishers(k, k2dk, mu, w, pk, b, 0.55, n, 2e9, sigma=sig, rsd=True)
+    Fs = mt.single_tracer_band_fishers(mt.Shell(k, k2dk, mu, w, pk, b, 0.55, n, 2e9, sigma=sig, rsd=True))
     nk = k.size
     for a in range(3):
-        Fa = mt.band_fisher(k, k2dk, mu, w, pk, b[a:a + 1], 0.55, n[a:a + 1], 2e9,
-                            sigma=sig[a:a + 1], rsd=True)
+        Fa = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b[a:a + 1], 0.55, n[a:a + 1], 2e9,
+                            sigma=sig[a:a + 1], rsd=True))
         idx = list(range(nk)) + [nk + a, nk + 3]
         np.testing.assert_allclose(Fs[a][np.ix_(idx, idx)], Fa, rtol=1e-12, atol=1e-9)
         rest = np.setdiff1d(np.arange(nk + 4), idx)
@@ -204,7 +204,7 @@ def _amplitude_bias_fisher(N=3):
     pk = _toy_pk(k)
     b = np.linspace(0.8, 2.5, N)
     n = np.geomspace(1e-4, 1e-3, N)
-    Fb = mt.band_fisher(k, k2dk, mu, w, pk, b, 0.0, n, 1e9, rsd=False)
+    Fb = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, 0.0, n, 1e9, rsd=False))
     # one global amplitude: ln P_i = ln A for every band
     J = np.zeros((k.size + N, 1 + N))
     J[: k.size, 0] = 1.0
@@ -266,12 +266,12 @@ def test_bias_ratio_error_keeps_falling_while_single_bias_saturates():
     ratio, single = [], []
     for scale in [1e-3, 1e-2, 1e-1, 1.0, 10.0]:
         n = scale * np.array([1.0, 1.0])
-        F = mt.band_fisher(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False)
+        F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False))
         nk = k.size
         keep = list(range(nk)) + [nk + 1]  # drop ln b_1 (fixed)
         cov = np.linalg.inv(F[np.ix_(keep, keep)])
         ratio.append(np.sqrt(cov[-1, -1]))
-        Fs = mt.single_tracer_band_fishers(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False)
+        Fs = mt.single_tracer_band_fishers(mt.Shell(k, k2dk, mu, w, pk, b, 0.0, n, V, rsd=False))
         single.append(1.0 / np.sqrt(Fs[0, nk, nk]))  # P known, one bias
     ratio, single = np.array(ratio), np.array(single)
     assert np.all(np.diff(ratio) < 0)
@@ -300,8 +300,8 @@ def test_rsd_two_tracers_measure_f_far_better_than_either():
     joint, alone, naive = [], [], []
     for nbar in [1e-3, 1e-2, 3e-2, 1e-1]:
         n = np.array([nbar, nbar])
-        F = mt.band_fisher(k, k2dk, mu, w, pk, b, f, n, V, rsd=True)
-        Fs = mt.single_tracer_band_fishers(k, k2dk, mu, w, pk, b, f, n, V, rsd=True)
+        F = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, f, n, V, rsd=True))
+        Fs = mt.single_tracer_band_fishers(mt.Shell(k, k2dk, mu, w, pk, b, f, n, V, rsd=True))
         joint.append(sigma_f(F, [nk, nk + 1, nk + 2]))
         alone.append([sigma_f(Fs[a], [nk + a, nk + 2]) for a in range(2)])
         naive.append(sigma_f(Fs.sum(axis=0), [nk, nk + 1, nk + 2]))
@@ -337,7 +337,7 @@ def test_projection_equals_direct_fisher():
 
     A, ns, kc, g = theta0
     pk = _toy_pk(k, A, ns, kc)
-    F_band = mt.band_fisher(k, k2dk, mu, w, pk, beta / g, 0.5 * g, n, V, sigma=sigma)
+    F_band = mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, beta / g, 0.5 * g, n, V, sigma=sigma))
     nk, N = k.size, beta.size
     J = np.zeros((nk + N + 1, 4))
     J[:nk, 0] = 1.0 / A
@@ -685,3 +685,19 @@ def test_density_file_and_per_shell_kmax(tmp_path):
     over["tracers"][1]["density"] = dict(unit="deg^-2 per unit z", file="bad.txt")
     with pytest.raises(FileFormatError):
         mt.build(mt.CountsInCellsConfig.model_validate(over), tmp_path)
+
+
+def test_shell_is_a_frozen_value_object():
+    """The band Fisher functions take one Shell: without RSD its f and damping are dropped
+    (they cannot leak into the real-space Fisher), and it cannot be changed."""
+    import dataclasses
+
+    k, k2dk, mu, w = _grid(n_k=3, n_mu=4)
+    sh = mt.Shell(k, k2dk, mu, w, np.ones(3), [1.5, 2.0], 0.7, [1e-3, 2e-4], 1e9, sigma=5.0, rsd=False)
+    assert sh.f == 0.0 and sh.sigma is None and sh.n_tracer == 2
+    assert sh.b.dtype == float and sh.n.shape == (2,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sh.f = 0.5
+    # the RSD-off shell is the real-space one whatever f and sigma were given
+    ref = mt.Shell(k, k2dk, mu, w, np.ones(3), [1.5, 2.0], 0.0, [1e-3, 2e-4], 1e9, rsd=False)
+    np.testing.assert_array_equal(mt.band_fisher(sh), mt.band_fisher(ref))

@@ -231,8 +231,49 @@ def band_parameter_names(n_k: int, tracers, rsd: bool) -> list[str]:
     )
 
 
-def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
-                rsd: bool = True) -> np.ndarray:
+@dataclass(frozen=True)
+class Shell:
+    """One redshift shell as the band Fisher functions see it (units as in
+    :func:`tracer_covariance`).
+
+    k [h/Mpc] (n_k,): the band nodes; k2dk [(h/Mpc)^3] (n_k,): Int_band k^2 dk; mu, w_mu
+    (n_mu,): the mu quadrature of :func:`mu_quadrature`; pk [(Mpc/h)^3] (n_k,): P at the
+    nodes; b (N,): linear biases; f: growth rate; n [(h/Mpc)^3] (N,): densities; volume
+    [(Mpc/h)^3]; sigma [Mpc/h]: damping length (None, a scalar or (N,), see :func:`damping`);
+    rsd: Kaiser RSD on (with rsd False, f is 0 and the damping is off).
+    Arrays are stored as float arrays (b and n at least 1-d).
+    """
+
+    k: np.ndarray
+    k2dk: np.ndarray
+    mu: np.ndarray
+    w_mu: np.ndarray
+    pk: np.ndarray
+    b: np.ndarray
+    f: float
+    n: np.ndarray
+    volume: float
+    sigma: np.ndarray | float | None = None
+    rsd: bool = True
+
+    def __post_init__(self):
+        put = object.__setattr__
+        for name in ("k", "k2dk", "mu", "w_mu", "pk"):
+            put(self, name, np.asarray(getattr(self, name), dtype=float))
+        put(self, "b", np.atleast_1d(np.asarray(self.b, dtype=float)))
+        put(self, "n", np.atleast_1d(np.asarray(self.n, dtype=float)))
+        put(self, "rsd", bool(self.rsd))
+        put(self, "f", float(self.f) if self.rsd else 0.0)
+        put(self, "volume", float(self.volume))
+        if not self.rsd:
+            put(self, "sigma", None)
+
+    @property
+    def n_tracer(self) -> int:
+        return int(self.b.size)
+
+
+def band_fisher(shell: Shell) -> np.ndarray:
     """Band-power / bias / f Fisher of one shell (Abramo 2012).
 
     Parameters, in this order: ``ln P_i`` for each k band (n_k), ``ln b_a`` for each tracer
@@ -247,13 +288,10 @@ def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     2 (<x,y><A,A> + <x,A><A,y>)``.  O(n_k n_mu N^2), no matrix inverses; checked against
     :func:`fisher_trace` in the tests.
     """
-    b = np.atleast_1d(np.asarray(b, dtype=float))
-    n = np.atleast_1d(np.asarray(n, dtype=float))
+    k, k2dk, mu, w_mu, b, f, n, volume, sigma, rsd = (
+        shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
+    pk = shell.pk
     N = b.size
-    f = float(f) if rsd else 0.0
-    if not rsd:
-        sigma = None
-    mu = np.asarray(mu, dtype=float)
     P = np.asarray(pk, dtype=float)[:, None]  # (n_k, 1)
     D = damping(k, mu, sigma, N)  # (n_k, n_mu, N)
     A = (b + f * mu[None, :, None] ** 2) * D
@@ -283,19 +321,15 @@ def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     return 0.5 * (F + F.T)
 
 
-def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float,
-                               sigma=None, rsd: bool = True) -> np.ndarray:
+def single_tracer_band_fishers(shell: Shell) -> np.ndarray:
     """Each tracer alone (FKP): the band/bias/f Fisher of tracer a using only its auto
     covariance ``C_aa``, embedded in the joint parameter list of :func:`band_fisher` (zeros on
     the other tracers' biases).  Vectorized over tracers.  Returns (N, n_par, n_par); their
     sum over the first axis is the naive sum of single-tracer Fishers."""
-    b = np.atleast_1d(np.asarray(b, dtype=float))
-    n = np.atleast_1d(np.asarray(n, dtype=float))
+    k, k2dk, mu, w_mu, b, f, n, volume, sigma, rsd = (
+        shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
+    pk = shell.pk
     N = b.size
-    f = float(f) if rsd else 0.0
-    if not rsd:
-        sigma = None
-    mu = np.asarray(mu, dtype=float)
     D = damping(k, mu, sigma, N)  # (n_k, n_mu, N)
     A = (b[None, None, :] + f * mu[None, :, None] ** 2) * D
     pk3 = np.asarray(pk, dtype=float)[:, None, None]
@@ -324,8 +358,7 @@ def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: fl
     return F
 
 
-def effective_volumes(k, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
-                      rsd: bool = True):
+def effective_volumes(shell: Shell):
     """Effective volumes [(Mpc/h)^3] per k node, per tracer and combined.
 
     ``V_eff,a(k) = V (1/2) Int_{-1}^{1} dmu [P_a/(1+P_a)]^2`` with ``P_a = n_a A_a^2 P`` and the
@@ -333,11 +366,8 @@ def effective_volumes(k, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     information on ln P with the biases known is ``N_k/2 V_eff/V``).
     Returns ``(per_tracer (n_k, N), combined (n_k,))``.
     """
-    b = np.atleast_1d(np.asarray(b, dtype=float))
-    n = np.atleast_1d(np.asarray(n, dtype=float))
-    f = float(f) if rsd else 0.0
-    if not rsd:
-        sigma = None
+    k, mu, w_mu, pk, b, f, n, volume, sigma = (
+        shell.k, shell.mu, shell.w_mu, shell.pk, shell.b, shell.f, shell.n, shell.volume, shell.sigma)
     A = tracer_amplitudes(k, mu, b, f, sigma)
     Pa = n[None, None, :] * A**2 * np.asarray(pk, dtype=float)[:, None, None]
     Pt = Pa.sum(axis=-1)
@@ -850,12 +880,14 @@ class CountsInCellsProbe(Probe):
         out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i unit_j)")
         return out
 
+    def _shell(self, s: int, pk, f, b, n, sig, V, tracers=slice(None)) -> Shell:
+        """Shell ``s`` (from 0) for the band Fisher functions, with the given tracers (a mask
+        or slice over the tracer axis; all by default)."""
+        return Shell(self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, tracers], f[s], n[s, tracers], V[s],
+                     sigma=None if sig is None else sig[s, tracers], rsd=self.rsd)
+
     def _effective_volumes(self, pk, f, b, n, sig, V):
-        per, comb = zip(*[
-            effective_volumes(self.k[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s],
-                              None if sig is None else sig[s], self.rsd)
-            for s in range(self.n_shell)
-        ])
+        per, comb = zip(*[effective_volumes(self._shell(s, pk, f, b, n, sig, V)) for s in range(self.n_shell)])
         return np.array(per), np.array(comb)
 
     def band_power_report(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
@@ -885,10 +917,9 @@ class CountsInCellsProbe(Probe):
             out[pre + "tracers"] = (np.array(names_s, dtype="S"), "")
             if m.any():
                 N = int(m.sum())
-                args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, m], f[s], n[s, m], V[s])
-                kw = {"sigma": None if sig is None else sig[s, m], "rsd": self.rsd}
-                F = band_fisher(*args, **kw)
-                Fs = single_tracer_band_fishers(*args, **kw)
+                shell = self._shell(s, pk, f, b, n, sig, V, tracers=m)
+                F = band_fisher(shell)
+                Fs = single_tracer_band_fishers(shell)
                 naive = Fs.sum(axis=0)
                 mats = [F, naive] + list(Fs)
                 with np.errstate(divide="ignore"):

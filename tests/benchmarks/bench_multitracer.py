@@ -57,7 +57,7 @@ def main() -> None:
     V, f = 2.0e9, 0.8
 
     def band():
-        return mt.band_fisher(k, k2dk, mu, w, pk, b, f, n, V, sigma=sigma, rsd=True)
+        return mt.band_fisher(mt.Shell(k, k2dk, mu, w, pk, b, f, n, V, sigma=sigma, rsd=True))
 
     C = mt.tracer_covariance(k, mu, pk, b, f, n, sigma)
     dlnP, dlnb, df = mt.covariance_derivatives(k, mu, pk, b, f, sigma)
