@@ -85,11 +85,28 @@ class NarrowGaussian:
         return ndtr((np.asarray(z) - self.zs) / self.sigma)
 
 
+def wl_probe(bins, *, ell_min, ell_max, n_bands, f_sky, n_gal, sigma_e, noise_convention="per_component",
+             ell_factor_kind="none", ia_model="nla", C_IA=0.0134, luminosity_ratio=None, shear_bias=False,
+             photoz_shift=False, k_max=30.0):
+    """The probe on given bins (a parent n(z) the YAML cannot express): its validated
+    configuration, whose redshift sections (nz, bins, photoz) are placeholders that the given
+    bins stand for."""
+    top = float(bins.z[-1])
+    config = WeakLensingConfig.model_validate(dict(
+        f_sky=f_sky, ell=dict(min=ell_min, max=ell_max, n_bands=n_bands), ell_factor=ell_factor_kind, n_gal=n_gal,
+        shape_noise=dict(sigma_e=sigma_e, convention=noise_convention),
+        nz=dict(type="smail", z0=0.5, beta=1.5), bins=dict(type="edges", edges=[0.0, 0.5 * top]),
+        photoz=dict(sigma_b=0.05), intrinsic_alignment=dict(model=ia_model, C_IA=C_IA),
+        shear_bias=shear_bias, photoz_shift=photoz_shift, integration=dict(z_max=top, k_max=k_max),
+    ))
+    return WeakLensingProbe(config, bins, luminosity_ratio)
+
+
 def single_plane_probe(zs=1.0, sigma=0.005, ell_factor_kind="none", ia_model="none", **kw):
     z = np.linspace(0.0, 2.0, 4001)
     bins = TomographicBins(NarrowGaussian(zs, sigma), np.array([0.0, 10.0]), PhotoZModel(sigma_b=1e-3), z)
-    return WeakLensingProbe(bins=bins, ell_min=10, ell_max=3000, n_bands=8, f_sky=0.5, n_gal=10, sigma_e=0.3,
-                            ell_factor_kind=ell_factor_kind, ia_model=ia_model, **kw)
+    return wl_probe(bins=bins, ell_min=10, ell_max=3000, n_bands=8, f_sky=0.5, n_gal=10, sigma_e=0.3,
+                    ell_factor_kind=ell_factor_kind, ia_model=ia_model, **kw)
 
 
 def test_lensing_efficiency_single_plane_eds():
@@ -154,8 +171,8 @@ def test_noise_per_steradian():
     parent = SmailNz(0.9 / math.sqrt(2), 2, 1.5)
     z = np.linspace(0, 4, 201)
     bins = TomographicBins(parent, equipopulated_edges(parent, 10, 0.001, 2.5), PhotoZModel(0.05), z, True)
-    probe = WeakLensingProbe(bins=bins, ell_min=10, ell_max=1500, n_bands=10, f_sky=0.3636, n_gal=30.0, sigma_e=0.3,
-                             noise_convention="multiplies_inverse_density")
+    probe = wl_probe(bins=bins, ell_min=10, ell_max=1500, n_bands=10, f_sky=0.3636, n_gal=30.0, sigma_e=0.3,
+                     noise_convention="multiplies_inverse_density")
     # 1 arcmin^-2 = 1.18183e7 sr^-1 (physics.md); 3 galaxies per arcmin^2 per bin
     n_i = 3.0 * 1.18183e7
     np.testing.assert_allclose(probe.noise(), np.eye(10) * 0.09 / n_i, rtol=5e-5)  # 6 digits given
@@ -204,7 +221,7 @@ def three_bin_probe(**kw):
     args = dict(bins=bins, ell_min=10, ell_max=1000, n_bands=12, f_sky=0.3636, n_gal=30.0, sigma_e=0.3,
                 noise_convention="multiplies_inverse_density")
     args.update(kw)
-    return WeakLensingProbe(**args)
+    return wl_probe(**args)
 
 
 def test_shear_bias_and_photoz_shift_nuisances():
@@ -245,8 +262,8 @@ def test_signal_shape_symmetry_and_speed():
     parent = SmailNz(0.9 / math.sqrt(2), 2, 1.5)
     z = np.linspace(0, 4.0, 301)
     bins = TomographicBins(parent, equipopulated_edges(parent, 10, 0.001, 2.5), PhotoZModel(0.05, f_out=0.1, z_o=0.1, sigma_o=0.05), z, True)
-    probe = WeakLensingProbe(bins=bins, ell_min=10, ell_max=5000, n_bands=100, f_sky=0.36, n_gal=30, sigma_e=0.3,
-                             shear_bias=True, photoz_shift=True)
+    probe = wl_probe(bins=bins, ell_min=10, ell_max=5000, n_bands=100, f_sky=0.36, n_gal=30, sigma_e=0.3,
+                     shear_bias=True, photoz_shift=True)
     params = {"A_IA": 1.72, "eta_IA": -0.41, "dz_3": 0.01, "m_2": 0.01}
     cl = probe.signal(cosmo, params)
     assert cl.shape == (100, 10, 10)
@@ -514,3 +531,19 @@ def test_probe_pickles_for_worker_processes(tmp_path):
     clone = pickle.loads(pickle.dumps(probe))
     params = {"dz_1": 0.01}
     np.testing.assert_array_equal(clone.signal(EdS(), params), probe.signal(EdS(), params))
+
+
+def test_probe_is_built_from_its_config(tmp_path):
+    """build() = WeakLensingProbe(config, make_bins(config), table): the probe reads every
+    setting from the validated configuration."""
+    from fishcast.probes.weak_lensing import build, make_bins
+
+    c = cfg(f_sky=None, area_deg2=15000.0, n_gal=25.0, shear_bias=True, ell_factor="exact")
+    probe = build(c, tmp_path)
+    assert probe.config is c
+    assert probe.f_sky == pytest.approx(15000.0 / 41252.96, rel=1e-6)
+    assert probe.n_gal == 25.0 and probe.ell_factor_kind == "exact" and probe.shear_bias
+    assert probe.ell.size == c.ell.n_bands and probe.requirements().k_max == c.integration.k_max
+    bins = make_bins(c, tmp_path)
+    np.testing.assert_array_equal(bins.edges, probe.bins.edges)
+    np.testing.assert_array_equal(bins.z, probe.z)

@@ -56,6 +56,8 @@ __all__ = [
     "WeakLensingConfig",
     "WeakLensingProbe",
     "build",
+    "make_bins",
+    "read_luminosity_ratio",
     "ell_bands",
     "ell_factor",
     "lensing_efficiency",
@@ -416,63 +418,45 @@ def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> 
 
 
 class WeakLensingProbe(Probe):
-    """Tomographic cosmic shear of one survey. Build it with :func:`build`.
+    """Tomographic cosmic shear of one survey, built from its validated configuration
+    (:func:`build` reads the files and makes the bins).
 
-    bins: :class:`~fishcast.redshift.TomographicBins` (fixed true-z nodes bins.z).
-    ell_min, ell_max, n_bands: log-spaced bands (see :func:`ell_bands`).
-    ell_factor_kind: 'none' or 'exact' (see :func:`ell_factor`).
-    f_sky: sky fraction; n_gal: [arcmin^-2], all bins; sigma_e, noise_convention: shape
-    noise (N_i = sigma_e^2 / n_i); ia_model: 'nla' or 'none'; C_IA; luminosity_ratio:
-    None or (z, <L>/L*) table (linear interpolation; constant below its first redshift);
-    shear_bias, photoz_shift: switch on m_i, dz_i; k_max [1/Mpc] for requirements().
+    config: the ``probes.weak_lensing`` section (:class:`WeakLensingConfig`): sky area, ell
+        bands (see :func:`ell_bands`), the Limber prefactor (see :func:`ell_factor`), n_gal
+        [arcmin^-2] (all bins), shape noise (N_i = sigma_e^2 / n_i), intrinsic alignments
+        (model, C_IA), shear_bias / photoz_shift (switch on m_i, dz_i) and
+        integration.k_max [1/Mpc] (for :meth:`requirements`).
+    bins: the :class:`~fishcast.redshift.TomographicBins` (fixed true-z nodes bins.z) that
+        :func:`make_bins` makes from the redshift sections of ``config`` (nz, bins, photoz,
+        integration z_max and n_z); a caller with a parent n(z) the YAML cannot express (the
+        tests) passes its own, which then stands for those sections.
+    luminosity_ratio: None or the (z, <L>/L*) table (linear interpolation; constant below
+        its first redshift), used with the NLA model only.
     """
 
     name = "weak_lensing"
 
-    def __init__(
-        self,
-        *,
-        bins: TomographicBins,
-        ell_min: float,
-        ell_max: float,
-        n_bands: int,
-        f_sky: float,
-        n_gal: float,
-        sigma_e: float,
-        noise_convention: str = "per_component",
-        ell_factor_kind: str = "none",
-        ia_model: str = "nla",
-        C_IA: float = 0.0134,
-        luminosity_ratio: tuple[np.ndarray, np.ndarray] | None = None,
-        shear_bias: bool = False,
-        photoz_shift: bool = False,
-        k_max: float = 30.0,
-    ):
-        if not (0 < f_sky <= 1):
-            raise InputError(f"f_sky must lie in (0, 1], got {f_sky}")
-        if not n_gal > 0 or not sigma_e > 0:
-            raise InputError("n_gal and sigma_e must be positive")
-        if noise_convention not in SHAPE_NOISE_CONVENTIONS:
-            raise InputError(f"shape-noise convention must be one of {SHAPE_NOISE_CONVENTIONS}")
-        if ia_model not in ("nla", "none"):
-            raise InputError(f"intrinsic alignment model must be 'nla' or 'none', got {ia_model!r}")
+    def __init__(self, config: WeakLensingConfig, bins: TomographicBins,
+                 luminosity_ratio: tuple[np.ndarray, np.ndarray] | None = None):
+        ia = config.intrinsic_alignment
+        self.config = config
         self.bins = bins
         self.z = bins.z
         self.weights = bins.weights
-        self.ell, self.ell_edges, self.delta_ell = ell_bands(ell_min, ell_max, n_bands)
-        self.ell_factor_kind = ell_factor_kind
-        self._lfac = ell_factor(self.ell, ell_factor_kind)
-        self.f_sky = float(f_sky)
-        self.n_gal = float(n_gal)
-        self.sigma_e = float(sigma_e)
-        self.noise_convention = noise_convention
-        self.ia_model = ia_model
-        self.C_IA = float(C_IA)
-        self.shear_bias = bool(shear_bias)
-        self.photoz_shift = bool(photoz_shift)
-        self.k_max = float(k_max)
+        self.ell, self.ell_edges, self.delta_ell = ell_bands(config.ell.min, config.ell.max, config.ell.n_bands)
+        self.ell_factor_kind = config.ell_factor
+        self._lfac = ell_factor(self.ell, config.ell_factor)
+        self.f_sky = config.sky_fraction
+        self.n_gal = float(config.n_gal)
+        self.sigma_e = float(config.shape_noise.sigma_e)
+        self.noise_convention = config.shape_noise.convention
+        self.ia_model = ia.model
+        self.C_IA = float(ia.C_IA)
+        self.shear_bias = bool(config.shear_bias)
+        self.photoz_shift = bool(config.photoz_shift)
+        self.k_max = float(config.integration.k_max)
         self._log_lum = None
-        if luminosity_ratio is not None and ia_model == "nla":
+        if luminosity_ratio is not None and ia.model == "nla":
             zt, rt = (np.asarray(a, dtype=float) for a in luminosity_ratio)
             if np.any(rt <= 0):
                 raise InputError("the <L>/L* table must be positive")
@@ -599,9 +583,10 @@ def _resolve(path: pathlib.Path, survey_dir: pathlib.Path) -> pathlib.Path:
     return path if path.is_absolute() else pathlib.Path(survey_dir) / path
 
 
-def build(config: WeakLensingConfig, survey_dir: pathlib.Path) -> WeakLensingProbe:
-    """Make the probe from its validated configuration; relative file paths are resolved
-    against ``survey_dir``. Raises FileFormatError (an InputError) for unreadable tables."""
+def make_bins(config: WeakLensingConfig, survey_dir: pathlib.Path) -> TomographicBins:
+    """The tomographic bins of the redshift sections (nz, bins, photoz, integration) on the
+    fixed nodes z = linspace(0, integration.z_max, integration.n_z). Raises FileFormatError
+    (an InputError) for an unreadable n(z) table."""
     if isinstance(config.nz, SmailNzConfig):
         parent = SmailNz(config.nz.z0, config.nz.alpha, config.nz.beta)
     else:
@@ -614,33 +599,30 @@ def build(config: WeakLensingConfig, survey_dir: pathlib.Path) -> WeakLensingPro
         equi = False
     integ = config.integration
     z = np.linspace(0.0, integ.z_max, integ.n_z)
-    bins = TomographicBins(parent=parent, edges=edges, photoz=config.photoz.model(), z=z, equipopulated=equi)
-    lum = None
+    return TomographicBins(parent=parent, edges=edges, photoz=config.photoz.model(), z=z, equipopulated=equi)
+
+
+def read_luminosity_ratio(config: WeakLensingConfig, survey_dir: pathlib.Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (z, <L>/L*) table of the NLA model, or None (no table, or no NLA). Raises
+    FileFormatError when it cannot be read, is not positive or does not reach
+    integration.z_max."""
     ia = config.intrinsic_alignment
-    if ia.model == "nla" and ia.luminosity_ratio_file is not None:
-        path = _resolve(ia.luminosity_ratio_file, survey_dir)
-        zt, rt = read_table(path, what="<L>/L* table")
-        if np.any(rt <= 0):
-            raise FileFormatError(f"{path}: <L>/L* must be positive")
-        if zt[-1] < z[-1] - 1e-9:
-            raise FileFormatError(
-                f"{path}: the <L>/L* table ends at z = {zt[-1]:g}; it must reach integration.z_max = {z[-1]:g}"
-            )
-        lum = (zt, rt)
-    return WeakLensingProbe(
-        bins=bins,
-        ell_min=config.ell.min,
-        ell_max=config.ell.max,
-        n_bands=config.ell.n_bands,
-        f_sky=config.sky_fraction,
-        n_gal=config.n_gal,
-        sigma_e=config.shape_noise.sigma_e,
-        noise_convention=config.shape_noise.convention,
-        ell_factor_kind=config.ell_factor,
-        ia_model=ia.model,
-        C_IA=ia.C_IA,
-        luminosity_ratio=lum,
-        shear_bias=config.shear_bias,
-        photoz_shift=config.photoz_shift,
-        k_max=integ.k_max,
-    )
+    if ia.model != "nla" or ia.luminosity_ratio_file is None:
+        return None
+    path = _resolve(ia.luminosity_ratio_file, survey_dir)
+    zt, rt = read_table(path, what="<L>/L* table")
+    if np.any(rt <= 0):
+        raise FileFormatError(f"{path}: <L>/L* must be positive")
+    top = float(config.integration.z_max)
+    if zt[-1] < top - 1e-9:
+        raise FileFormatError(
+            f"{path}: the <L>/L* table ends at z = {zt[-1]:g}; it must reach integration.z_max = {top:g}"
+        )
+    return zt, rt
+
+
+def build(config: WeakLensingConfig, survey_dir: pathlib.Path) -> WeakLensingProbe:
+    """Make the probe from its validated configuration; relative file paths are resolved
+    against ``survey_dir``. Raises FileFormatError (an InputError) for unreadable tables."""
+    bins = make_bins(config, survey_dir)
+    return WeakLensingProbe(config, bins, read_luminosity_ratio(config, survey_dir))
