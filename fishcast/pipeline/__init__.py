@@ -1,5 +1,6 @@
-"""The forecast pipeline, in the order of the data flow: plan and run a forecast
-(:mod:`~fishcast.pipeline.forecast`), evaluate each cosmology once
+"""The forecast pipeline, in the order of the data flow: plan the cosmology evaluations
+(:mod:`~fishcast.pipeline.plan`), evaluate each cosmology once
 (:mod:`~fishcast.pipeline.execute`) through the content-addressed cache
-(:mod:`~fishcast.pipeline.cache`), and grids of survey designs
+(:mod:`~fishcast.pipeline.cache`), then signals, derivatives, Fisher and diagnostics
+(:mod:`~fishcast.pipeline.forecast`); grids of survey designs
 (:mod:`~fishcast.pipeline.batch`)."""
