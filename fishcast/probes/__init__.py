@@ -1,6 +1,9 @@
-"""Probes: pure functions from a :class:`~fishcast.cosmology.CosmologyResult` and nuisance
+"""Probes: pure functions from a cosmology (the :class:`~fishcast.probes.base.Cosmology`
+protocol, which :class:`~fishcast.cosmology.CosmologyResult` implements) and nuisance
 parameters to a data vector (the mean of the observable, or the covariance of a zero-mean
-field) and the Fisher metric that goes with it.
+field) and the Fisher metric that goes with it. :mod:`~fishcast.probes.base` is the contract
+every probe implements; :mod:`~fishcast.probes.sky` the shared sky area and surface-density
+units.
 
 The probe registry: a survey YAML section ``probes.<section>`` is validated by the section's
 pydantic config model and turned into a :class:`~fishcast.probes.base.Probe` by its build
