@@ -266,3 +266,16 @@ def test_a_linear_only_survey_does_not_compute_the_nonlinear_spectrum(monkeypatc
     # and the probe runs on it
     probe = toy.probes[0]
     assert np.all(np.isfinite(probe.signal(res, toy.fiducial)))
+
+
+@pytest.mark.parametrize("which", ["weak_lensing", "counts_in_cells"])
+def test_probes_pickle(probes, which):
+    """Batch designs go to worker processes: a sealed probe pickles and stays sealed."""
+    import pickle
+
+    probe, cosmo = probes[which]
+    back = pickle.loads(pickle.dumps(probe))
+    fid = probe.nuisance_parameters()
+    np.testing.assert_array_equal(back.signal(cosmo, fid), probe.signal(cosmo, fid))
+    with pytest.raises(AttributeError, match="immutable"):
+        back.name = "other"

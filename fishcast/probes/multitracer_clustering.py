@@ -59,7 +59,6 @@ import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -630,7 +629,7 @@ class CountsInCellsProbe(Probe):
         self.n_shell = self.z_edges.size - 1
         self.f_sky = config.sky_fraction
         self.rsd = bool(config.rsd)
-        self._tables = MappingProxyType(dict(density_tables))  # read-only: the probe never changes
+        self._tables = dict(density_tables)
         n_shell = self.n_shell
         kmax = np.broadcast_to(np.asarray(config.k_max, dtype=float), (n_shell,))
         if config.k_min is not None:
