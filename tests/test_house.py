@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fishcast import parameters as P
 from fishcast.cli.main import cli
 from fishcast.probes import register_probe, registered_probes, unregister_probe
-from fishcast.probes.base import CosmologyRequirements, Probe
+from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
 
 # ------------------------------------------------------------------------------ toy probe
 A_TOY = P.NuisanceParameter("A_toy", 1.0, "uK", r"\mathcal{A}_{\rm toy}", step_scale=0.5,
@@ -60,11 +60,11 @@ class ToyProbe(Probe):
     def requirements(self):
         return CosmologyRequirements(z_max=0.5, k_max=1.0, nonlinear=False)
 
-    def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
         a = float(params.get("A_toy", self.config.A_toy))
-        return a * float(cosmo.derived["sigma8"]) * self.x  # CAMB's sigma8(z=0)
+        return a * float(cosmo.sigma8) * self.x  # CAMB's sigma8(z=0)
 
-    def gram(self, fiducial_signal, derivs):
+    def gram(self, fiducial_signal, derivs, context=None):
         d = np.asarray(derivs).reshape(len(derivs), -1) / self.config.sigma
         return d @ d.T
 
