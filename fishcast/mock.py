@@ -138,20 +138,21 @@ def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray
 METRIC_FORM_MAX = 6000
 
 
-def metric_form(probe, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def metric_form(probe, signal: np.ndarray, context=None) -> tuple[np.ndarray, np.ndarray]:
     """The generic Gaussian form of any probe's Fisher metric: ``(basis B (n, r), lam (r,))``.
 
     ``gram`` is a bilinear form on the flat signal space, ``F_ab = d_a^T K d_b``; ``K`` is
     read off by applying ``gram`` to the unit vectors (one call) and decomposed,
     ``K = B diag(lam) B^T`` over its range. The data ``B^T x`` with covariance
     ``diag(1/lam)`` then has exactly the probe's Fisher matrix for every derivative. Used for
-    probes with no known trace form (e.g. a probe registered by a user)."""
+    probes with no known trace form (e.g. a probe registered by a user). ``context``: the
+    probe's fiducial context (:meth:`fishcast.probes.base.Probe.fiducial_context`)."""
     flat = int(np.asarray(signal).size)
     if flat > METRIC_FORM_MAX:
         raise InputError(f"probe {probe.name!r}: its signal has {flat} elements; fishcast mock builds the Gaussian "
                          f"form of a probe without a known covariance only up to {METRIC_FORM_MAX}")
     eye = np.eye(flat).reshape((flat,) + np.shape(signal))
-    K = np.asarray(probe.gram(np.asarray(signal), eye), dtype=float)
+    K = np.asarray(probe.gram(np.asarray(signal), eye, context), dtype=float)
     lam, V = np.linalg.eigh(0.5 * (K + K.T))
     keep = lam > 1e-12 * max(float(lam[-1]), 0.0)
     if not keep.any():
@@ -222,8 +223,6 @@ def model_from_forecast(path, cache=None) -> MockModel:
     offset = 0
     D = np.stack(info["derivatives"])  # (p, flat)
     for probe in survey.probes:
-        if hasattr(probe, "set_fiducial"):
-            probe.set_fiducial(cosmo)
         sig = np.asarray(probe.signal(cosmo, survey.fiducial), dtype=float)
         size = sig.size
         if offset + size > D.shape[1]:
@@ -248,7 +247,7 @@ def model_from_forecast(path, cache=None) -> MockModel:
             F = np.einsum("amk,bmk->ab", dv, x)
             mean = Cb[:, i, j].ravel()
         else:  # the generic form: the probe's metric in its eigen-basis, one element per block
-            B, lam = metric_form(probe, sig)
+            B, lam = metric_form(probe, sig, probe.fiducial_context(cosmo, survey.fiducial))
             dv = dsig.reshape(len(names), -1) @ B  # (p, r)
             F = (dv * lam) @ dv.T
             mean = sig.ravel() @ B

@@ -279,3 +279,19 @@ def test_probes_pickle(probes, which):
     np.testing.assert_array_equal(back.signal(cosmo, fid), probe.signal(cosmo, fid))
     with pytest.raises(AttributeError, match="immutable"):
         back.name = "other"
+
+
+def test_a_gram_without_the_context_is_refused_when_the_class_is_defined():
+    with pytest.raises(TypeError, match="must accept the fiducial context"):
+        class OldStyle(Probe):  # noqa: F841
+            def nuisance_parameters(self):
+                return {}
+
+            def requirements(self):
+                return CosmologyRequirements(1.0, 1.0, False)
+
+            def signal(self, cosmo: Cosmology, params):
+                return np.zeros(1)
+
+            def gram(self, fiducial_signal, derivs):
+                return np.zeros((len(derivs), len(derivs)))

@@ -585,7 +585,7 @@ class _LogPkProbe(Probe):
     def signal(self, cosmo, params):
         return np.log(np.ravel(cosmo.pk(np.zeros(1)[:, None], self.k[None, :], nonlinear=False)))
 
-    def gram(self, fiducial_signal, derivs):
+    def gram(self, fiducial_signal, derivs, context=None):
         d = np.asarray(derivs).reshape(len(derivs), -1)
         return d @ np.linalg.solve(self.C, d.T)
 

@@ -116,6 +116,24 @@ def _freeze(value: Any) -> None:
         value.flags.writeable = False
 
 
+def _check_hook_signatures(cls) -> None:
+    """A probe's Fisher metric hooks take the fiducial context (``gram(fiducial_signal,
+    derivs, context=None)``): refuse, when the class is defined, an override that does not,
+    instead of a TypeError in the middle of a run."""
+    import inspect
+
+    for hook in ("gram", "norm", "gram_by_tracer"):
+        fn = cls.__dict__.get(hook)
+        if fn is None or not callable(fn):
+            continue
+        params = inspect.signature(fn).parameters
+        ok = "context" in params or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values())
+        if not ok:
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.{hook} must accept the fiducial context: "
+                            f"def {hook}(self, fiducial_signal, derivs, context=None) "
+                            "(see fishcast.probes.base.Probe)")
+
+
 class Probe(ABC):
     """A probe: its parameters, its signal and its Fisher metric.
 
@@ -129,6 +147,7 @@ class Probe(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        _check_hook_signatures(cls)
         init = cls.__dict__.get("__init__")
         if init is None:
             return
