@@ -82,7 +82,9 @@ def mu_quadrature(n_mu: int) -> tuple[np.ndarray, np.ndarray]:
     """
     if n_mu < 1:
         raise InputError(f"n_mu must be >= 1, got {n_mu}")
-    x, w = np.polynomial.legendre.leggauss(2 * int(n_mu))
+    from scipy.special import roots_legendre  # a banded eigenproblem: fast for large n_mu
+
+    x, w = roots_legendre(2 * int(n_mu))
     pos = x > 0
     order = np.argsort(x[pos])
     return x[pos][order], 2.0 * w[pos][order]
