@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import fail, handle_errors, track
+from .group import track
 
 
 def _cluster_options(items) -> dict:
@@ -14,7 +14,7 @@ def _cluster_options(items) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"--cluster-option wants KEY=VALUE, got {item!r}", 2)
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--cluster-option")
         try:
             import yaml
 
@@ -47,7 +47,6 @@ def _cluster_options(items) -> dict:
 @click.option("--allow-degenerate", is_flag=True, help="Project out degenerate directions instead of refusing (per design; recorded).")
 @click.option("--no-plot", is_flag=True, help="Do not draw fom.png.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
-@handle_errors
 def batch(grid, output, workers, scheduler, cluster, jobs, cluster_option, retries, cache_dir, no_cache,
           allow_degenerate, no_plot, quiet):
     """Run every design of GRID (a grid YAML: base survey + axes) into the folder OUTPUT.
@@ -60,16 +59,17 @@ def batch(grid, output, workers, scheduler, cluster, jobs, cluster_option, retri
     the same, and summary.csv lists the failed ones with their reasons.
     """
     from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.report import batch_text
     from fishcast.pipeline.cache import Cache, default_cache_dir
     from fishcast.pipeline.execute import make_executor
     from .run import _progress_factory
 
     if scheduler and cluster:
-        fail("give --scheduler or --cluster, not both", 2)
+        raise click.UsageError("give --scheduler or --cluster, not both")
     if jobs is not None and cluster not in ("slurm", "pbs"):
-        fail("--jobs needs --cluster slurm or --cluster pbs", 2)
+        raise click.UsageError("--jobs needs --cluster slurm or --cluster pbs")
     if cluster_option and cluster not in ("slurm", "pbs", "local"):
-        fail("--cluster-option needs --cluster", 2)
+        raise click.UsageError("--cluster-option needs --cluster")
     g = load_grid(grid)
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     track(cache, output, kind="batch")
@@ -84,16 +84,7 @@ def batch(grid, output, workers, scheduler, cluster, jobs, cluster_option, retri
     for f in res.failed:
         click.echo(f"design {f.name} FAILED ({f.stage}): {f.reason}", err=True)
     if not quiet:
-        s = res.stats
-        n = len(res.designs) + len(res.failed)
-        click.echo(f"{g.name}: {n} designs, {len(res.designs)} finished, {len(res.failed)} failed "
-                   f"[{res.executor}, {res.timings.get('total', 0):.1f} s]")
-        click.echo(f"cosmology points: {s.points} distinct, {s.cache_hits} from the cache, {s.computed} computed "
-                   f"({s.boltzmann_calls} Boltzmann runs)")
-        click.echo(f"written: {res.output}/<design>.h5, {res.summary_h5.name}, {res.summary_csv.name}"
-                   + (f", {res.plot.name}" if res.plot else ""))
-        if res.plot_note:
-            click.echo(f"plot: {res.plot_note}")
+        click.echo(batch_text(res))
     if res.exit_code:
         sys.exit(res.exit_code)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .errors import handle_errors
-
 _CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                           help="The cache folder [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
 
@@ -23,7 +21,6 @@ def cache():
 
 @cache.command()
 @_CACHE_DIR
-@handle_errors
 def info(cache_dir):
     """Where the cache is, how many evaluations it holds and their size."""
     i = _cache(cache_dir).info()
@@ -34,7 +31,6 @@ def info(cache_dir):
 
 @cache.command()
 @_CACHE_DIR
-@handle_errors
 def clear(cache_dir):
     """Remove every cached evaluation (and temporary files left by killed runs)."""
     c = _cache(cache_dir)

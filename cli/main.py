@@ -2,27 +2,36 @@
 
 Commands live in sibling modules, each exporting ``COMMANDS`` (a list of click commands):
 ``run`` (run, validate, schema), ``ops`` (show, combine, prior, fix, marginalize, derive,
-compare, plot, export, import), ``stability``, ``batch``, ``cache``.
+compare, plot, export, import), ``stability``, ``batch``, ``cache``. They import the library
+inside the commands, so that start-up imports only click.
+
+Start-up is interruptible: this module imports only the standard library; :func:`main` sets
+up SIGTERM first, then imports click and the commands (the group ``cli`` is built on first
+use, also by ``from fishcast.cli.main import cli``), and a Ctrl-C (or SIGTERM) meanwhile gives
+the one-line interrupt message and exit 130 (143), never a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
-
-import click
-
-from fishcast import __version__
+import sys
 
 _COMMAND_MODULES = ("run", "ops", "stability", "batch", "cache", "simfisher")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="fishcast")
-def cli() -> None:
-    """fishcast: cosmology Fisher forecasts with checked, stable derivatives."""
+def _build():
+    import importlib
 
+    import click
 
-def _register() -> None:
+    from fishcast import __version__
+
+    from .group import FishcastGroup
+
+    @click.group(cls=FishcastGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="fishcast")
+    def cli() -> None:
+        """fishcast: cosmology Fisher forecasts with checked, stable derivatives."""
+
     for name in _COMMAND_MODULES:
         modname = f"fishcast.cli.{name}"
         try:
@@ -33,13 +42,25 @@ def _register() -> None:
             raise
         for command in getattr(mod, "COMMANDS", []):
             cli.add_command(command)
+    return cli
 
 
-_register()
+def __getattr__(name: str):
+    if name == "cli":  # built on first use (PEP 562), then an ordinary module attribute
+        group = _build()
+        globals()["cli"] = group
+        return group
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    from .errors import terminate_as_interrupt
+    from .errors import interrupt_message, terminate_as_interrupt
 
-    terminate_as_interrupt()  # SIGTERM (a scheduler's walltime) cleans up like Ctrl-C; exit 143
-    cli()
+    terminate_as_interrupt()  # SIGTERM (a scheduler's walltime) stops like Ctrl-C, exit 143
+    try:
+        group = __getattr__("cli") if "cli" not in globals() else globals()["cli"]
+        group()
+    except KeyboardInterrupt as exc:  # during start-up, before the group maps it
+        message, code = interrupt_message(exc)
+        sys.stderr.write(message + "\n")
+        sys.exit(code)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import handle_errors, track
+from .group import track
 
 
 def parse_overrides(items) -> dict:
@@ -67,7 +67,8 @@ def _progress_factory(quiet: bool):
 @click.command()
 @click.argument("survey", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
-@click.option("--allow-unstable", is_flag=True, help="Exit 0 even when the stability verdict is FAIL (the verdict is in the file either way).")
+@click.option("--allow-unstable", is_flag=True, help="Exit 0 even when the stability verdict is FAIL (the verdict is in the file either way); "
+                   "a degenerate matrix needs --allow-degenerate.")
 @click.option("--allow-degenerate", is_flag=True, help="Project out degenerate directions instead of refusing (recorded in the file).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
@@ -76,26 +77,25 @@ def _progress_factory(quiet: bool):
               help="Compute the cosmology points in this many local worker processes [default: in this process].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
 @set_option
-@handle_errors
 def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, workers, quiet, overrides):
     """Run the forecast of SURVEY (a YAML file) and write it to OUTPUT (HDF5).
 
-    Exit status: 0 success; 2 bad input; 3 the forecast is not to be trusted (FAIL verdict;
-    the file is written all the same) unless --allow-unstable; 4 a computation failed.
+    Exit status: 0 success; 2 bad input; 3 the forecast is not to be trusted (the file is
+    written all the same): a FAIL verdict unless --allow-unstable, or a degenerate Fisher
+    matrix unless --allow-degenerate; 4 a computation failed.
     """
+    import pathlib
+
     from fishcast import io as fio
+    from fishcast import report
+    from fishcast.errors import InputError
     from fishcast.pipeline.cache import Cache, default_cache_dir
     from fishcast.pipeline.forecast import run_forecast
-    from .ops import show_table
     from fishcast.survey import load_survey
 
     sv = load_survey(survey, parse_overrides(overrides))
     fio.check_output_path(output)
-    import pathlib
-
     if pathlib.Path(output).resolve() == pathlib.Path(survey).resolve():
-        from fishcast.errors import InputError
-
         raise InputError(f"the output {output} is the survey file itself: give another -o")
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     track(cache, output)
@@ -120,21 +120,19 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
                    err=True)
     fio.write_forecast(output, fc)
     if not quiet:
-        from fishcast.diagnostics import format_report
-
-        click.echo(format_report(fc.sweeps, fc.conditioning, fc.stability, fc.extra.get("gaussian_validity"),
-                                 fc.extra.get("projection")))
-        click.echo(show_table(output))
-    if fc.trust == "fail" and not allow_unstable:
-        click.echo("fishcast: the forecast FAILED its stability checks (see above); exit 3. "
-                   "Use --allow-unstable to accept it.", err=True)
-        sys.exit(3)
+        click.echo(report.diagnostics_text(fc.sweeps, fc.conditioning, fc.stability, fc.extra.get("gaussian_validity"),
+                                           fc.extra.get("projection")))
+        fisher, meta = fio.read_fisher(output)
+        click.echo(report.show_text(output, fisher, meta)[0])
+    message, code = report.run_verdict(fc.trust, fc.conditioning, fc.extra.get("projection"), allow_unstable)
+    if code:
+        click.echo(message, err=True)
+        sys.exit(code)
 
 
 @click.command()
 @click.argument("survey", type=click.Path(dir_okay=False))
 @set_option
-@handle_errors
 def validate(survey, overrides):
     """Validate SURVEY (a YAML file) without computing anything."""
     from fishcast.survey import load_survey
@@ -145,7 +143,6 @@ def validate(survey, overrides):
 
 
 @click.command()
-@handle_errors
 def schema():
     """Print the JSON Schema of the survey YAML format."""
     from fishcast.survey import schema as _schema

@@ -127,11 +127,6 @@ def _cfg(thresholds) -> DiagnosticsConfig:
 _directions = eigen_directions
 
 
-def _format_direction(lam: float, weights: Mapping[str, float]) -> str:
-    parts = ", ".join(f"{n} ({w:+.2f})" for n, w in weights.items())
-    return f"eigenvalue {lam:.3g}: {parts}"
-
-
 def correlation_covariance(F: np.ndarray, names: Sequence[str], cond_refuse: float = COND_LIMIT,
                            dominant_fraction: float = 0.1) -> np.ndarray:
     """Covariance ``F^-1`` through the correlation form and its Cholesky factor.
@@ -575,64 +570,17 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
 
 # ---------------------------------------------------------------------------- text
 def format_sweeps(sweeps: Sequence | Mapping) -> str:
-    """The stability table: one line per parameter."""
-    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
-    head = (f"{'parameter':<12} {'step':>11} {'unit':<5} {'rel. step':>10} {'plateau':>7} {'spread':>9}  "
-            f"{'stencil':<28} verdict")
-    lines = ["Derivative steps (plateau width in rungs; spread and changes in the data's own metric)", head,
-             "-" * len(head)]
-    notes = []
-    for sw in items:
-        lines.append(
-            f"{sw.name:<12} {sw.step:>11.4g} {sw.parameter_units or '-':<5} {sw.relative_step:>10.3g} "
-            f"{sw.plateau_width:>7d} {sw.spread:>9.2g}  {sw.stencil:<28} {sw.verdict} ({sw.reason})"
-        )
-        if sw.verdict != "PASS" or sw.reason != "ok":
-            notes.append(f"  {sw.name}: {sw.message}")
-        if sw.stem_difference is not None:
-            notes.append(f"  {sw.name}: SteM linear-fit cross-check differs by {sw.stem_difference:.2g}")
-    if items:
-        lines.append(f"(plateau: rungs within {items[0].tol_pass:g}; PASS <= {items[0].tol_pass:g}, "
-                     f"WARN <= {items[0].tol_warn:g}, else FAIL)")
-    return "\n".join(lines + notes)
+    """The stability table: one line per parameter (made by :func:`fishcast.report.sweeps_text`)."""
+    from .report import sweeps_text
+
+    return sweeps_text(sweeps)
 
 
 def format_report(sweeps: Sequence | Mapping | None = None, conditioning: ConditioningReport | None = None,
                   stability: ErrorStability | None = None, gaussian: GaussianValidity | None = None,
                   projection: ProjectedFisher | None = None) -> str:
-    """The full text report: stability table, then the matrix report."""
-    out = []
-    if sweeps:
-        out.append(format_sweeps(sweeps))
-    if conditioning is not None:
-        c = conditioning
-        t = c.thresholds
-        out.append("Fisher matrix conditioning")
-        out.append(f"  symmetry error |F-F^T|/|F|     {c.symmetry_error:.2g}")
-        out.append(f"  cond(R), correlation form       {c.cond_R:.3g}   (warn > {t.cond_warn:g}, refuse > {t.cond_refuse:g})")
-        out.append(f"  cond(F) (unit-dependent)        {c.cond_F:.3g}")
-        out.append(f"  Cholesky of R                   {'ok' if c.cholesky_ok else 'FAILED'}")
-        out.append(f"  inversion residual max|R R^-1 - I|  {c.inversion_residual:.2g}")
-        out.append("  weakest directions of R:")
-        for lam, w in c.weak_directions:
-            out.append("    " + _format_direction(lam, w))
-        out.append(f"  verdict: {c.verdict}" + (": " + "; ".join(c.reasons) if c.reasons else ""))
-    if stability is not None:
-        s = stability
-        out.append("Stability of marginalized errors (derivatives one rung up/down; noise at the plateau spread)")
-        out.append(f"  {'parameter':<12} {'sigma':>11} {'rungs':>8} {'noise':>8}  worst case")
-        for j, nm in enumerate(s.names):
-            out.append(f"  {nm:<12} {s.sigma[j]:>11.4g} {s.rung_change[j]:>8.2%} {s.noise_change[j]:>8.2%}  {s.worst_case[j]}")
-        out.append(f"  verdict: {s.verdict} (warn > {s.thresholds.stability_warn:.0%}, fail > {s.thresholds.stability_fail:.0%})"
-                   + (": " + "; ".join(s.reasons) if s.reasons else ""))
-    if projection is not None:
-        out.append("Projected out (--allow-degenerate): " + projection.note)
-        for w in projection.removed:
-            out.append("    " + ", ".join(f"{k} ({v:+.2f})" for k, v in w.items()))
-    if gaussian is not None:
-        g = gaussian
-        out.append(f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})")
-        out.append("  " + "  ".join(f"{lab}: {v:.3g}" for lab, v in zip(g.labels, g.delta_chi2)))
-        out.append(f"  verdict: {g.verdict} (flag when |Delta chi^2/{g.n_sigma**2:g} - 1| > {g.tolerance:g})"
-                   + (": " + "; ".join(g.reasons) if g.reasons else ""))
-    return "\n".join(out)
+    """The full text report: stability table, then the matrix report (made by
+    :func:`fishcast.report.diagnostics_text`, where every text the CLI prints is made)."""
+    from .report import diagnostics_text
+
+    return diagnostics_text(sweeps, conditioning, stability, gaussian, projection)

@@ -528,12 +528,24 @@ class FisherMatrix:
 # ---------------------------------------------------------------------- comparison
 def within_tolerance(a: Any, b: Any, rtol: float, atol: float, scale: Any = None) -> np.ndarray:
     """Element-wise ``|a - b| <= atol + rtol * scale`` with ``scale = max(|a|, |b|)`` by
-    default (symmetric in ``a`` and ``b``). Two NaNs agree; a NaN and a number do not."""
+    default (symmetric in ``a`` and ``b``).
+
+    Only two finite numbers are judged by the tolerance: a non-finite value against a finite
+    one (inf against 1.0, NaN against 1.0), inf against -inf and NaN against inf are
+    differences, whatever the tolerance (an infinite ``max(|a|, |b|)`` would otherwise let
+    ``inf <= inf`` pass). Two NaNs agree, and so do two infinities of the same sign. A
+    non-finite entry of an explicit ``scale`` (e.g. ``sqrt(F_ii F_jj)`` of a row with an
+    infinite diagonal) falls back to ``max(|a|, |b|)`` of that element."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    own = np.maximum(np.abs(a), np.abs(b))
     if scale is None:
-        scale = np.maximum(np.abs(a), np.abs(b))
-    with np.errstate(invalid="ignore"):
-        ok = np.abs(a - b) <= atol + rtol * np.asarray(scale, dtype=float)
+        scale = own
+    else:
+        scale = np.asarray(scale, dtype=float)
+        scale = np.where(np.isfinite(scale), scale, own)
+    finite = np.isfinite(a) & np.isfinite(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = finite & (np.abs(a - b) <= atol + rtol * scale)
     both_nan = np.isnan(a) & np.isnan(b)
     both_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
     return ok | both_nan | both_inf
@@ -542,12 +554,16 @@ def within_tolerance(a: Any, b: Any, rtol: float, atol: float, scale: Any = None
 def _rows(quantity: str, labels: Sequence[str], a, b, rtol: float, atol: float, scale=None) -> list[dict]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     ok = within_tolerance(a, b, rtol, atol, scale)
-    sc = np.maximum(np.abs(a), np.abs(b)) if scale is None else np.asarray(scale, dtype=float)
+    own = np.maximum(np.abs(a), np.abs(b))
+    sc = own if scale is None else np.where(np.isfinite(np.asarray(scale, dtype=float)), scale, own)
     out = []
     for k in np.nonzero(~ok)[0]:
-        diff = float(abs(a[k] - b[k]))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = float(abs(a[k] - b[k]))
+        finite = math.isfinite(a[k]) and math.isfinite(b[k]) and math.isfinite(sc[k])
+        rel = (diff / float(sc[k]) if sc[k] > 0 else math.inf) if finite else (math.nan if math.isnan(diff) else math.inf)
         out.append({"quantity": quantity, "param": labels[k], "a": float(a[k]), "b": float(b[k]),
-                    "abs_diff": diff, "rel_diff": diff / float(sc[k]) if sc[k] > 0 else math.inf})
+                    "abs_diff": diff, "rel_diff": rel})
     return out
 
 

@@ -1,0 +1,562 @@
+"""What the command line prints: rows, tables and verdict texts.
+
+The click layer (``fishcast.cli``) parses options, calls the library and prints; everything
+it prints that takes a decision or a number is made here, as plain Python values (rows of
+dicts and lists of str/float/None, no numpy arrays) and as texts:
+
+* :func:`format_table` -- the one text-table formatter (show, gains, compare, stability,
+  batch, run);
+* the constraints of a Fisher matrix (:func:`constraints`) and their renderings (table,
+  LaTeX, JSON document), the multi-tracer gain (:func:`tracer_gains`);
+* trust: the worst verdict of several inputs (:func:`merge_trust`), the warning text of an
+  untrusted file (:func:`trust_warning`), the verdict of ``run`` (:func:`run_verdict`);
+* comparisons of two forecast files (:func:`compare_files`), where inf and NaN against a
+  finite value are differences;
+* the derivative-step and conditioning report (:func:`diagnostics_text`, also
+  ``fishcast.diagnostics.format_report``) and the one of a file (:func:`stability_report`);
+* the batch summary (:func:`batch_text`).
+
+Units: errors are in the units of their parameter (the ``units`` of each row, "" for
+dimensionless); relative errors are sigma / |fiducial|, printed in percent; a figure of merit
+is 1/sqrt(det Cov(a, b)) in the inverse units of the pair.
+
+Nothing here prints or exits: errors are :mod:`fishcast.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fishcast.errors import DegenerateFisherError, FileFormatError, FishcastError
+
+#: Condition number of the correlation form above which ``show`` warns (derivkit's threshold;
+#: inversion itself refuses above fishcast.fisher.COND_LIMIT).
+COND_WARN = 1e12
+
+#: trust verdicts from best to worst (root attribute ``trust`` of a forecast file)
+TRUST_ORDER = {"ok": 0, "warn": 1, "fail": 2}
+
+#: exit status of ``run`` for a forecast not to be trusted (FAIL verdict, degenerate matrix)
+EXIT_UNTRUSTED = 3
+
+
+# ============================================================================ the formatter
+def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | Sequence[str] | None = None,
+                 indent: str = "", sep: str = "  ") -> str:
+    """A plain-text table: the header, a rule of dashes under each column, one line per row.
+
+    ``align``: one character per column, ``<`` (left) or ``>`` (right); a single string of
+    one character applies to every column; default: the first column left, the others right.
+    Cells are converted with ``str`` (format numbers first, e.g. with :func:`num`); trailing
+    blanks are stripped from every line."""
+    header = [str(h) for h in header]
+    body = [[str(c) for c in r] for r in rows]
+    n = len(header)
+    if any(len(r) != n for r in body):
+        raise ValueError("every row of a table needs one cell per column")
+    if align is None:
+        align = "<" + ">" * (n - 1)
+    elif len(align) == 1:
+        align = align * n
+    widths = [max([len(header[k])] + [len(r[k]) for r in body]) for k in range(n)]
+
+    def line(cells):
+        return (indent + sep.join(format(c, f"{a}{w}") for c, a, w in zip(cells, align, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def num(x: Any, fmt: str = ".4g") -> str:
+    """A number as text; ``-`` for None and NaN (not available); other values with ``str``."""
+    if x is None:
+        return "-"
+    if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool):
+        x = float(x)
+        return "-" if math.isnan(x) else format(x, fmt)
+    return str(x)
+
+
+def pct(x: float | None) -> str:
+    """A fraction in percent (``0.0123`` -> ``1.23%``); ``-`` when not finite or None."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{100 * x:.3g}%"
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats as None and numpy values as Python ones (valid JSON)."""
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (np.floating, np.integer)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+# ============================================================================ trust
+def worst_trust(verdicts: Iterable[str]) -> str:
+    """The worst of trust verdicts (``ok`` < ``warn`` < ``fail``; an unknown one counts as warn)."""
+    worst = "ok"
+    for t in verdicts:
+        t = str(t or "ok")
+        if TRUST_ORDER.get(t, 1) > TRUST_ORDER.get(worst, 1):
+            worst = t
+    return worst
+
+
+def merge_trust(inputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Worst verdict of the inputs ``(path, meta)``; reasons prefixed with the file they come from."""
+    reasons = [f"{path}: {r}" for path, meta in inputs for r in (meta.get("trust_reasons") or [])]
+    return {"trust": worst_trust(meta.get("trust") for _, meta in inputs), "trust_reasons": reasons}
+
+
+def derived_meta(inputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Root metadata of a file derived from ``inputs`` (combine, prior, fix, ...): their merged
+    trust, and the fiducials of every model parameter (free or fixed) of the inputs, the first
+    file's value where they repeat."""
+    meta = merge_trust(inputs)
+    fiducial_all: dict[str, float] = {}
+    for _, m in inputs:
+        for k, v in (m.get("fiducial_all") or {}).items():
+            fiducial_all.setdefault(k, v)
+    meta["fiducial_all"] = fiducial_all
+    return meta
+
+
+def trust_warning(meta: Mapping[str, Any]) -> str | None:
+    """The warning of a file whose stability verdict is not ``ok`` (None when it is)."""
+    trust = str(meta.get("trust") or "ok")
+    if trust == "ok":
+        return None
+    reasons = meta.get("trust_reasons") or []
+    return (f"stability verdict {trust.upper()}: the forecast is not to be trusted"
+            + (": " + "; ".join(map(str, reasons)) if reasons else ""))
+
+
+def _dominant_names(directions) -> list[str]:
+    names: list[str] = []
+    for _, weights in directions or ():
+        for n in weights:
+            if n not in names:
+                names.append(str(n))
+    return names
+
+
+def run_verdict(trust: str, conditioning=None, projection=None, allow_unstable: bool = False) -> tuple[str | None, int]:
+    """The closing message and exit status of ``run`` (the file is written either way).
+
+    A degenerate Fisher matrix (``conditioning`` has no covariance and nothing was projected
+    out) is exit 3 whatever ``allow_unstable`` says, and points to the remedies that apply:
+    fix or add a prior on a named parameter, or ``--allow-degenerate``. A FAIL verdict of
+    the stability checks is exit 3 unless ``allow_unstable``. Otherwise ``(None, 0)``."""
+    degenerate = conditioning is not None and getattr(conditioning, "covariance", None) is None and projection is None
+    if degenerate:
+        names = _dominant_names(getattr(conditioning, "weak_directions", ()))
+        which = f" (the weak directions are dominated by {', '.join(names)})" if names else ""
+        return (f"fishcast: the Fisher matrix is degenerate: it cannot be inverted{which}; exit 3. "
+                "The file is written with the conditional errors only. Fix one of the named parameters or add "
+                "a prior on it (fishcast fix / fishcast prior), or rerun with --allow-degenerate to project the "
+                "degenerate directions out (--allow-unstable does not apply to a degenerate matrix).",
+                EXIT_UNTRUSTED)
+    if trust == "fail" and not allow_unstable:
+        return ("fishcast: the forecast FAILED its stability checks (see above); exit 3. "
+                "Use --allow-unstable to accept it.", EXIT_UNTRUSTED)
+    return None, 0
+
+
+# ============================================================================ constraints
+@dataclass
+class Constraints:
+    """The constraints of a Fisher matrix as ``show`` prints them.
+
+    ``rows``: one dict per parameter (name, units, fiducial, sigma_marginalized,
+    sigma_conditional, relative_marginalized, relative_conditional; None where not
+    available); ``fom``: {(a, b): DETF figure of merit}; ``warnings``: texts; ``degenerate``:
+    the marginalized errors cannot be computed (the matrix cannot be inverted)."""
+
+    rows: list[dict[str, Any]]
+    fom: dict[tuple[str, str], float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    degenerate: bool = False
+
+
+def constraints(fisher, params: Sequence[str] | None = None, pairs: Sequence[tuple[str, str]] = (),
+                projected: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None) -> Constraints:
+    """The constraints of ``fisher`` (a :class:`fishcast.fisher.FisherMatrix`) on ``params``
+    (default all), the figures of merit of ``pairs`` (and of (w0, wa) when both are free),
+    and the warnings: the file's trust verdict (from ``meta``), a degenerate matrix, a
+    condition number above :data:`COND_WARN`. ``projected``: the file's constraints with
+    degenerate directions projected out (``run --allow-degenerate``), shown instead of
+    nothing, with a warning. Unknown parameter names raise InputError."""
+    params = list(params) if params else list(fisher.names)
+    warnings: list[str] = []
+    degenerate = False
+    try:
+        marg = fisher.marginalized_sigma()
+    except DegenerateFisherError as exc:
+        marg, degenerate = None, True
+        warnings.append(str(exc))
+        if projected is not None:
+            marg, degenerate = np.asarray(projected["marginalized_sigma"]), False
+            warnings.append("marginalized errors with the degenerate directions projected out: " + projected["note"])
+    cond = fisher.conditional_sigma()
+    rows = []
+    for name in params:
+        i = fisher.index(name)
+        fid = float(fisher.fiducial[i])
+        rel = abs(fid) if math.isfinite(fid) and fid != 0 else None
+        m = float(marg[i]) if marg is not None else None
+        c = float(cond[i])
+        rows.append({
+            "name": name, "units": fisher.units[i], "fiducial": fid,
+            "sigma_marginalized": m, "sigma_conditional": c,
+            "relative_marginalized": m / rel if (m is not None and rel) else None,
+            "relative_conditional": c / rel if rel else None,
+        })
+    pairs = list(pairs)
+    for a, b in pairs:  # unknown names are bad input even when the matrix is degenerate
+        fisher.index(a), fisher.index(b)
+    if "w0" in fisher and "wa" in fisher and ("w0", "wa") not in pairs:
+        pairs = [("w0", "wa")] + pairs
+    fom: dict[tuple[str, str], float] = {}
+    exact = marg is not None and not (projected is not None and warnings)
+    if exact:
+        fom = {(a, b): float(fisher.figure_of_merit(a, b)) for a, b in pairs}
+        k = fisher.condition_number()
+        if k > COND_WARN:
+            warnings.append(f"condition number of the correlation form {k:.3g} > {COND_WARN:g}: "
+                            "the marginalized errors are sensitive to small errors in F")
+    tw = trust_warning(meta or {})
+    if tw:
+        warnings.insert(0, tw)
+    return Constraints(rows, fom, warnings, degenerate)
+
+
+_CONSTRAINT_HEAD = ["parameter", "fiducial", "sigma_marg", "rel_marg", "sigma_cond", "rel_cond", "units"]
+
+
+def constraint_cells(row: Mapping[str, Any]) -> list[str]:
+    """The cells of one constraints row, in the order of the table's columns."""
+    return [row["name"], num(row["fiducial"], ".6g"), num(row["sigma_marginalized"]), pct(row["relative_marginalized"]),
+            num(row["sigma_conditional"]), pct(row["relative_conditional"]), row["units"] or ""]
+
+
+def constraints_text(path: str, c: Constraints, meta: Mapping[str, Any]) -> str:
+    """The ``fishcast show`` table."""
+    out = [f"{path}" + (f"  (survey: {meta['survey_name']})" if meta.get("survey_name") else ""),
+           format_table(_CONSTRAINT_HEAD, [constraint_cells(r) for r in c.rows], "<>>>>><"),
+           "(1-sigma; marg: all other free parameters marginalized; cond: all others fixed; "
+           "rel: sigma / |fiducial|)"]
+    for (a, b), v in c.fom.items():
+        out.append(f"FoM({a}, {b}) = {v:.4g}   [DETF: 1/sqrt(det Cov({a}, {b}))]")
+    out.append(f"trust: {str(meta.get('trust') or 'ok')}")
+    out += [f"WARNING: {w}" for w in c.warnings]
+    return "\n".join(out)
+
+
+def constraints_latex(path: str, c: Constraints) -> str:
+    """The constraints as a LaTeX tabular (``fishcast show --format latex``)."""
+    from fishcast.io.exchange import latex_name
+
+    out = [f"% fishcast show {path}", r"\begin{tabular}{lrrrrr}", r"\hline",
+           r"Parameter & Fiducial & $\sigma_{\rm marg}$ & $\sigma_{\rm marg}/|\theta|$ & "
+           r"$\sigma_{\rm cond}$ & $\sigma_{\rm cond}/|\theta|$ \\", r"\hline"]
+    for r in c.rows:
+        cells = constraint_cells(r)[:-1]
+        cells[0] = f"${latex_name(r['name'])}$"
+        out.append(" & ".join(x.replace("%", r"\%") for x in cells) + r" \\")
+    out += [r"\hline", r"\end{tabular}"]
+    for (a, b), v in c.fom.items():
+        out.append(f"% FoM({a}, {b}) = {v:.4g}")
+    out += [f"% WARNING: {w}".replace("\n", "\n% ") for w in c.warnings]
+    return "\n".join(out)
+
+
+def tracer_gains(path: str, params: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The multi-tracer gain of each probe of the file ``path`` that stored a tracer
+    comparison: ``{probe: {"columns": [tracer..., "naive sum", "joint"], "params": [...],
+    "sigma": [[float | None per column] per parameter]}}`` (None: not constrained)."""
+    from fishcast.io import read_tracer_comparison
+    from fishcast.probes.multitracer_clustering import tracer_gain
+
+    out = {}
+    for probe, comp in read_tracer_comparison(path).items():
+        wanted = [p for p in params if p in comp["names"]]
+        g = tracer_gain(comp["names"], comp["joint"], comp["single"], comp["tracers"], comp["prior"], wanted)
+        sigma = [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(g["sigma"])]
+        out[probe] = {"columns": list(g["columns"]), "params": list(g["params"]), "sigma": sigma}
+    return out
+
+
+def gain_text(probe: str, g: Mapping[str, Any]) -> str:
+    """The multi-tracer gain table of one probe."""
+    return (f"multi-tracer gain ({probe}): marginalized 1-sigma from each tracer alone (FKP), the naive sum "
+            "of single-tracer Fishers, and the joint multi-tracer Fisher (priors included; '-': not constrained)\n"
+            + format_table(["parameter", *g["columns"]], [[p, *(num(v) for v in row)]
+                                                          for p, row in zip(g["params"], g["sigma"])]))
+
+
+def show_document(path: str, c: Constraints, gains: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``fishcast show --format json``: a JSON-safe document (non-finite numbers as null)."""
+    doc = {"file": str(path), "parameters": c.rows, "fom_w0_wa": c.fom.get(("w0", "wa")),
+           "multi_tracer_gain": dict(gains), "fom": [{"params": list(k), "value": v} for k, v in c.fom.items()],
+           "trust": str(meta.get("trust") or "ok"), "trust_reasons": list(meta.get("trust_reasons") or []),
+           "warnings": c.warnings}
+    return json_safe(doc)
+
+
+def show_text(path: str, fisher, meta: Mapping[str, Any], params: Sequence[str] | None = None,
+              pairs: Sequence[tuple[str, str]] = ()) -> tuple[str, Constraints]:
+    """The default ``fishcast show`` text of a file read as ``(fisher, meta)`` (also printed by
+    ``fishcast run`` after writing): the constraints table and the multi-tracer gains."""
+    c = constraints(fisher, params, pairs, meta.get("projected"), meta)
+    text = constraints_text(path, c, meta)
+    for probe, g in tracer_gains(path, [r["name"] for r in c.rows]).items():
+        text += "\n" + gain_text(probe, g)
+    return text, c
+
+
+# ============================================================================ compare
+def _read_data(path: str) -> dict[str, Any]:
+    """Every dataset under /data of a forecast file, by path relative to /data."""
+    from fishcast import io as fio
+
+    out: dict[str, Any] = {}
+    with fio.open_forecast(path) as f:
+        if "data" not in f:
+            raise FileFormatError(f"{path}: no /data group (compare --on data needs files written by fishcast run)")
+
+        def visit(name, obj):
+            if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+                out[name] = obj[()]
+
+        f["data"].visititems(visit)
+    return out
+
+
+def _difference(quantity: str, param: str, a: Any, b: Any, abs_diff: float = math.nan,
+                rel_diff: float = math.nan) -> dict[str, Any]:
+    return {"quantity": quantity, "param": param, "a": a, "b": b, "abs_diff": abs_diff, "rel_diff": rel_diff}
+
+
+def compare_arrays(key: str, x: Any, y: Any, rtol: float, atol: float) -> dict[str, Any] | None:
+    """The difference row of the dataset ``key`` of two files (None when they agree): the
+    number of elements outside ``|x - y| <= atol + rtol max(|x|, |y|)`` and the worst one.
+    A non-finite element against a finite one (or inf against -inf, NaN against inf) is a
+    difference, and the worst; NaN against NaN and inf against inf of the same sign agree."""
+    from fishcast.fisher import within_tolerance
+
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        return _difference("data", key, f"shape {x.shape}", f"shape {y.shape}")
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        return None if np.array_equal(x, y) else _difference("data", key, "differs", "differs")
+    ok = within_tolerance(x, y, rtol, atol)
+    if np.all(ok):
+        return None
+    x, y = x.astype(float), y.astype(float)
+    scale = np.maximum(np.abs(x), np.abs(y))
+    finite = np.isfinite(x) & np.isfinite(y)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = np.where(finite & (scale > 0), np.abs(x - y) / np.where(scale > 0, scale, 1.0), 0.0)
+    rel = np.where(finite, rel, np.inf)  # a non-finite mismatch is the worst
+    rel = np.where(ok, -1.0, rel)
+    k = np.unravel_index(int(np.argmax(rel)), x.shape) if x.ndim else ()
+    where = f"{key}[{','.join(map(str, k))}]" if x.ndim else key
+    xa, ya = float(x[k]), float(y[k])
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = abs(xa - ya)
+    return _difference(f"data ({int(np.sum(~ok))} of {x.size} differ; worst)", where, xa, ya,
+                       diff, float(rel[k]) if math.isfinite(rel[k]) else math.inf if math.isinf(diff) else math.nan)
+
+
+def compare_data(a: str, b: str, rtol: float, atol: float) -> tuple[list[dict[str, Any]], int]:
+    """Differences between the /data datasets of the files ``a`` and ``b`` (rows as
+    :func:`fishcast.fisher.compare`), and the number of datasets compared."""
+    da, db = _read_data(a), _read_data(b)
+    rows: list[dict[str, Any]] = []
+    for key in sorted(set(da) | set(db)):
+        if key not in da or key not in db:
+            rows.append(_difference("data", key, "present" if key in da else "absent",
+                                    "present" if key in db else "absent"))
+            continue
+        row = compare_arrays(key, da[key], db[key], rtol, atol)
+        if row is not None:
+            rows.append(row)
+    return rows, len(set(da) | set(db))
+
+
+def compare_files(a: str, b: str, on: str, rtol: float, atol: float, load=None) -> tuple[list[dict[str, Any]], int]:
+    """Differences between the forecast files ``a`` and ``b`` on ``sigma``, ``fisher`` or
+    ``data`` (see ``fishcast compare --help``). ``load(path) -> (fisher, meta)`` reads a file
+    (default :func:`fishcast.io.read_fisher`)."""
+    if on == "data":
+        return compare_data(a, b, rtol, atol)
+    from fishcast.fisher import compare
+
+    if load is None:
+        from fishcast.io import read_fisher as load
+    return compare(load(a)[0], load(b)[0], on=on, rtol=rtol, atol=atol)
+
+
+def compare_text(a: str, b: str, on: str, rows: Sequence[Mapping[str, Any]], n: int, rtol: float, atol: float) -> str:
+    """The verdict of ``fishcast compare``: agreement in one line, or the table of differences."""
+    if not rows:
+        return f"{a} and {b} agree on {on} within rtol={rtol:g}, atol={atol:g} ({n} quantities compared)"
+    cell = lambda v: num(v, ".6g")  # noqa: E731
+    body = [[r["quantity"], r["param"], cell(r["a"]), cell(r["b"]), num(r["abs_diff"], ".3g"), num(r["rel_diff"], ".3g")]
+            for r in rows]
+    return (f"{a} (A) and {b} (B) differ on {on}: {len(rows)} of {n} quantities outside rtol={rtol:g}, atol={atol:g}\n"
+            + format_table(["quantity", "parameter", "A", "B", "abs_diff", "rel_diff"], body, "<"))
+
+
+# ============================================================================ stability
+def sweeps_text(sweeps: Sequence | Mapping) -> str:
+    """The derivative-step table: one line per parameter, then notes on every parameter whose
+    verdict is not a plain PASS."""
+    items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
+    body, notes = [], []
+    for sw in items:
+        body.append([sw.name, f"{sw.step:.4g}", sw.parameter_units or "-", f"{sw.relative_step:.3g}",
+                     str(sw.plateau_width), f"{sw.spread:.2g}", sw.stencil, f"{sw.verdict} ({sw.reason})"])
+        if sw.verdict != "PASS" or sw.reason != "ok":
+            notes.append(f"  {sw.name}: {sw.message}")
+        if sw.stem_difference is not None:
+            notes.append(f"  {sw.name}: SteM linear-fit cross-check differs by {sw.stem_difference:.2g}")
+    lines = ["Derivative steps (plateau width in rungs; spread and changes in the data's own metric)",
+             format_table(["parameter", "step", "unit", "rel. step", "plateau", "spread", "stencil", "verdict"],
+                          body, "<><>>><<")]
+    if items:
+        lines.append(f"(plateau: rungs within {items[0].tol_pass:g}; PASS <= {items[0].tol_pass:g}, "
+                     f"WARN <= {items[0].tol_warn:g}, else FAIL)")
+    return "\n".join(lines + notes)
+
+
+def _direction_text(lam: float, weights: Mapping[str, float]) -> str:
+    parts = ", ".join(f"{n} ({w:+.2f})" for n, w in weights.items())
+    return f"eigenvalue {lam:.3g}: {parts}"
+
+
+def diagnostics_text(sweeps: Sequence | Mapping | None = None, conditioning=None, stability=None,
+                     gaussian=None, projection=None) -> str:
+    """The full stability report (``run``, ``stability``): the derivative-step table, then the
+    conditioning of the Fisher matrix, the stability of the marginalized errors, the
+    projected directions and the Gaussian-validity check, each with its verdict."""
+    out = []
+    if sweeps:
+        out.append(sweeps_text(sweeps))
+    if conditioning is not None:
+        c = conditioning
+        t = c.thresholds
+        out.append("Fisher matrix conditioning")
+        out.append(f"  symmetry error |F-F^T|/|F|     {c.symmetry_error:.2g}")
+        out.append(f"  cond(R), correlation form       {c.cond_R:.3g}   (warn > {t.cond_warn:g}, refuse > {t.cond_refuse:g})")
+        out.append(f"  cond(F) (unit-dependent)        {c.cond_F:.3g}")
+        out.append(f"  Cholesky of R                   {'ok' if c.cholesky_ok else 'FAILED'}")
+        out.append(f"  inversion residual max|R R^-1 - I|  {c.inversion_residual:.2g}")
+        out.append("  weakest directions of R:")
+        for lam, w in c.weak_directions:
+            out.append("    " + _direction_text(lam, w))
+        out.append(f"  verdict: {c.verdict}" + (": " + "; ".join(c.reasons) if c.reasons else ""))
+    if stability is not None:
+        s = stability
+        out.append("Stability of marginalized errors (derivatives one rung up/down; noise at the plateau spread)")
+        out.append(format_table(["parameter", "sigma", "rungs", "noise", "worst case"],
+                                [[nm, f"{s.sigma[j]:.4g}", f"{s.rung_change[j]:.2%}", f"{s.noise_change[j]:.2%}",
+                                  str(s.worst_case[j])] for j, nm in enumerate(s.names)], "<>>><", indent="  "))
+        out.append(f"  verdict: {s.verdict} (warn > {s.thresholds.stability_warn:.0%}, fail > {s.thresholds.stability_fail:.0%})"
+                   + (": " + "; ".join(s.reasons) if s.reasons else ""))
+    if projection is not None:
+        out.append("Projected out (--allow-degenerate): " + projection.note)
+        for w in projection.removed:
+            out.append("    " + ", ".join(f"{k} ({v:+.2f})" for k, v in w.items()))
+    if gaussian is not None:
+        g = gaussian
+        out.append(f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})")
+        out.append("  " + "  ".join(f"{lab}: {v:.3g}" for lab, v in zip(g.labels, g.delta_chi2)))
+        out.append(f"  verdict: {g.verdict} (flag when |Delta chi^2/{g.n_sigma**2:g} - 1| > {g.tolerance:g})"
+                   + (": " + "; ".join(g.reasons) if g.reasons else ""))
+    return "\n".join(out)
+
+
+def _sweeps_in(group, read_sweeps) -> dict:
+    """Sweeps directly in ``group``, or one level down (``/derivatives/<probe>/<param>``)."""
+    if "names" in group.attrs or any(group[k].attrs.get("fishcast_type") == "ParameterSweep" for k in group):
+        return read_sweeps(group)
+    out = {}
+    for key in group:
+        for name, sw in read_sweeps(group[key]).items():
+            out[f"{key}/{name}" if name in out or len(group) > 1 else name] = sw
+    return out
+
+
+def read_stability(path) -> tuple[dict, dict]:
+    """The derivative sweeps (label -> ParameterSweep) and the diagnostics reports stored in
+    the forecast file ``path``; FileFormatError when it has neither or they cannot be read."""
+    from fishcast.derivatives import read_sweeps
+    from fishcast.diagnostics import read_diagnostics
+    from fishcast.io import open_forecast
+
+    try:
+        with open_forecast(path, require_schema=False) as h:  # refuses a newer schema_version
+            if "derivatives" not in h and "diagnostics" not in h:
+                raise FileFormatError(f"{path}: no /derivatives or /diagnostics group (not a fishcast forecast file?)")
+            sweeps = _sweeps_in(h["derivatives"], read_sweeps) if "derivatives" in h else {}
+            diags = read_diagnostics(h["diagnostics"]) if "diagnostics" in h else {}
+    except FishcastError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise FileFormatError(f"{path}: cannot read the stability data: {exc}") from exc
+    return sweeps, diags
+
+
+def stability_report(path) -> tuple[dict, str]:
+    """The sweeps of the forecast file ``path`` and its stability report text
+    (``fishcast stability``). FileFormatError for a file that is not a forecast file, or
+    whose stored reports have values of the wrong kind."""
+    import pathlib
+
+    if not pathlib.Path(path).is_file():
+        from fishcast.errors import InputError
+
+        raise InputError(f"{path}: no such file")
+    sweeps, diags = read_stability(path)
+    try:
+        text = diagnostics_text(sweeps, diags.get("conditioning"), diags.get("error_stability"),
+                                diags.get("gaussian_validity"), diags.get("projection"))
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:  # values of the wrong kind
+        raise FileFormatError(f"{path}: unexpected content in /derivatives or /diagnostics: "
+                              f"{type(exc).__name__}: {exc}") from None
+    return sweeps, text
+
+
+# ============================================================================ batch
+def batch_text(res) -> str:
+    """The summary of a finished batch (:class:`fishcast.pipeline.batch.BatchResult`): counts,
+    cosmology points, one row per design (its axis values, FoM and trust), what was written."""
+    s = res.stats
+    n = len(res.designs) + len(res.failed)
+    labels = list(res.grid.labels)
+    rows = [[d.name, *(num(d.values.get(k), ".6g") for k in labels), num(d.fom), d.trust] for d in res.designs]
+    rows += [[f.name, *(num(f.values.get(k), ".6g") for k in labels), "-", f"FAILED ({f.stage})"] for f in res.failed]
+    out = [f"{res.grid.name}: {n} designs, {len(res.designs)} finished, {len(res.failed)} failed "
+           f"[{res.executor}, {res.timings.get('total', 0):.1f} s]",
+           f"cosmology points: {s.points} distinct, {s.cache_hits} from the cache, {s.computed} computed "
+           f"({s.boltzmann_calls} Boltzmann runs)"]
+    if rows:
+        out.append(format_table(["design", *labels, "FoM", "trust"], rows, "<" + ">" * (len(labels) + 1) + "<"))
+    out.append(f"written: {res.output}/<design>.h5, {res.summary_h5.name}, {res.summary_csv.name}"
+               + (f", {res.plot.name}" if res.plot else ""))
+    if res.plot_note:
+        out.append(f"plot: {res.plot_note}")
+    return "\n".join(out)
