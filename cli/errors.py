@@ -125,6 +125,29 @@ def interrupt_message(exc: BaseException, tracker: Tracker | None = None) -> tup
     return f"{word}: {summary}", getattr(exc, "exit_code", EXIT_INTERRUPTED)
 
 
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) that caused ``exc``, if any.
+
+    A signal that arrives while ctypes converts the arguments of a native call (CAMB's
+    Fortran library) is turned by ctypes into ``ArgumentError("argument 2: KeyboardInterrupt:
+    ")``, with no exception chained; the library then reports it as a failed computation.
+    Such an error is an interruption, not a CAMB failure."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        if type(e).__name__ == "ArgumentError" and type(e).__module__ == "ctypes":
+            text = str(e)
+            if f": {Terminated.__name__}:" in text:
+                return Terminated()
+            if ": KeyboardInterrupt:" in text:
+                return KeyboardInterrupt()
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def error_message(exc: BaseException, tracker: Tracker | None = None) -> tuple[str, int] | None:
     """``(message, exit status)`` of an exception a command may raise, None for one that is
     not mapped (a bug: let it show its traceback).
@@ -134,8 +157,9 @@ def error_message(exc: BaseException, tracker: Tracker | None = None) -> tuple[s
     exit 2; KeyboardInterrupt -> one line of what was kept, exit 130 (143 for SIGTERM)."""
     from fishcast.errors import FishcastError
 
-    if isinstance(exc, KeyboardInterrupt):
-        return interrupt_message(exc, tracker)
+    interrupt = interrupt_behind(exc)
+    if interrupt is not None:
+        return interrupt_message(interrupt, tracker)
     if isinstance(exc, FishcastError):
         message = str(exc)
         if exc.exit_code == 4 and tracker:
