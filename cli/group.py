@@ -38,7 +38,10 @@ def track(cache=None, output: str | None = None, kind: str = "run") -> None:
 
 
 def _stop(exc: BaseException, ctx: click.Context | None):
-    """Print the message of ``exc`` and leave with its exit status; re-raise what is not mapped."""
+    """Print the message of ``exc`` and leave with its exit status; re-raise what is not mapped,
+    and a broken pipe (``fishcast show f.h5 | head``), which click ends quietly with exit 1."""
+    if isinstance(exc, BrokenPipeError):
+        raise exc
     mapped = error_message(exc, tracker(ctx) if ctx is not None else None)
     if mapped is None:
         raise exc

@@ -230,6 +230,17 @@ def test_stability_is_behind_the_handler(tmp_path):
         assert res.output.startswith("error: ") and "Traceback" not in res.output
 
 
+def test_a_closed_pipe_ends_quietly():
+    """`fishcast schema | head -1`: the reader went away; no traceback and no error message."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = subprocess.run([str(EXE), "schema"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert res.returncode == 1 and res.stderr == "", res.stderr
+
+
 def test_sigterm_handler_is_put_back():
     """The group turns SIGTERM into an exception only while it runs."""
     before = signal.getsignal(signal.SIGTERM)
