@@ -12,28 +12,11 @@ from __future__ import annotations
 import sys
 
 import click
-import numpy as np
-
-from .errors import handle_errors
 
 SIMS_HELP = """SIMS is an HDF5 file: /fiducial (N_s, d) realizations at the fiducial point;
 /derivatives (p, 2, N_d, d) realizations at theta - step (axis 1 index 0) and theta + step (1),
 attribute seed_matched; /parameters/names, /parameters/fiducial, /parameters/step (the
 half-step delta); optional /parameters/units and /reference/fisher. See the README."""
-
-
-def _table(names, rows: dict[str, np.ndarray], reference=None) -> str:
-    cols = list(rows)
-    head = f"{'parameter':<14}" + "".join(f"{c:>16}" for c in cols)
-    if reference is not None:
-        head += f"{'reference':>14}"
-    lines = [head]
-    for i, n in enumerate(names):
-        line = f"{n:<14}" + "".join(f"{rows[c][i]:>16.5g}" for c in cols)
-        if reference is not None:
-            line += f"{reference[i]:>14.5g}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 @click.command("simfisher", epilog=SIMS_HELP)
@@ -49,7 +32,6 @@ def _table(names, rows: dict[str, np.ndarray], reference=None) -> str:
               help="FAIL when standard and compressed errors differ by more than this (relative).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the reshuffling.")
 @click.option("--allow-unconverged", is_flag=True, help="Exit 0 even when the verdict is FAIL.")
-@handle_errors
 def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, seed, allow_unconverged):
     """Estimate Fisher matrices from the simulations in SIMS and write them to OUTPUT.
 
@@ -57,6 +39,7 @@ def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, s
     combined and Soen-Sun estimators, their convergence and the verdict are under /simulations.
     """
     from fishcast import io as fio
+    from fishcast import report
     from fishcast.io.simulations import read_simulations, write_simfisher_file
     from fishcast.simfisher import SimFisherConfig, estimate, marginalized_sigma
 
@@ -74,13 +57,13 @@ def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, s
     rows = {k: result.sigma(k) for k in ("standard", "compressed", "combined", "derivative_form")}
     ref = marginalized_sigma(result.reference) if result.reference is not None else None
     click.echo("marginalized 1-sigma errors:")
-    click.echo(_table(result.names, rows, ref))
+    click.echo(report.simfisher_sigma_text(result.names, rows, ref))
     click.echo(f"simfisher {result.verdict} ({result.reason}): {result.message}")
     click.echo(f"wrote {output} (/fisher/matrix: combined estimator)")
-    if result.verdict == "FAIL" and not allow_unconverged:
-        click.echo("fishcast: the simulations have not converged (see above); exit 3. "
-                   "Use --allow-unconverged to accept it.", err=True)
-        sys.exit(3)
+    message, code = report.simfisher_verdict(result.verdict, allow_unconverged)
+    if code:
+        click.echo(message, err=True)
+        sys.exit(code)
 
 
 @click.command("mock")
@@ -95,7 +78,6 @@ def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, s
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
-@handle_errors
 def mock(forecast, output, n_sims, n_deriv, seed, seed_matched, cache_dir, no_cache):
     """Gaussian realizations of the data vector of the forecast file FORECAST, at its fiducial
     and at its derivative steps, written as a SIMS file for fishcast simfisher."""
@@ -118,64 +100,25 @@ def mock(forecast, output, n_sims, n_deriv, seed, seed_matched, cache_dir, no_ca
                    "length", err=True)
 
 
-def _plot(info: dict, path: str) -> None:
-    """Per parameter: the marginalized error of every estimator against the number of
-    derivative simulations, relative to the combined estimate at the full set (and the
-    reference). The score form, whose axis is the number of fiducial simulations, is in the
-    file (/simulations/convergence/score_form_sigma) and not drawn here."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        from fishcast.errors import InputError
-
-        raise InputError("--plot needs matplotlib: pip install 'fishcast[plot]'") from exc
-    conv, names = info["convergence"], info["names"]
-    n = conv["n_derivative"]
-    fig, axes = plt.subplots(len(names), 1, figsize=(6, 2.6 * len(names)), squeeze=False)
-    styles = {"standard": "v-", "compressed": "^-", "combined": "o-", "derivative_form": "s:"}
-    for i, (name, ax) in enumerate(zip(names, axes[:, 0])):
-        norm = conv["combined_sigma"][-1, i]
-        for est, st in styles.items():
-            ax.plot(n, conv[f"{est}_sigma"][:, i] / norm, st, ms=3, label=est.replace("_", " "))
-        if "reference_sigma" in info:
-            ax.axhline(info["reference_sigma"][i] / norm, color="k", lw=0.8, label="reference")
-        ax.set_xscale("log")
-        ax.set_xlabel("derivative simulations per parameter and side")
-        ax.set_ylabel(f"sigma({name}) / combined")
-        ax.legend(fontsize=7)
-    a = info["attrs"]
-    fig.suptitle(f"simfisher {a.get('verdict')}: bracket ~ N^-{info['alpha']:.2g}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 @click.command("convergence")
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Draw the marginalized errors against the number of simulations (pdf/png by extension).")
-@handle_errors
+              help="Draw the marginalized errors against the number of simulations (pdf/png/svg by extension).")
 def convergence(output, plot_path):
     """Print (and plot) how the errors of every estimator in a simfisher OUTPUT converge."""
     from fishcast.io.simulations import read_simfisher
+    from fishcast.report import convergence_text
 
-    info = read_simfisher(output)
-    conv, names, attrs = info["convergence"], info["names"], info["attrs"]
-    n = conv["n_derivative"]
-    click.echo(f"{output}: errors against the number of derivative simulations per parameter and side")
-    for i, name in enumerate(names):
-        click.echo(f"  {name}")
-        click.echo(f"    {'N_d':>8}" + "".join(f"{k:>17}" for k in ("standard", "compressed", "combined")))
-        for k in range(len(n)):
-            click.echo(f"    {int(n[k]):>8}" + "".join(f"{conv[f'{e}_sigma'][k, i]:>17.5g}"
-                                                  for e in ("standard", "compressed", "combined")))
-    click.echo(f"bracket ~ N_d^-{info['alpha']:.2g}; simfisher {attrs.get('verdict')} ({attrs.get('reason')}): "
-               f"{attrs.get('message')}")
     if plot_path is not None:
-        _plot(info, plot_path)
+        from fishcast import io as fio
+
+        fio.check_output_path(plot_path)
+    info = read_simfisher(output)
+    click.echo(convergence_text(output, info))
+    if plot_path is not None:
+        from fishcast.plotting import convergence_plot
+
+        convergence_plot(info, plot_path)
         click.echo(f"convergence plot written to {plot_path}")
 
 

@@ -264,3 +264,43 @@ def step_plot(sweeps: dict, path: str | os.PathLike, inputs: Sequence[str | os.P
         raise InputError(f"{path}: plot format from the extension, one of {', '.join(SUFFIXES)}")
     check_output_path(path, inputs)
     return save_figure(step_figure(sweeps), path)
+
+
+# ------------------------------------------------------------------------------ simulation convergence
+def convergence_figure(info: dict):
+    """Per parameter: the marginalized error of every estimator against the number of
+    derivative simulations, relative to the combined estimate at the full set (and the
+    reference). The score form, whose axis is the number of fiducial simulations, is in the
+    file (/simulations/convergence/score_form_sigma) and not drawn here. ``info`` as
+    :func:`fishcast.io.simulations.read_simfisher` returns it."""
+    _, Figure = _matplotlib()
+    conv, names = info["convergence"], info["names"]
+    n = conv["n_derivative"]
+    fig = Figure(figsize=(6, 2.6 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), 1, squeeze=False)
+    styles = {"standard": "v-", "compressed": "^-", "combined": "o-", "derivative_form": "s:"}
+    for i, (name, ax) in enumerate(zip(names, axes[:, 0])):
+        norm = conv["combined_sigma"][-1, i]
+        for est, st in styles.items():
+            ax.plot(n, conv[f"{est}_sigma"][:, i] / norm, st, ms=3, label=est.replace("_", " "))
+        if "reference_sigma" in info:
+            ax.axhline(info["reference_sigma"][i] / norm, color="k", lw=0.8, label="reference")
+        ax.set_xscale("log")
+        ax.set_xlabel("derivative simulations per parameter and side")
+        ax.set_ylabel(f"sigma({name}) / combined")
+        ax.legend(fontsize=7)
+    a = info["attrs"]
+    fig.suptitle(f"simfisher {a.get('verdict')}: bracket ~ N^-{info['alpha']:.2g}", fontsize=9)
+    return fig
+
+
+def convergence_plot(info: dict, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """``fishcast convergence --plot``: :func:`convergence_figure` written to ``path`` (format
+    from the extension) with the one atomic writer; never over a special file or one of ``inputs``."""
+    from .io.atomic import check_output_path, save_figure
+
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise InputError(f"{path}: plot format from the extension, one of {', '.join(SUFFIXES)}")
+    check_output_path(path, inputs)
+    return save_figure(convergence_figure(info), path)

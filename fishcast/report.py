@@ -560,3 +560,41 @@ def batch_text(res) -> str:
     if res.plot_note:
         out.append(f"plot: {res.plot_note}")
     return "\n".join(out)
+
+
+# ============================================================================ simulations
+def simfisher_sigma_text(names: Sequence[str], columns: Mapping[str, Sequence[float]],
+                         reference: Sequence[float] | None = None) -> str:
+    """The marginalized 1-sigma errors of every estimator of ``fishcast simfisher`` (one
+    column per estimator, ``reference``: those of a known Fisher matrix), in the units of
+    each parameter."""
+    head = ["parameter", *columns] + (["reference"] if reference is not None else [])
+    rows = [[n, *(num(columns[c][i], ".5g") for c in columns)] + ([num(reference[i], ".5g")] if reference is not None else [])
+            for i, n in enumerate(names)]
+    return format_table(head, rows)
+
+
+def convergence_text(path: str, info: Mapping[str, Any]) -> str:
+    """``fishcast convergence``: per parameter, the errors of the standard, compressed and
+    combined estimators against the number N_d of derivative simulations, then the verdict
+    (``info`` as :func:`fishcast.io.simulations.read_simfisher` returns it)."""
+    conv, names, attrs = info["convergence"], info["names"], info["attrs"]
+    n = conv["n_derivative"]
+    estimators = ("standard", "compressed", "combined")
+    out = [f"{path}: errors against the number of derivative simulations per parameter and side"]
+    for i, name in enumerate(names):
+        out.append(f"  {name}")
+        out.append(format_table(["N_d", *estimators],
+                                [[str(int(n[k])), *(num(conv[f"{e}_sigma"][k, i], ".5g") for e in estimators)]
+                                 for k in range(len(n))], ">", indent="    "))
+    out.append(f"bracket ~ N_d^-{info['alpha']:.2g}; simfisher {attrs.get('verdict')} ({attrs.get('reason')}): "
+               f"{attrs.get('message')}")
+    return "\n".join(out)
+
+
+def simfisher_verdict(verdict: str, allow_unconverged: bool) -> tuple[str | None, int]:
+    """The closing message and exit status of ``fishcast simfisher`` (the file is written either way)."""
+    if verdict == "FAIL" and not allow_unconverged:
+        return ("fishcast: the simulations have not converged (see above); exit 3. "
+                "Use --allow-unconverged to accept it.", EXIT_UNTRUSTED)
+    return None, 0
