@@ -49,19 +49,22 @@ def _fixed_fiducials(path: str) -> dict[str, float]:
         return {str(k): float(v) for k, v in f["fiducial"].attrs.items()}
 
 
-def _write(output: str, fisher, inputs: list[tuple[str, dict]], probes=None) -> None:
-    """Write a derived file: the inputs' worst verdict and every fiducial travel with it."""
+def _write(output: str, fisher, inputs: list[tuple[str, dict]], probes=None, sources=()) -> None:
+    """Write a derived file: the inputs' worst verdict and every fiducial travel with it; never
+    over one of the files read (``sources``, default the inputs' paths)."""
     from fishcast import io as fio
     from fishcast.report import derived_meta
 
-    fio.write_fisher_file(output, fisher, probes=probes or None, meta=derived_meta(inputs))
+    fio.write_fisher_file(output, fisher, probes=probes or None, meta=derived_meta(inputs),
+                          inputs=list(sources) or [p for p, _ in inputs])
     click.echo(f"wrote {output}")
 
 
-def _check_output(output: str) -> None:
+def _check_output(output: str, inputs=()) -> None:
+    """Refuse, before reading anything, an output that is a special file or one of ``inputs``."""
     from fishcast import io as fio
 
-    fio.check_output_path(output)
+    fio.check_output_path(output, inputs)
 
 
 # ---------------------------------------------------------------------- show
@@ -114,7 +117,7 @@ def combine(files, output, force):
     missing from a file is unconstrained by it) and write OUTPUT."""
     if len(files) < 2:
         raise click.UsageError("combine needs at least two files")
-    _check_output(output)
+    _check_output(output, files)
     loaded = [(f, *_load(f)) for f in files]
     total = loaded[0][1]
     for _, fisher, _ in loaded[1:]:
@@ -152,7 +155,7 @@ def prior(file, gaussian, output):
         if name in priors:
             raise click.BadParameter(f"two priors on {name}", param_hint="--gaussian")
         priors[name] = sigma
-    _check_output(output)
+    _check_output(output, [file])
     fisher, meta = _load(file)
     _write(output, fisher.add_prior(priors), [(file, meta)], meta.get("probes"))
 
@@ -164,7 +167,7 @@ def prior(file, gaussian, output):
 def fix(file, params, output):
     """Fix parameters of FILE at their fiducial values (drop their rows) and write OUTPUT."""
     names = _split_names(params)
-    _check_output(output)
+    _check_output(output, [file])
     fisher, meta = _load(file)
     fixed = fisher.fix(names)
     probes = {}
@@ -183,7 +186,7 @@ def marginalize(file, keep, output):
     """Marginalize FILE over every parameter not in --keep and write OUTPUT (the Fisher matrix
     of the kept parameters, inverse of their covariance block)."""
     names = _split_names(keep)
-    _check_output(output)
+    _check_output(output, [file])
     fisher, meta = _load(file)
     _write(output, fisher.marginalize(names), [(file, meta)])
 
@@ -198,7 +201,7 @@ def derive(file, to, output):
     """Reparametrize FILE with the Jacobian of derived parameters (S8 = sigma8 sqrt(Omega_m/0.3)
     replaces sigma8, H0 = 100 h replaces h, ...) and write OUTPUT."""
     targets = _split_names(to)
-    _check_output(output)
+    _check_output(output, [file])
     fisher, meta = _load(file)
     fixed = {k: v for k, v in _fixed_fiducials(file).items() if k not in fisher}
     _write(output, fisher.derive(targets, fixed=fixed), [(file, meta)])
@@ -246,7 +249,7 @@ def plot(files, output, params, labels):
     if len(label_list) != len(files):
         raise click.BadParameter(f"{len(label_list)} labels for {len(files)} files", param_hint="--labels")
     forecasts = [_load(f)[0] for f in files]
-    triangle_plot(forecasts, label_list, output, params=_split_names(params) or None)
+    triangle_plot(forecasts, label_list, output, params=_split_names(params) or None, inputs=list(files))
     click.echo(f"wrote {output}")
 
 
@@ -262,7 +265,7 @@ def export(file, fmt, output):
 
     fisher, _ = _load(file)
     base = output if output is not None else str(Path(file).with_suffix(""))
-    for p in export_fisher(fisher, fmt, base):
+    for p in export_fisher(fisher, fmt, base, inputs=[file]):
         click.echo(f"wrote {p}")
 
 
@@ -279,12 +282,12 @@ def import_(matrix, paramnames, output, keep_names):
     square matrix, '#' comments) into a fishcast HDF5 file."""
     from fishcast.io.exchange import read_text_fisher
 
-    _check_output(output)
+    _check_output(output, [matrix, paramnames])
     fisher = read_text_fisher(matrix, paramnames, canonical=not keep_names)
     renamed = fisher.provenance[-1].get("renamed")
     if renamed:
         click.echo("renamed: " + ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
-    _write(output, fisher, [])
+    _write(output, fisher, [], sources=[p for p in (matrix, paramnames) if p])
 
 
 COMMANDS = [show, combine, prior, fix, marginalize, derive, compare, plot, export, import_]

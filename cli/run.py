@@ -94,9 +94,9 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     from fishcast.survey import load_survey
 
     sv = load_survey(survey, parse_overrides(overrides))
-    fio.check_output_path(output)
     if pathlib.Path(output).resolve() == pathlib.Path(survey).resolve():
         raise InputError(f"the output {output} is the survey file itself: give another -o")
+    fio.check_output_path(output, [survey])  # no special file; not the survey by another name
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     track(cache, output)
     progress, close = _progress_factory(quiet)
@@ -118,7 +118,7 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
         click.echo(f"warning: {cache.stats.write_failed} cosmology evaluations could not be kept in the cache at "
                    f"{cache.root} ({cache.stats.write_error}); the forecast is complete, a rerun computes them again",
                    err=True)
-    fio.write_forecast(output, fc)
+    fio.write_forecast(output, fc, inputs=[survey])
     if not quiet:
         click.echo(report.diagnostics_text(fc.sweeps, fc.conditioning, fc.stability, fc.extra.get("gaussian_validity"),
                                            fc.extra.get("projection")))

@@ -43,7 +43,7 @@ def simfisher(sims, output, likelihood, split_fraction, reshuffles, tolerance, s
     from fishcast.io.simulations import read_simulations, write_simfisher_file
     from fishcast.simfisher import SimFisherConfig, estimate, marginalized_sigma
 
-    fio.check_output_path(output)
+    fio.check_output_path(output, [sims])
     config = SimFisherConfig(likelihood=likelihood, split_fraction=split_fraction, reshuffles=reshuffles,
                              tolerance=tolerance, seed=seed)
     config.check()
@@ -86,7 +86,7 @@ def mock(forecast, output, n_sims, n_deriv, seed, seed_matched, cache_dir, no_ca
     from fishcast.mock import describe, draw, model_from_forecast
     from fishcast.pipeline.cache import Cache, default_cache_dir
 
-    fio.check_output_path(output)
+    fio.check_output_path(output, [forecast])
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     model = model_from_forecast(forecast, cache)
     sims = draw(model, n_sims, seed, n_deriv, seed_matched, source=str(output))
@@ -112,13 +112,13 @@ def convergence(output, plot_path):
     if plot_path is not None:
         from fishcast import io as fio
 
-        fio.check_output_path(plot_path)
+        fio.check_output_path(plot_path, [output])
     info = read_simfisher(output)
     click.echo(convergence_text(output, info))
     if plot_path is not None:
         from fishcast.plotting import convergence_plot
 
-        convergence_plot(info, plot_path)
+        convergence_plot(info, plot_path, inputs=[output])
         click.echo(f"convergence plot written to {plot_path}")
 
 

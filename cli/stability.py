@@ -26,13 +26,13 @@ def stability(output: pathlib.Path, plot_path: pathlib.Path | None) -> None:
     if plot_path is not None:
         from fishcast import io as fio
 
-        fio.check_output_path(plot_path)
+        fio.check_output_path(plot_path, [output])
     sweeps, text = stability_report(output)
     click.echo(text)
     if plot_path is not None:
         from fishcast.plotting import step_plot
 
-        step_plot(sweeps, plot_path)
+        step_plot(sweeps, plot_path, inputs=[output])
         click.echo(f"step plots written to {plot_path}")
 
 

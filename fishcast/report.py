@@ -503,9 +503,9 @@ def _sweeps_in(group, read_sweeps) -> dict:
 def read_stability(path) -> tuple[dict, dict]:
     """The derivative sweeps (label -> ParameterSweep) and the diagnostics reports stored in
     the forecast file ``path``; FileFormatError when it has neither or they cannot be read."""
-    from fishcast.derivatives import read_sweeps
-    from fishcast.diagnostics import read_diagnostics
     from fishcast.io import open_forecast
+    from fishcast.io.diagnostics import read_diagnostics
+    from fishcast.io.sweeps import read_sweeps
 
     try:
         with open_forecast(path, require_schema=False) as h:  # refuses a newer schema_version

@@ -319,3 +319,41 @@ def test_sigterm_at_start_up(module, tmp_path):
     code, out, err = _signal_during_import(module, ["show", "a.h5"], tmp_path, sig=signal.SIGTERM)
     assert code == 143, err
     assert err.strip() == "terminated (SIGTERM): no output written", err
+
+
+# ====================================================================== outputs never replace inputs
+def test_no_command_writes_over_what_it_reads(tmp_path):
+    """The commands pass the files they read to the library's output check (issue 14 class
+    4): an output that is one of them, by another spelling or a hard link, is refused with
+    exit 2 and the input is left as it was."""
+    import numpy as np
+
+    from fishcast import io as fio
+    from fishcast.fisher import FisherMatrix
+
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for p in (a, b):
+        fio.write_fisher_file(p, FisherMatrix(np.diag([4.0, 9.0]), ["Omega_m", "sigma8"], [0.3, 0.8]))
+    txt = tmp_path / "m.txt"
+    txt.write_text("# Omega_m sigma8\n4 0\n0 9\n")
+    survey = tmp_path / "s.yaml"
+    survey.write_text("name: x\n")
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "hard.h5"
+    link.hardlink_to(a)
+    other = f"{tmp_path}/sub/../a.h5"
+    cases = [
+        ["prior", a, "--gaussian", "sigma8=0.1", "-o", other],
+        ["fix", a, "--params", "sigma8", "-o", link],
+        ["marginalize", a, "--keep", "sigma8", "-o", other],
+        ["derive", a, "--to", "S8", "-o", link],
+        ["combine", a, b, "-o", tmp_path / "." / "b.h5"],
+        ["import", txt, "-o", tmp_path / "sub" / ".." / "m.txt"],
+        ["simfisher", a, "-o", link],
+    ]
+    before = {p: p.read_bytes() for p in (a, b, txt)}
+    for args in cases:
+        res = CliRunner().invoke(cli, [str(x) for x in args])
+        assert res.exit_code == 2, (args, res.output)
+        assert "input of this command" in res.output and "Traceback" not in res.output, res.output
+    assert {p: p.read_bytes() for p in (a, b, txt)} == before
