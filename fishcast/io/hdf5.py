@@ -16,7 +16,8 @@ Layout (schema version :data:`SCHEMA_VERSION`), see also the README:
   ``numpy_version``, ``h5py_version``, ``nonlinear_model``, ``input_yaml``,
   ``input_sha256``, ``survey_name``, ``created_utc``, ``trust`` (ok | warn | fail),
   ``trust_reasons`` (JSON list), ``provenance`` (JSON list of operations),
-  ``cross_probe_covariance`` (a statement: neglected).
+  ``cross_probe_covariance`` (a statement: neglected between probes; a probe with a joint
+  covariance of its own spectra, such as photometric 3x2pt, appends what it includes).
 * ``/fiducial``: one attribute per model parameter (free or fixed).
 * ``/parameters/names``, ``/parameters/fiducial``, ``/parameters/units`` (the registry's
   convention, :mod:`fishcast.parameters`: "" dimensionless), ``/parameters/latex`` (labels),
@@ -317,7 +318,9 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
         f.attrs["input_sha256"] = survey.sha256
         f.attrs["input_path"] = str(survey.path)
         f.attrs["survey_name"] = survey.name
-        f.attrs["cross_probe_covariance"] = "neglected: probe Fisher matrices are added"
+        f.attrs["cross_probe_covariance"] = "; ".join(
+            ["neglected: probe Fisher matrices are added"]
+            + [str(p.covariance_note) for p in survey.probes if getattr(p, "covariance_note", None)])
         f.attrs["camb_calls"] = int(fc.camb_calls)
         f.attrs["cosmology_points"] = int(fc.n_points)
         f.attrs["timings_json"] = json.dumps(fc.timings)

@@ -78,7 +78,9 @@ def registry_version() -> int:
 
 # ----------------------------------------------------------------------------- built-ins
 from . import multitracer_clustering as _cic  # noqa: E402
+from . import photometric as _photo  # noqa: E402
 from . import weak_lensing as _wl  # noqa: E402
 
 register_probe("weak_lensing", _wl.WeakLensingConfig, _wl.build)
 register_probe("counts_in_cells", _cic.CountsInCellsConfig, _cic.build)
+register_probe("photometric", _photo.PhotometricConfig, _photo.build)
