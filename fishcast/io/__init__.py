@@ -12,6 +12,7 @@ from .hdf5 import (  # noqa: F401
     file_sha256,
     open_forecast,
     read_fisher,
+    read_spectra_comparison,
     read_tracer_comparison,
     write_fisher_file,
     write_forecast,

@@ -419,3 +419,35 @@ def read_tracer_comparison(path) -> dict[str, dict[str, Any]]:
                 "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if prior is not None else None,
             }
     return out
+
+
+def read_spectra_comparison(path) -> dict[str, dict[str, Any]]:
+    """Per probe with a spectra comparison (``/fisher/probes/<probe>/comparison``, written by
+    the photometric 3x2pt probe): names, spectra, matrices (label -> (p, p): each spectrum
+    type alone, ``added_without_cross_covariance``, ``joint``) and the prior matrix."""
+    out: dict[str, dict[str, Any]] = {}
+    with open_forecast(path) as f:
+        if "fisher/probes" not in f:
+            return out
+        for probe, g in f["fisher/probes"].items():
+            if "comparison" not in g:
+                continue
+            c = g["comparison"]
+            try:
+                names = _read_strings(c["parameter_names"])
+                spectra = _read_strings(c["spectra"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise FileFormatError(f"{path}: {c.name}: damaged spectra comparison: {exc}") from None
+            labels = [s for s in spectra if s in c] + [k for k in ("added_without_cross_covariance", "joint") if k in c]
+            mats = {}
+            for label in labels:
+                if "matrix" not in c[label]:
+                    raise FileFormatError(f"{path}: {c[label].name} has no matrix")
+                mats[label] = _read_matrix(c[label]["matrix"], len(names))
+            out[probe] = {
+                "names": names,
+                "spectra": spectra,
+                "matrices": mats,
+                "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if "fisher/priors/matrix" in f else None,
+            }
+    return out

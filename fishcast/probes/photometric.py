@@ -681,3 +681,47 @@ def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricPro
                             n_bands=config.ell.n_bands, f_sky=config.sky_fraction,
                             cross_covariance=config.cross_covariance, ell_factor_kind=config.ell_factor,
                             k_max=integ.k_max)
+
+
+# =======================================================================================
+# What the cross-covariance is worth: the comparison `fishcast show` prints
+# =======================================================================================
+
+
+def spectra_comparison(names: Sequence[str], matrices: Mapping[str, np.ndarray], prior: np.ndarray | None = None,
+                       params: Sequence[str] | None = None) -> dict[str, object]:
+    """Marginalized 1-sigma errors on ``params`` and FoM(w0, wa) from each matrix of
+    ``matrices`` (label -> (p, p): each spectrum type alone, their sum without
+    cross-covariance, the joint one), the survey's prior matrix added to each.
+
+    A parameter a matrix does not constrain at all (zero diagonal: a galaxy bias for WL
+    alone) is dropped before inversion; where the rest is degenerate the errors are NaN.
+    Returns ``{"params", "columns", "sigma" (n_params, n_columns), "fom" (n_columns,)}``.
+    """
+    from ..errors import DegenerateFisherError
+    from ..fisher import FisherMatrix
+
+    names = [str(n) for n in names]
+    params = list(params) if params else names
+    cols = list(matrices)
+    sigma = np.full((len(params), len(cols)), np.nan)
+    fom = np.full(len(cols), np.nan)
+    for j, label in enumerate(cols):
+        F = np.asarray(matrices[label], dtype=float)
+        if prior is not None:
+            F = F + np.asarray(prior, dtype=float)
+        keep = [i for i in range(len(names)) if F[i, i] > 0]
+        try:
+            fm = FisherMatrix(F[np.ix_(keep, keep)], [names[i] for i in keep])
+            s = fm.marginalized_sigma()
+        except (DegenerateFisherError, InputError):
+            continue
+        for r, p in enumerate(params):
+            if p in fm.names:
+                sigma[r, j] = s[fm.index(p)]
+        if "w0" in fm.names and "wa" in fm.names:
+            try:
+                fom[j] = fm.figure_of_merit()
+            except (DegenerateFisherError, InputError):
+                pass
+    return {"params": params, "columns": cols, "sigma": sigma, "fom": fom}
