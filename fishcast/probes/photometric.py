@@ -187,7 +187,7 @@ class PhotometricConfig(_Model):
     f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
     area_deg2: float | None = Field(None, gt=0.0, le=_wl.FULL_SKY_DEG2,
                                     description="observed area [deg^2] (give f_sky or area_deg2); f_sky = area / 41252.96")
-    spectra: list[Literal["WL", "GCph", "XC"]] = Field(..., min_length=1, max_length=3,
+    spectra: list[Literal["WL", "GCph", "XC"]] = Field(..., min_length=1, max_length=10,
                                                        description="spectrum types used: any of WL, GCph, XC")
     cross_covariance: bool = Field(True, description="include the covariance between different spectrum types "
                                                      "(false: their Fishers add)")
