@@ -19,7 +19,8 @@ RECIPES = sorted(p for p in (pathlib.Path(__file__).parent.parent / "recipes").g
 
 def test_there_are_recipes():
     names = {p.name for p in RECIPES}
-    assert {"euclid-wl-pessimistic.yaml", "euclid-wl-optimistic.yaml", "lsst-y10-wl.yaml"} <= names
+    assert {"euclid-wl-pessimistic.yaml", "euclid-wl-optimistic.yaml", "lsst-y10-wl.yaml",
+            "euclid-3x2pt-pessimistic.yaml", "euclid-3x2pt-optimistic.yaml", "lsst-y10-3x2pt.yaml"} <= names
 
 
 def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
@@ -32,6 +33,11 @@ def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
         out += ["probes.weak_lensing.ell.n_bands=8", "probes.weak_lensing.integration.n_z=101"]
         if wl.get("intrinsic_alignment", {}).get("luminosity_ratio_file"):
             out.append(f"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file={lumratio}")
+    if "photometric" in probes:
+        photo = probes["photometric"]
+        out += ["probes.photometric.ell.n_bands=8", "probes.photometric.integration.n_z=101"]
+        if (photo.get("sources") or {}).get("intrinsic_alignment", {}).get("luminosity_ratio_file"):
+            out.append(f"probes.photometric.sources.intrinsic_alignment.luminosity_ratio_file={lumratio}")
     return out
 
 
