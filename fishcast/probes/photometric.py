@@ -272,12 +272,18 @@ def whitening(cov: np.ndarray) -> np.ndarray:
     """Per band the inverse Cholesky factor W_l = L_l^-1 (Cov_l = L_l L_l^T), so that
     d^T Cov^-1 d = |W d|^2. Raises ComputationError when a band's covariance is not
     positive definite."""
+    from scipy.linalg import lapack
+
     try:
-        chol = np.linalg.cholesky(cov)
+        chol = np.linalg.cholesky(cov)  # all bands at once
     except np.linalg.LinAlgError as exc:
         raise ComputationError(f"the 3x2pt covariance of a multipole band is not positive definite: {exc}") from exc
-    eye = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
-    return np.linalg.solve(chol, eye)  # triangular solve per band, batched
+    w = np.empty_like(chol)
+    for i in range(chol.shape[0]):  # one triangular inversion per band (LAPACK dtrtri)
+        w[i], info = lapack.dtrtri(chol[i], lower=1)
+        if info != 0:
+            raise ComputationError(f"the 3x2pt covariance of multipole band {i} is singular")
+    return w
 
 
 def whitened_fisher(w: np.ndarray, derivs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""Benchmark (issue 12: photometric 3x2pt), ratios from one run.
+
+On the Euclid IST:F 3x2pt pessimistic recipe (WL + GCph + XC, one joint covariance):
+  * time outside CAMB / total time                               (target <= 0.25)
+  * CAMB (Boltzmann) calls of the 3x2pt forecast against those of a WL-only forecast of
+    the same cosmological parameters, run here too (target: equal; the galaxy biases and
+    the other nuisances cost no CAMB call)
+  * the share of the 3x2pt Fisher metric (covariance factorization + whitening) in the
+    time outside CAMB.
+
+Run:  python tests/benchmarks/bench_3x2pt.py [--mode fixed|sweep] [--stencil 3-point|5-point]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import ROOT, CambTimer, lumratio_table  # noqa: E402
+
+
+def _run(survey):
+    from fishcast.pipeline.forecast import run_forecast
+
+    timer = CambTimer()
+    t0 = time.perf_counter()
+    with timer.active():
+        fc = run_forecast(survey, cache=None)
+    return fc, time.perf_counter() - t0, timer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["fixed", "sweep"], default="sweep")
+    ap.add_argument("--stencil", choices=["3-point", "5-point"], default="3-point")
+    args = ap.parse_args()
+
+    from fishcast.parameters import is_cosmological
+    from fishcast.probes import photometric as ph
+    from fishcast.survey import load_survey
+
+    recipe = ROOT / "recipes" / "euclid-3x2pt-pessimistic.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        common = {
+            "probes.photometric.sources.intrinsic_alignment.luminosity_ratio_file": str(lumratio_table(pathlib.Path(tmp))),
+            "derivatives.mode": args.mode,
+            "derivatives.stencil": args.stencil,
+            "diagnostics.gaussian_check": False,
+        }
+        survey = load_survey(recipe, common)
+        probe = survey.probes[0]
+        # time the Fisher metric: wrap the probe's per-band whitening and Fisher products
+        metric = {"seconds": 0.0, "calls": 0}
+        original = ph.PhotometricProbe.fisher
+
+        def timed(self, *a, **k):
+            t = time.perf_counter()
+            try:
+                return original(self, *a, **k)
+            finally:
+                metric["seconds"] += time.perf_counter() - t
+                metric["calls"] += 1
+
+        ph.PhotometricProbe.fisher = timed
+        try:
+            fc, total, timer = _run(survey)
+        finally:
+            ph.PhotometricProbe.fisher = original
+        wl_only = load_survey(recipe, {**common, "probes.photometric.spectra": ["WL"],
+                                       "parameters.free": [n for n in survey.free if not n.startswith("b_")]})
+        fc_wl, total_wl, timer_wl = _run(wl_only)
+
+    cosmo_free = [n for n in survey.free if is_cosmological(n)]
+    outside = total - timer.seconds
+    print(f"recipe: euclid-3x2pt-pessimistic, derivatives mode {args.mode} ({args.stencil})")
+    print(f"tracers: {len(probe.tracers)}, unique spectra: {probe._pa.size}, ell bands: {probe.ell.size}")
+    print(f"free parameters: {len(survey.free)} ({len(cosmo_free)} cosmological, {len(survey.free) - len(cosmo_free)} nuisance);"
+          f" WL-only forecast: {len(wl_only.free)}")
+    ok = fc.camb_calls == fc_wl.camb_calls
+    print(f"CAMB Boltzmann calls: 3x2pt {fc.camb_calls}, WL only {fc_wl.camb_calls}   "
+          f"ratio {fc.camb_calls / max(fc_wl.camb_calls, 1):.3f}   [{'OK' if ok else 'MORE'}]")
+    print(f"time outside CAMB / total = {outside / total:.3f}   (target <= 0.25)   "
+          f"[{'OK' if outside / total <= 0.25 else 'OVER'}]")
+    print(f"Fisher metric ({metric['calls']} calls) / time outside CAMB = {metric['seconds'] / outside:.3f}")
+    print(f"3x2pt total / WL-only total = {total / total_wl:.3f}")
+    print("timings of the 3x2pt run: " + ", ".join(f"{k} {v / total:.3f}" for k, v in fc.timings.items() if k != "total")
+          + " (fractions of the total)")
+
+
+if __name__ == "__main__":
+    main()
