@@ -307,9 +307,18 @@ def _declared_parameters(probes: Mapping[str, Probe], problem: _Problems) -> dic
     declared to the parameter registry; a declaration that contradicts the registry (another
     unit, label or domain under the same name) is a problem of the probe's section."""
     out: dict[str, Parameter] = {}
+    owner: dict[str, str] = {}
     for section, probe in probes.items():
         nuisance = probe.nuisance_parameters()
         for name, fid in nuisance.items():
+            if owner.get(name, section) != section:
+                # two sections with one nuisance name would share it silently (and a shear
+                # sample in both weak_lensing and photometric would be counted twice)
+                problem(("probes", section), f"declares the nuisance parameter {name}, which probes.{owner[name]} "
+                        "declares too: the two sections describe the same data (for cosmic shear with "
+                        "clustering, use WL in probes.photometric.spectra instead of probes.weak_lensing)")
+                continue
+            owner[name] = section
             if isinstance(nuisance, _params.NuisanceParameters):
                 desc = nuisance.description(name)
             else:  # a plain name -> fiducial mapping: the registry's description

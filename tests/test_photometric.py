@@ -617,3 +617,36 @@ def test_istf_3x2pt_recipe_reproduces_the_official_forecast(istf_runs, setting):
     # the same nuisances as IST:F: IA and ten biases, all free
     assert {f"b_g_{i}" for i in range(1, 11)} | {"A_IA", "eta_IA", "beta_IA"} <= set(ours.names)
     assert meta["camb_calls"] <= 11
+
+
+def test_weak_lensing_and_photometric_shear_together_are_refused():
+    """Both sections would declare A_IA (and m_i, dz_i): the same shear counted twice."""
+    wl = """
+  weak_lensing:
+    f_sky: 0.3636
+    ell: {min: 10, max: 1500, n_bands: 8}
+    n_gal: 30
+    shape_noise: {sigma_e: 0.3, convention: multiplies_inverse_density}
+    nz: {type: smail, z0: 0.6363961031, alpha: 2.0, beta: 1.5}
+    bins: {type: equipopulated, n_bins: 3, z_min: 0.001, z_max: 2.5}
+    photoz: {sigma_b: 0.05}
+    intrinsic_alignment: {model: nla}
+    integration: {n_z: 121, z_max: 3.0}
+"""
+    with pytest.raises(SurveyError) as exc:
+        _survey(SMALL + wl)
+    assert "probes.photometric" in str(exc.value) and "A_IA" in str(exc.value)
+
+
+def test_probe_pickles_without_its_cache():
+    import pickle
+
+    probe = make_probe()
+    cosmo = EdS()
+    fid = probe.signal(cosmo, PARAMS)
+    f1 = probe.gram(fid, fid[None])
+    assert probe._memo
+    clone = pickle.loads(pickle.dumps(probe))
+    assert not clone._memo
+    np.testing.assert_allclose(clone.gram(fid, fid[None]), f1, rtol=1e-14)
+    np.testing.assert_array_equal(clone.signal(cosmo, PARAMS), fid)
