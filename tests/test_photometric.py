@@ -650,3 +650,23 @@ def test_probe_pickles_without_its_cache():
     assert not clone._memo
     np.testing.assert_allclose(clone.gram(fid, fid[None]), f1, rtol=1e-14)
     np.testing.assert_array_equal(clone.signal(cosmo, PARAMS), fid)
+
+
+def test_fiducial_metric_is_an_immutable_context():
+    import pickle
+
+    probe = make_probe()
+    fid = probe.signal(EdS(), PARAMS)
+    ctx = probe.fiducial_context(EdS(), PARAMS)
+    with pytest.raises(AttributeError):
+        ctx.types = ("WL",)
+    with pytest.raises(ValueError):
+        ctx.blocks[0][2][0, 0, 0] = 1.0
+    d = fid[None] * 1.1
+    np.testing.assert_allclose(probe.gram(fid, d, ctx), probe.gram(fid, d), rtol=1e-14)
+    again = pickle.loads(pickle.dumps(ctx))
+    np.testing.assert_array_equal(again.blocks[0][2], ctx.blocks[0][2])
+    # a context for other spectra is not used for the joint Fisher
+    wl_ctx = probe.fiducial_metric(fid, types=("WL",))
+    np.testing.assert_allclose(probe.fisher(fid, d, types=("WL",), context=wl_ctx),
+                               probe.fisher(fid, d, types=("WL",)), rtol=1e-14)

@@ -300,6 +300,27 @@ def whitened_fisher(w: np.ndarray, derivs: np.ndarray) -> np.ndarray:
 # =======================================================================================
 
 
+class FiducialMetric:
+    """Per-band whitening factors W_l (Cov_l = L_l L_l^T, W_l = L_l^-1) of the covariance of
+    the spectra ``types`` at one fiducial: ``blocks`` = ((band indices, spectrum indices,
+    W (n_bands, n_spec, n_spec)), ...), one block per set of bands using the same spectra."""
+
+    __slots__ = ("types", "cross_covariance", "blocks")
+
+    def __init__(self, types: tuple[str, ...], cross_covariance: bool, blocks: tuple):
+        for _, _, w in blocks:
+            w.flags.writeable = False
+        object.__setattr__(self, "types", tuple(types))
+        object.__setattr__(self, "cross_covariance", bool(cross_covariance))
+        object.__setattr__(self, "blocks", tuple(blocks))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a FiducialMetric is immutable")
+
+    def __reduce__(self):
+        return (FiducialMetric, (self.types, self.cross_covariance, self.blocks))
+
+
 class CountsSample:
     """One counts sample: its bins, density and bias model (immutable after construction)."""
 
@@ -551,37 +572,56 @@ class PhotometricProbe(Probe):
             parts.append(sig[..., bands[:, None], self._pa[spec][None, :], self._pb[spec][None, :]].reshape(lead + (-1,)))
         return np.concatenate(parts, axis=-1)
 
-    def _whitening(self, fiducial_signal: np.ndarray, types, cross: bool):
+    def fiducial_metric(self, fiducial_signal: np.ndarray, types: Sequence[str] | None = None,
+                        cross_covariance: bool | None = None) -> "FiducialMetric":
+        """The per-band whitening factors of the covariance at the fiducial (what every
+        Fisher product with this fiducial needs; built once, immutable)."""
+        types = tuple(t for t in SPECTRA if t in (types if types is not None else self.spectra))
+        cross = self.cross_covariance if cross_covariance is None else bool(cross_covariance)
+        fid = np.asarray(fiducial_signal, dtype=float)
+        blocks = tuple((bands, spec, whitening(self.covariance(fid, bands, spec, cross)))
+                       for bands, spec in self.spectra_in_band(types))
+        return FiducialMetric(types=types, cross_covariance=cross, blocks=blocks)
+
+    def fiducial_context(self, cosmo, params: Mapping[str, float]) -> "FiducialMetric":
+        """The fiducial metric of the survey's spectra at ``cosmo``/``params``."""
+        return self.fiducial_metric(self.signal(cosmo, params))
+
+    def _cached_metric(self, fiducial_signal: np.ndarray, types, cross) -> "FiducialMetric":
+        # the pipeline calls gram() many times with one fiducial (the derivative engine's
+        # norm): the factors are kept per fiducial, keyed by its bytes (a cache only)
         fid = np.ascontiguousarray(fiducial_signal, dtype=float)
-        key = (hashlib.sha1(fid.tobytes()).hexdigest(), fid.shape, tuple(types), bool(cross))
+        key = (hashlib.sha1(fid.tobytes()).hexdigest(), fid.shape, tuple(types) if types is not None else None, cross)
         hit = self._memo.get(key)
         if hit is None:
-            hit = [(bands, spec, whitening(self.covariance(fid, bands, spec, cross)))
-                   for bands, spec in self.spectra_in_band(types)]
+            hit = self.fiducial_metric(fid, types, cross)
             if len(self._memo) > 8:
                 self._memo.clear()
             self._memo[key] = hit
         return hit
 
     def fisher(self, fiducial_signal: np.ndarray, derivs: np.ndarray, types: Sequence[str] | None = None,
-               cross_covariance: bool | None = None) -> np.ndarray:
+               cross_covariance: bool | None = None, context: "FiducialMetric | None" = None) -> np.ndarray:
         """F_ab = sum_bands dC_a^T Cov^-1 dC_b over the spectra of ``types`` (default: the
-        survey's), with or without the covariance between types (default: the survey's)."""
-        types = tuple(t for t in SPECTRA if t in (types if types is not None else self.spectra))
-        cross = self.cross_covariance if cross_covariance is None else cross_covariance
+        survey's), with or without the covariance between types (default: the survey's).
+        ``context``: :meth:`fiducial_metric` of this fiducial for these types (else made here)."""
         derivs = np.asarray(derivs, dtype=float)
         if derivs.ndim != 4 or derivs.shape[1:] != (self.ell.size, len(self.tracers), len(self.tracers)):
             raise InputError(f"derivatives must have shape (n_par, {self.ell.size}, {len(self.tracers)}, "
                              f"{len(self.tracers)}), got {derivs.shape}")
+        metric = context
+        if metric is None or (types is not None and tuple(types) != metric.types) or (
+                cross_covariance is not None and bool(cross_covariance) != metric.cross_covariance):
+            metric = self._cached_metric(fiducial_signal, types, cross_covariance)
         f = np.zeros((derivs.shape[0], derivs.shape[0]))
-        for bands, spec, w in self._whitening(fiducial_signal, types, cross):
+        for bands, spec, w in metric.blocks:
             d = derivs[:, bands[:, None], self._pa[spec][None, :], self._pb[spec][None, :]]
             f += whitened_fisher(w, d)
         return f
 
-    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context: "FiducialMetric | None" = None) -> np.ndarray:
         """The joint Fisher of the survey's spectra (see :meth:`fisher`)."""
-        return self.fisher(fiducial_signal, derivs)
+        return self.fisher(fiducial_signal, derivs, context=context)
 
     def fisher_comparison(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> dict[str, np.ndarray]:
         """Each spectrum type alone, their sum ("added without cross-covariance") and the
