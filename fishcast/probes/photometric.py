@@ -609,10 +609,11 @@ class PhotometricProbe(Probe):
         if derivs.ndim != 4 or derivs.shape[1:] != (self.ell.size, len(self.tracers), len(self.tracers)):
             raise InputError(f"derivatives must have shape (n_par, {self.ell.size}, {len(self.tracers)}, "
                              f"{len(self.tracers)}), got {derivs.shape}")
+        want = tuple(t for t in SPECTRA if t in (types if types is not None else self.spectra))
+        cross = self.cross_covariance if cross_covariance is None else bool(cross_covariance)
         metric = context
-        if metric is None or (types is not None and tuple(types) != metric.types) or (
-                cross_covariance is not None and bool(cross_covariance) != metric.cross_covariance):
-            metric = self._cached_metric(fiducial_signal, types, cross_covariance)
+        if metric is None or metric.types != want or metric.cross_covariance != cross:
+            metric = self._cached_metric(fiducial_signal, want, cross)
         f = np.zeros((derivs.shape[0], derivs.shape[0]))
         for bands, spec, w in metric.blocks:
             d = derivs[:, bands[:, None], self._pa[spec][None, :], self._pb[spec][None, :]]
