@@ -67,9 +67,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ComputationError, InputError
+from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import SmailNz, TabulatedNz, TomographicBins, equipopulated_edges
 from . import weak_lensing as _wl
 from .base import CosmologyRequirements, Probe
+from .multitracer_clustering import BIAS_PER_SHELL
 
 __all__ = [
     "PhotometricConfig",
@@ -86,6 +88,22 @@ SPECTRA = ("WL", "GCph", "XC")
 
 C_KMS = _wl.C_KMS
 ARCMIN2_PER_SR = _wl.ARCMIN2_PER_SR
+
+# the nuisance parameters of this probe, in the terms of the parameter registry. The bias of
+# a sample in bin i is the registry's b_{tracer}_{shell} (the multi-tracer probe's: a linear
+# bias of one tracer in one redshift slice, here the i-th tomographic bin).
+#: amplitude of a power-law bias b(z) = amp (1+z)^index
+BIAS_AMPLITUDE = register(ParameterFamily(
+    "b_{tracer}_amp", "", r"b^{\rm {tracer}}_0", domain=Domain(lower=0.0),
+    description="amplitude of the power-law bias b(z) = amp (1+z)^index of counts sample {tracer}"))
+#: index of a power-law bias (any sign; an offset around its fiducial, step scale 1)
+BIAS_INDEX = register(ParameterFamily(
+    "b_{tracer}_index", "", r"\alpha^{\rm {tracer}}_b", step_scale=1.0, offset=True,
+    description="index of the power-law bias b(z) = amp (1+z)^index of counts sample {tracer}"))
+#: photo-z shift of bin i of a counts sample with its own bins: an offset around 0
+COUNTS_PHOTOZ_SHIFT = register(ParameterFamily(
+    "dz_{tracer}_{i}", "", r"\Delta z^{\rm {tracer}}_{{i}}", step_scale=0.01, offset=True, fiducial=0.0,
+    description="photo-z shift of bin {i} of counts sample {tracer}"))
 
 
 # =======================================================================================
@@ -359,9 +377,14 @@ class CountsSample:
     def n_bins(self) -> int:
         return self.bins.n_bins
 
-    def nuisance_parameters(self) -> dict[str, float]:
-        out = dict(zip(self.bias_names, self.bias_fiducials))
-        out.update(dict.fromkeys(self.dz_names, 0.0))
+    def nuisance_parameters(self) -> list[NuisanceParameter]:
+        """Typed descriptions of the sample's biases and own photo-z shifts."""
+        if self.bias_model == "power_law":
+            out = [BIAS_AMPLITUDE.member(self.bias_fiducials[0], tracer=self.name),
+                   BIAS_INDEX.member(self.bias_fiducials[1], tracer=self.name)]
+        else:
+            out = [BIAS_PER_SHELL.member(v, tracer=self.name, shell=i + 1) for i, v in enumerate(self.bias_fiducials)]
+        out += [COUNTS_PHOTOZ_SHIFT.member(0.0, tracer=self.name, i=i + 1) for i in range(len(self.dz_names))]
         return out
 
     def bias(self, p: Mapping[str, float]) -> np.ndarray:
@@ -453,16 +476,21 @@ class PhotometricProbe(Probe):
         self._memo: dict = {}  # fiducial whitening factors (a cache: results do not depend on it)
 
     # --- interface ------------------------------------------------------------------------
-    def nuisance_parameters(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.shear is not None and self.n_shear:
-            out.update(self.shear.nuisance_parameters())
-        if "GCph" in self.spectra or "XC" in self.spectra:
+    def nuisance_parameters(self) -> NuisanceParameters:
+        """The shear sources' (IA, m_i, dz_i: those of the weak-lensing probe), then each
+        counts sample's biases and own photo-z shifts; dz_i also when only counts use the
+        sources' bins."""
+        out: dict[str, NuisanceParameter] = {}
+        if self.shear is not None:
+            wl = self.shear.nuisance_parameters()
+            if self.n_shear:
+                out.update((d.name, d) for d in wl.descriptions())
+            if len(self.tracers) > self.n_shear and any(s.shares_source_bins for s in self.samples):
+                out.update((n, wl.description(n)) for n in self.shear._dz_names if n in wl)
+        if len(self.tracers) > self.n_shear:
             for s in self.samples:
-                out.update(s.nuisance_parameters())
-                if s.shares_source_bins and self.shear is not None and self.shear.photoz_shift:
-                    out.update(dict.fromkeys(self.shear._dz_names, 0.0))
-        return out
+                out.update((d.name, d) for d in s.nuisance_parameters())
+        return NuisanceParameters(out.values())
 
     def requirements(self) -> CosmologyRequirements:
         return CosmologyRequirements(z_max=float(self.z[-1]), k_max=self.k_max, nonlinear=True)
