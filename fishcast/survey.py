@@ -424,9 +424,11 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
 
 def _unknown_hint(name: str, nuisance: Mapping[str, object]) -> str:
     if name == "beta_IA":
-        return " (beta_IA needs an <L>/L* table: set probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file)"
+        return (" (beta_IA needs an <L>/L* table: set intrinsic_alignment.luminosity_ratio_file of "
+                "probes.weak_lensing or probes.photometric.sources, with WL or XC in its spectra)")
     if name in ("A_IA", "eta_IA"):
-        return " (intrinsic alignments are off in probes.weak_lensing)"
+        return (" (no probe has intrinsic alignments: they are off in probes.weak_lensing, or "
+                "probes.photometric has no WL or XC in its spectra)")
     import difflib
 
     close = difflib.get_close_matches(name, _known(nuisance), n=1)

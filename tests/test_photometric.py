@@ -670,3 +670,11 @@ def test_fiducial_metric_is_an_immutable_context():
     wl_ctx = probe.fiducial_metric(fid, types=("WL",))
     np.testing.assert_allclose(probe.fisher(fid, d, types=("WL",), context=wl_ctx),
                                probe.fisher(fid, d, types=("WL",)), rtol=1e-14)
+
+
+def test_ia_fiducial_without_shear_spectra_names_the_photometric_section():
+    text = SMALL.replace("spectra: [WL, GCph, XC]", "spectra: [GCph]").replace(
+        "fiducial: {Omega_m: 0.32,", "fiducial: {A_IA: 1.7, Omega_m: 0.32,").replace(', A_IA]', ']')
+    with pytest.raises(SurveyError) as exc:
+        _survey(text)
+    assert "parameters.fiducial.A_IA" in str(exc.value) and "probes.photometric" in str(exc.value)
