@@ -154,7 +154,7 @@ class SourcesConfig(_Model):
     )
 
 
-class BiasConfig(_Model):
+class CountsBiasConfig(_Model):
     """Linear galaxy bias of a counts sample (see the module docstring for the models)."""
 
     model: Literal["per_bin", "stepwise", "power_law"] = Field(
@@ -182,7 +182,7 @@ class CountsSampleConfig(_Model):
     name: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9]{0,19}$",
                       description="sample name (letters and digits, starting with a letter), used in parameter names")
     n_gal: float = Field(..., gt=0.0, description="surface density of the sample, all bins together [arcmin^-2]")
-    bias: BiasConfig = Field(..., description="linear galaxy bias")
+    bias: CountsBiasConfig = Field(..., description="linear galaxy bias")
     nz: _wl.NzConfig | None = Field(None, description="own parent n(z) (default: the sources')")
     bins: _wl.BinsConfig | None = Field(None, description="own tomographic bins (default: the sources')")
     photoz: _wl.PhotozConfig | None = Field(None, description="own photo-z model (default: the sources')")
