@@ -77,9 +77,11 @@ def time_limit(seconds: float):
 def recipe_data(recipe: pathlib.Path, lumratio: pathlib.Path) -> dict:
     """The recipe as data, with its file paths made absolute (the mutants live elsewhere)."""
     data = yaml.safe_load(recipe.read_text())
-    ia = data.get("probes", {}).get("weak_lensing", {}).get("intrinsic_alignment", {})
-    if ia.get("luminosity_ratio_file"):
-        ia["luminosity_ratio_file"] = str(lumratio)
+    probes = data.get("probes", {})
+    for ia in (probes.get("weak_lensing", {}).get("intrinsic_alignment", {}),
+               (probes.get("photometric", {}).get("sources") or {}).get("intrinsic_alignment", {})):
+        if ia.get("luminosity_ratio_file"):
+            ia["luminosity_ratio_file"] = str(lumratio)
     if "survey" in data and "axes" in data:  # a grid: its base survey
         data["survey"] = str((recipe.parent / data["survey"]).resolve())
     return data
