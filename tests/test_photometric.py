@@ -679,3 +679,13 @@ def test_ia_fiducial_without_shear_spectra_names_the_photometric_section():
     with pytest.raises(SurveyError) as exc:
         _survey(text)
     assert "parameters.fiducial.A_IA" in str(exc.value) and "probes.photometric" in str(exc.value)
+
+
+def test_report_matrices_carry_per_parameter_units(small_run):
+    from fishcast.io import open_forecast
+    from fishcast.io.h5util import read_units
+
+    with open_forecast(small_run) as f:
+        units = read_units(f["fisher/probes/photometric/comparison/joint/matrix"])
+        assert units == [u.decode() if isinstance(u, bytes) else u for u in f["parameters/units"][()]]
+        assert read_units(f["data/photometric/noise"]) == "sr"

@@ -48,7 +48,7 @@ from ..errors import FileFormatError, InputError
 from ..fisher import FisherMatrix
 from ..parameters import latex_of
 from .atomic import atomic_h5, check_output_path  # noqa: F401  (part of this module's API)
-from .h5util import dataset, per_parameter_units, read_strings, string_dataset, text, units_list
+from .h5util import UNITS_RULES, dataset, per_parameter_units, read_strings, string_dataset, text, units_list
 
 #: 1.1: units attributes follow one convention ("" dimensionless, one plain unit string,
 #: per-parameter units as ``units_from``/``units_rule``; see :mod:`fishcast.io.h5util`).
@@ -346,7 +346,11 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
             g2 = write_fisher_group(pg, name, pf)
             for dpath, (arr, units) in fc.probe_reports.get(name, {}).items():
                 parent, _, leaf = dpath.rpartition("/")
-                dataset(g2.require_group(parent) if parent else g2, leaf, arr, units)
+                grp = g2.require_group(parent) if parent else g2
+                if units in UNITS_RULES:  # one unit per parameter (a Fisher matrix of a report)
+                    per_parameter_units(dataset(grp, leaf, arr), units)
+                else:
+                    dataset(grp, leaf, arr, units)
         write_constraints(f, fc.fisher, fc.extra.get("projection"))
 
         data = f.create_group("data")
@@ -434,8 +438,8 @@ def read_spectra_comparison(path) -> dict[str, dict[str, Any]]:
                 continue
             c = g["comparison"]
             try:
-                names = _read_strings(c["parameter_names"])
-                spectra = _read_strings(c["spectra"])
+                names = read_strings(c["parameter_names"])
+                spectra = read_strings(c["spectra"])
             except (KeyError, ValueError, TypeError) as exc:
                 raise FileFormatError(f"{path}: {c.name}: damaged spectra comparison: {exc}") from None
             labels = [s for s in spectra if s in c] + [k for k in ("added_without_cross_covariance", "joint") if k in c]

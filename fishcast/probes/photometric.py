@@ -669,7 +669,7 @@ class PhotometricProbe(Probe):
             "comparison/spectra": (np.array(list(self.spectra), dtype="S"), ""),
         }
         for label, mat in self.fisher_comparison(fiducial_signal, derivs).items():
-            rep[f"comparison/{label}/matrix"] = (mat, "1/(unit_i unit_j)")
+            rep[f"comparison/{label}/matrix"] = (mat, "1/(unit_i*unit_j)")  # per parameter: units_rule
         return rep
 
     @property
