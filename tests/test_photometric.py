@@ -24,9 +24,9 @@ import pytest
 
 from fishcast.errors import SurveyError
 from fishcast.probes import photometric as ph
-from fishcast.probes.weak_lensing import ARCMIN2_PER_SR, WeakLensingProbe
+from fishcast.probes.weak_lensing import ARCMIN2_PER_SR
 from fishcast.redshift import PhotoZModel, SmailNz, TomographicBins, equipopulated_edges
-from tests.test_weak_lensing import EdS, NarrowGaussian, ccl_cosmology
+from tests.test_weak_lensing import EdS, NarrowGaussian, ccl_cosmology, wl_probe
 
 DATA = pathlib.Path(__file__).parent / "data" / "istf"
 RECIPES = pathlib.Path(__file__).parent.parent / "recipes"
@@ -44,10 +44,9 @@ def make_probe(spectra=("WL", "GCph", "XC"), ranges=None, n_bands=12, samples=No
                ell_factor_kind="exact", cross_covariance=True, shear_bias=False, photoz_shift=False,
                n_bins=3, f_sky=0.3636, lum=None):
     bins = _bins(n_bins)
-    shear = WeakLensingProbe(bins=bins, ell_min=10, ell_max=1000, n_bands=12, f_sky=f_sky, n_gal=30.0, sigma_e=0.3,
-                             noise_convention="multiplies_inverse_density", ell_factor_kind=ell_factor_kind,
-                             ia_model=ia_model, shear_bias=shear_bias, photoz_shift=photoz_shift,
-                             luminosity_ratio=lum)
+    shear = wl_probe(bins, ell_min=10, ell_max=1000, n_bands=12, f_sky=f_sky, n_gal=30.0, sigma_e=0.3,
+                     noise_convention="multiplies_inverse_density", ell_factor_kind=ell_factor_kind,
+                     ia_model=ia_model, shear_bias=shear_bias, photoz_shift=photoz_shift, luminosity_ratio=lum)
     if samples is None:
         samples = [ph.CountsSample(name="g", bins=bins, n_gal=30.0, bias_model="per_bin",
                                    bias_values=[1.1, 1.3, 1.6][:n_bins] if n_bins == 3 else None,
@@ -639,18 +638,19 @@ def test_weak_lensing_and_photometric_shear_together_are_refused():
     assert "probes.photometric" in str(exc.value) and "A_IA" in str(exc.value)
 
 
-def test_probe_pickles_without_its_cache():
+def test_probe_pickles_and_stays_sealed():
     import pickle
 
     probe = make_probe()
     cosmo = EdS()
     fid = probe.signal(cosmo, PARAMS)
-    f1 = probe.gram(fid, fid[None])
-    assert probe._memo
+    ctx = probe.fiducial_context(cosmo, PARAMS)
+    f1 = probe.gram(fid, fid[None], ctx)
     clone = pickle.loads(pickle.dumps(probe))
-    assert not clone._memo
-    np.testing.assert_allclose(clone.gram(fid, fid[None]), f1, rtol=1e-14)
+    np.testing.assert_allclose(clone.gram(fid, fid[None], ctx), f1, rtol=1e-14)
     np.testing.assert_array_equal(clone.signal(cosmo, PARAMS), fid)
+    with pytest.raises(AttributeError):
+        clone.spectra = ("WL",)
 
 
 def test_fiducial_metric_is_an_immutable_context():

@@ -57,7 +57,6 @@ spectrum pairs), never an inverse of the whole block-diagonal matrix.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -70,7 +69,7 @@ from ..errors import ComputationError, InputError
 from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import SmailNz, TabulatedNz, TomographicBins, equipopulated_edges
 from . import weak_lensing as _wl
-from .base import CosmologyRequirements, Probe
+from .base import Cosmology, CosmologyRequirements, Probe
 from .multitracer_clustering import BIAS_PER_SHELL
 
 __all__ = [
@@ -473,7 +472,6 @@ class PhotometricProbe(Probe):
                 raise InputError(f"no multipole band centre lies in the range of {s} "
                                  f"({self.ell_ranges[s][0]:g}-{self.ell_ranges[s][1]:g}): raise ell.n_bands")
         self._noise = self._noise_matrix()
-        self._memo: dict = {}  # fiducial whitening factors (a cache: results do not depend on it)
 
     # --- interface ------------------------------------------------------------------------
     def nuisance_parameters(self) -> NuisanceParameters:
@@ -500,11 +498,10 @@ class PhotometricProbe(Probe):
         p.update({k: float(v) for k, v in params.items() if k in p})
         return p
 
-    def _background(self, cosmo) -> tuple[np.ndarray, np.ndarray]:
-        zc = np.asarray(cosmo.z)
-        if zc[-1] < self.z[-1] - 1e-9:
+    def _background(self, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
+        if cosmo.z_max < self.z[-1] - 1e-9:
             raise ComputationError(
-                f"the cosmology is tabulated up to z = {zc[-1]:g}, the photometric probe needs z = {self.z[-1]:g}")
+                f"the cosmology is tabulated up to z = {cosmo.z_max:g}, the photometric probe needs z = {self.z[-1]:g}")
         chi = np.asarray(cosmo.chi_of(self.z), dtype=float).copy()
         chi[self.z == 0] = 0.0
         return chi, np.asarray(cosmo.hubble_of(self.z), dtype=float)
@@ -539,8 +536,7 @@ class PhotometricProbe(Probe):
         pos = chi > 0
         pk = np.zeros((self.ell.size, self.z.size))
         k = (self.ell[:, None] + 0.5) / chi[None, pos]
-        nonlinear = getattr(cosmo, "pk_nl", None) is not None
-        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=nonlinear)
+        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=cosmo.has_nonlinear)
         cl = _wl.limber_cl(self.ell, kern, self.weights, chi, hub, pk)
         s = self._sqrt_l.copy()
         if self.n_shear and self.shear.shear_bias:
@@ -611,28 +607,16 @@ class PhotometricProbe(Probe):
                        for bands, spec in self.spectra_in_band(types))
         return FiducialMetric(types=types, cross_covariance=cross, blocks=blocks)
 
-    def fiducial_context(self, cosmo, params: Mapping[str, float]) -> "FiducialMetric":
+    def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> "FiducialMetric":
         """The fiducial metric of the survey's spectra at ``cosmo``/``params``."""
         return self.fiducial_metric(self.signal(cosmo, params))
-
-    def _cached_metric(self, fiducial_signal: np.ndarray, types, cross) -> "FiducialMetric":
-        # the pipeline calls gram() many times with one fiducial (the derivative engine's
-        # norm): the factors are kept per fiducial, keyed by its bytes (a cache only)
-        fid = np.ascontiguousarray(fiducial_signal, dtype=float)
-        key = (hashlib.sha1(fid.tobytes()).hexdigest(), fid.shape, tuple(types) if types is not None else None, cross)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self.fiducial_metric(fid, types, cross)
-            if len(self._memo) > 8:
-                self._memo.clear()
-            self._memo[key] = hit
-        return hit
 
     def fisher(self, fiducial_signal: np.ndarray, derivs: np.ndarray, types: Sequence[str] | None = None,
                cross_covariance: bool | None = None, context: "FiducialMetric | None" = None) -> np.ndarray:
         """F_ab = sum_bands dC_a^T Cov^-1 dC_b over the spectra of ``types`` (default: the
         survey's), with or without the covariance between types (default: the survey's).
-        ``context``: :meth:`fiducial_metric` of this fiducial for these types (else made here)."""
+        ``context``: :meth:`fiducial_metric` of this fiducial for these types (else made here:
+        one Cholesky factorization per band)."""
         derivs = np.asarray(derivs, dtype=float)
         if derivs.ndim != 4 or derivs.shape[1:] != (self.ell.size, len(self.tracers), len(self.tracers)):
             raise InputError(f"derivatives must have shape (n_par, {self.ell.size}, {len(self.tracers)}, "
@@ -641,7 +625,7 @@ class PhotometricProbe(Probe):
         cross = self.cross_covariance if cross_covariance is None else bool(cross_covariance)
         metric = context
         if metric is None or metric.types != want or metric.cross_covariance != cross:
-            metric = self._cached_metric(fiducial_signal, want, cross)
+            metric = self.fiducial_metric(fiducial_signal, want, cross)
         f = np.zeros((derivs.shape[0], derivs.shape[0]))
         for bands, spec, w in metric.blocks:
             d = derivs[:, bands[:, None], self._pa[spec][None, :], self._pb[spec][None, :]]
@@ -652,23 +636,27 @@ class PhotometricProbe(Probe):
         """The joint Fisher of the survey's spectra (see :meth:`fisher`)."""
         return self.fisher(fiducial_signal, derivs, context=context)
 
-    def fisher_comparison(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> dict[str, np.ndarray]:
+    def fisher_comparison(self, fiducial_signal: np.ndarray, derivs: np.ndarray,
+                          context: "FiducialMetric | None" = None) -> dict[str, np.ndarray]:
         """Each spectrum type alone, their sum ("added without cross-covariance") and the
         joint Fisher: name -> (n_par, n_par)."""
         out = {t: self.fisher(fiducial_signal, derivs, types=(t,)) for t in self.spectra}
         out["added_without_cross_covariance"] = sum(out[t] for t in self.spectra)
-        out["joint"] = self.fisher(fiducial_signal, derivs)
+        out["joint"] = self.fisher(fiducial_signal, derivs, context=context)
         return out
 
-    def probe_report(self, fiducial_signal: np.ndarray, derivs: np.ndarray,
-                     names: Sequence[str]) -> dict[str, tuple[np.ndarray, str]]:
-        """Datasets under /fisher/probes/photometric/: <type>/matrix for each spectrum type
-        alone, added_without_cross_covariance/matrix, joint/matrix, and the names."""
+    def reports(self, cosmo: Cosmology, params: Mapping[str, float], fiducial_signal: np.ndarray,
+                derivs: np.ndarray, parameter_names: Sequence[str],
+                context: "FiducialMetric | None" = None) -> dict[str, tuple[np.ndarray, str]]:
+        """Datasets under /fisher/probes/photometric/comparison/: <type>/matrix for each
+        spectrum type alone, added_without_cross_covariance/matrix, joint/matrix, and the
+        parameter names and spectra."""
+        names = parameter_names
         rep: dict[str, tuple[np.ndarray, str]] = {
             "comparison/parameter_names": (np.array(list(names), dtype="S"), ""),
             "comparison/spectra": (np.array(list(self.spectra), dtype="S"), ""),
         }
-        for label, mat in self.fisher_comparison(fiducial_signal, derivs).items():
+        for label, mat in self.fisher_comparison(fiducial_signal, derivs, context).items():
             rep[f"comparison/{label}/matrix"] = (mat, "1/(unit_i*unit_j)")  # per parameter: units_rule
         return rep
 
@@ -700,11 +688,6 @@ class PhotometricProbe(Probe):
             out[f"nz_counts_{s.name}"] = (self.counts_nz(s, params), "")
             out[f"n_gal_bin_{s.name}"] = (s.n_gal * s.bins.fractions, "arcmin^-2")
         return out
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_memo"] = {}
-        return state
 
 
 # =======================================================================================
