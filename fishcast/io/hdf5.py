@@ -320,7 +320,7 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
         f.attrs["survey_name"] = survey.name
         f.attrs["cross_probe_covariance"] = "; ".join(
             ["neglected: probe Fisher matrices are added"]
-            + [str(p.covariance_note) for p in survey.probes if getattr(p, "covariance_note", None)])
+            + [str(p.covariance_note) for p in survey.probes if p.covariance_note])
         f.attrs["camb_calls"] = int(fc.camb_calls)
         f.attrs["cosmology_points"] = int(fc.n_points)
         f.attrs["timings_json"] = json.dumps(fc.timings)

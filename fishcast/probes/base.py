@@ -222,3 +222,10 @@ class Probe(ABC):
         derivatives with respect to ``parameter_names``, at the fiducial ``cosmo``/``params``.
         Default: none."""
         return {}
+
+    @property
+    def covariance_note(self) -> str | None:
+        """What the probe's own covariance includes beyond one independent block (e.g. the
+        joint covariance of several spectra), appended to the output file's
+        ``cross_probe_covariance`` statement. Default: None (nothing to add)."""
+        return None
