@@ -71,6 +71,7 @@ from ..redshift import SmailNz, TabulatedNz, TomographicBins, equipopulated_edge
 from . import weak_lensing as _wl
 from .base import Cosmology, CosmologyRequirements, Probe
 from .multitracer_clustering import BIAS_PER_SHELL
+from .sky import ARCMIN2_PER_SR, SkyAreaConfig
 
 __all__ = [
     "PhotometricConfig",
@@ -86,7 +87,6 @@ __all__ = [
 SPECTRA = ("WL", "GCph", "XC")
 
 C_KMS = _wl.C_KMS
-ARCMIN2_PER_SR = _wl.ARCMIN2_PER_SR
 
 # the nuisance parameters of this probe, in the terms of the parameter registry. The bias of
 # a sample in bin i is the registry's b_{tracer}_{shell} (the multi-tracer probe's: a linear
@@ -197,13 +197,11 @@ class CountsSampleConfig(_Model):
         return self
 
 
-class PhotometricConfig(_Model):
+class PhotometricConfig(SkyAreaConfig):
     """Photometric 3x2pt (the ``probes.photometric`` section): shear (WL), counts (GCph) and
-    counts x shear (XC) with one joint Gaussian covariance."""
+    counts x shear (XC) with one joint Gaussian covariance; the sky area as every probe's
+    (``f_sky`` or ``area_deg2``)."""
 
-    f_sky: float | None = Field(None, gt=0.0, le=1.0, description="observed sky fraction (give f_sky or area_deg2)")
-    area_deg2: float | None = Field(None, gt=0.0, le=_wl.FULL_SKY_DEG2,
-                                    description="observed area [deg^2] (give f_sky or area_deg2); f_sky = area / 41252.96")
     spectra: list[Literal["WL", "GCph", "XC"]] = Field(..., min_length=1, max_length=10,
                                                        description="spectrum types used: any of WL, GCph, XC")
     cross_covariance: bool = Field(True, description="include the covariance between different spectrum types "
@@ -218,8 +216,6 @@ class PhotometricConfig(_Model):
 
     @model_validator(mode="after")
     def _checks(self):
-        if (self.f_sky is None) == (self.area_deg2 is None):
-            raise ValueError("give exactly one of f_sky and area_deg2")
         if len(set(self.spectra)) != len(self.spectra):
             raise ValueError("spectra lists a type twice")
         for s in self.spectra:
@@ -242,10 +238,6 @@ class PhotometricConfig(_Model):
         if tops and not self.integration.z_max > max(tops):
             raise ValueError(f"integration.z_max ({self.integration.z_max}) must exceed the last bin edge ({max(tops)})")
         return self
-
-    @property
-    def sky_fraction(self) -> float:
-        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / _wl.FULL_SKY_DEG2
 
 
 # =======================================================================================
