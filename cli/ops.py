@@ -98,7 +98,8 @@ def show(file, params, fmt, foms):
     else:
         c = report.constraints(fisher, names, pairs, meta.get("projected"), meta)
         if fmt == "json":
-            text = json.dumps(report.show_document(file, c, report.tracer_gains(file, names), meta), indent=2)
+            text = json.dumps(report.show_document(file, c, report.tracer_gains(file, names), meta,
+                                                   report.spectra_comparisons(file, names)), indent=2)
         else:
             text = report.constraints_latex(file, c)
     click.echo(text)

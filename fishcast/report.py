@@ -306,10 +306,43 @@ def gain_text(probe: str, g: Mapping[str, Any]) -> str:
                                                           for p, row in zip(g["params"], g["sigma"])]))
 
 
-def show_document(path: str, c: Constraints, gains: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+def spectra_comparisons(path: str, params: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What the cross-covariance is worth, per probe of the file ``path`` that stored a
+    spectra comparison (photometric 3x2pt): ``{probe: {"columns": [type...,
+    "added_without_cross_covariance", "joint"], "params": [...], "sigma": [[float | None per
+    column] per parameter], "fom_w0_wa": [float | None per column]}}`` (None: not constrained)."""
+    from fishcast.io import read_spectra_comparison
+    from fishcast.probes.photometric import spectra_comparison
+
+    out = {}
+    for probe, comp in read_spectra_comparison(path).items():
+        wanted = [p for p in params if p in comp["names"]]
+        g = spectra_comparison(comp["names"], comp["matrices"], comp["prior"], wanted)
+        sigma = [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(g["sigma"])]
+        fom = [float(v) if np.isfinite(v) else None for v in np.asarray(g["fom"])]
+        out[probe] = {"columns": list(g["columns"]), "params": list(g["params"]), "sigma": sigma, "fom_w0_wa": fom}
+    return out
+
+
+def spectra_text(probe: str, g: Mapping[str, Any]) -> str:
+    """The spectra comparison table of one probe: each spectrum type alone, added without
+    cross-covariance, joint; a FoM(w0, wa) row where both are free."""
+    labels = {"added_without_cross_covariance": "added", "joint": "joint"}
+    rows = [[p, *(num(v) for v in row)] for p, row in zip(g["params"], g["sigma"])]
+    if any(v is not None for v in g["fom_w0_wa"]):
+        rows.append(["FoM(w0, wa)", *(num(v) for v in g["fom_w0_wa"])])
+    return (f"spectra ({probe}): marginalized 1-sigma from each spectrum type alone, their Fishers added "
+            "without cross-covariance ('added'), and the joint covariance ('joint'); priors included; "
+            "'-': not constrained\n"
+            + format_table(["parameter", *(labels.get(c, c) for c in g["columns"])], rows))
+
+
+def show_document(path: str, c: Constraints, gains: Mapping[str, Any], meta: Mapping[str, Any],
+                  spectra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``fishcast show --format json``: a JSON-safe document (non-finite numbers as null)."""
     doc = {"file": str(path), "parameters": c.rows, "fom_w0_wa": c.fom.get(("w0", "wa")),
-           "multi_tracer_gain": dict(gains), "fom": [{"params": list(k), "value": v} for k, v in c.fom.items()],
+           "multi_tracer_gain": dict(gains), "spectra_comparison": dict(spectra or {}),
+           "fom": [{"params": list(k), "value": v} for k, v in c.fom.items()],
            "trust": str(meta.get("trust") or "ok"), "trust_reasons": list(meta.get("trust_reasons") or []),
            "warnings": c.warnings}
     return json_safe(doc)
@@ -318,11 +351,15 @@ def show_document(path: str, c: Constraints, gains: Mapping[str, Any], meta: Map
 def show_text(path: str, fisher, meta: Mapping[str, Any], params: Sequence[str] | None = None,
               pairs: Sequence[tuple[str, str]] = ()) -> tuple[str, Constraints]:
     """The default ``fishcast show`` text of a file read as ``(fisher, meta)`` (also printed by
-    ``fishcast run`` after writing): the constraints table and the multi-tracer gains."""
+    ``fishcast run`` after writing): the constraints table, the multi-tracer gains and the
+    3x2pt spectra comparison."""
     c = constraints(fisher, params, pairs, meta.get("projected"), meta)
     text = constraints_text(path, c, meta)
-    for probe, g in tracer_gains(path, [r["name"] for r in c.rows]).items():
+    names = [r["name"] for r in c.rows]
+    for probe, g in tracer_gains(path, names).items():
         text += "\n" + gain_text(probe, g)
+    for probe, g in spectra_comparisons(path, names).items():
+        text += "\n" + spectra_text(probe, g)
     return text, c
 
 
