@@ -283,6 +283,31 @@ def neutrino_omnuh2(m_nu: float) -> float:
     return float(pars.omnuh2)
 
 
+def domain_violation(params: Mapping[str, float]) -> str | None:
+    """Why the backend cannot run at ``params`` (canonical cosmological parameters; the
+    documented defaults fill the rest), or None when it can. These are the joint limits of
+    the model as CAMB implements it, beyond each parameter's own domain in the registry:
+
+    - m_nu >= 0 [eV];
+    - omch2 = Omega_m h^2 - ombh2 - omnuh2 > 0 (Omega_m must exceed Omega_b + Omega_nu),
+      ombh2 > 0 and H0 = 100 h > 0 [km/s/Mpc];
+    - w0 + wa <= 0: CAMB's PPF dark energy refuses w(a -> 0) = w0 + wa > 0 (w > 0 at high
+      redshift; CAMB 2.0.5, ``DarkEnergyEqnOfState.validate_params``).
+
+    Costs no Boltzmann run (only CAMB's neutrino density for m_nu)."""
+    p = full_params(params)
+    if p["m_nu"] < 0:
+        return f"m_nu = {p['m_nu']:.4g} eV < 0"
+    bg = camb_background_inputs(p, neutrino_omnuh2(p["m_nu"]))
+    if bg["omch2"] <= 0 or bg["ombh2"] <= 0 or bg["H0"] <= 0:
+        return ("Omega_m must exceed Omega_b + Omega_nu and Omega_b, h must be positive "
+                f"(omch2={bg['omch2']:.4g}, ombh2={bg['ombh2']:.4g}, H0={bg['H0']:.4g})")
+    if p["w0"] + p["wa"] > 0:
+        return (f"w0 + wa = {p['w0'] + p['wa']:.4g} > 0: CAMB's PPF dark energy needs w0 + wa <= 0 "
+                "(w > 0 at high redshift)")
+    return None
+
+
 def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float):
     import camb
 

@@ -94,6 +94,9 @@ class DiagnosticsConfig(BaseModel):
     n_noise / seed: noise realizations of the stability check and their seed.
     gaussian_tolerance: flag a principal direction when |Delta chi^2 / n_sigma^2 - 1| exceeds
         it (0.25: the 1-sigma contour along it is off by > ~12%, since sigma ~ 1/sqrt(Delta chi^2)).
+    gaussian_sigma_tolerance: a flagged direction is a WARN when, given its true width, it
+        moves the marginalized error of a parameter of interest (the cosmological ones) by
+        more than this (0.1: about the ~12% of gaussian_tolerance); else it is a note.
     dominant_fraction: an eigenvector component is named when its squared weight is at least
         this fraction of the largest; n_weak: weakest directions reported.
     """
@@ -111,6 +114,7 @@ class DiagnosticsConfig(BaseModel):
     n_noise: int = Field(4, ge=0, le=100)
     seed: int = 12345
     gaussian_tolerance: float = Field(0.25, gt=0)
+    gaussian_sigma_tolerance: float = Field(0.1, gt=0)
     dominant_fraction: float = Field(0.1, gt=0, le=1)
     n_weak: int = Field(3, ge=1)
 
@@ -522,13 +526,37 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
                            points=pts_a, labels=tuple(labels), inside=inside, sigma=sig)
 
 
+#: status of a Gaussian-validity point: evaluated (a new cosmology evaluation), reused (a
+#: cosmology this run had already evaluated: no CAMB call), outside (certainly outside the
+#: domain where the model runs: not sent to CAMB), failed (the model did not run there, or
+#: gave a non-finite data vector)
+POINT_STATUSES = ("evaluated", "reused", "outside", "failed")
+
+
 @dataclass(frozen=True)
 class GaussianValidity:
-    """Real Delta chi^2 at the principal points against the Fisher prediction n_sigma^2.
+    """Real Delta chi^2 at the principal points against the Fisher prediction n_sigma^2, and
+    what it means for the marginalized errors.
 
-    delta_chi2 (2N,) (NaN where not evaluated); ratio = delta_chi2 / n_sigma^2; flagged (2N,)
-    when |ratio - 1| > tolerance. A flag is a WARN: the likelihood is not Gaussian along that
-    direction, so the Fisher errors there are approximate (not numerically unstable).
+    Per point (2N, rows ``+0, -0, +1, ...`` as in :class:`PrincipalPoints`): delta_chi2 (NaN
+    where the model was not evaluated), ratio = delta_chi2 / n_sigma^2, flagged when
+    ``|ratio - 1| > tolerance``; status (:data:`POINT_STATUSES`) and point_notes (why a point
+    was skipped or failed, or which evaluation it re-used); width_ratio = ``1/sqrt(ratio)``:
+    where the true ``Delta chi^2 = n_sigma^2`` contour crosses that side of the direction,
+    in units of the Fisher distance (exact when Delta chi^2 grows quadratically along the
+    ray, as the Fisher approximation assumes with another curvature).
+
+    Per direction i (N): direction_verdicts PASS, NOTE (non-Gaussian, but no marginalized
+    error of a parameter of interest moves by more than ``sigma_tolerance``) or WARN
+    (it does, or a point of the direction is outside the domain where the model runs);
+    sigma_change (N, n_par): relative change of each marginalized error when the covariance
+    takes the true width along direction i, ``C' = C + (w_i^2 - 1) o_i o_i^T`` with o_i the
+    1-sigma offset and w_i the mean of the two sides' width ratios (one side when the other
+    is missing; NaN when both are). ``of_interest`` (n_par): the parameters whose errors
+    decide (the cosmological ones, or all when none is free).
+
+    Cost: ``camb_runs`` Boltzmann runs made by the check in this process (-1: not
+    recorded); the counts of each status follow from ``status``.
     """
 
     labels: tuple[str, ...]
@@ -541,31 +569,144 @@ class GaussianValidity:
     reasons: tuple[str, ...]
     offsets: np.ndarray | None = None
     names: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
+    point_notes: tuple[str, ...] = ()
+    width_ratio: np.ndarray | None = None
+    sigma_change: np.ndarray | None = None
+    of_interest: tuple[bool, ...] = ()
+    direction_verdicts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    sigma_tolerance: float = math.nan
+    camb_runs: int = -1
+
+    def count(self, status: str) -> int:
+        """Number of points with this status."""
+        return sum(1 for s in self.status if s == status)
+
+    def dominant(self, direction: int, n: int = 3) -> list[str]:
+        """Parameters dominating a principal direction, in units of their marginalized sigma."""
+        if self.offsets is None or not self.names:
+            return []
+        o = np.asarray(self.offsets, dtype=float)
+        sig = np.sqrt(np.sum(o**2, axis=0))
+        w = o[direction] / np.where(sig > 0, sig, 1.0)
+        order = np.argsort(-np.abs(w))
+        return [self.names[j] for j in order[:n] if w[j] ** 2 >= 0.1 * w[order[0]] ** 2]
+
+    def cost_text(self) -> str:
+        """How many evaluations the check needed, and how many it avoided."""
+        if not self.status:
+            return ""
+        runs = f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''})" if self.camb_runs >= 0 else ""
+        return (f"{self.count('evaluated')} new cosmology evaluation(s){runs}; {self.count('reused')} re-used "
+                f"this run's cosmologies (no CAMB call); {self.count('outside')} outside the model's domain "
+                f"(not sent to CAMB); {self.count('failed')} failed")
+
+
+def width_ratios(ratio: np.ndarray) -> np.ndarray:
+    """``1/sqrt(ratio)`` per point: the distance to the true ``Delta chi^2 = n_sigma^2``
+    contour against the Fisher one along that side (inf where ratio <= 0, NaN where unknown)."""
+    r = np.asarray(ratio, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isnan(r), np.nan, np.where(r > 0, 1.0 / np.sqrt(np.where(r > 0, r, 1.0)), np.inf))
+
+
+def sigma_changes(offsets: np.ndarray, widths: np.ndarray, n_sigma: float = 1.0) -> np.ndarray:
+    """Relative change of each marginalized error when direction i takes its true width.
+
+    offsets (N, n): the ``n_sigma`` offsets of the principal directions (their outer products
+    sum to ``n_sigma^2 C``); widths (2N,): per side, see :func:`width_ratios`. Returns (N, n):
+    ``sqrt(1 + (w_i^2 - 1) o_ij^2 / sigma_j^2) - 1`` with ``o = offsets / n_sigma`` and
+    ``w_i`` the mean of the finite sides of direction i (NaN when none)."""
+    o = np.asarray(offsets, dtype=float) / n_sigma
+    w = np.asarray(widths, dtype=float).reshape(-1, 2)
+    var = np.sum(o**2, axis=0)
+    out = np.full(o.shape, np.nan)
+    for i in range(o.shape[0]):
+        sides = w[i][~np.isnan(w[i])]
+        if sides.size == 0:
+            continue
+        wi = float(np.mean(sides))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            frac = np.where(var > 0, o[i] ** 2 / np.where(var > 0, var, 1.0), 0.0)
+            out[i] = np.sqrt(np.maximum(1.0 + (wi**2 - 1.0) * frac, 0.0)) - 1.0 if math.isfinite(wi) else np.where(frac > 0, np.inf, 0.0)
+    return out
 
 
 def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.ndarray, norm: Callable[[np.ndarray], float],
                n_sigma: float = 1.0, thresholds: DiagnosticsConfig | Mapping | None = None,
-               points: PrincipalPoints | None = None) -> GaussianValidity:
-    """Delta chi^2 = norm(signal - fid)^2 at each principal point (None: not evaluated, e.g.
-    outside the domain) against the Fisher prediction ``n_sigma^2``; flags points where
-    ``|Delta chi^2 / n_sigma^2 - 1| > thresholds.gaussian_tolerance``."""
+               points: PrincipalPoints | None = None, status: Sequence[str] | None = None,
+               point_notes: Sequence[str] | None = None, of_interest: Sequence[bool] | None = None,
+               camb_runs: int = -1) -> GaussianValidity:
+    """Delta chi^2 = norm(signal - fid)^2 at each principal point against the Fisher
+    prediction ``n_sigma^2``, and the verdict of each direction.
+
+    signals_at_points: the data vector at each point, None where the model was not evaluated;
+    status / point_notes: per point (default: ``evaluated``, or ``outside`` for None);
+    of_interest: per parameter of ``points`` (default: the cosmological ones of the registry,
+    or all when none is). A point is flagged when ``|Delta chi^2 / n_sigma^2 - 1| >
+    thresholds.gaussian_tolerance``. A direction with a point outside the domain where the
+    model runs (status ``outside`` or ``failed``) is a WARN; a flagged one is a WARN when it
+    moves a marginalized error of a parameter of interest by more than
+    ``thresholds.gaussian_sigma_tolerance`` (:func:`sigma_changes`), else a NOTE.
+    """
     cfg = _cfg(thresholds)
     fid = np.asarray(fid_signal, dtype=float)
     if points is not None:
         n_sigma = points.n_sigma
-    vals = np.array([np.nan if s is None else float(norm(np.asarray(s, dtype=float) - fid)) ** 2 for s in signals_at_points])
+    sigs = list(signals_at_points)
+    vals = np.array([np.nan if s is None else float(norm(np.asarray(s, dtype=float) - fid)) ** 2 for s in sigs])
     ratio = vals / n_sigma**2
     flagged = np.abs(ratio - 1.0) > cfg.gaussian_tolerance
     labels = points.labels if points is not None else tuple(f"{'+' if i % 2 == 0 else '-'}{i // 2}" for i in range(len(vals)))
-    reasons = []
-    for j in sorted({int(i) // 2 for i in np.nonzero(flagged)[0]}):
+    status = tuple(status) if status is not None else tuple("outside" if s is None else "evaluated" for s in sigs)
+    point_notes = tuple(point_notes) if point_notes is not None else ("",) * len(vals)
+    widths = width_ratios(ratio)
+    names = () if points is None else tuple(points.names)
+    if of_interest is None:
+        from .parameters import is_cosmological
+
+        cosmo = [is_cosmological(n) for n in names]
+        of_interest = cosmo if any(cosmo) else [True] * len(names)
+    of_interest = tuple(bool(x) for x in of_interest)
+    changes = sigma_changes(points.offsets, widths, n_sigma) if points is not None else None
+    reasons, notes, dverdicts = [], [], []
+    for j in range((len(vals) + 1) // 2):
+        idx = [i for i in (2 * j, 2 * j + 1) if i < len(vals)]
         what = f" ({', '.join(points.dominant(j))})" if points is not None else ""
-        pair = ", ".join(f"{vals[i]:.3g} ({labels[i][0]}{n_sigma:g} sigma)" for i in (2 * j, 2 * j + 1) if i < len(vals))
-        reasons.append(f"principal direction {j}{what}: Delta chi^2 = {pair}; Fisher predicts {n_sigma**2:.3g}")
+        broken = [i for i in idx if status[i] in ("outside", "failed")]
+        pair = ", ".join(f"{vals[i]:.3g} ({labels[i][0]}{n_sigma:g} sigma)" for i in idx if not np.isnan(vals[i]))
+        moved = ""
+        worst = 0.0
+        if changes is not None:
+            ch = np.where(np.array(of_interest), np.abs(changes[j]), 0.0)
+            ch = np.where(np.isnan(ch), 0.0, ch)
+            if ch.size and np.any(ch > 0):
+                order = np.argsort(-ch)[:3]
+                worst = float(ch[order[0]])
+                moved = "; moves " + ", ".join(f"sigma({names[k]}) by {changes[j][k]:+.1%}" for k in order if ch[k] > 0)
+        if broken:
+            dverdicts.append("WARN")
+            why = "; ".join(f"{labels[i][0]}{n_sigma:g} sigma: {point_notes[i] or status[i]}" for i in broken)
+            reasons.append(f"principal direction {j}{what} reaches outside the domain where the model runs ({why})"
+                           + (f"; Delta chi^2 = {pair}" if pair else "") + "; the Gaussian approximation cannot hold there")
+        elif any(flagged[i] for i in idx):
+            text = f"principal direction {j}{what}: Delta chi^2 = {pair}; Fisher predicts {n_sigma**2:.3g}{moved}"
+            if worst > cfg.gaussian_sigma_tolerance:
+                dverdicts.append("WARN")
+                reasons.append(text)
+            else:
+                dverdicts.append("NOTE")
+                notes.append(text + f" (within {cfg.gaussian_sigma_tolerance:.0%} for "
+                             + ("the cosmological parameters" if not all(of_interest) else "every parameter") + ")")
+        else:
+            dverdicts.append("PASS")
     return GaussianValidity(labels=tuple(labels), n_sigma=float(n_sigma), delta_chi2=vals, ratio=ratio, flagged=flagged,
-                            tolerance=cfg.gaussian_tolerance, verdict="WARN" if np.any(flagged) else "PASS",
+                            tolerance=cfg.gaussian_tolerance, verdict="WARN" if "WARN" in dverdicts else "PASS",
                             reasons=tuple(reasons), offsets=None if points is None else points.offsets,
-                            names=() if points is None else points.names)
+                            names=names, status=status, point_notes=point_notes, width_ratio=widths,
+                            sigma_change=changes, of_interest=of_interest, direction_verdicts=tuple(dverdicts),
+                            notes=tuple(notes), sigma_tolerance=cfg.gaussian_sigma_tolerance, camb_runs=int(camb_runs))
 
 
 # ---------------------------------------------------------------------------- text

@@ -484,6 +484,38 @@ def _direction_text(lam: float, weights: Mapping[str, float]) -> str:
     return f"eigenvalue {lam:.3g}: {parts}"
 
 
+def gaussian_lines(g) -> list[str]:
+    """The Gaussian-validity part of the report (a :class:`fishcast.diagnostics.GaussianValidity`):
+    its cost, Delta chi^2 per point, one row per direction with the widths of the true contour
+    and the largest change of a marginalized error, the verdict and the notes."""
+    out = [f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})"]
+    if g.status:
+        out.append("  cost: " + g.cost_text())
+    out.append("  " + "  ".join(f"{lab}: {'-' if np.isnan(v) else format(v, '.3g')}" for lab, v in zip(g.labels, g.delta_chi2)))
+    if g.direction_verdicts and g.sigma_change is not None:
+        interest = np.array(g.of_interest, dtype=bool) if g.of_interest else np.ones(len(g.names), dtype=bool)
+        rows = []
+        for j, verdict in enumerate(g.direction_verdicts):
+            w = [g.width_ratio[i] if i < len(g.width_ratio) else np.nan for i in (2 * j, 2 * j + 1)]
+            ch = np.where(interest, np.abs(g.sigma_change[j]), np.nan)
+            if np.all(np.isnan(ch)):
+                big = "-"
+            else:
+                k = int(np.nanargmax(ch))
+                big = f"sigma({g.names[k]}) {g.sigma_change[j][k]:+.1%}"
+            rows.append([str(j), ", ".join(g.dominant(j)), num(w[0], ".3g"), num(w[1], ".3g"), big, verdict])
+        out.append(format_table(["dir", "dominated by", "width +", "width -", "largest change of a sigma", "verdict"],
+                                rows, "<<>><<", indent="  "))
+        out.append("  (width: where the true Delta chi^2 = n_sigma^2 contour lies along each side, against the "
+                   "Fisher one; change of a sigma: that direction's true width put into the covariance)")
+    tol = f"flag when |Delta chi^2/{g.n_sigma**2:g} - 1| > {g.tolerance:g}"
+    if not math.isnan(g.sigma_tolerance):
+        tol += f"; WARN when a flagged direction moves a cosmological sigma by > {g.sigma_tolerance:.0%}, else a note"
+    out.append(f"  verdict: {g.verdict} ({tol})" + (": " + "; ".join(g.reasons) if g.reasons else ""))
+    out.extend(f"  note: {n}" for n in g.notes)
+    return out
+
+
 def diagnostics_text(sweeps: Sequence | Mapping | None = None, conditioning=None, stability=None,
                      gaussian=None, projection=None) -> str:
     """The full stability report (``run``, ``stability``): the derivative-step table, then the
@@ -518,11 +550,7 @@ def diagnostics_text(sweeps: Sequence | Mapping | None = None, conditioning=None
         for w in projection.removed:
             out.append("    " + ", ".join(f"{k} ({v:+.2f})" for k, v in w.items()))
     if gaussian is not None:
-        g = gaussian
-        out.append(f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})")
-        out.append("  " + "  ".join(f"{lab}: {v:.3g}" for lab, v in zip(g.labels, g.delta_chi2)))
-        out.append(f"  verdict: {g.verdict} (flag when |Delta chi^2/{g.n_sigma**2:g} - 1| > {g.tolerance:g})"
-                   + (": " + "; ".join(g.reasons) if g.reasons else ""))
+        out.extend(gaussian_lines(gaussian))
     return "\n".join(out)
 
 

@@ -158,16 +158,53 @@ def _write_gaussian(group, r: GaussianValidity) -> None:
     dataset(group, "flagged", np.asarray(r.flagged).astype(np.int8), "")
     if r.offsets is not None:
         per_parameter_units(dataset(group, "offsets", r.offsets), "unit_i", _PARAMETERS_UNITS)
+    if r.status:
+        # where each point came from, and what the check cost (issue 15 item 3, issue 16)
+        string_dataset(group, "status", r.status)
+        string_dataset(group, "point_notes", r.point_notes)
+        a["status_values"] = ("evaluated: a new cosmology evaluation; reused: a cosmology this run had "
+                              "evaluated (no CAMB call); outside: certainly outside the domain where the model "
+                              "runs (not sent to CAMB); failed: the model did not run there or gave a "
+                              "non-finite data vector")
+        a["camb_runs"] = int(r.camb_runs)
+        for kind in ("evaluated", "reused", "outside", "failed"):
+            a[f"n_{kind}"] = r.count(kind)
+    if r.width_ratio is not None:
+        dataset(group, "width_ratio", r.width_ratio, "")
+        group["width_ratio"].attrs["definition"] = ("1/sqrt(delta_chi2 / n_sigma^2): distance to the true "
+                                                    "Delta chi^2 = n_sigma^2 contour along that side, in units "
+                                                    "of the Fisher distance")
+    if r.sigma_change is not None:
+        ds = dataset(group, "sigma_change", r.sigma_change, "")
+        ds.attrs["definition"] = ("(direction, parameter): relative change of the marginalized error when the "
+                                  "covariance takes the true width of that direction, C + (w^2 - 1) o o^T")
+        dataset(group, "of_interest", np.asarray(r.of_interest, dtype=np.int8), "")
+        string_dataset(group, "direction_verdicts", r.direction_verdicts)
+        a["notes"] = json.dumps(list(r.notes))
+        a["sigma_tolerance"] = r.sigma_tolerance
+        a["threshold_gaussian_sigma_tolerance"] = r.sigma_tolerance
 
 
 def _read_gaussian(group) -> GaussianValidity:
     a = group.attrs
+    opt = {}
+    if "status" in group:
+        opt.update(status=_strs(group["status"]), point_notes=_strs(group["point_notes"]),
+                   camb_runs=int(a.get("camb_runs", -1)))
+    if "width_ratio" in group:
+        opt["width_ratio"] = group["width_ratio"][()]
+    if "sigma_change" in group:
+        opt.update(sigma_change=group["sigma_change"][()],
+                   of_interest=tuple(bool(x) for x in group["of_interest"][()]),
+                   direction_verdicts=_strs(group["direction_verdicts"]),
+                   notes=tuple(json.loads(text(a["notes"]))) if "notes" in a else (),
+                   sigma_tolerance=float(a.get("sigma_tolerance", float("nan"))))
     return GaussianValidity(
         labels=_strs(group["labels"]), n_sigma=float(a["n_sigma"]), delta_chi2=group["delta_chi2"][()],
         ratio=group["ratio"][()], flagged=group["flagged"][()].astype(bool), tolerance=float(a["tolerance"]),
         verdict=text(a["verdict"]), reasons=_reasons(a),
         offsets=group["offsets"][()] if "offsets" in group else None,
-        names=_strs(group["names"]) if "names" in group else (),
+        names=_strs(group["names"]) if "names" in group else (), **opt,
     )
 
 

@@ -40,9 +40,12 @@ Running a grid (:func:`run_batch`):
 Every design file is computed the same way whatever the backend: cosmology results are
 bitwise identical whether computed, read from the cache, or sent between processes, and each
 design's probe work is one deterministic function of them. The Gaussian-validity check of a
-design (``diagnostics.gaussian_check``) needs 2N points that depend on that design's own
+design (``diagnostics.gaussian_check``) needs up to 2N points that depend on that design's own
 Fisher matrix: they cannot be planned ahead and are computed inside the design's task
-(through the cache); switch it off in large grids.
+(through the cache), as in a single run (:mod:`fishcast.pipeline.validity`): points outside
+the model's domain are not computed, points the grid already evaluated are re-used, and a
+failure there degrades that design's check (a WARN in its file and in the summary), never
+the design. Switch it off in large grids to save its evaluations.
 """
 
 from __future__ import annotations

@@ -243,8 +243,13 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
         camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(plan_.points),
         probe_reports=reports,
     )
+    check_cache = cache
+    if check_cache is None and evaluator_factory is None:
+        from .cache import MemoryCache
+
+        check_cache = MemoryCache()  # a retry after a failed validity point keeps what finished
     _diagnose(fc, dv, sig, allow_degenerate,
-              lambda n: factory(cache, progress("validity-check evaluations", n)))
+              lambda n: factory(check_cache, progress("validity-check evaluations", n)), cosmos, specs)
     if camb_failures:
         if fc.trust == "ok":
             fc.trust = "warn"
@@ -257,8 +262,14 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
 
 
 def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool,
-              evaluator=None) -> None:
-    """Conditioning, stability of the errors, the Gaussian-validity check, and the verdict."""
+              evaluator=None, cosmos: Mapping[str, CosmologyResult] | None = None,
+              specs: Mapping[str, object] | None = None) -> None:
+    """Conditioning, stability of the errors, the Gaussian-validity check, and the verdict.
+
+    The Gaussian-validity check (:mod:`fishcast.pipeline.validity`) re-uses ``cosmos`` (the
+    run's evaluations) and screens its points against the domains of ``specs``; its failures
+    degrade the check (a WARN), never the forecast. Its notes (a flagged direction that
+    leaves every cosmological error within tolerance) do not change the verdict."""
     from .. import diagnostics as _diag
     from ..errors import DegenerateFisherError
 
@@ -299,8 +310,10 @@ def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool
             worse(fc.stability.verdict)
             reasons.extend(fc.stability.reasons)
         if dconf.gaussian_check and evaluator is not None:
+            from .validity import gaussian_validity
+
             try:
-                gv = gaussian_validity(fc, dv, sig, evaluator)
+                gv = gaussian_validity(fc, dv, sig, evaluator, cosmos, specs)
             except DegenerateFisherError:
                 gv = None
             if gv is not None:
@@ -310,41 +323,3 @@ def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool
                     reasons.extend(gv.reasons)
     fc.trust = level
     fc.trust_reasons = reasons
-
-
-def gaussian_validity(fc: Forecast, dv: DataVector, sig: Signals, evaluator):
-    """``evaluator(n)`` returns an evaluator for n points.
-
-    Real Delta chi^2 (data and priors) at fiducial +- 1 sigma along each principal
-    direction of the forecast covariance, against the Fisher prediction 1 (2N evaluations)."""
-    from .. import diagnostics as _diag
-
-    survey = fc.survey
-    names = list(fc.fisher.names)
-    pts = _diag.principal_points(fc.fisher.covariance(), survey.fiducial, names)
-    prior_w = np.array([1.0 / survey.priors[n] if n in survey.priors else 0.0 for n in names])
-    fid_theta = np.array([survey.fiducial[n] for n in names])
-    todo = [i for i in range(len(pts.points)) if pts.inside[i]]
-    full_points = []
-    for i in todo:
-        p = dict(survey.fiducial)
-        p.update({n: float(v) for n, v in zip(names, pts.points[i])})
-        full_points.append(p)
-    try:
-        cosmos = evaluator(len(todo))([cosmo_part(p) for p in full_points], survey.settings) if todo else []
-    except ComputationError as exc:
-        raise ComputationError(f"{exc}\nthe failed point is one of the Gaussian-validity check's points "
-                               "(fiducial +- 1 sigma along a principal direction); "
-                               "diagnostics.gaussian_check: false skips the check") from exc
-    fid_aug = np.concatenate([sig.fiducial, prior_w * fid_theta])
-    n_sig = sig.fiducial.size
-    signals_at: list[np.ndarray | None] = [None] * len(pts.points)
-    for i, p, c in zip(todo, full_points, cosmos):
-        theta = np.array([p[n] for n in names])
-        signals_at[i] = np.concatenate([dv.signal(c, p), prior_w * theta])
-
-    def norm(d: np.ndarray) -> float:
-        g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
-        return float(np.sqrt(max(g, 0.0)))
-
-    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=survey.config.diagnostics.thresholds(), points=pts)

@@ -1,0 +1,213 @@
+"""The Gaussian-validity check of a forecast: the real Delta chi^2 at the fiducial +- n_sigma
+along each principal direction of the forecast covariance, against the Fisher prediction.
+
+Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
+
+1. **Planned like every other point, screened first.** Each point is checked against the
+   domain of every free parameter (the derivative engine's :class:`ParameterSpec`, i.e. the
+   registry's domain or the survey's ``derivatives.parameters.<name>.lower/upper``) and the
+   joint limits of the backend (:func:`fishcast.cosmology.domain_violation`: Omega_m >
+   Omega_b + Omega_nu, w0 + wa <= 0 for CAMB's PPF, ...). A point certainly outside is not
+   sent to CAMB: it is recorded as ``outside``, with the reason.
+2. **Re-use.** A point whose cosmological part is one the run has already evaluated (the
+   fiducial, or a derivative-stencil point) re-uses it: no CAMB call. Directions along
+   nuisance parameters only are exactly such points: their cosmology is the fiducial's
+   (cosmological offsets below 1e-9 of the parameter's sigma, round-off of the
+   eigen-decomposition, are taken as zero).
+3. **Failures degrade the check only.** A CAMB failure at a point, or a non-finite data
+   vector there, marks that point ``failed`` with the reason; the other points are still
+   evaluated (a failed batch is retried without the failed point; finished points are
+   kept by the cache). The direction is then reported as outside the domain where the model
+   runs (a WARN of the check), and the Fisher results are written as usual.
+
+An interruption (Ctrl-C, SIGTERM) during the check is never taken for a CAMB failure.
+The numerics (Delta chi^2, widths, the change of each marginalized error, the verdicts) are
+in :func:`fishcast.diagnostics.delta_chi2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .. import cosmology as _cosmo
+from ..errors import ComputationError, FishcastError
+
+__all__ = ["SNAP", "screen", "evaluate_tolerant", "gaussian_validity"]
+
+#: cosmological offsets smaller than this fraction of the parameter's marginalized sigma are
+#: round-off of the eigen-decomposition: the point keeps the fiducial value
+SNAP = 1e-9
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or reports) a Ctrl-C / SIGTERM: ctypes turns a signal that arrives
+    during a native CAMB call into ``ArgumentError(... KeyboardInterrupt: ...)``, which the
+    backend then reports as a CAMB failure."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        text = str(e)
+        if ": KeyboardInterrupt:" in text or ": Terminated:" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def screen(point: Mapping[str, float], names: Sequence[str], contains: Mapping[str, Callable[[float], bool]],
+           domain_text: Mapping[str, str] | None = None) -> str | None:
+    """Why ``point`` (every parameter) is certainly outside the domain where the model runs,
+    or None. ``contains[name](value)``: the domain of each free parameter."""
+    from .forecast import cosmo_part
+
+    bad = [f"{n} = {point[n]:.4g} outside its domain {domain_text[n] if domain_text else ''}".rstrip()
+           for n in names if n in contains and not contains[n](float(point[n]))]
+    if bad:
+        return "; ".join(bad)
+    cosmo = cosmo_part(point)
+    return _cosmo.domain_violation(cosmo) if cosmo else None
+
+
+def _which(message: str, points: Sequence[Mapping[str, float]], todo: Sequence[int]) -> int | None:
+    """The point among ``todo`` a CAMB failure message is about (it quotes the point's
+    :func:`fishcast.cosmology.describe_point`)."""
+    for i in todo:
+        if _cosmo.describe_point(_cosmo.full_params(points[i])) in message:
+            return i
+    return None
+
+
+def evaluate_tolerant(evaluator, points: Sequence[Mapping[str, float]], settings) -> tuple[dict[int, object], dict[int, str]]:
+    """Evaluate cosmological ``points``; a point where the backend fails is reported, not
+    raised. Returns ``(results by index, failure message by index)``.
+
+    ``evaluator(points, settings)`` raises :class:`ComputationError` naming the failed point;
+    the rest are evaluated again without it (a cache keeps what finished). A failure that
+    names no point fails every point left, one by one, so that each gets its own verdict."""
+    results: dict[int, object] = {}
+    failures: dict[int, str] = {}
+    todo = list(range(len(points)))
+
+    def call(idx: list[int]) -> list:
+        return evaluator([points[i] for i in idx], settings)
+
+    while todo:
+        try:
+            out = call(todo)
+        except ComputationError as exc:
+            if _interrupted(exc):
+                raise
+            j = _which(str(exc), points, todo)
+            if j is not None:
+                failures[j] = str(exc).splitlines()[0]
+                todo.remove(j)
+                continue
+            if len(todo) == 1:
+                failures[todo[0]] = str(exc).splitlines()[0]
+                break
+            for i in todo:  # no culprit named: one at a time
+                try:
+                    results[i] = call([i])[0]
+                except ComputationError as exc1:
+                    if _interrupted(exc1):
+                        raise
+                    failures[i] = str(exc1).splitlines()[0]
+            break
+        results.update(zip(todo, out))
+        break
+    return results, failures
+
+
+def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmos: Mapping[str, object] | None = None,
+                      specs: Mapping[str, object] | None = None):
+    """The Gaussian-validity check of the forecast ``fc`` (see the module docstring).
+
+    dv, sig: the run's data vector and signals; ``evaluator_for(n)`` returns an evaluator
+    for n points; cosmos: the run's evaluations by content address (re-used); specs: the
+    derivative specs of the free parameters (their domains; default: the registry's).
+    Returns a :class:`fishcast.diagnostics.GaussianValidity`."""
+    from .. import diagnostics as _diag
+    from ..parameters import is_cosmological, lookup
+    from .forecast import cosmo_part
+
+    survey = fc.survey
+    settings = survey.settings
+    names = list(fc.fisher.names)
+    cov = fc.fisher.covariance()
+    if specs:
+        contains = {n: specs[n].contains for n in names if n in specs}
+        dtext = {n: specs[n].domain_text() for n in names if n in specs}
+    else:
+        contains = {n: lookup(n).domain.contains for n in names}
+        dtext = {n: lookup(n).domain.text() for n in names}
+    pts = _diag.principal_points(cov, survey.fiducial, names, domains=contains)
+    sigma = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    fid_theta = np.array([survey.fiducial[n] for n in names])
+    n_pts = len(pts.points)
+
+    full: list[dict[str, float]] = []
+    for i in range(n_pts):
+        p = dict(survey.fiducial)
+        for j, n in enumerate(names):
+            off = pts.points[i][j] - fid_theta[j]
+            tiny = is_cosmological(n) and abs(off) <= SNAP * sigma[j]
+            p[n] = float(fid_theta[j]) if tiny else float(pts.points[i][j])
+        full.append(p)
+
+    status = ["evaluated"] * n_pts
+    notes = [""] * n_pts
+    cosmo_at: dict[int, object] = {}
+    fid_key = _cosmo.point_key(cosmo_part(survey.fiducial), settings)
+    new_keys: dict[str, list[int]] = {}
+    for i, p in enumerate(full):
+        why = screen(p, names, contains, dtext)
+        if why is not None:
+            status[i], notes[i] = "outside", f"{why}; not sent to CAMB"
+            continue
+        key = _cosmo.point_key(cosmo_part(p), settings)
+        if cosmos is not None and key in cosmos:
+            status[i] = "reused"
+            notes[i] = "the fiducial cosmology" if key == fid_key else "a derivative-stencil cosmology"
+            cosmo_at[i] = cosmos[key]
+        else:
+            new_keys.setdefault(key, []).append(i)
+
+    calls0 = _cosmo.boltzmann_calls()
+    if new_keys:
+        firsts = [idx[0] for idx in new_keys.values()]
+        results, failures = evaluate_tolerant(evaluator_for(len(firsts)), [cosmo_part(full[i]) for i in firsts], settings)
+        for k, idx in enumerate(new_keys.values()):
+            for i in idx:
+                if k in results:
+                    cosmo_at[i] = results[k]
+                else:
+                    status[i], notes[i] = "failed", failures.get(k, "not evaluated")
+    camb_runs = _cosmo.boltzmann_calls() - calls0
+
+    prior_w = np.array([1.0 / survey.priors[n] if n in survey.priors else 0.0 for n in names])
+    fid_aug = np.concatenate([sig.fiducial, prior_w * fid_theta])
+    n_sig = sig.fiducial.size
+    signals_at: list[np.ndarray | None] = [None] * n_pts
+    for i, c in cosmo_at.items():
+        try:
+            s = np.asarray(dv.signal(c, full[i]), dtype=float)
+            if not np.all(np.isfinite(s)):
+                raise ComputationError(f"the data vector is not finite ({int(np.sum(~np.isfinite(s)))} entries)")
+        except (FishcastError, ArithmeticError, ValueError) as exc:
+            if _interrupted(exc):
+                raise
+            status[i], notes[i] = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            continue
+        theta = np.array([full[i][n] for n in names])
+        signals_at[i] = np.concatenate([s, prior_w * theta])
+
+    def norm(d: np.ndarray) -> float:
+        g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
+        return float(np.sqrt(max(g, 0.0)))
+
+    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=survey.config.diagnostics.thresholds(), points=pts,
+                            status=status, point_notes=notes, camb_runs=camb_runs)

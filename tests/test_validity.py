@@ -1,0 +1,449 @@
+"""The Gaussian-validity check (issue 16; issue 15 item 3): points outside the model's domain
+are not sent to CAMB, a failure at a validity point degrades the check and never the
+forecast, re-used evaluations cost no CAMB call, and each flagged direction says how much it
+moves the marginalized errors (a WARN only when a cosmological error moves beyond tolerance).
+
+The first part uses toy models with known answers and a recording evaluator (no CAMB run);
+the second runs the real pipeline (CAMB, CLI, batch) on a small weak-lensing survey.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fishcast import cosmology as _cosmo
+from fishcast.cosmology import CosmologySettings, describe_point, full_params, point_key
+from fishcast.diagnostics import DiagnosticsConfig, GaussianValidity, delta_chi2, principal_points, sigma_changes
+from fishcast.errors import ComputationError
+from fishcast.fisher import FisherMatrix
+from fishcast.pipeline.forecast import cosmo_part
+from fishcast.pipeline.validity import evaluate_tolerant, gaussian_validity
+
+SETTINGS = CosmologySettings(nonlinear_model="none", z_max=1.0, n_z=5, k_max=1.0, n_k=10)
+FID = {"Omega_m": 0.32, "Omega_b": 0.05, "h": 0.67, "n_s": 0.96, "sigma8": 0.8, "w0": -1.0, "wa": 0.0,
+       "m_nu": 0.06, "Omega_k": 0.0, "A_IA": 1.72, "eta_IA": -0.41}
+
+
+# ------------------------------------------------------------------------------ toy pipeline
+class ToyCosmo:
+    """Stands in for a CosmologyResult: carries the cosmological parameters it was made at."""
+
+    def __init__(self, params):
+        self.params = dict(params)
+
+
+class ToyData:
+    """A data vector ``model(theta)`` read from the cosmology (cosmological parameters) and the
+    parameters (nuisances), with the identity as Fisher metric."""
+
+    def __init__(self, names, model):
+        self.names, self.model = list(names), model
+
+    def theta(self, cosmo, params):
+        return np.array([cosmo.params[n] if n in cosmo.params else params[n] for n in self.names])
+
+    def signal(self, cosmo, params):
+        return np.asarray(self.model(self.theta(cosmo, params)), dtype=float)
+
+    def gram(self, fid, d):
+        d = np.atleast_2d(d)
+        return d @ d.T
+
+
+class Recorder:
+    """An evaluator that records every cosmological point it is asked for, and fails (like
+    CAMB, quoting the point) where ``fail(point)`` says so."""
+
+    def __init__(self, fail=lambda p: None):
+        self.points: list[dict] = []
+        self.fail = fail
+        self.factories = 0
+
+    def __call__(self, n):
+        self.factories += 1
+
+        def evaluate(points, settings):
+            out = []
+            for p in points:
+                why = self.fail(p)
+                if why:
+                    raise ComputationError(f"CAMB failed at the point {describe_point(full_params(p))}: {why}")
+                self.points.append(dict(p))
+                out.append(ToyCosmo(p))
+            return out
+
+        return evaluate
+
+
+def toy_check(names, cov, model, evaluator, priors=None, thresholds=None):
+    """Run :func:`gaussian_validity` on a toy forecast: covariance ``cov`` of ``names`` around
+    FID, data ``model(theta)``; the fiducial cosmology is 'already evaluated'."""
+    fid = np.array([FID[n] for n in names])
+    cfg = thresholds or DiagnosticsConfig()
+    survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors=priors or {},
+                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg)))
+    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.linalg.inv(cov), names, fid))
+    dv = ToyData(names, model)
+    fid_cosmo = cosmo_part(FID)
+    sig = SimpleNamespace(fiducial=dv.signal(ToyCosmo(fid_cosmo), FID))
+    cosmos = {point_key(fid_cosmo, SETTINGS): ToyCosmo(fid_cosmo)}
+    return gaussian_validity(fc, dv, sig, evaluator, cosmos)
+
+
+def linear(fid, sig, scale=None):
+    """Whitened linear model: Delta chi^2 = 1 at every 1-sigma point of a diagonal covariance
+    (``scale`` stretches components)."""
+    scale = np.ones(len(fid)) if scale is None else np.asarray(scale, dtype=float)
+    return lambda th: scale * (np.asarray(th) - fid) / sig
+
+
+# ------------------------------------------------------------------------------ the rules
+def test_linear_model_passes_and_nuisance_direction_reuses_the_fiducial_cosmology():
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), linear(np.array([-1.0, 1.72]), sig), rec)
+    np.testing.assert_allclose(gv.delta_chi2, 1.0, rtol=1e-10)
+    assert gv.verdict == "PASS" and not gv.reasons and not gv.notes
+    # the A_IA direction changes no cosmological parameter: the fiducial cosmology, no CAMB call
+    ia = [i for i in range(4) if "A_IA" in gv.dominant(i // 2)]
+    assert [gv.status[i] for i in ia] == ["reused", "reused"]
+    assert all(gv.point_notes[i] == "the fiducial cosmology" for i in ia)
+    assert sorted(round(p["w0"], 12) for p in rec.points) == [-1.1, -0.9]  # only the w0 direction
+    assert gv.count("evaluated") == 2 and gv.count("reused") == 2 and "2 re-used" in gv.cost_text()
+
+
+def test_points_outside_the_domain_are_not_sent_to_camb():
+    # w0 + wa > 0 at +1 sigma of wa (CAMB's PPF refuses it); m_nu < 0 at -1 sigma of m_nu
+    names, sig = ["w0", "wa", "m_nu"], np.array([0.1, 2.0, 0.1])
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), linear(np.array([-1.0, 0.0, 0.06]), sig), rec)
+    for p in rec.points:
+        assert p["w0"] + p["wa"] <= 0 and p["m_nu"] >= 0, p
+    assert gv.count("outside") == 2 and len(rec.points) == 4
+    notes = [n for n, s in zip(gv.point_notes, gv.status) if s == "outside"]
+    assert any("w0 + wa = 1 > 0" in n and "PPF" in n for n in notes)
+    assert any("m_nu = -0.04 outside its domain [0, inf)" in n for n in notes)
+    assert all("not sent to CAMB" in n for n in notes)
+    assert gv.verdict == "WARN"
+    text = "; ".join(gv.reasons)
+    assert "(wa" in text and "(m_nu" in text and text.count("outside the domain where the model runs") == 2
+    # the other side of each direction is still evaluated and reported
+    assert np.sum(np.isfinite(gv.delta_chi2)) == 4
+
+
+def test_survey_domain_override_is_respected():
+    """A narrower domain given in the survey (derivative specs) screens points too."""
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    fid = np.array([-1.0, 1.72])
+    cfg = DiagnosticsConfig()
+    survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors={},
+                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg)))
+    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.diag(1 / sig**2), names, fid))
+    dv = ToyData(names, linear(fid, sig))
+    specs = {"w0": SimpleNamespace(contains=lambda v: v <= -0.95, domain_text=lambda: "(-inf, -0.95]"),
+             "A_IA": SimpleNamespace(contains=lambda v: True, domain_text=lambda: "(-inf, inf)")}
+    rec = Recorder()
+    fid_cosmo = ToyCosmo(cosmo_part(FID))
+    gv = gaussian_validity(fc, dv, SimpleNamespace(fiducial=dv.signal(fid_cosmo, FID)), rec,
+                           {point_key(fid_cosmo.params, SETTINGS): fid_cosmo}, specs)
+    assert [p["w0"] for p in rec.points] == [pytest.approx(-1.1)]
+    assert any("w0 = -0.9 outside its domain (-inf, -0.95]" in n for n in gv.point_notes)
+
+
+def test_a_camb_failure_inside_the_domain_degrades_the_check_only():
+    names, sig = ["Omega_m", "w0"], np.array([0.01, 0.1])
+    fid = np.array([0.32, -1.0])
+    rec = Recorder(fail=lambda p: "injected failure" if p["w0"] < -1.05 else None)
+    gv = toy_check(names, np.diag(sig**2), linear(fid, sig), rec)
+    assert gv.count("failed") == 1 and gv.count("evaluated") == 3
+    i = gv.status.index("failed")
+    assert "CAMB failed at the point" in gv.point_notes[i] and "injected failure" in gv.point_notes[i]
+    assert np.isnan(gv.delta_chi2[i]) and np.sum(np.isfinite(gv.delta_chi2)) == 3
+    assert gv.verdict == "WARN"
+    assert any("(w0" in r and "outside the domain where the model runs" in r and "injected" in r for r in gv.reasons)
+    assert rec.factories == 1  # one evaluator for the check, retried without the failed point
+
+
+def test_a_non_finite_data_vector_is_a_failure_of_that_point():
+    names, sig = ["Omega_m", "w0"], np.array([0.01, 0.1])
+    fid = np.array([0.32, -1.0])
+    lin = linear(fid, sig)
+
+    def model(th):
+        out = lin(th)
+        return out * np.nan if th[0] > 0.325 else out
+
+    gv = toy_check(names, np.diag(sig**2), model, Recorder())
+    assert gv.count("failed") == 1 and "not finite" in gv.point_notes[gv.status.index("failed")]
+    assert gv.verdict == "WARN"
+
+
+def test_an_interrupt_during_the_check_is_not_taken_for_a_camb_failure():
+    def ev(points, settings):
+        raise ComputationError(f"CAMB failed at the point {describe_point(full_params(points[0]))}: "
+                               "argument 2: KeyboardInterrupt: ")
+
+    with pytest.raises(ComputationError):
+        evaluate_tolerant(ev, [cosmo_part(FID)], SETTINGS)
+
+
+def test_a_failure_naming_no_point_is_tried_point_by_point():
+    calls = []
+
+    def ev(points, settings):
+        calls.append(len(points))
+        if len(points) > 1 or points[0]["w0"] > -1:
+            raise ComputationError("the backend crashed")
+        return [ToyCosmo(points[0])]
+
+    pts = [dict(cosmo_part(FID), w0=-1.1), dict(cosmo_part(FID), w0=-0.9)]
+    res, fails = evaluate_tolerant(ev, pts, SETTINGS)
+    assert list(res) == [0] and list(fails) == [1] and calls == [2, 1, 1]
+
+
+def test_corrected_errors_equal_the_exact_errors_of_the_true_likelihood():
+    """Reference: a linear model whose true Fisher matrix differs from the forecast's along one
+    principal direction o (F_true = F + (k^2 - 1) F o o^T F). Its exact covariance is, by
+    Sherman-Morrison, C + (1/k^2 - 1) o o^T; the check must measure Delta chi^2 = k^2 along o,
+    1 along the others, and give exactly those errors."""
+    names = ["Omega_m", "sigma8", "w0"]
+    C = np.array([[0.02**2, -0.8 * 0.02 * 0.03, 0.3 * 0.02 * 0.2],
+                  [-0.8 * 0.02 * 0.03, 0.03**2, 0.0],
+                  [0.3 * 0.02 * 0.2, 0.0, 0.2**2]])
+    F = np.linalg.inv(C)
+    fid = np.array([FID[n] for n in names])
+    pts = principal_points(C, fid, names)
+    k, d = 2.5, 1
+    o = pts.offsets[d]
+    F_true = F + (k**2 - 1) * np.outer(F @ o, F @ o)
+    L = np.linalg.cholesky(F_true)
+    gv = toy_check(names, C, lambda th: L.T @ (np.asarray(th) - fid), Recorder())
+    expect = np.ones(6)
+    expect[2 * d:2 * d + 2] = k**2
+    np.testing.assert_allclose(gv.delta_chi2, expect, rtol=1e-8)
+    np.testing.assert_allclose(gv.width_ratio[2 * d], 1 / k, rtol=1e-8)
+    C_true = C + (1 / k**2 - 1) * np.outer(o, o)
+    exact = np.sqrt(np.diag(C_true)) / np.sqrt(np.diag(C)) - 1
+    np.testing.assert_allclose(gv.sigma_change[d], exact, atol=1e-10)
+    others = [i for i in range(3) if i != d]
+    np.testing.assert_allclose(gv.sigma_change[others], 0.0, atol=1e-10)
+    assert gv.direction_verdicts[d] == "WARN" and gv.verdict == "WARN"  # cosmology moves by > 10%
+    assert "moves sigma(" in gv.reasons[0]
+
+
+def test_diagonal_case_halves_the_error_along_a_twice_steeper_direction():
+    """Analytic: with s = 2 y / sigma_y the true error of y is sigma_y / 2 (-50 %), x unchanged."""
+    out = sigma_changes(np.diag([0.1, 0.3]), np.array([1.0, 1.0, 0.5, 0.5]))
+    np.testing.assert_allclose(out, [[0.0, 0.0], [0.0, -0.5]], atol=1e-12)
+    one_side = sigma_changes(np.diag([0.1, 0.3]), np.array([1.0, 1.0, 0.5, np.nan]))
+    np.testing.assert_allclose(one_side[1, 1], -0.5)
+    none = sigma_changes(np.diag([0.1, 0.3]), np.array([1.0, 1.0, np.nan, np.nan]))
+    assert np.all(np.isnan(none[1]))
+
+
+def _ia_nonlinear(fid, sig):
+    def model(th):
+        d = (np.asarray(th) - fid) / sig
+        d[1] = d[1] * (1 + 0.5 * d[1])  # A_IA: Delta chi^2 = 2.25 at +1 sigma, 0.25 at -1 sigma
+        return d
+    return model
+
+
+@pytest.mark.parametrize("rho, verdict", [(0.0, "PASS"), (0.2, "PASS"), (0.9, "WARN")])
+def test_nuisance_non_gaussianity_is_a_note_unless_it_moves_cosmology(rho, verdict):
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    fid = np.array([-1.0, 1.72])
+    cov = np.diag(sig) @ np.array([[1, rho], [rho, 1]]) @ np.diag(sig)
+    # whitened in the forecast's own metric, then made nonlinear along A_IA's whitened axis
+    L = np.linalg.cholesky(np.linalg.inv(cov))
+    base = _ia_nonlinear(np.zeros(2), np.ones(2))
+    gv = toy_check(names, cov, lambda th: base(L.T @ (np.asarray(th) - fid)), Recorder())
+    assert gv.flagged.any()
+    assert gv.verdict == verdict
+    if verdict == "PASS":
+        assert gv.notes and not gv.reasons and "NOTE" in gv.direction_verdicts
+        worst = np.nanmax(np.abs(gv.sigma_change[:, 0]))
+        assert worst <= 0.1 and "within 10% for the cosmological parameters" in gv.notes[0]
+    else:
+        assert gv.reasons and "sigma(w0)" in gv.reasons[0]
+
+
+def test_without_cosmological_parameters_every_parameter_counts():
+    names = ["x", "y"]
+    pts = principal_points(np.diag([1.0, 1.0]), np.zeros(2), names, domains={})
+    sigs = [np.array([1.0, 0.0]), np.array([-1.0, 0.0]), np.array([0.0, 2.0]), np.array([0.0, -2.0])]
+    gv = delta_chi2(sigs, np.zeros(2), lambda d: float(np.linalg.norm(d)), points=pts)
+    assert gv.of_interest == (True, True) and gv.verdict == "WARN"
+
+
+def test_the_report_and_the_file_carry_the_new_fields(tmp_path):
+    from fishcast.diagnostics import format_report
+    from fishcast.io.diagnostics import read_report, write_report
+
+    names, sig = ["w0", "wa", "A_IA"], np.array([0.1, 2.0, 0.3])
+    fid = np.array([-1.0, 0.0, 1.72])
+    gv = toy_check(names, np.diag(sig**2), _ia3(fid, sig), Recorder())
+    text = format_report(gaussian=gv)
+    assert "cost: 3 new cosmology evaluation(s)" in text and "2 re-used" in text and "1 outside" in text
+    assert "outside the domain where the model runs" in text and "note:" in text
+    assert "width +" in text and "largest change of a sigma" in text
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        write_report(f.create_group("gaussian_validity"), gv)
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        back = read_report(f["gaussian_validity"])
+        assert f["gaussian_validity"].attrs["n_outside"] == 1 and f["gaussian_validity"].attrs["n_reused"] == 2
+    assert isinstance(back, GaussianValidity)
+    assert back.status == gv.status and back.point_notes == gv.point_notes and back.notes == gv.notes
+    assert back.direction_verdicts == gv.direction_verdicts and back.camb_runs == gv.camb_runs
+    np.testing.assert_array_equal(back.sigma_change, gv.sigma_change)
+    assert format_report(gaussian=back) == text
+
+
+def _ia3(fid, sig):
+    def model(th):
+        d = (np.asarray(th) - fid) / sig
+        d[2] = d[2] * (1 + 0.5 * d[2])
+        return d
+    return model
+
+
+# ------------------------------------------------------------------------------ real pipeline
+W0WA = textwrap.dedent("""\
+    name: loose-w0wa
+    cosmology:
+      nonlinear_model: takahashi
+      accuracy: {k_max: 10, n_k: 200, n_z: 60}
+    parameters:
+      fiducial: {Omega_m: 0.32, Omega_b: 0.05, h: 0.67, n_s: 0.96, sigma8: 0.815583, w0: -0.9, wa: 0.0}
+      free: [w0, wa]
+    derivatives: {mode: fixed, stencil: 3-point}
+    probes:
+      weak_lensing:
+        f_sky: 0.002
+        ell: {min: 20, max: 300, n_bands: 5}
+        n_gal: 5
+        shape_noise: {sigma_e: 0.3, convention: multiplies_inverse_density}
+        nz: {type: smail, z0: 0.6363961031, alpha: 2.0, beta: 1.5}
+        bins: {type: equipopulated, n_bins: 2, z_min: 0.001, z_max: 2.5}
+        photoz: {c_b: 1.0, z_b: 0.0, sigma_b: 0.05, c_o: 1.0, z_o: 0.1, sigma_o: 0.05, f_out: 0.1}
+        intrinsic_alignment: {model: none}
+        integration: {z_max: 3.0, n_z: 81}
+    """)
+
+TIGHT = W0WA.replace("name: loose-w0wa", "name: tight").replace(
+    "free: [w0, wa]", "free: [Omega_m, sigma8]").replace("f_sky: 0.002", "f_sky: 0.3").replace("n_gal: 5", "n_gal: 30")
+
+
+@pytest.fixture
+def spy_camb(monkeypatch):
+    """Every point CAMB is asked to run (the backend's parameter builder), and an optional
+    failure injected there."""
+    seen: list[dict] = []
+    fail = {"when": None}
+    real = _cosmo._camb_params
+
+    def spy(p, settings, As):
+        seen.append(dict(p))
+        if fail["when"] is not None and fail["when"](p):
+            raise RuntimeError("injected CAMB failure")
+        return real(p, settings, As)
+
+    monkeypatch.setattr(_cosmo, "_camb_params", spy)
+    return seen, fail
+
+
+def _run(tmp_path, text, *extra):
+    from fishcast.cli.main import cli
+
+    (tmp_path / "s.yaml").write_text(text)
+    out = tmp_path / "s.h5"
+    res = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-o", str(out), *extra])
+    return res, out
+
+
+def _stored_check(out):
+    from fishcast.io import open_forecast
+    from fishcast.io.diagnostics import read_diagnostics
+
+    with open_forecast(out) as f:
+        return read_diagnostics(f["diagnostics"])["gaussian_validity"], f.attrs["trust"]
+
+
+def test_run_with_a_validity_point_outside_the_domain(tmp_path, spy_camb, cache_dir):
+    """Issue 16, must show 1: exit 0 or 3, the file written, the report names the direction
+    and the reason, and no CAMB call for a point known to be outside."""
+    seen, _ = spy_camb
+    res, out = _run(tmp_path, W0WA, "--cache-dir", str(cache_dir))
+    assert res.exit_code in (0, 3), res.output
+    assert out.is_file()
+    gv, trust = _stored_check(out)
+    assert gv.count("outside") >= 1
+    assert "outside the domain where the model runs" in res.output and "w0 + wa" in res.output
+    assert "(w" in res.output  # the direction named by its dominant parameters (w0, wa)
+    assert all(p["w0"] + p["wa"] <= 0 for p in seen), [p for p in seen if p["w0"] + p["wa"] > 0]
+    assert str(trust) in ("warn", "fail") and gv.verdict == "WARN"
+    assert "cost:" in res.output
+
+
+def test_run_with_an_injected_camb_failure_at_a_validity_point(tmp_path, spy_camb):
+    """Issue 16, must show 2: CAMB fails at a validity point inside the domain."""
+    seen, fail = spy_camb
+    # derivative stencil points move one parameter from the fiducial; validity points move both
+    fail["when"] = lambda p: abs(p["Omega_m"] - 0.32) > 1e-12 and abs(p["sigma8"] - 0.815583) > 1e-12
+    res, out = _run(tmp_path, TIGHT, "--no-cache")
+    assert res.exit_code in (0, 3), res.output
+    assert out.is_file()
+    gv, trust = _stored_check(out)
+    assert gv.count("failed") == 4 and gv.count("outside") == 0
+    assert "outside the domain where the model runs" in res.output and "injected CAMB failure" in res.output
+    assert gv.verdict == "WARN" and str(trust) in ("warn", "fail")
+    # the Fisher results are written as usual
+    from fishcast.io import read_fisher
+
+    fisher, _ = read_fisher(out)
+    assert np.all(np.isfinite(fisher.matrix)) and fisher.matrix[0, 0] > 0
+
+
+def test_batch_designs_keep_their_forecast_when_a_validity_point_is_outside(tmp_path, spy_camb, cache_dir):
+    """The same per design in a batch run."""
+    from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.pipeline.cache import Cache
+
+    seen, _ = spy_camb
+    (tmp_path / "s.yaml").write_text(W0WA)
+    (tmp_path / "grid.yaml").write_text(textwrap.dedent("""\
+        name: g
+        survey: s.yaml
+        axes:
+          probes.weak_lensing.n_gal: [5, 6]
+        """))
+    res = run_batch(load_grid(tmp_path / "grid.yaml"), tmp_path / "out", cache=Cache(cache_dir), plot=False)
+    assert not res.failed and len(res.designs) == 2
+    for d in res.designs:
+        assert d.path.is_file() and d.trust in ("warn", "fail")
+        assert any("outside the domain where the model runs" in r for r in d.trust_reasons)
+    assert all(p["w0"] + p["wa"] <= 0 for p in seen)
+
+
+def test_domain_violation_matches_what_camb_refuses(fast_settings):
+    """The backend's joint limits (cosmology.domain_violation) against CAMB itself: a point
+    just inside runs, one just outside is refused by CAMB too."""
+    import camb
+
+    assert _cosmo.domain_violation(dict(FID)) is None
+    assert "w0 + wa" in _cosmo.domain_violation(dict(FID, w0=-0.5, wa=0.6))
+    assert "Omega_m must exceed" in _cosmo.domain_violation(dict(FID, Omega_m=0.05))
+    assert "m_nu" in _cosmo.domain_violation(dict(FID, m_nu=-0.01))
+    pars = camb.CAMBparams()
+    with pytest.raises(Exception, match="w \\+ wa > 0"):
+        pars.set_dark_energy(w=-0.5, wa=0.6, dark_energy_model="ppf")
+    pars.set_dark_energy(w=-0.5, wa=0.5, dark_energy_model="ppf")  # w0 + wa = 0: CAMB runs it
+    assert _cosmo.domain_violation(dict(FID, w0=-0.5, wa=0.5)) is None
+    assert math.isfinite(pars.DarkEnergy.wa)
