@@ -318,8 +318,8 @@ def _ia3(fid, sig):
 W0WA = textwrap.dedent("""\
     name: loose-w0wa
     cosmology:
-      nonlinear_model: takahashi
-      accuracy: {k_max: 10, n_k: 200, n_z: 60}
+      nonlinear_model: none
+      accuracy: {k_max: 5, n_k: 100, n_z: 30}
     parameters:
       fiducial: {Omega_m: 0.32, Omega_b: 0.05, h: 0.67, n_s: 0.96, sigma8: 0.815583, w0: -0.9, wa: 0.0}
       free: [w0, wa]
