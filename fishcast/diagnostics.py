@@ -527,10 +527,11 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
 
 
 #: status of a Gaussian-validity point: evaluated (a new cosmology evaluation), reused (a
-#: cosmology this run had already evaluated: no CAMB call), outside (certainly outside the
-#: domain where the model runs: not sent to CAMB), failed (the model did not run there, or
-#: gave a non-finite data vector)
-POINT_STATUSES = ("evaluated", "reused", "outside", "failed")
+#: cosmology this run had already evaluated: no CAMB call), inferred (the -n_sigma side from
+#: the +n_sigma side where the model is quadratic-small along the direction: no CAMB call),
+#: outside (certainly outside the domain where the model runs: not sent to CAMB), failed (the
+#: model did not run there, or gave a non-finite data vector)
+POINT_STATUSES = ("evaluated", "reused", "inferred", "outside", "failed")
 
 
 @dataclass(frozen=True)
@@ -599,8 +600,8 @@ class GaussianValidity:
             return ""
         runs = f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''})" if self.camb_runs >= 0 else ""
         return (f"{self.count('evaluated')} new cosmology evaluation(s){runs}; {self.count('reused')} re-used "
-                f"this run's cosmologies (no CAMB call); {self.count('outside')} outside the model's domain "
-                f"(not sent to CAMB); {self.count('failed')} failed")
+                f"this run's cosmologies and {self.count('inferred')} inferred from the other side (no CAMB call); "
+                f"{self.count('outside')} outside the model's domain (not sent to CAMB); {self.count('failed')} failed")
 
 
 def width_ratios(ratio: np.ndarray) -> np.ndarray:

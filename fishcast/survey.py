@@ -81,9 +81,12 @@ class DiagnosticsSection(DiagnosticsConfig):
     and whether to run the Gaussian-validity check (2N extra cosmology evaluations)."""
 
     gaussian_check: bool = Field(True, description="evaluate the real Delta chi^2 at +-1 sigma along each principal direction")
+    gaussian_sides: Literal["adaptive", "both"] = Field(
+        "adaptive", description="adaptive: evaluate the +1 sigma side of each direction, and the -1 sigma side only where "
+        "the +1 sigma side departs from the linear model (else it is inferred); both: always evaluate both sides")
 
     def thresholds(self) -> DiagnosticsConfig:
-        return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check"}))
+        return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check", "gaussian_sides"}))
 
 
 class _SurveyBase(_Model):

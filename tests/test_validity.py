@@ -82,14 +82,17 @@ class Recorder:
         return evaluate
 
 
-def toy_check(names, cov, model, evaluator, priors=None, thresholds=None):
+def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides="both", jacobian=None):
     """Run :func:`gaussian_validity` on a toy forecast: covariance ``cov`` of ``names`` around
-    FID, data ``model(theta)``; the fiducial cosmology is 'already evaluated'."""
+    FID, data ``model(theta)``; the fiducial cosmology is 'already evaluated'. ``jacobian``
+    (n_data, n_par): the forecast's derivatives (needed by ``sides="adaptive"``)."""
     fid = np.array([FID[n] for n in names])
     cfg = thresholds or DiagnosticsConfig()
     survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors=priors or {},
-                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg)))
-    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.linalg.inv(cov), names, fid))
+                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg,
+                                                                                gaussian_sides=sides)))
+    derivs = {n: np.asarray(jacobian)[:, j] for j, n in enumerate(names)} if jacobian is not None else {}
+    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.linalg.inv(cov), names, fid), derivatives=derivs)
     dv = ToyData(names, model)
     fid_cosmo = cosmo_part(FID)
     sig = SimpleNamespace(fiducial=dv.signal(ToyCosmo(fid_cosmo), FID))
@@ -206,6 +209,40 @@ def test_a_failure_naming_no_point_is_tried_point_by_point():
     pts = [dict(cosmo_part(FID), w0=-1.1), dict(cosmo_part(FID), w0=-0.9)]
     res, fails = evaluate_tolerant(ev, pts, SETTINGS)
     assert list(res) == [0] and list(fails) == [1] and calls == [2, 1, 1]
+
+
+def test_adaptive_sides_infer_the_minus_side_of_a_linear_direction_only():
+    """A linear model: every -1 sigma point is inferred from its +1 sigma partner (exactly, so
+    Delta chi^2 = 1), halving the CAMB runs; a direction curved beyond tolerance/4 is
+    evaluated on both sides."""
+    names, sig = ["Omega_m", "w0"], np.array([0.01, 0.1])
+    fid = np.array([0.32, -1.0])
+    J = np.diag(1 / sig)
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), linear(fid, sig), rec, sides="adaptive", jacobian=J)
+    np.testing.assert_allclose(gv.delta_chi2, 1.0, rtol=1e-10)
+    assert gv.status == ("evaluated", "inferred") * 2 and len(rec.points) == 2
+    assert "no CAMB call" in gv.point_notes[1] and "1 new" not in gv.cost_text()
+
+    def curved(th):  # w0 quadratic: Delta chi^2 = 2.25 at +1 sigma, 0.25 at -1 sigma
+        d = (np.asarray(th) - fid) / sig
+        d[1] = d[1] * (1 + 0.5 * d[1])
+        return d
+
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), curved, rec, sides="adaptive", jacobian=J)
+    w0_dir = [j for j in range(2) if gv.dominant(j) == ["w0"]][0]
+    assert gv.status[2 * w0_dir + 1] == "evaluated" and len(rec.points) == 3
+    np.testing.assert_allclose(sorted(gv.delta_chi2[2 * w0_dir:2 * w0_dir + 2]), [0.25, 2.25], rtol=1e-10)
+    # slightly curved, within tolerance / 4: the inferred side is the quadratic model's, exact here
+    def mild(th):
+        d = (np.asarray(th) - fid) / sig
+        d[1] = d[1] * (1 + 0.04 * d[1])
+        return d
+
+    gv = toy_check(names, np.diag(sig**2), mild, Recorder(), sides="adaptive", jacobian=J)
+    assert gv.count("inferred") == 2
+    np.testing.assert_allclose(sorted(gv.delta_chi2[2 * w0_dir:2 * w0_dir + 2]), [0.96**2, 1.04**2], rtol=1e-10)
 
 
 def test_corrected_errors_equal_the_exact_errors_of_the_true_likelihood():

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..diagnostics import ConditioningReport, DiagnosticsConfig, ErrorStability, GaussianValidity, ProjectedFisher
+from ..diagnostics import (POINT_STATUSES, ConditioningReport, DiagnosticsConfig, ErrorStability, GaussianValidity,
+                           ProjectedFisher)
 from ..errors import InputError
 from .h5util import dataset, per_parameter_units, read_strings, string_dataset, text
 
@@ -163,11 +164,12 @@ def _write_gaussian(group, r: GaussianValidity) -> None:
         string_dataset(group, "status", r.status)
         string_dataset(group, "point_notes", r.point_notes)
         a["status_values"] = ("evaluated: a new cosmology evaluation; reused: a cosmology this run had "
-                              "evaluated (no CAMB call); outside: certainly outside the domain where the model "
-                              "runs (not sent to CAMB); failed: the model did not run there or gave a "
-                              "non-finite data vector")
+                              "evaluated (no CAMB call); inferred: from the other side of the direction, where "
+                              "the model is quadratic-small along it (no CAMB call); outside: certainly outside "
+                              "the domain where the model runs (not sent to CAMB); failed: the model did not run "
+                              "there or gave a non-finite data vector")
         a["camb_runs"] = int(r.camb_runs)
-        for kind in ("evaluated", "reused", "outside", "failed"):
+        for kind in POINT_STATUSES:
             a[f"n_{kind}"] = r.count(kind)
     if r.width_ratio is not None:
         dataset(group, "width_ratio", r.width_ratio, "")

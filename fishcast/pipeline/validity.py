@@ -34,7 +34,7 @@ import numpy as np
 from .. import cosmology as _cosmo
 from ..errors import ComputationError, FishcastError
 
-__all__ = ["SNAP", "screen", "evaluate_tolerant", "gaussian_validity"]
+__all__ = ["SNAP", "screen", "evaluate_tolerant", "gaussian_validity", "infer_minus_side"]
 
 #: cosmological offsets smaller than this fraction of the parameter's marginalized sigma are
 #: round-off of the eigen-decomposition: the point keeps the fiducial value
@@ -162,7 +162,7 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     notes = [""] * n_pts
     cosmo_at: dict[int, object] = {}
     fid_key = _cosmo.point_key(cosmo_part(survey.fiducial), settings)
-    new_keys: dict[str, list[int]] = {}
+    pending: list[int] = []
     for i, p in enumerate(full):
         why = screen(p, names, contains, dtext)
         if why is not None:
@@ -174,40 +174,100 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
             notes[i] = "the fiducial cosmology" if key == fid_key else "a derivative-stencil cosmology"
             cosmo_at[i] = cosmos[key]
         else:
-            new_keys.setdefault(key, []).append(i)
-
-    calls0 = _cosmo.boltzmann_calls()
-    if new_keys:
-        firsts = [idx[0] for idx in new_keys.values()]
-        results, failures = evaluate_tolerant(evaluator_for(len(firsts)), [cosmo_part(full[i]) for i in firsts], settings)
-        for k, idx in enumerate(new_keys.values()):
-            for i in idx:
-                if k in results:
-                    cosmo_at[i] = results[k]
-                else:
-                    status[i], notes[i] = "failed", failures.get(k, "not evaluated")
-    camb_runs = _cosmo.boltzmann_calls() - calls0
+            pending.append(i)
 
     prior_w = np.array([1.0 / survey.priors[n] if n in survey.priors else 0.0 for n in names])
     fid_aug = np.concatenate([sig.fiducial, prior_w * fid_theta])
     n_sig = sig.fiducial.size
     signals_at: list[np.ndarray | None] = [None] * n_pts
-    for i, c in cosmo_at.items():
-        try:
-            s = np.asarray(dv.signal(c, full[i]), dtype=float)
-            if not np.all(np.isfinite(s)):
-                raise ComputationError(f"the data vector is not finite ({int(np.sum(~np.isfinite(s)))} entries)")
-        except (FishcastError, ArithmeticError, ValueError) as exc:
-            if _interrupted(exc):
-                raise
-            status[i], notes[i] = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            continue
-        theta = np.array([full[i][n] for n in names])
-        signals_at[i] = np.concatenate([s, prior_w * theta])
 
     def norm(d: np.ndarray) -> float:
         g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
         return float(np.sqrt(max(g, 0.0)))
 
+    def signals_for(idx) -> None:
+        for i in idx:
+            if i not in cosmo_at or signals_at[i] is not None:
+                continue
+            try:
+                sv = np.asarray(dv.signal(cosmo_at[i], full[i]), dtype=float)
+                if not np.all(np.isfinite(sv)):
+                    raise ComputationError(f"the data vector is not finite ({int(np.sum(~np.isfinite(sv)))} entries)")
+            except (FishcastError, ArithmeticError, ValueError) as exc:
+                if _interrupted(exc):
+                    raise
+                status[i], notes[i] = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                continue
+            theta = np.array([full[i][n] for n in names])
+            signals_at[i] = np.concatenate([sv, prior_w * theta])
+
+    calls0 = _cosmo.boltzmann_calls()
+    evaluator = None
+
+    def evaluate(idx: list[int]) -> None:
+        nonlocal evaluator
+        groups: dict[str, list[int]] = {}
+        for i in idx:
+            groups.setdefault(_cosmo.point_key(cosmo_part(full[i]), settings), []).append(i)
+        if not groups:
+            return
+        if evaluator is None:
+            evaluator = evaluator_for(len(pending))
+        firsts = [g[0] for g in groups.values()]
+        results, failures = evaluate_tolerant(evaluator, [cosmo_part(full[i]) for i in firsts], settings)
+        for k, g in enumerate(groups.values()):
+            for i in g:
+                if k in results:
+                    cosmo_at[i] = results[k]
+                else:
+                    status[i], notes[i] = "failed", failures.get(k, "not evaluated")
+
+    sides = getattr(survey.config.diagnostics, "gaussian_sides", "both")
+    derivs = getattr(fc, "derivatives", None)
+    if sides == "adaptive" and derivs:
+        # the +n_sigma side first; the -n_sigma side is inferred where the +side shows the model
+        # quadratic-small along the ray (see infer_minus_side), else evaluated too
+        evaluate([i for i in pending if i % 2 == 0])
+        signals_for(range(n_pts))
+        tol = survey.config.diagnostics.thresholds().gaussian_tolerance
+        D = np.stack([np.asarray(derivs[n], dtype=float) for n in names])
+        later = []
+        for i in [i for i in pending if i % 2 == 1]:
+            plus = signals_at[i - 1]
+            delta = np.array([full[i - 1][n] for n in names]) - fid_theta
+            a = np.concatenate([delta @ D, prior_w * delta])
+            inferred = infer_minus_side(plus, fid_aug, a, norm, tol, pts.n_sigma) if plus is not None else None
+            if inferred is None:
+                later.append(i)
+                continue
+            signals_at[i], r = inferred
+            status[i] = "inferred"
+            notes[i] = (f"from the +{pts.n_sigma:g} sigma side: quadratic along the direction "
+                        f"(|s(+) - s0 - J delta| = {r:.2g} <= {tol / 4 * pts.n_sigma:.2g}); no CAMB call")
+        evaluate(later)
+    else:
+        evaluate(pending)
+    signals_for(range(n_pts))
+    camb_runs = _cosmo.boltzmann_calls() - calls0
+
     return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=survey.config.diagnostics.thresholds(), points=pts,
                             status=status, point_notes=notes, camb_runs=camb_runs)
+
+
+def infer_minus_side(plus: np.ndarray, fid: np.ndarray, a: np.ndarray, norm: Callable[[np.ndarray], float],
+                     tolerance: float, n_sigma: float = 1.0) -> tuple[np.ndarray, float] | None:
+    """The data vector at fiducial - delta from the one at fiducial + delta, or None.
+
+    Along the ray, s(t) = s0 + a t + b t^2 + O(t^3) with ``a = J delta`` (the Fisher
+    derivatives; ``norm(a) = n_sigma``). The +side gives ``r = s(+1) - s0 - a = b + O(t^3)``;
+    the quadratic model then gives ``s(-1) = s0 - a + r``, so that
+    Delta chi^2(-) = n_sigma^2 + |r|^2 - 2 a.r and Delta chi^2(+) = n_sigma^2 + |r|^2 + 2 a.r.
+    Used only when ``norm(r) <= tolerance / 4 * n_sigma``: both sides are then within about
+    half the tolerance of the Fisher prediction, so only a cubic term as large as the whole
+    measured departure could flip the verdict, while a non-Gaussian direction (large r) is
+    always evaluated on both sides."""
+    r = np.asarray(plus, dtype=float) - np.asarray(fid, dtype=float) - np.asarray(a, dtype=float)
+    size = norm(r)
+    if not np.isfinite(size) or size > tolerance / 4 * n_sigma:
+        return None
+    return np.asarray(fid, dtype=float) - a + r, size
