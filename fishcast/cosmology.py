@@ -311,15 +311,10 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
 def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float):
     import camb
 
-    if p["m_nu"] < 0:
-        raise ComputationError(f"m_nu must be >= 0 (point: {describe_point(p)})")
-    omnuh2 = neutrino_omnuh2(p["m_nu"])
-    bg = camb_background_inputs(p, omnuh2)
-    if bg["omch2"] <= 0 or bg["ombh2"] <= 0 or bg["H0"] <= 0:
-        raise ComputationError(
-            "unphysical point: Omega_m must exceed Omega_b + Omega_nu and Omega_b, h must be "
-            f"positive (omch2={bg['omch2']:.4g}, ombh2={bg['ombh2']:.4g}; point: {describe_point(p)})"
-        )
+    why = domain_violation(p)
+    if why is not None:
+        raise ComputationError(f"unphysical point: {why} (point: {describe_point(p)})")
+    bg = camb_background_inputs(p, neutrino_omnuh2(p["m_nu"]))
     pars = camb.CAMBparams()
     pars.set_cosmology(
         H0=bg["H0"], ombh2=bg["ombh2"], omch2=bg["omch2"], mnu=bg["mnu"], omk=bg["omk"],
