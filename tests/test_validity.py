@@ -23,7 +23,7 @@ from fishcast.cosmology import CosmologySettings, describe_point, full_params, p
 from fishcast.diagnostics import DiagnosticsConfig, GaussianValidity, delta_chi2, principal_points, sigma_changes
 from fishcast.errors import ComputationError
 from fishcast.fisher import FisherMatrix
-from fishcast.pipeline.forecast import cosmo_part
+from fishcast.pipeline.plan import cosmo_part
 from fishcast.pipeline.validity import evaluate_tolerant, gaussian_validity
 
 SETTINGS = CosmologySettings(nonlinear_model="none", z_max=1.0, n_z=5, k_max=1.0, n_k=10)
@@ -147,8 +147,9 @@ def test_survey_domain_override_is_respected():
     fid = np.array([-1.0, 1.72])
     cfg = DiagnosticsConfig()
     survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors={},
-                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg)))
-    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.diag(1 / sig**2), names, fid))
+                             config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg,
+                                                                                gaussian_sides="both")))
+    fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.diag(1 / sig**2), names, fid), derivatives={})
     dv = ToyData(names, linear(fid, sig))
     specs = {"w0": SimpleNamespace(contains=lambda v: v <= -0.95, domain_text=lambda: "(-inf, -0.95]"),
              "A_IA": SimpleNamespace(contains=lambda v: True, domain_text=lambda: "(-inf, inf)")}

@@ -62,7 +62,7 @@ def screen(point: Mapping[str, float], names: Sequence[str], contains: Mapping[s
            domain_text: Mapping[str, str] | None = None) -> str | None:
     """Why ``point`` (every parameter) is certainly outside the domain where the model runs,
     or None. ``contains[name](value)``: the domain of each free parameter."""
-    from .forecast import cosmo_part
+    from .plan import cosmo_part
 
     bad = [f"{n} = {point[n]:.4g} outside its domain {domain_text[n] if domain_text else ''}".rstrip()
            for n in names if n in contains and not contains[n](float(point[n]))]
@@ -132,7 +132,7 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     Returns a :class:`fishcast.diagnostics.GaussianValidity`."""
     from .. import diagnostics as _diag
     from ..parameters import is_cosmological, lookup
-    from .forecast import cosmo_part
+    from .plan import cosmo_part
 
     survey = fc.survey
     settings = survey.settings
@@ -222,8 +222,8 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
                 else:
                     status[i], notes[i] = "failed", failures.get(k, "not evaluated")
 
-    sides = getattr(survey.config.diagnostics, "gaussian_sides", "both")
-    derivs = getattr(fc, "derivatives", None)
+    sides = survey.config.diagnostics.gaussian_sides
+    derivs = fc.derivatives
     if sides == "adaptive" and derivs:
         # the +n_sigma side first; the -n_sigma side is inferred where the +side shows the model
         # quadratic-small along the ray (see infer_minus_side), else evaluated too
