@@ -485,3 +485,21 @@ def test_domain_violation_matches_what_camb_refuses(fast_settings):
     pars.set_dark_energy(w=-0.5, wa=0.5, dark_energy_model="ppf")  # w0 + wa = 0: CAMB runs it
     assert _cosmo.domain_violation(dict(FID, w0=-0.5, wa=0.5)) is None
     assert math.isfinite(pars.DarkEnergy.wa)
+
+
+def test_a_note_does_not_enter_the_forecast_verdict(monkeypatch, cache_dir, tmp_path):
+    """A flagged direction that leaves cosmology within tolerance (a NOTE, verdict PASS) is
+    kept with the check but is not a reason of the forecast's trust verdict."""
+    from fishcast.pipeline import validity
+    from fishcast.pipeline.cache import Cache
+    from fishcast.pipeline.forecast import run_forecast
+    from fishcast.survey import load_survey
+
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    note = toy_check(names, np.diag(sig**2), _ia_nonlinear(np.array([-1.0, 1.72]), sig), Recorder())
+    assert note.verdict == "PASS" and note.notes
+    monkeypatch.setattr(validity, "gaussian_validity", lambda *a, **k: note)
+    (tmp_path / "s.yaml").write_text(W0WA)
+    fc = run_forecast(load_survey(tmp_path / "s.yaml"), cache=Cache(cache_dir))
+    assert fc.extra["gaussian_validity"] is note
+    assert not any("principal direction" in r for r in fc.trust_reasons)
