@@ -97,28 +97,26 @@ def evaluate_tolerant(evaluator, points: Sequence[Mapping[str, float]], settings
 
     while todo:
         try:
-            out = call(todo)
+            results.update(zip(todo, call(todo)))
+            return results, failures
         except ComputationError as exc:
             if _interrupted(exc):
                 raise
             j = _which(str(exc), points, todo)
-            if j is not None:
-                failures[j] = str(exc).splitlines()[0]
-                todo.remove(j)
-                continue
-            if len(todo) == 1:
-                failures[todo[0]] = str(exc).splitlines()[0]
+            if j is None:
+                if len(todo) == 1:
+                    failures[todo[0]] = str(exc).splitlines()[0]
+                    return results, failures
                 break
-            for i in todo:  # no culprit named: one at a time
-                try:
-                    results[i] = call([i])[0]
-                except ComputationError as exc1:
-                    if _interrupted(exc1):
-                        raise
-                    failures[i] = str(exc1).splitlines()[0]
-            break
-        results.update(zip(todo, out))
-        break
+            failures[j] = str(exc).splitlines()[0]
+            todo.remove(j)
+    for i in todo:  # a failure that names no point: one point at a time
+        try:
+            results[i] = call([i])[0]
+        except ComputationError as exc:
+            if _interrupted(exc):
+                raise
+            failures[i] = str(exc).splitlines()[0]
     return results, failures
 
 
