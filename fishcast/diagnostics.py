@@ -598,8 +598,9 @@ class GaussianValidity:
         """How many evaluations the check needed, and how many it avoided."""
         if not self.status:
             return ""
-        runs = f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''})" if self.camb_runs >= 0 else ""
-        return (f"{self.count('evaluated')} new cosmology evaluation(s){runs}; {self.count('reused')} re-used "
+        runs = (f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''} in this process; cache hits "
+                "cost none)") if self.camb_runs >= 0 else ""
+        return (f"{self.count('evaluated')} point(s) evaluated{runs}; {self.count('reused')} re-used "
                 f"this run's cosmologies and {self.count('inferred')} inferred from the other side (no CAMB call); "
                 f"{self.count('outside')} outside the model's domain (not sent to CAMB); {self.count('failed')} failed")
 

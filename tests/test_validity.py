@@ -223,7 +223,7 @@ def test_adaptive_sides_infer_the_minus_side_of_a_linear_direction_only():
     gv = toy_check(names, np.diag(sig**2), linear(fid, sig), rec, sides="adaptive", jacobian=J)
     np.testing.assert_allclose(gv.delta_chi2, 1.0, rtol=1e-10)
     assert gv.status == ("evaluated", "inferred") * 2 and len(rec.points) == 2
-    assert "no CAMB call" in gv.point_notes[1] and "1 new" not in gv.cost_text()
+    assert "no CAMB call" in gv.point_notes[1] and gv.cost_text().startswith("2 point(s) evaluated")
 
     def curved(th):  # w0 quadratic: Delta chi^2 = 2.25 at +1 sigma, 0.25 at -1 sigma
         d = (np.asarray(th) - fid) / sig
@@ -329,7 +329,7 @@ def test_the_report_and_the_file_carry_the_new_fields(tmp_path):
     fid = np.array([-1.0, 0.0, 1.72])
     gv = toy_check(names, np.diag(sig**2), _ia3(fid, sig), Recorder())
     text = format_report(gaussian=gv)
-    assert "cost: 3 new cosmology evaluation(s)" in text and "2 re-used" in text and "1 outside" in text
+    assert "cost: 3 point(s) evaluated" in text and "2 re-used" in text and "1 outside" in text
     assert "outside the domain where the model runs" in text and "note:" in text
     assert "width +" in text and "largest change of a sigma" in text
     with h5py.File(tmp_path / "g.h5", "w") as f:
