@@ -526,7 +526,7 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
                            points=pts_a, labels=tuple(labels), inside=inside, sigma=sig)
 
 
-#: status of a Gaussian-validity point: evaluated (a new cosmology evaluation), reused (a
+#: status of a Gaussian-validity point: evaluated (sent to the backend, or read from the cache), reused (a
 #: cosmology this run had already evaluated: no CAMB call), inferred (the -n_sigma side from
 #: the +n_sigma side where the model is quadratic-small along the direction: no CAMB call),
 #: outside (certainly outside the domain where the model runs: not sent to CAMB), failed (the
