@@ -163,8 +163,8 @@ def _write_gaussian(group, r: GaussianValidity) -> None:
         # where each point came from, and what the check cost (issue 15 item 3, issue 16)
         string_dataset(group, "status", r.status)
         string_dataset(group, "point_notes", r.point_notes)
-        a["status_values"] = ("evaluated: sent to the backend (or read from the cache); reused: a cosmology this run had "
-                              "evaluated (no CAMB call); inferred: from the other side of the direction, where "
+        a["status_values"] = ("evaluated: sent to the backend (or read from the cache); reused: a cosmology "
+                              "this run had evaluated (no CAMB call); inferred: from the other side of the direction, where "
                               "the model is quadratic-small along it (no CAMB call); outside: certainly outside "
                               "the domain where the model runs (not sent to CAMB); failed: the model did not run "
                               "there or gave a non-finite data vector")
