@@ -66,8 +66,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
-from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
-from fishcast.probes.sky import FULL_SKY_DEG2, SkyAreaConfig  # noqa: F401 (FULL_SKY_DEG2: public here too)
+from fishcast.probes import rsd_model
+from fishcast.probes.base import CosmologyRequirements, Probe
 
 # ---------------------------------------------------------------------------------------------
 # quadrature
@@ -138,6 +138,14 @@ def damping(k: np.ndarray, mu: np.ndarray, sigma: np.ndarray | None, n_tracer: i
     s = np.broadcast_to(np.asarray(sigma, dtype=float), (n_tracer,))
     kmu2 = (k[:, None] * mu[None, :]) ** 2
     return np.exp(-0.5 * kmu2[..., None] * s[None, None, :] ** 2)
+
+
+def _with_kernel(D: np.ndarray, kernel) -> np.ndarray:
+    """Damping D (n_k, n_mu, N) times sqrt(kernel) (n_k, n_mu): a common factor K of the
+    signal enters each tracer amplitude as sqrt(K)."""
+    if kernel is None:
+        return D
+    return D * np.sqrt(np.asarray(kernel, dtype=float))[..., None]
 
 
 def tracer_amplitudes(k, mu, b, f: float, sigma=None) -> np.ndarray:
@@ -233,49 +241,8 @@ def band_parameter_names(n_k: int, tracers, rsd: bool) -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class Shell:
-    """One redshift shell as the band Fisher functions see it (units as in
-    :func:`tracer_covariance`).
-
-    k [h/Mpc] (n_k,): the band nodes; k2dk [(h/Mpc)^3] (n_k,): Int_band k^2 dk; mu, w_mu
-    (n_mu,): the mu quadrature of :func:`mu_quadrature`; pk [(Mpc/h)^3] (n_k,): P at the
-    nodes; b (N,): linear biases; f: growth rate; n [(h/Mpc)^3] (N,): densities; volume
-    [(Mpc/h)^3]; sigma [Mpc/h]: damping length (None, a scalar or (N,), see :func:`damping`);
-    rsd: Kaiser RSD on (with rsd False, f is 0 and the damping is off).
-    Arrays are stored as float arrays (b and n at least 1-d).
-    """
-
-    k: np.ndarray
-    k2dk: np.ndarray
-    mu: np.ndarray
-    w_mu: np.ndarray
-    pk: np.ndarray
-    b: np.ndarray
-    f: float
-    n: np.ndarray
-    volume: float
-    sigma: np.ndarray | float | None = None
-    rsd: bool = True
-
-    def __post_init__(self):
-        put = object.__setattr__
-        for name in ("k", "k2dk", "mu", "w_mu", "pk"):
-            put(self, name, np.asarray(getattr(self, name), dtype=float))
-        put(self, "b", np.atleast_1d(np.asarray(self.b, dtype=float)))
-        put(self, "n", np.atleast_1d(np.asarray(self.n, dtype=float)))
-        put(self, "rsd", bool(self.rsd))
-        put(self, "f", float(self.f) if self.rsd else 0.0)
-        put(self, "volume", float(self.volume))
-        if not self.rsd:
-            put(self, "sigma", None)
-
-    @property
-    def n_tracer(self) -> int:
-        return int(self.b.size)
-
-
-def band_fisher(shell: Shell) -> np.ndarray:
+def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
+                rsd: bool = True, kernel=None) -> np.ndarray:
     """Band-power / bias / f Fisher of one shell (Abramo 2012).
 
     Parameters, in this order: ``ln P_i`` for each k band (n_k), ``ln b_a`` for each tracer
@@ -289,13 +256,17 @@ def band_fisher(shell: Shell) -> np.ndarray:
     ``alpha = P/(1 + P sum n A^2)``), ``Tr[C^-1 (x A^T + A x^T) C^-1 (y A^T + A y^T)] =
     2 (<x,y><A,A> + <x,A><A,y>)``.  O(n_k n_mu N^2), no matrix inverses; checked against
     :func:`fisher_trace` in the tests.
+
+    ``kernel`` (n_k, n_mu), optional: a common factor of the signal, ``P(k) -> P(k) K(k, mu)``
+    (e.g. the de-wiggling and Lorentzian Fingers of God of :mod:`fishcast.probes.rsd_model`,
+    as P_eff / P_lin); the band powers remain those of P, f is varied at fixed K.
     """
     k, k2dk, mu, w_mu, b, f, n, volume, sigma, rsd = (
         shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
     pk = shell.pk
     N = b.size
     P = np.asarray(pk, dtype=float)[:, None]  # (n_k, 1)
-    D = damping(k, mu, sigma, N)  # (n_k, n_mu, N)
+    D = _with_kernel(damping(k, mu, sigma, N), kernel)  # (n_k, n_mu, N)
     A = (b + f * mu[None, :, None] ** 2) * D
     nA = n * A
     sA = np.sum(nA * A, axis=-1)  # (n_k, n_mu)
@@ -323,7 +294,8 @@ def band_fisher(shell: Shell) -> np.ndarray:
     return 0.5 * (F + F.T)
 
 
-def single_tracer_band_fishers(shell: Shell) -> np.ndarray:
+def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float,
+                               sigma=None, rsd: bool = True, kernel=None) -> np.ndarray:
     """Each tracer alone (FKP): the band/bias/f Fisher of tracer a using only its auto
     covariance ``C_aa``, embedded in the joint parameter list of :func:`band_fisher` (zeros on
     the other tracers' biases).  Vectorized over tracers.  Returns (N, n_par, n_par); their
@@ -332,7 +304,11 @@ def single_tracer_band_fishers(shell: Shell) -> np.ndarray:
         shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
     pk = shell.pk
     N = b.size
-    D = damping(k, mu, sigma, N)  # (n_k, n_mu, N)
+    f = float(f) if rsd else 0.0
+    if not rsd:
+        sigma = None
+    mu = np.asarray(mu, dtype=float)
+    D = _with_kernel(damping(k, mu, sigma, N), kernel)  # (n_k, n_mu, N)
     A = (b[None, None, :] + f * mu[None, :, None] ** 2) * D
     pk3 = np.asarray(pk, dtype=float)[:, None, None]
     S = A**2 * pk3  # (n_k, n_mu, N) signal of each tracer
@@ -360,7 +336,8 @@ def single_tracer_band_fishers(shell: Shell) -> np.ndarray:
     return F
 
 
-def effective_volumes(shell: Shell):
+def effective_volumes(k, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
+                      rsd: bool = True, kernel=None):
     """Effective volumes [(Mpc/h)^3] per k node, per tracer and combined.
 
     ``V_eff,a(k) = V (1/2) Int_{-1}^{1} dmu [P_a/(1+P_a)]^2`` with ``P_a = n_a A_a^2 P`` and the
@@ -368,9 +345,12 @@ def effective_volumes(shell: Shell):
     information on ln P with the biases known is ``N_k/2 V_eff/V``).
     Returns ``(per_tracer (n_k, N), combined (n_k,))``.
     """
-    k, mu, w_mu, pk, b, f, n, volume, sigma = (
-        shell.k, shell.mu, shell.w_mu, shell.pk, shell.b, shell.f, shell.n, shell.volume, shell.sigma)
-    A = tracer_amplitudes(k, mu, b, f, sigma)
+    b = np.atleast_1d(np.asarray(b, dtype=float))
+    n = np.atleast_1d(np.asarray(n, dtype=float))
+    f = float(f) if rsd else 0.0
+    if not rsd:
+        sigma = None
+    A = tracer_amplitudes(k, mu, b, f, sigma) * _with_kernel(np.ones((np.size(k), np.size(mu), b.size)), kernel)
     Pa = n[None, None, :] * A**2 * np.asarray(pk, dtype=float)[:, None, None]
     Pt = Pa.sum(axis=-1)
     wm = 0.5 * np.asarray(w_mu)
@@ -429,6 +409,65 @@ def project(F_band: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
     return 0.5 * (F + F.T)
 
 
+def geometry_parameter_names(n_k: int, tracers, rsd: bool) -> list[str]:
+    """:func:`band_parameter_names` plus ``lnq_perp``, ``lnq_par`` (Alcock-Paczynski)."""
+    return band_parameter_names(n_k, tracers, rsd) + ["lnq_perp", "lnq_par"]
+
+
+def geometry_band_fisher(k, k2dk, mu, w_mu, pk, n_eff, b, f: float, n, volume: float,
+                         sigma=None, rsd: bool = True, extra_noise=None) -> np.ndarray:
+    """Band-power / bias / f Fisher of one shell with the two Alcock-Paczynski parameters
+    ``ln q_perp``, ``ln q_par`` appended (parameter order of :func:`geometry_parameter_names`),
+    at q_perp = q_par = 1.
+
+    The observed covariance ``C = A A^T P(k_t) / (q_perp^2 q_par) + diag(1/n)`` with
+    ``A_a = (b_a + f mu_t^2) D_a(k, mu)`` (damping in the observed frame), k_t, mu_t the true
+    wavevector (:mod:`fishcast.probes.rsd_model`), P represented by its band powers at the
+    nodes and its local slope ``n_eff = d ln P / d ln k`` [(n_k,)] -- so that, by the chain
+    rule, ``J^T F J`` with J the derivatives of (ln P_i, ln b_a, f, ln q_perp, ln q_par)
+    is the Fisher matrix of the full observed-frame model (Seo & Eisenstein 2003).  General
+    trace formula with analytic derivatives; units as in :func:`band_fisher`.
+    ``extra_noise`` (N,) adds to 1/n (a residual shot noise).
+    """
+    from fishcast.probes import rsd_model
+
+    b = np.atleast_1d(np.asarray(b, dtype=float))
+    n = np.atleast_1d(np.asarray(n, dtype=float))
+    N = b.size
+    f = float(f) if rsd else 0.0
+    if not rsd:
+        sigma = None
+    mu = np.asarray(mu, dtype=float)
+    P = np.asarray(pk, dtype=float)[:, None, None, None]  # (n_k, 1, 1, 1)
+    D = damping(k, mu, sigma, N)  # (n_k, n_mu, N)
+    A = (b + f * mu[None, :, None] ** 2) * D
+    S = A[..., :, None] * A[..., None, :] * P  # (n_k, n_mu, N, N)
+    noise = 1.0 / n + (0.0 if extra_noise is None else np.asarray(extra_noise, dtype=float))
+    C = S + np.diag(noise)
+    n_k = np.size(k)
+    dk_perp, dk_par, dm2_perp, dm2_par = rsd_model.ap_log_derivatives(mu)  # (n_mu,)
+    ne = np.asarray(n_eff, dtype=float)[:, None, None, None]
+    derivs = []
+    for i in range(n_k):  # ln P_i: only band i
+        d = np.zeros_like(C)
+        d[i] = S[i]
+        derivs.append(d)
+    for c in range(N):  # ln b_c
+        g = np.zeros_like(A)
+        g[..., c] = b[c] * D[..., c]
+        o = g[..., :, None] * A[..., None, :] * P
+        derivs.append(o + np.swapaxes(o, -1, -2))
+    dA_dmu2 = f * D  # dA_a / d(mu_t^2)
+    if rsd:
+        o = (mu[None, :, None] ** 2 * D)[..., :, None] * A[..., None, :] * P
+        derivs.append(o + np.swapaxes(o, -1, -2))
+    for amp, dlnk, dm2 in ((-2.0, dk_perp, dm2_perp), (-1.0, dk_par, dm2_par)):
+        d = S * (amp + ne * dlnk[None, :, None, None])
+        o = (dA_dmu2 * dm2[None, :, None])[..., :, None] * A[..., None, :] * P
+        derivs.append(d + o + np.swapaxes(o, -1, -2))
+    return fisher_trace(C, np.array(derivs), mode_weights(volume, k2dk, w_mu))
+
+
 # =============================================================================================
 # Configuration (the ``probes.counts_in_cells`` section of a survey YAML)
 # =============================================================================================
@@ -450,6 +489,21 @@ BIAS_PER_SHELL = register(ParameterFamily(
 BIAS_COEFFICIENT = register(ParameterFamily(
     "b_{tracer}_c{j}", "", r"c^{\rm {tracer}}_{{j}}", domain=Domain(lower=0.0),
     description="coefficient c_{j} of the b(z) form of tracer {tracer}"))
+#: ln b of a tracer in a shell (``bias.parameter: lnb``, as Euclid IST:F)
+LN_BIAS_PER_SHELL = register(ParameterFamily(
+    "lnb_{tracer}_{shell}", "", r"\ln b_{\rm {tracer},{shell}}", step_scale=1.0, offset=True,
+    description="natural log of the linear bias of tracer {tracer} in shell {shell}"))
+#: residual shot noise of a tracer in a shell, added to 1/n (fiducial 0)
+RESIDUAL_SHOT_NOISE = register(ParameterFamily(
+    "Ps_{tracer}_{shell}", "(Mpc/h)^3", r"P_{\rm s}^{\rm {tracer},{shell}}", step_scale=100.0, offset=True,
+    fiducial=0.0, description="residual shot noise of tracer {tracer} in shell {shell}"))
+#: sigma_v and sigma_p of a shell over their fiducial values (dispersions: free)
+SIGMA_V_RATIO = register(ParameterFamily(
+    "sv_{shell}", "", r"\sigma_v^{({shell})}/\sigma_v^{\rm fid}", domain=Domain(lower=0.0),
+    fiducial=1.0, description="sigma_v of shell {shell} over its fiducial value"))
+SIGMA_P_RATIO = register(ParameterFamily(
+    "sp_{shell}", "", r"\sigma_p^{({shell})}/\sigma_p^{\rm fid}", domain=Domain(lower=0.0),
+    fiducial=1.0, description="sigma_p of shell {shell} over its fiducial value"))
 
 
 class _Model(BaseModel):
@@ -509,6 +563,10 @@ class BiasConfig(_Model):
     values: list[float | None] = Field(
         ..., min_length=1,
         description="per-shell biases (null where the tracer is absent), or the coefficients c_j (fiducial values)")
+    parameter: Literal["b", "lnb"] = Field(
+        "b", description="per_shell only: the nuisance parameters are b_<tracer>_<i> ('b') or ln b, "
+                         "named lnb_<tracer>_<i> ('lnb', as Euclid IST:F); the marginalized errors of the "
+                         "other parameters do not depend on this choice")
 
     @model_validator(mode="after")
     def _check(self):
@@ -518,6 +576,8 @@ class BiasConfig(_Model):
             raise ValueError("biases must be > 0")
         if self.form != "per_shell" and any(v is None for v in self.values):
             raise ValueError("b(z) coefficients must be numbers")
+        if self.form != "per_shell" and self.parameter != "b":
+            raise ValueError("parameter: lnb applies to form per_shell only")
         return self
 
 
@@ -552,6 +612,24 @@ class CountsInCellsConfig(SkyAreaConfig):
     n_mu: int = Field(16, ge=1, le=500, description="number of Gauss-Legendre mu nodes on (0, 1)")
     rsd: bool = Field(True, description="Kaiser redshift-space distortions (growth rate from the cosmology)")
     fog_sigma_v: float = Field(0.0, ge=0.0, description="Finger-of-God velocity dispersion [km/s] (Gaussian damping; 0: off)")
+    alcock_paczynski: bool = Field(
+        True, description="model the observed frame: k and mu of each mode mapped with q_perp = D_A/D_A,fid, "
+                          "q_par = H_fid/H and the amplitude 1/(q_perp^2 q_par) (false: k, mu fixed in h/Mpc of "
+                          "the cosmology at hand, no geometry information)")
+    fingers_of_god: Literal["gaussian", "lorentzian"] = Field(
+        "gaussian", description="'gaussian': exp(-k^2 mu^2 sigma^2) with sigma from fog_sigma_v [km/s] (0: off); "
+                                "'lorentzian': 1/(1 + f^2 k^2 mu^2 sigma_p^2), sigma_p from the fiducial linear P "
+                                "(Euclid IST:F)")
+    bao_damping: bool = Field(
+        False, description="de-wiggled spectrum P_lin e^(-g k^2) + P_nw (1 - e^(-g k^2)), g = sigma_v^2 "
+                           "[1 - mu^2 + mu^2 (1+f)^2], sigma_v from the fiducial linear P (Euclid IST:F); "
+                           "P_nw: Eisenstein-Hu 1998 no-wiggle shape times the smoothed ratio")
+    dispersions: Literal["fixed", "free"] = Field(
+        "fixed", description="sigma_v, sigma_p (from the fiducial linear P, per shell): 'fixed', or 'free' "
+                             "nuisances sv_<i>, sp_<i> (their ratio to the fiducial value, fiducial 1)")
+    residual_shot_noise: bool = Field(
+        False, description="a residual shot noise P_s per tracer and shell, added to 1/n: nuisances "
+                           "Ps_<tracer>_<i> [(Mpc/h)^3], fiducial 0 (Euclid IST:F)")
 
     @model_validator(mode="after")
     def _checks(self):
@@ -575,6 +653,15 @@ class CountsInCellsConfig(SkyAreaConfig):
         if self.k_min is not None and any(v <= self.k_min for v in kmax):
             raise ValueError("k_max must exceed k_min in every shell")
         return self
+
+    @property
+    def sky_fraction(self) -> float:
+        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
+
+    @property
+    def needs_dispersions(self) -> bool:
+        """Whether sigma_v / sigma_p (from the fiducial linear spectrum) enter the model."""
+        return self.bao_damping or (self.rsd and self.fingers_of_god == "lorentzian")
 
 
 # =============================================================================================
@@ -606,19 +693,46 @@ def shell_volumes(chi_edges_h, f_sky: float) -> np.ndarray:
     return f_sky * 4.0 * np.pi / 3.0 * (c[1:] ** 3 - c[:-1] ** 3)
 
 
+@dataclass(frozen=True, eq=False)
+class ObservedFrame:
+    """The fiducial cosmology's frame of a survey's shells: what the observations are measured
+    in, and what does not change with the parameters (physics.md section 2).  Lengths in
+    Mpc/h of the FIDUCIAL h (``h``); per shell (n_shell,) or per shell and tracer (n_shell, N).
+
+    chi [Mpc]: comoving (transverse, flat) distance at each shell's effective redshift;
+    hubble [km/s/Mpc]: H(z_eff); volumes [(Mpc/h)^3]; densities [(h/Mpc)^3] (dN/dz per deg^2
+    converted with the fiducial volume); damping [Mpc/h]: per-tracer line-of-sight smearing
+    (Gaussian Fingers of God from a velocity dispersion in km/s and redshift errors, both
+    fixed in the observed frame: a velocity or redshift error is a fixed displacement there);
+    sigma_v [Mpc/h] (or None): sqrt(1/(6 pi^2) Int dk P_lin(k, z_eff)) of the fiducial.
+    """
+
+    h: float
+    chi: np.ndarray
+    hubble: np.ndarray
+    volumes: np.ndarray
+    densities: np.ndarray
+    damping: np.ndarray
+    sigma_v: np.ndarray | None
+
+
 class CountsInCellsProbe(Probe):
     """Multi-tracer clustering in redshift shells (Abramo 2012).  Build it with :func:`build`.
 
     Signal: the tracer covariance ``C_ab(k, mu)`` per shell, shape (n_shell, n_k, n_mu, N, N)
-    [(Mpc/h)^3], with the linear ``P(k)`` from ``cosmo.pk_h`` and ``f`` from
-    ``cosmo.growth_rate_of`` at each shell's effective redshift (its midpoint).  The k nodes
-    are fixed in h/Mpc.  Alcock-Paczynski distortions are not modelled (k and mu are those of
-    the fiducial cosmology); the number densities given as dN/dz per deg^2 and the damping
-    lengths (km/s and redshift errors -> Mpc/h through H(z)) follow the cosmology at hand.
+    [(Mpc/h)^3], in the observed (fiducial) frame: k [h/Mpc] and mu are the observed ones, fixed
+    nodes; with ``alcock_paczynski`` the power of the cosmology at hand is taken at the true
+    (k, mu) of each mode and carries 1/(q_perp^2 q_par) (:mod:`fishcast.probes.rsd_model`).
+    The linear ``P(k)`` comes from ``cosmo.pk_h`` and ``f`` from ``cosmo.growth_rate_of`` at each
+    shell's effective redshift (its midpoint).  Shot noise 1/n, the damping lengths, the mode
+    count and the volume are those of the fiducial frame (:class:`ObservedFrame`) and do not
+    change with the parameters.
 
-    Fisher metric (:meth:`gram`): the trace formula summed over shells with the shell volumes
-    of the *fiducial* cosmology, which :meth:`fiducial_context` returns (a
-    :class:`FiducialVolumes`) and ``gram`` is given back: the probe itself never changes.
+    The fiducial frame: :meth:`observed_frame` makes it from the fiducial cosmology;
+    :meth:`signal` takes it as ``frame=``; without it, the frame pinned by
+    :meth:`set_fiducial` is used, and without that the cosmology at hand is its own frame (right
+    at the fiducial point).  Fisher metric (:meth:`gram`): the trace formula summed over shells
+    with the frame's volumes (found from the fiducial signal, see :meth:`set_fiducial`).
     """
 
     name = "counts_in_cells"
@@ -650,6 +764,9 @@ class CountsInCellsProbe(Probe):
         self.mu, self.w_mu = mu_quadrature(config.n_mu)
         self.present = self._presence()  # (n_shell, N) bool
         self._check_biases()
+        self._volumes_by_signal: dict[str, np.ndarray] = {}
+        self._fiducial_volumes: np.ndarray | None = None
+        self._fiducial_frame: ObservedFrame | None = None
 
     def _presence(self) -> np.ndarray:
         """Which tracer has objects in which shell (cosmology-independent)."""
@@ -680,15 +797,27 @@ class CountsInCellsProbe(Probe):
 
     # --- parameters ------------------------------------------------------------------------
     def nuisance_parameters(self) -> NuisanceParameters:
-        """Bias parameters -> fiducial values: b_<tracer>_<shell from 1> for per-shell biases
-        (only in shells where the tracer has objects), b_<tracer>_c<j> for b(z) coefficients."""
+        """Nuisance parameters (typed, with their fiducial values): b_<tracer>_<shell from 1>
+        for per-shell biases (only in shells where the tracer has objects; lnb_<tracer>_<shell>
+        = ln b with ``bias.parameter: lnb``), b_<tracer>_c<j> for b(z) coefficients; with
+        ``residual_shot_noise`` Ps_<tracer>_<shell> [(Mpc/h)^3] (fiducial 0); with free
+        dispersions sv_<shell>, sp_<shell> (sigma_v, sigma_p over their fiducial values, 1)."""
         out = []
         for a, t in enumerate(self.config.tracers):
             if t.bias.form == "per_shell":
-                out += [BIAS_PER_SHELL.member(float(v), tracer=t.name, shell=i + 1)
+                fam = LN_BIAS_PER_SHELL if t.bias.parameter == "lnb" else BIAS_PER_SHELL
+                conv = math.log if t.bias.parameter == "lnb" else float
+                out += [fam.member(conv(float(v)), tracer=t.name, shell=i + 1)
                         for i, v in enumerate(t.bias.values) if self.present[i, a]]
             else:
                 out += [BIAS_COEFFICIENT.member(float(v), tracer=t.name, j=j) for j, v in enumerate(t.bias.values)]
+        if self.config.residual_shot_noise:
+            for a, t in enumerate(self.config.tracers):
+                out += [RESIDUAL_SHOT_NOISE.member(0.0, tracer=t.name, shell=i + 1)
+                        for i in range(self.n_shell) if self.present[i, a]]
+        if self.config.needs_dispersions and self.config.dispersions == "free":
+            out += [SIGMA_V_RATIO.member(1.0, shell=i + 1) for i in range(self.n_shell)]
+            out += [SIGMA_P_RATIO.member(1.0, shell=i + 1) for i in range(self.n_shell)]
         return NuisanceParameters(out)
 
     def requirements(self) -> CosmologyRequirements:
@@ -711,7 +840,9 @@ class CountsInCellsProbe(Probe):
         p = self._params(params)
         out = np.empty((self.n_shell, len(self.tracers)))
         for a, t in enumerate(self.config.tracers):  # a loop over tracers to read the config
-            if t.bias.form == "per_shell":
+            if t.bias.form == "per_shell" and t.bias.parameter == "lnb":
+                out[:, a] = np.exp([p.get(f"lnb_{t.name}_{i + 1}", 0.0) for i in range(self.n_shell)])
+            elif t.bias.form == "per_shell":
                 out[:, a] = [p.get(f"b_{t.name}_{i + 1}", 1.0) for i in range(self.n_shell)]
             elif t.bias.form == "inverse_growth":
                 out[:, a] = p[f"b_{t.name}_c0"] / np.asarray(cosmo.growth_of(self.z_eff))
@@ -759,57 +890,175 @@ class CountsInCellsProbe(Probe):
         zerr = C_KMS * s0[None, :] * (1.0 + self.z_eff)[:, None] / H[:, None] * h
         return np.sqrt(fog[:, None] ** 2 + zerr**2)
 
-    def _shell_inputs(self, cosmo: Cosmology, params):
-        pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))  # (n_shell, n_k)
-        f = np.asarray(cosmo.growth_rate_of(self.z_eff)) if self.rsd else np.zeros(self.n_shell)
-        sig = self.damping_lengths(cosmo) if self.rsd else None
-        return pk, f, self.biases(cosmo, params), self.densities(cosmo), sig, self.volumes(cosmo)
+    # --- the observed frame ------------------------------------------------------------------
+    def observed_frame(self, cosmo) -> ObservedFrame:
+        """The fiducial frame of this survey from the fiducial cosmology ``cosmo``."""
+        sigma_v = None
+        if self.config.needs_dispersions:
+            kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
+            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
+            sigma_v = rsd_model.velocity_dispersion(kk, pk)
+        return ObservedFrame(
+            h=float(cosmo.derived["h"]),
+            chi=np.asarray(cosmo.chi_of(self.z_eff), dtype=float),
+            hubble=np.asarray(cosmo.hubble_of(self.z_eff), dtype=float),
+            volumes=self.volumes(cosmo),
+            densities=self.densities(cosmo),
+            damping=self.damping_lengths(cosmo),
+            sigma_v=sigma_v,
+        )
 
-    def _shell_covariance(self, s, k, pk, b, f, n, sig):
-        """C of shell s; an absent tracer gets a placeholder row/column: no signal, unit
-        noise, constant in every parameter -- it carries no information."""
-        m = self.present[s]
-        C = tracer_covariance(k, self.mu, pk, np.where(m, b, 0.0), f, np.where(m, n, 1.0), sig)
-        if not m.all():
-            # f mu^2 D also vanishes for an absent tracer: zero its signal row and column
-            C[..., ~m, :] = 0.0
-            C[..., :, ~m] = 0.0
-            idx = np.nonzero(~m)[0]
-            C[..., idx, idx] = 1.0
+    def _frame(self, cosmo, frame: ObservedFrame | None) -> ObservedFrame:
+        if frame is not None:
+            return frame
+        if self._fiducial_frame is not None:
+            return self._fiducial_frame
+        return self.observed_frame(cosmo)
+
+    def ap_factors(self, cosmo, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(q_perp, q_par) per shell: D_A/D_A,fid and H_fid/H, distances in Mpc (flat)."""
+        chi = np.asarray(cosmo.chi_of(self.z_eff), dtype=float)
+        H = np.asarray(cosmo.hubble_of(self.z_eff), dtype=float)
+        return chi / frame.chi, frame.hubble / H
+
+    def _true_modes(self, cosmo, frame: ObservedFrame):
+        """True wavevectors of the observed nodes in h/Mpc of the COSMOLOGY AT HAND and the
+        amplitude conversion: returns (k_t (n_shell, n_k, n_mu), mu_t (same), amp (n_shell,))
+        with P_obs [(Mpc/h_fid)^3] = amp * P_h(k_t) [(Mpc/h)^3]."""
+        n_shell, n_k = self.k.shape
+        if not self.config.alcock_paczynski:
+            kt = np.broadcast_to(self.k[:, :, None], (n_shell, n_k, self.mu.size))
+            mut = np.broadcast_to(self.mu[None, None, :], kt.shape)
+            return kt, mut, np.ones(n_shell)
+        h = float(cosmo.derived["h"])
+        # q in Mpc/h of each cosmology: the observed k is in h_fid/Mpc, the true one in h/Mpc
+        qperp, qpar = self.ap_factors(cosmo, frame)
+        qperp_h, qpar_h = qperp * h / frame.h, qpar * h / frame.h
+        kt, mut = rsd_model.ap_true_wavevector(self.k[:, :, None], self.mu[None, None, :],
+                                               qperp_h[:, None, None], qpar_h[:, None, None])
+        return kt, mut, rsd_model.ap_volume_factor(qperp_h, qpar_h)
+
+    def _dispersions(self, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
+        """sigma_v, sigma_p per shell [Mpc/h_fid]: the fiducial values, times sv_<i>, sp_<i>
+        when they are free nuisances."""
+        sv = np.asarray(frame.sigma_v, dtype=float)
+        if self.config.dispersions != "free":
+            return sv, sv
+        p = self._params(params)
+        a = np.array([p[f"sv_{i + 1}"] for i in range(self.n_shell)])
+        c = np.array([p[f"sp_{i + 1}"] for i in range(self.n_shell)])
+        return sv * a, sv * c
+
+    def _nowiggle_ratio(self, cosmo):
+        """Spline per shell of ln(P_nw / P_lin) in ln k [k in h/Mpc of the cosmology at hand]
+        on fixed nodes, for the de-wiggled spectrum."""
+        from scipy.interpolate import CubicSpline
+
+        h = float(cosmo.derived["h"])
+        kk = np.geomspace(1e-4, 20.0, 1200)  # 1/Mpc, fixed nodes
+        pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :] / h, nonlinear=False))
+        d = cosmo.derived
+        pnw = rsd_model.nowiggle_power(kk, pk, d["Omega_m"], d["Omega_b"], h, d["n_s"])
+        return CubicSpline(np.log(kk / h), np.log(pnw / pk), axis=1)
+
+    def _shell_inputs(self, cosmo, params, frame: ObservedFrame | None = None):
+        """Everything the covariance needs at this point: P_eff (n_shell, n_k, n_mu)
+        [(Mpc/h_fid)^3] (AP, amplitude factor, de-wiggling and Lorentzian FoG applied), mu_t^2
+        (n_shell, n_k, n_mu), f (n_shell,), b (n_shell, N), n, damping, V, P_s (n_shell, N)."""
+        frame = self._frame(cosmo, frame)
+        kt, mut, amp = self._true_modes(cosmo, frame)
+        P = np.asarray(cosmo.pk_h(self.z_eff[:, None, None], kt, nonlinear=False)) * amp[:, None, None]
+        f = np.asarray(cosmo.growth_rate_of(self.z_eff), dtype=float) if self.rsd else np.zeros(self.n_shell)
+        cfg = self.config
+        if cfg.needs_dispersions:
+            sv, sp = self._dispersions(params, frame)
+            h = float(cosmo.derived["h"])
+            kt_f = kt * h / frame.h  # true k in h_fid/Mpc, with the fiducial lengths sigma
+            if cfg.bao_damping:
+                ratio = np.exp(self._nowiggle_ratio(cosmo)(np.log(kt)))  # (n_shell, n_shell, n_k, n_mu)
+                ratio = ratio[np.arange(self.n_shell), np.arange(self.n_shell)]
+                e = np.exp(-rsd_model.bao_damping_exponent(kt_f, mut, f[:, None, None], sv[:, None, None]))
+                P = P * (e + ratio * (1.0 - e))
+            if self.rsd and cfg.fingers_of_god == "lorentzian":
+                P = P * rsd_model.lorentzian_fog(kt_f, mut, f[:, None, None], sp[:, None, None])
+        sig = frame.damping if self.rsd else None
+        return P, mut**2, f, self.biases(cosmo, params), frame.densities, sig, frame.volumes, self.residual_noise(params)
+
+    def residual_noise(self, params) -> np.ndarray:
+        """Residual shot noise P_s [(Mpc/h)^3] per shell and tracer (0 when off or absent)."""
+        out = np.zeros((self.n_shell, len(self.tracers)))
+        if not self.config.residual_shot_noise:
+            return out
+        p = self._params(params)
+        for a, t in enumerate(self.tracers):
+            for i in range(self.n_shell):
+                if self.present[i, a]:
+                    out[i, a] = p[f"Ps_{t}_{i + 1}"]
+        return out
+
+    def shot_noise(self, frame: ObservedFrame) -> np.ndarray:
+        """1/n_a [(Mpc/h)^3] per shell and tracer, of the fiducial frame (inf where absent)."""
+        with np.errstate(divide="ignore"):
+            return np.where(self.present, 1.0 / np.where(self.present, frame.densities, 1.0), np.inf)
+
+    def _covariance(self, P, mu2, f, b, n, sig, ps) -> np.ndarray:
+        """C (n_shell, n_k, n_mu, N, N); an absent tracer gets a placeholder row/column: no
+        signal, unit noise, constant in every parameter -- it carries no information."""
+        N = len(self.tracers)
+        if sig is None:
+            D = np.ones((self.n_shell, self.k.shape[1], self.mu.size, N))
+        else:
+            kmu2 = (self.k[:, :, None] * self.mu[None, None, :]) ** 2
+            D = np.exp(-0.5 * kmu2[..., None] * np.asarray(sig)[:, None, None, :] ** 2)
+        A = (b[:, None, None, :] + f[:, None, None, None] * mu2[..., None]) * D
+        A = np.where(self.present[:, None, None, :], A, 0.0)
+        C = A[..., :, None] * A[..., None, :] * P[..., None, None]
+        noise = np.where(self.present, 1.0 / np.where(self.present, n, 1.0) + ps, 1.0)
+        idx = np.arange(N)
+        C[..., idx, idx] += noise[:, None, None, :]
         return C
 
     # --- signal and metric -----------------------------------------------------------------
-    def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
-        """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3]."""
-        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
-        C = np.stack([
-            self._shell_covariance(s, self.k[s], pk[s], b[s], f[s], n[s], None if sig is None else sig[s])
-            for s in range(self.n_shell)  # loop over shells only; vectorized inside
-        ])
+    def signal(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None) -> np.ndarray:
+        """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3],
+        in the observed frame ``frame`` (see the class docstring)."""
+        frame = self._frame(cosmo, frame)
+        P, mu2, f, b, n, sig, V, ps = self._shell_inputs(cosmo, params, frame)
+        C = self._covariance(P, mu2, f, b, n, sig, ps)
         if not np.all(np.isfinite(C)):
             raise ComputationError("counts_in_cells: non-finite tracer covariance at this point")
         return C
 
-    def band_parameters(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
-        """The band-power parameters of every shell at this point, (n_shell, n_k + N + rsd):
-        ``ln P_i`` [P in (Mpc/h)^3] at the fixed k nodes, ``ln b_a`` (0 where the tracer is
-        absent) and ``f`` (with RSD).  Differentiating them w.r.t. theta gives the Jacobian J
-        of the projection ``F_theta = sum_shells J^T F_band J`` (:func:`project`) of the
-        band-power Fisher of :meth:`band_power_report`.  That projection leaves out what the
-        band parameters do not carry -- a shot noise that changes with the cosmology
-        (densities given per deg^2 per unit z) and damping lengths that change with H(z) --
-        which the probe's own Fisher (:meth:`gram` of signal derivatives) includes."""
-        pk, f, b, _, _, _ = self._shell_inputs(cosmo, params)
+    def band_parameters(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None,
+                        geometry: bool = False) -> np.ndarray:
+        """The band-power parameters of every shell at this point, (n_shell, n_k + N + rsd
+        [+ 2]): ``ln P_i`` [P in (Mpc/h_fid)^3 at the fixed observed nodes k_i, before the
+        Alcock-Paczynski mapping], ``ln b_a`` (0 where the tracer is absent), ``f`` (with RSD)
+        and, with ``geometry``, ``ln q_perp``, ``ln q_par``.  Differentiating them w.r.t. theta
+        gives the Jacobian J of ``F_theta = sum_shells J^T F_band J`` (:func:`project`) with the
+        band Fisher of :meth:`band_power_report` (``fisher``; with geometry
+        ``geometry_fisher``), which equals the probe's own Fisher (:meth:`gram`) for the
+        Kaiser model (densities, damping and volumes are fixed in the fiducial frame)."""
+        frame = self._frame(cosmo, frame)
+        if self.config.alcock_paczynski:
+            r = float(cosmo.derived["h"]) / frame.h
+            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r, nonlinear=False)) * r**3
+        else:
+            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))
+        f = np.asarray(cosmo.growth_rate_of(self.z_eff), dtype=float)
+        b = self.biases(cosmo, params)
         lnb = np.where(self.present, np.log(np.where(self.present, b, 1.0)), 0.0)
         parts = [np.log(pk), lnb] + ([f[:, None]] if self.rsd else [])
+        if geometry:
+            qperp, qpar = self.ap_factors(cosmo, frame) if self.config.alcock_paczynski else (np.ones(self.n_shell),) * 2
+            parts += [np.log(qperp)[:, None], np.log(qpar)[:, None]]
         return np.concatenate(parts, axis=1)
 
-    def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> FiducialVolumes:
-        """The shell volumes of the fiducial cosmology [(Mpc/h)^3], the Fisher weights of
-        :meth:`gram` (they do not move with the parameters)."""
-        V = np.array(self.volumes(cosmo), dtype=float)
-        V.flags.writeable = False
-        return FiducialVolumes(V)
+    def set_fiducial(self, cosmo) -> None:
+        """Pin the observed frame (and the shell volumes used by :meth:`gram`) to those of this
+        (fiducial) cosmology."""
+        self._fiducial_frame = self.observed_frame(cosmo)
+        self._fiducial_volumes = self._fiducial_frame.volumes
 
     def _volumes_for(self, context) -> np.ndarray:
         if not isinstance(context, FiducialVolumes):
@@ -844,9 +1093,20 @@ class CountsInCellsProbe(Probe):
         return np.einsum("apm,aqm->apq", y, y)
 
     # --- outputs -----------------------------------------------------------------------------
-    def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
-        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
-        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
+    def _report_inputs(self, cosmo, params):
+        """Inputs of the band-power report at the fiducial: P at the nodes, the common kernel
+        P_eff(k, mu)/P(k) of the IST:F ingredients (None for the Kaiser model), and the rest."""
+        frame = self._frame(cosmo, None)
+        P, mu2, f, b, n, sig, V, ps = self._shell_inputs(cosmo, params, frame)
+        pk = self.band_parameters(cosmo, params, frame)[:, :self.k.shape[1]]
+        pk = np.exp(pk)
+        kernel = P / pk[:, :, None] if self.config.needs_dispersions else None
+        return frame, pk, kernel, f, b, n, sig, V, ps
+
+    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        frame, pk, kernel, f, b, n, sig, V, ps = self._report_inputs(cosmo, params)
+        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V, kernel)
+        cfg = self.config
         out = {
             "tracers": (np.array(self.tracers, dtype="S"), ""),
             "z_edges": (self.z_edges, ""),
@@ -862,37 +1122,48 @@ class CountsInCellsProbe(Probe):
             "volume": (V, "(Mpc/h)^3"),
             "effective_volume": (veff, "(Mpc/h)^3"),
             "effective_volume_per_tracer": (veff_t, "(Mpc/h)^3"),
+            "model": (np.array([
+                f"observed frame: alcock_paczynski={str(cfg.alcock_paczynski).lower()} "
+                "(shot noise, damping lengths, mode count and volume of the fiducial cosmology)",
+                f"rsd={str(cfg.rsd).lower()}",
+                f"fingers_of_god={cfg.fingers_of_god}"
+                + (f" (fog_sigma_v={cfg.fog_sigma_v:g} km/s)" if cfg.fingers_of_god == "gaussian" else
+                   " (sigma_p from the fiducial linear P)"),
+                f"bao_damping={str(cfg.bao_damping).lower()}"
+                + (" (no-wiggle: Eisenstein-Hu 1998 shape x Gaussian-smoothed ratio, width 0.25 in ln k)"
+                   if cfg.bao_damping else ""),
+                f"dispersions={cfg.dispersions}",
+                f"residual_shot_noise={str(cfg.residual_shot_noise).lower()}",
+                "redshift errors: sigma_z0 per tracer " + ", ".join(f"{t.name}={t.sigma_z0:g}" for t in cfg.tracers),
+                "fisher_method=fourier",
+            ], dtype="S"), ""),
         }
         if sig is not None:
             out["damping_length"] = (sig, "Mpc/h")
+        if frame.sigma_v is not None:
+            sv, sp = self._dispersions(params, frame)
+            out["sigma_v"] = (sv, "Mpc/h")
+            out["sigma_p"] = (sp, "Mpc/h")
         return out
 
-    def reports(self, cosmo: Cosmology, params: Mapping[str, float], fiducial_signal: np.ndarray,
-                derivs: np.ndarray, parameter_names, context: FiducialVolumes | None = None,
-                ) -> dict[str, tuple[np.ndarray, str]]:
-        """The band-power report of every shell (:meth:`band_power_report`) and, on the
-        survey's own parameters, each tracer alone, the naive sum of the single-tracer
-        Fishers and the joint Fisher (``tracer_comparison/...``)."""
-        out = self.band_power_report(cosmo, params)
-        single = self.gram_by_tracer(fiducial_signal, derivs, context)
-        out["tracer_comparison/parameter_names"] = (np.array(list(parameter_names), dtype="S"), "")
-        out["tracer_comparison/tracers"] = (np.array(list(self.tracers), dtype="S"), "")
-        out["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
-        out["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
-        out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i unit_j)")
-        return out
-
-    def _shell(self, s: int, pk, f, b, n, sig, V, tracers=slice(None)) -> Shell:
-        """Shell ``s`` (from 0) for the band Fisher functions, with the given tracers (a mask
-        or slice over the tracer axis; all by default)."""
-        return Shell(self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, tracers], f[s], n[s, tracers], V[s],
-                     sigma=None if sig is None else sig[s, tracers], rsd=self.rsd)
-
-    def _effective_volumes(self, pk, f, b, n, sig, V):
-        per, comb = zip(*[effective_volumes(self._shell(s, pk, f, b, n, sig, V)) for s in range(self.n_shell)])
+    def _effective_volumes(self, pk, f, b, n, sig, V, kernel=None):
+        per, comb = zip(*[
+            effective_volumes(self.k[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s],
+                              None if sig is None else sig[s], self.rsd,
+                              None if kernel is None else kernel[s])
+            for s in range(self.n_shell)
+        ])
         return np.array(per), np.array(comb)
 
-    def band_power_report(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def _log_slope(self, cosmo, frame: ObservedFrame) -> np.ndarray:
+        """d ln P / d ln k at the observed nodes (n_shell, n_k), by a central difference in ln k."""
+        eps = 1e-4
+        r = float(cosmo.derived["h"]) / frame.h if self.config.alcock_paczynski else 1.0
+        up = np.log(np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r * math.exp(eps), nonlinear=False)))
+        dn = np.log(np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r * math.exp(-eps), nonlinear=False)))
+        return (up - dn) / (2.0 * eps)
+
+    def band_power_report(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         """Per shell i (from 1), the band-power / bias / f Fisher (Abramo 2012) and the
         single-tracer comparison, as ``{"shells/<i>/<dataset>": (array, units)}``:
 
@@ -901,15 +1172,22 @@ class CountsInCellsProbe(Probe):
         * ``parameter_names``: lnP_<band> (1-based), lnb_<tracer>, f (with RSD);
         * ``fisher``: the joint multi-tracer matrix; ``single_tracer`` (N, p, p): each tracer
           alone (FKP), embedded in the same parameter list; ``naive_sum``: their sum;
+        * ``geometry_fisher`` / ``geometry_parameter_names`` (Kaiser model with
+          Alcock-Paczynski): the joint matrix with ln q_perp, ln q_par appended
+          (:func:`geometry_band_fisher`);
         * ``sigma_lnP``: conditional 1/sqrt(F_ii) of each band (biases and f known), rows
           joint / naive sum / each tracer alone, (2 + N, n_k);
         * ``sigma_f`` (with RSD): sigma(f) with P known and the biases marginalized, for
           joint / naive sum / each tracer alone, (2 + N,);
         * k, k_edges [h/Mpc], volume, effective volumes [(Mpc/h)^3], z range.
-        Rows of the comparisons are named in ``comparison_rows``.
+        Rows of the comparisons are named in ``comparison_rows``.  With the IST:F ingredients
+        the band powers are those of P_lin and the de-wiggling / Lorentzian factor is held
+        fixed (f varied at fixed damping).
         """
-        pk, f, b, n, sig, V = self._shell_inputs(cosmo, params)
-        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V)
+        frame, pk, kernel, f, b, n, sig, V, ps = self._report_inputs(cosmo, params)
+        veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V, kernel)
+        geometry = self.config.alcock_paczynski and not self.config.needs_dispersions
+        slope = self._log_slope(cosmo, frame) if geometry else None
         n_k = self.k.shape[1]
         out: dict[str, tuple[np.ndarray, str]] = {}
         for s in range(self.n_shell):
@@ -919,9 +1197,11 @@ class CountsInCellsProbe(Probe):
             out[pre + "tracers"] = (np.array(names_s, dtype="S"), "")
             if m.any():
                 N = int(m.sum())
-                shell = self._shell(s, pk, f, b, n, sig, V, tracers=m)
-                F = band_fisher(shell)
-                Fs = single_tracer_band_fishers(shell)
+                args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, m], f[s], n[s, m], V[s])
+                kw = {"sigma": None if sig is None else sig[s, m], "rsd": self.rsd,
+                      "kernel": None if kernel is None else kernel[s]}
+                F = band_fisher(*args, **kw)
+                Fs = single_tracer_band_fishers(*args, **kw)
                 naive = Fs.sum(axis=0)
                 mats = [F, naive] + list(Fs)
                 with np.errstate(divide="ignore"):
@@ -933,6 +1213,12 @@ class CountsInCellsProbe(Probe):
                 out[pre + "naive_sum"] = (naive, "")
                 out[pre + "comparison_rows"] = (rows, "")
                 out[pre + "sigma_lnP"] = (sig_P, "")
+                if geometry:
+                    G = geometry_band_fisher(self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], slope[s], b[s, m],
+                                             f[s], n[s, m], V[s], sigma=kw["sigma"], rsd=self.rsd, extra_noise=ps[s, m])
+                    out[pre + "geometry_fisher"] = (G, "")
+                    out[pre + "geometry_parameter_names"] = (
+                        np.array(geometry_parameter_names(n_k, names_s, self.rsd), dtype="S"), "")
                 if self.rsd:
                     idx = [list(range(n_k, n_k + N + 1))] * 2 + [[n_k + a, n_k + N] for a in range(N)]
                     out[pre + "sigma_f"] = (np.array([_marg_sigma_last(M, i) for M, i in zip(mats, idx)]), "")
