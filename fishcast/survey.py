@@ -252,6 +252,8 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     probes = list(sections.values())
     described = _declared_parameters(sections, problem)
     fiducial = _fiducials(config.parameters, described, problem)
+    _check_one_bias_source(config.parameters.fiducial, described, config, problem)
+    _check_flat(fiducial, config.parameters.free, problem)
     free = _free_names(config.parameters, described, problem)
     priors = _priors(config.parameters, free, problem)
     problem.raise_any()
@@ -436,6 +438,40 @@ def _unknown_hint(name: str, nuisance: Mapping[str, object]) -> str:
 
     close = difflib.get_close_matches(name, _known(nuisance), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_one_bias_source(given: Mapping[str, float], described: Mapping[str, Parameter], config, problem) -> None:
+    """A tracer bias is given by its probe (``probes.counts_in_cells.tracers[i].bias.values``);
+    the same bias in ``parameters.fiducial`` (``given``) with a different value is refused
+    (which one would be meant is a guess), with both places named."""
+    cic = getattr(config.probes, "counts_in_cells", None)
+    if cic is None:
+        return
+    for name, value in given.items():
+        if name not in described or not (name.startswith("b_") or name.startswith("lnb_")):
+            continue
+        probe_value = float(described[name].fiducial)
+        if not math.isfinite(value) or math.isclose(value, probe_value, rel_tol=1e-12, abs_tol=0.0):
+            continue
+        tracer = name.split("_")[1]
+        where = next((f"probes.counts_in_cells.tracers.{i}.bias.values" for i, t in enumerate(cic.tracers)
+                      if t.name == tracer), "probes.counts_in_cells")
+        problem(("parameters", "fiducial", name),
+                f"{name} = {value:g} here, but {where} gives {probe_value:g}: give each bias in one place "
+                "(the tracer's bias.values), or the same value in both")
+
+
+def _check_flat(f: Mapping[str, float], free, problem) -> None:
+    """Non-flat cosmologies are refused: the lensing kernels, the shell volumes and the
+    Alcock-Paczynski distances use flat-space comoving distances (no f_K(chi))."""
+    why = ("non-flat cosmologies are not supported: lensing kernels, shell volumes and the "
+           "Alcock-Paczynski distances use flat-space distances (f_K(chi) = chi), so the forecast "
+           "would be silently wrong")
+    if f.get("Omega_k", 0.0) != 0.0:
+        problem(("parameters", "fiducial", "Omega_k"), f"Omega_k = {f['Omega_k']:g}: {why}; use Omega_k = 0")
+    for i, name in enumerate(free):
+        if name == "Omega_k":
+            problem(("parameters", "free", i), f"Omega_k may not be free: {why}")
 
 
 def _check_physical(f: Mapping[str, float], problem) -> None:

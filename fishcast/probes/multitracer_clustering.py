@@ -624,9 +624,15 @@ class CountsInCellsConfig(SkyAreaConfig):
         False, description="de-wiggled spectrum P_lin e^(-g k^2) + P_nw (1 - e^(-g k^2)), g = sigma_v^2 "
                            "[1 - mu^2 + mu^2 (1+f)^2], sigma_v from the fiducial linear P (Euclid IST:F); "
                            "P_nw: Eisenstein-Hu 1998 no-wiggle shape times the smoothed ratio")
-    dispersions: Literal["fixed", "free"] = Field(
-        "fixed", description="sigma_v, sigma_p (from the fiducial linear P, per shell): 'fixed', or 'free' "
-                             "nuisances sv_<i>, sp_<i> (their ratio to the fiducial value, fiducial 1)")
+    dispersions: Literal["fixed", "cosmology", "free"] = Field(
+        "fixed", description="sigma_v = sigma_p per shell: 'fixed' (from the fiducial linear P), 'cosmology' "
+                             "(from the linear P of the cosmology at hand), or 'free' nuisances sv_<i>, sp_<i> "
+                             "(their ratio to the fiducial value, fiducial 1)")
+    observed_h: Literal["fiducial", "varying"] = Field(
+        "fiducial", description="the h of the observed k [h/Mpc]: 'fiducial' (the survey's coordinates: the k "
+                                "nodes, shot noise and damping lengths do not move), or 'varying' (Euclid IST:F's "
+                                "convention: the k range is fixed in h/Mpc of the cosmology at hand, so the "
+                                "observed k in 1/Mpc moves with h)")
     residual_shot_noise: bool = Field(
         False, description="a residual shot noise P_s per tracer and shell, added to 1/n: nuisances "
                            "Ps_<tracer>_<i> [(Mpc/h)^3], fiducial 0 (Euclid IST:F)")
@@ -921,37 +927,63 @@ class CountsInCellsProbe(Probe):
         H = np.asarray(cosmo.hubble_of(self.z_eff), dtype=float)
         return chi / frame.chi, frame.hubble / H
 
+    def _k_ratio(self, cosmo, frame: ObservedFrame) -> float:
+        """r with k [h/Mpc of the cosmology at hand] = r k_obs before the AP mapping:
+        h_fid/h for ``observed_h: fiducial`` (the observed k is in h_fid/Mpc), 1 for
+        ``observed_h: varying`` (the IST:F convention: the k range is fixed in h/Mpc of the
+        cosmology at hand)."""
+        if self.config.observed_h == "varying":
+            return 1.0
+        return frame.h / float(cosmo.derived["h"])
+
     def _true_modes(self, cosmo, frame: ObservedFrame):
         """True wavevectors of the observed nodes in h/Mpc of the COSMOLOGY AT HAND and the
         amplitude conversion: returns (k_t (n_shell, n_k, n_mu), mu_t (same), amp (n_shell,))
-        with P_obs [(Mpc/h_fid)^3] = amp * P_h(k_t) [(Mpc/h)^3]."""
+        with P_obs [(Mpc/h_fid)^3] = amp * P_h(k_t) [(Mpc/h)^3].
+
+        With Alcock-Paczynski: k_t = AP(r k_obs; q_perp, q_par) (:meth:`_k_ratio`, q in Mpc)
+        and amp = (h_fid/h)^3 / (q_perp^2 q_par) (the power in Mpc^3 of the cosmology at
+        hand, in the fiducial's (Mpc/h)^3).  Without: k_t = k_obs, mu_t = mu_obs, amp = 1
+        (k in h/Mpc of the cosmology at hand)."""
         n_shell, n_k = self.k.shape
         if not self.config.alcock_paczynski:
             kt = np.broadcast_to(self.k[:, :, None], (n_shell, n_k, self.mu.size))
             mut = np.broadcast_to(self.mu[None, None, :], kt.shape)
             return kt, mut, np.ones(n_shell)
-        h = float(cosmo.derived["h"])
-        # q in Mpc/h of each cosmology: the observed k is in h_fid/Mpc, the true one in h/Mpc
         qperp, qpar = self.ap_factors(cosmo, frame)
-        qperp_h, qpar_h = qperp * h / frame.h, qpar * h / frame.h
-        kt, mut = rsd_model.ap_true_wavevector(self.k[:, :, None], self.mu[None, None, :],
-                                               qperp_h[:, None, None], qpar_h[:, None, None])
-        return kt, mut, rsd_model.ap_volume_factor(qperp_h, qpar_h)
+        r = self._k_ratio(cosmo, frame)
+        kt, mut = rsd_model.ap_true_wavevector(r * self.k[:, :, None], self.mu[None, None, :],
+                                               qperp[:, None, None], qpar[:, None, None])
+        hr = frame.h / float(cosmo.derived["h"])
+        return kt, mut, rsd_model.ap_volume_factor(qperp, qpar) * hr**3
 
-    def _dispersions(self, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
-        """sigma_v, sigma_p per shell [Mpc/h_fid]: the fiducial values, times sv_<i>, sp_<i>
-        when they are free nuisances."""
+    def _dispersions(self, cosmo, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
+        """sigma_v, sigma_p per shell [Mpc/h_fid] (sigma_p = sigma_v, IST:F): those of the
+        fiducial ('fixed'), of the linear P of the cosmology at hand ('cosmology'), or the
+        fiducial ones times the nuisances sv_<i>, sp_<i> ('free')."""
+        mode = self.config.dispersions
+        if mode == "cosmology":
+            h = float(cosmo.derived["h"])
+            sv = self._velocity_dispersion(cosmo) * frame.h / h
+            return sv, sv
         sv = np.asarray(frame.sigma_v, dtype=float)
-        if self.config.dispersions != "free":
+        if mode == "fixed":
             return sv, sv
         p = self._params(params)
         a = np.array([p[f"sv_{i + 1}"] for i in range(self.n_shell)])
         c = np.array([p[f"sp_{i + 1}"] for i in range(self.n_shell)])
         return sv * a, sv * c
 
-    def _nowiggle_ratio(self, cosmo):
-        """Spline per shell of ln(P_nw / P_lin) in ln k [k in h/Mpc of the cosmology at hand]
-        on fixed nodes, for the de-wiggled spectrum."""
+    def _velocity_dispersion(self, cosmo) -> np.ndarray:
+        """sigma_v [Mpc/h of cosmo] per shell from its linear P (fixed log-spaced k nodes)."""
+        kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
+        pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
+        return rsd_model.velocity_dispersion(kk, pk)
+
+    def _nowiggle_ratio(self, cosmo, kt) -> np.ndarray:
+        """P_nw / P_lin at the true wavenumbers kt [h/Mpc of cosmo] (n_shell, ...): the
+        no-wiggle spectrum on fixed k nodes (:func:`rsd_model.nowiggle_power`), its log-ratio
+        interpolated by a cubic spline in ln k."""
         from scipy.interpolate import CubicSpline
 
         h = float(cosmo.derived["h"])
@@ -959,29 +991,34 @@ class CountsInCellsProbe(Probe):
         pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :] / h, nonlinear=False))
         d = cosmo.derived
         pnw = rsd_model.nowiggle_power(kk, pk, d["Omega_m"], d["Omega_b"], h, d["n_s"])
-        return CubicSpline(np.log(kk / h), np.log(pnw / pk), axis=1)
+        lr = np.log(pnw / pk)
+        lnk = np.log(kk / h)
+        return np.exp(np.stack([CubicSpline(lnk, lr[s])(np.log(kt[s])) for s in range(self.n_shell)]))
 
     def _shell_inputs(self, cosmo, params, frame: ObservedFrame | None = None):
         """Everything the covariance needs at this point: P_eff (n_shell, n_k, n_mu)
         [(Mpc/h_fid)^3] (AP, amplitude factor, de-wiggling and Lorentzian FoG applied), mu_t^2
-        (n_shell, n_k, n_mu), f (n_shell,), b (n_shell, N), n, damping, V, P_s (n_shell, N)."""
+        (n_shell, n_k, n_mu), f (n_shell,), b (n_shell, N), n, damping lengths, V, P_s."""
         frame = self._frame(cosmo, frame)
         kt, mut, amp = self._true_modes(cosmo, frame)
         P = np.asarray(cosmo.pk_h(self.z_eff[:, None, None], kt, nonlinear=False)) * amp[:, None, None]
         f = np.asarray(cosmo.growth_rate_of(self.z_eff), dtype=float) if self.rsd else np.zeros(self.n_shell)
         cfg = self.config
+        h = float(cosmo.derived["h"])
         if cfg.needs_dispersions:
-            sv, sp = self._dispersions(params, frame)
-            h = float(cosmo.derived["h"])
-            kt_f = kt * h / frame.h  # true k in h_fid/Mpc, with the fiducial lengths sigma
+            sv, sp = self._dispersions(cosmo, params, frame)
+            kt_f = kt * h / frame.h  # true k in h_fid/Mpc, as the lengths sigma [Mpc/h_fid]
+            fs = f[:, None, None]
             if cfg.bao_damping:
-                ratio = np.exp(self._nowiggle_ratio(cosmo)(np.log(kt)))  # (n_shell, n_shell, n_k, n_mu)
-                ratio = ratio[np.arange(self.n_shell), np.arange(self.n_shell)]
-                e = np.exp(-rsd_model.bao_damping_exponent(kt_f, mut, f[:, None, None], sv[:, None, None]))
-                P = P * (e + ratio * (1.0 - e))
+                e = np.exp(-rsd_model.bao_damping_exponent(kt_f, mut, fs, sv[:, None, None]))
+                P = P * (e + self._nowiggle_ratio(cosmo, kt) * (1.0 - e))
             if self.rsd and cfg.fingers_of_god == "lorentzian":
-                P = P * rsd_model.lorentzian_fog(kt_f, mut, f[:, None, None], sp[:, None, None])
-        sig = frame.damping if self.rsd else None
+                P = P * rsd_model.lorentzian_fog(kt_f, mut, fs, sp[:, None, None])
+        sig = None
+        if self.rsd:
+            # fixed displacements in the observed frame; with observed_h 'varying' the observed
+            # k moves with h (IST:F), and so does k sigma
+            sig = frame.damping * (h / frame.h if cfg.observed_h == "varying" else 1.0)
         return P, mut**2, f, self.biases(cosmo, params), frame.densities, sig, frame.volumes, self.residual_noise(params)
 
     def residual_noise(self, params) -> np.ndarray:
@@ -1041,8 +1078,9 @@ class CountsInCellsProbe(Probe):
         Kaiser model (densities, damping and volumes are fixed in the fiducial frame)."""
         frame = self._frame(cosmo, frame)
         if self.config.alcock_paczynski:
-            r = float(cosmo.derived["h"]) / frame.h
-            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r, nonlinear=False)) * r**3
+            r = self._k_ratio(cosmo, frame)
+            hr = frame.h / float(cosmo.derived["h"])
+            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r, nonlinear=False)) * hr**3
         else:
             pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))
         f = np.asarray(cosmo.growth_rate_of(self.z_eff), dtype=float)
@@ -1133,6 +1171,7 @@ class CountsInCellsProbe(Probe):
                 + (" (no-wiggle: Eisenstein-Hu 1998 shape x Gaussian-smoothed ratio, width 0.25 in ln k)"
                    if cfg.bao_damping else ""),
                 f"dispersions={cfg.dispersions}",
+                f"observed_h={cfg.observed_h}",
                 f"residual_shot_noise={str(cfg.residual_shot_noise).lower()}",
                 "redshift errors: sigma_z0 per tracer " + ", ".join(f"{t.name}={t.sigma_z0:g}" for t in cfg.tracers),
                 "fisher_method=fourier",
@@ -1141,7 +1180,7 @@ class CountsInCellsProbe(Probe):
         if sig is not None:
             out["damping_length"] = (sig, "Mpc/h")
         if frame.sigma_v is not None:
-            sv, sp = self._dispersions(params, frame)
+            sv, sp = self._dispersions(cosmo, params, frame)
             out["sigma_v"] = (sv, "Mpc/h")
             out["sigma_p"] = (sp, "Mpc/h")
         return out
@@ -1158,7 +1197,7 @@ class CountsInCellsProbe(Probe):
     def _log_slope(self, cosmo, frame: ObservedFrame) -> np.ndarray:
         """d ln P / d ln k at the observed nodes (n_shell, n_k), by a central difference in ln k."""
         eps = 1e-4
-        r = float(cosmo.derived["h"]) / frame.h if self.config.alcock_paczynski else 1.0
+        r = self._k_ratio(cosmo, frame) if self.config.alcock_paczynski else 1.0
         up = np.log(np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r * math.exp(eps), nonlinear=False)))
         dn = np.log(np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r * math.exp(-eps), nonlinear=False)))
         return (up - dn) / (2.0 * eps)
