@@ -69,9 +69,12 @@ def _bz_axis(n_grid: int, side: float) -> np.ndarray:
     return 2.0 * np.pi * np.fft.fftfreq(n_grid, d=side)
 
 
-def aliased_cell_power(pk: PowerSpectrum, side: float, n_grid: int, n_images: int = 2):
+def aliased_cell_power(pk: PowerSpectrum, side: float, n_grid: int, n_images: int = 2,
+                       anisotropic: bool = False):
     """Aliased cell power ``P_c(k)`` [(Mpc/h)^3] on the FFT grid of ``n_grid`` points per axis
-    of the Brillouin zone (k = 2 pi j / (n_grid side)), summed over (2 n_images+1)^3 images."""
+    of the Brillouin zone (k = 2 pi j / (n_grid side)), summed over (2 n_images+1)^3 images.
+    ``anisotropic``: pk is called as ``pk(k, mu)`` with the line of sight along the third
+    axis (mu = k_z / k), e.g. an observed power with the Alcock-Paczynski distortion."""
     k1 = _bz_axis(n_grid, side)
     shifts = 2.0 * np.pi / side * np.arange(-n_images, n_images + 1)
     out = np.zeros((n_grid,) * 3)
@@ -83,21 +86,25 @@ def aliased_cell_power(pk: PowerSpectrum, side: float, n_grid: int, n_images: in
                 kz = (k1 + sz)[None, None, :]
                 kk = np.sqrt(kx**2 + ky**2 + kz**2)
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    p = np.asarray(pk(kk), dtype=float)
+                    if anisotropic:
+                        mu = np.where(kk > 0, kz / np.where(kk > 0, kk, 1.0), 0.0)
+                        p = np.asarray(pk(kk, mu), dtype=float)
+                    else:
+                        p = np.asarray(pk(kk), dtype=float)
                 p = np.where(np.isfinite(p), p, 0.0)  # a divergent P(0) counts as 0
                 out += p * cell_window_sq(kx, ky, kz, side)
     return out
 
 
 def cell_correlation(pk: PowerSpectrum, side: float, n_side: int, oversample: int = 4,
-                     n_images: int = 2) -> np.ndarray:
+                     n_images: int = 2, anisotropic: bool = False) -> np.ndarray:
     """Cell-averaged correlation xi_cells(Delta) (dimensionless) for lattice separations
     Delta, an array (n_grid,)*3 in FFT order (negative separations wrap), n_grid =
-    oversample * n_side (oversample >= 2)."""
+    oversample * n_side (oversample >= 2).  ``anisotropic``: see :func:`aliased_cell_power`."""
     if oversample < 2:
         raise InputError("oversample must be >= 2 so that separations do not wrap")
     n_grid = int(oversample) * int(n_side)
-    pc = aliased_cell_power(pk, side, n_grid, n_images)
+    pc = aliased_cell_power(pk, side, n_grid, n_images, anisotropic)
     return np.fft.ifftn(pc).real / side**3
 
 

@@ -597,7 +597,21 @@ class TracerConfig(_Model):
         return v
 
 
-class CountsInCellsConfig(SkyAreaConfig):
+class CellsConfig(_Model):
+    """The box of ``fisher_method: exact_cells``: per shell, a cube of n_side^3 cubic cells of
+    side ``side`` [Mpc/h] at the shell's effective redshift, with the shell's densities."""
+
+    side: float = Field(..., gt=0.0, le=1000.0, description="cell side [Mpc/h]")
+    n_side: int = Field(..., ge=2, le=16, description="cells per box side (the box holds n_side^3 cells)")
+    oversample: int = Field(4, ge=2, le=8, description="FFT grid of the cell correlation: oversample x n_side per axis")
+    n_images: int = Field(2, ge=0, le=4, description="aliased images per axis in the cell power")
+
+
+#: the largest (tracers x cells) covariance of fisher_method exact_cells (a dense matrix)
+MAX_CELL_COVARIANCE = 3000
+
+
+class CountsInCellsConfig(_Model):
     """Multi-tracer galaxy clustering in redshift shells (the ``probes.counts_in_cells``
     section).  k in h/Mpc throughout; the k bands are fixed (the same at every cosmology).
     The sky area (f_sky or area_deg2) as in :class:`~fishcast.probes.sky.SkyAreaConfig`."""
@@ -636,6 +650,11 @@ class CountsInCellsConfig(SkyAreaConfig):
     residual_shot_noise: bool = Field(
         False, description="a residual shot noise P_s per tracer and shell, added to 1/n: nuisances "
                            "Ps_<tracer>_<i> [(Mpc/h)^3], fiducial 0 (Euclid IST:F)")
+    fisher_method: Literal["fourier", "exact_cells"] = Field(
+        "fourier", description="'fourier': the Fourier-space multi-tracer Fisher of each shell; 'exact_cells': the "
+                               "exact position-space counts-in-cells Fisher (Abramo 2012) of a small volume-limited "
+                               "box per shell (`cells`; real space: rsd false)")
+    cells: CellsConfig | None = Field(None, description="the box of fisher_method exact_cells")
 
     @model_validator(mode="after")
     def _checks(self):
@@ -658,6 +677,19 @@ class CountsInCellsConfig(SkyAreaConfig):
             raise ValueError("k_max must be > 0")
         if self.k_min is not None and any(v <= self.k_min for v in kmax):
             raise ValueError("k_max must exceed k_min in every shell")
+        if self.fisher_method == "exact_cells":
+            if self.cells is None:
+                raise ValueError("fisher_method exact_cells needs `cells` (side [Mpc/h], n_side)")
+            bad = [k for k, on in (("rsd", self.rsd), ("bao_damping", self.bao_damping),
+                                   ("residual_shot_noise", self.residual_shot_noise)) if on]
+            if bad:
+                raise ValueError(f"fisher_method exact_cells is real space without damping: set {', '.join(bad)} false")
+            size = len(self.tracers) * self.cells.n_side ** 3
+            if size > MAX_CELL_COVARIANCE:
+                raise ValueError(f"exact_cells: {len(self.tracers)} tracers x {self.cells.n_side}^3 cells = {size} "
+                                 f"counts, more than {MAX_CELL_COVARIANCE} (a dense covariance): use fewer cells")
+        elif self.cells is not None:
+            raise ValueError("`cells` is used only with fisher_method: exact_cells")
         return self
 
     @property
@@ -1174,7 +1206,7 @@ class CountsInCellsProbe(Probe):
                 f"observed_h={cfg.observed_h}",
                 f"residual_shot_noise={str(cfg.residual_shot_noise).lower()}",
                 "redshift errors: sigma_z0 per tracer " + ", ".join(f"{t.name}={t.sigma_z0:g}" for t in cfg.tracers),
-                "fisher_method=fourier",
+                f"fisher_method={cfg.fisher_method}",
             ], dtype="S"), ""),
         }
         if sig is not None:
@@ -1307,6 +1339,10 @@ def build(config: CountsInCellsConfig, survey_dir: pathlib.Path) -> CountsInCell
             tables[t.name] = _read_table(path)
         elif d.table is not None:
             tables[t.name] = (np.asarray(d.z, dtype=float), np.asarray(d.table, dtype=float))
+    if config.fisher_method == "exact_cells":
+        from fishcast.probes.exact_cells_probe import ExactCellsProbe
+
+        return ExactCellsProbe(config, tables)
     return CountsInCellsProbe(config, tables)
 
 
