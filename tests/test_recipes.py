@@ -26,7 +26,7 @@ def test_there_are_recipes():
 def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
     """--set overrides that shrink a recipe's grids (only for the sections it has)."""
     out = ["derivatives.mode=fixed", "derivatives.stencil=3-point", "diagnostics.gaussian_check=false",
-           "cosmology.accuracy.n_z=40", "cosmology.accuracy.n_k=150", "cosmology.accuracy.k_max=10"]
+           "cosmology.accuracy.n_z=40", "cosmology.accuracy.n_k=300", "cosmology.accuracy.k_max=10"]
     probes = data.get("probes", {})
     if "weak_lensing" in probes:
         wl = probes["weak_lensing"]
@@ -42,8 +42,10 @@ def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("recipe-cache")
+def shared_cache(cache_dir):
+    """The session's CAMB cache: tests that run a recipe with the same reductions
+    (test_istf_gcsp, test_observed_frame) share its points."""
+    return cache_dir
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
