@@ -28,7 +28,7 @@ from fishcast import exact_cells as cells
 from fishcast.errors import ComputationError
 from fishcast.probes import rsd_model
 from fishcast.probes.base import CosmologyRequirements
-from fishcast.probes.multitracer_clustering import CountsInCellsProbe, ObservedFrame, fisher_trace
+from fishcast.probes.multitracer_clustering import CountsInCellsProbe, ObservedFrame, _h_of, fisher_trace
 
 
 class ExactCellsProbe(CountsInCellsProbe):
@@ -63,7 +63,7 @@ class ExactCellsProbe(CountsInCellsProbe):
         if ap:
             qperp, qpar = self.ap_factors(cosmo, frame)
             r = self._k_ratio(cosmo, frame)
-            amp = rsd_model.ap_volume_factor(qperp, qpar) * (frame.h / float(cosmo.derived["h"])) ** 3
+            amp = rsd_model.ap_volume_factor(qperp, qpar) * (frame.h / _h_of(cosmo)) ** 3
         for s, z in enumerate(self.z_eff):
             if ap:
                 def pk(k, mu, s=s, z=z):

@@ -742,7 +742,9 @@ class ObservedFrame:
     converted with the fiducial volume); damping [Mpc/h]: per-tracer line-of-sight smearing
     (Gaussian Fingers of God from a velocity dispersion in km/s and redshift errors, both
     fixed in the observed frame: a velocity or redshift error is a fixed displacement there);
-    sigma_v [Mpc/h] (or None): sqrt(1/(6 pi^2) Int dk P_lin(k, z_eff)) of the fiducial.
+    sigma_v [Mpc/h] (or None): sqrt(1/(6 pi^2) Int dk P_lin(k, z_eff)) of the fiducial;
+    eh_shape: (Omega_m, Omega_b, h, n_s) of the fiducial, the Eisenstein-Hu reference shape of
+    the no-wiggle spectrum (with ``bao_damping``).
     """
 
     h: float
@@ -752,6 +754,7 @@ class ObservedFrame:
     densities: np.ndarray
     damping: np.ndarray
     sigma_v: np.ndarray | None
+    eh_shape: tuple[float, float, float, float] | None = None
 
 
 class CountsInCellsProbe(Probe):
@@ -870,7 +873,7 @@ class CountsInCellsProbe(Probe):
     # --- shell quantities ------------------------------------------------------------------
     def volumes(self, cosmo: Cosmology) -> np.ndarray:
         """Shell volumes [(Mpc/h)^3] from cosmo.chi_of [Mpc] and h."""
-        h = float(cosmo.h)
+        h = _h_of(cosmo)
         return shell_volumes(np.asarray(cosmo.chi_of(self.z_edges)) * h, self.f_sky)
 
     def biases(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
@@ -893,7 +896,7 @@ class CountsInCellsProbe(Probe):
 
     def densities(self, cosmo: Cosmology) -> np.ndarray:
         """n_a in each shell [(h/Mpc)^3], (n_shell, N); 0 where the tracer is absent."""
-        h = float(cosmo.h)
+        h = _h_of(cosmo)
         V = self.volumes(cosmo)
         x, w = np.polynomial.legendre.leggauss(32)
         lo, hi = self.z_edges[:-1], self.z_edges[1:]
@@ -921,7 +924,7 @@ class CountsInCellsProbe(Probe):
     def damping_lengths(self, cosmo: Cosmology) -> np.ndarray:
         """Total line-of-sight smearing sigma_a [Mpc/h] per shell and tracer (n_shell, N):
         sigma_a^2 = (sigma_v (1+z)/H)^2 + (c sigma_z0,a (1+z)/H)^2, times h."""
-        h = float(cosmo.h)
+        h = _h_of(cosmo)
         H = np.asarray(cosmo.hubble_of(self.z_eff))
         s0 = np.array([t.sigma_z0 for t in self.config.tracers])
         fog = self.config.fog_sigma_v * (1.0 + self.z_eff) / H * h
@@ -929,21 +932,26 @@ class CountsInCellsProbe(Probe):
         return np.sqrt(fog[:, None] ** 2 + zerr**2)
 
     # --- the observed frame ------------------------------------------------------------------
-    def observed_frame(self, cosmo) -> ObservedFrame:
-        """The fiducial frame of this survey from the fiducial cosmology ``cosmo``."""
+    def observed_frame(self, cosmo, params: Mapping[str, float] | None = None) -> ObservedFrame:
+        """The fiducial frame of this survey from the fiducial cosmology ``cosmo`` (and the
+        fiducial parameters ``params``: Omega_b, n_s for the no-wiggle reference shape)."""
         sigma_v = None
+        eh = None
+        if self.config.bao_damping:
+            eh = _shape_parameters(cosmo, params)
         if self.config.needs_dispersions:
             kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
             pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
             sigma_v = rsd_model.velocity_dispersion(kk, pk)
         return ObservedFrame(
-            h=float(cosmo.derived["h"]),
+            h=_h_of(cosmo),
             chi=np.asarray(cosmo.chi_of(self.z_eff), dtype=float),
             hubble=np.asarray(cosmo.hubble_of(self.z_eff), dtype=float),
             volumes=self.volumes(cosmo),
             densities=self.densities(cosmo),
             damping=self.damping_lengths(cosmo),
             sigma_v=sigma_v,
+            eh_shape=eh,
         )
 
     def _frame(self, cosmo, frame: ObservedFrame | None) -> ObservedFrame:
@@ -966,7 +974,7 @@ class CountsInCellsProbe(Probe):
         cosmology at hand)."""
         if self.config.observed_h == "varying":
             return 1.0
-        return frame.h / float(cosmo.derived["h"])
+        return frame.h / _h_of(cosmo)
 
     def _true_modes(self, cosmo, frame: ObservedFrame):
         """True wavevectors of the observed nodes in h/Mpc of the COSMOLOGY AT HAND and the
@@ -986,7 +994,7 @@ class CountsInCellsProbe(Probe):
         r = self._k_ratio(cosmo, frame)
         kt, mut = rsd_model.ap_true_wavevector(r * self.k[:, :, None], self.mu[None, None, :],
                                                qperp[:, None, None], qpar[:, None, None])
-        hr = frame.h / float(cosmo.derived["h"])
+        hr = frame.h / _h_of(cosmo)
         return kt, mut, rsd_model.ap_volume_factor(qperp, qpar) * hr**3
 
     def _dispersions(self, cosmo, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -995,7 +1003,7 @@ class CountsInCellsProbe(Probe):
         fiducial ones times the nuisances sv_<i>, sp_<i> ('free')."""
         mode = self.config.dispersions
         if mode == "cosmology":
-            h = float(cosmo.derived["h"])
+            h = _h_of(cosmo)
             sv = self._velocity_dispersion(cosmo) * frame.h / h
             return sv, sv
         sv = np.asarray(frame.sigma_v, dtype=float)
@@ -1012,17 +1020,18 @@ class CountsInCellsProbe(Probe):
         pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
         return rsd_model.velocity_dispersion(kk, pk)
 
-    def _nowiggle_ratio(self, cosmo, kt) -> np.ndarray:
+    def _nowiggle_ratio(self, cosmo, kt, frame: ObservedFrame) -> np.ndarray:
         """P_nw / P_lin at the true wavenumbers kt [h/Mpc of cosmo] (n_shell, ...): the
-        no-wiggle spectrum on fixed k nodes (:func:`rsd_model.nowiggle_power`), its log-ratio
-        interpolated by a cubic spline in ln k."""
+        no-wiggle spectrum on fixed k nodes (:func:`rsd_model.nowiggle_power`, the
+        Eisenstein-Hu reference shape of the FIDUCIAL parameters, the smoothed ratio of the
+        cosmology at hand), its log-ratio interpolated by a cubic spline in ln k."""
         from scipy.interpolate import CubicSpline
 
-        h = float(cosmo.derived["h"])
+        h = _h_of(cosmo)
         kk = np.geomspace(1e-4, 20.0, 1200)  # 1/Mpc, fixed nodes
         pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :] / h, nonlinear=False))
-        d = cosmo.derived
-        pnw = rsd_model.nowiggle_power(kk, pk, d["Omega_m"], d["Omega_b"], h, d["n_s"])
+        om, ob, hf, ns = frame.eh_shape  # the fiducial's: a fixed reference shape, smoothed ratio
+        pnw = rsd_model.nowiggle_power(kk, pk, om, ob, hf, ns)
         lr = np.log(pnw / pk)
         lnk = np.log(kk / h)
         return np.exp(np.stack([CubicSpline(lnk, lr[s])(np.log(kt[s])) for s in range(self.n_shell)]))
@@ -1036,14 +1045,14 @@ class CountsInCellsProbe(Probe):
         P = np.asarray(cosmo.pk_h(self.z_eff[:, None, None], kt, nonlinear=False)) * amp[:, None, None]
         f = np.asarray(cosmo.growth_rate_of(self.z_eff), dtype=float) if self.rsd else np.zeros(self.n_shell)
         cfg = self.config
-        h = float(cosmo.derived["h"])
+        h = _h_of(cosmo)
         if cfg.needs_dispersions:
             sv, sp = self._dispersions(cosmo, params, frame)
             kt_f = kt * h / frame.h  # true k in h_fid/Mpc, as the lengths sigma [Mpc/h_fid]
             fs = f[:, None, None]
             if cfg.bao_damping:
                 e = np.exp(-rsd_model.bao_damping_exponent(kt_f, mut, fs, sv[:, None, None]))
-                P = P * (e + self._nowiggle_ratio(cosmo, kt) * (1.0 - e))
+                P = P * (e + self._nowiggle_ratio(cosmo, kt, frame) * (1.0 - e))
             if self.rsd and cfg.fingers_of_god == "lorentzian":
                 P = P * rsd_model.lorentzian_fog(kt_f, mut, fs, sp[:, None, None])
         sig = None
@@ -1111,7 +1120,7 @@ class CountsInCellsProbe(Probe):
         frame = self._frame(cosmo, frame)
         if self.config.alcock_paczynski:
             r = self._k_ratio(cosmo, frame)
-            hr = frame.h / float(cosmo.derived["h"])
+            hr = frame.h / _h_of(cosmo)
             pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r, nonlinear=False)) * hr**3
         else:
             pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k, nonlinear=False))
@@ -1300,6 +1309,23 @@ class CountsInCellsProbe(Probe):
             out[pre + "effective_volume"] = (veff[s], "(Mpc/h)^3")
             out[pre + "effective_volume_per_tracer"] = (veff_t[s], "(Mpc/h)^3")
         return out
+
+
+def _h_of(cosmo) -> float:
+    """h of a cosmology (``cosmo.h``, or ``cosmo.derived["h"]``)."""
+    h = getattr(cosmo, "h", None)
+    return float(h if h is not None else cosmo.derived["h"])
+
+
+def _shape_parameters(cosmo, params: Mapping[str, float] | None) -> tuple[float, float, float, float]:
+    """(Omega_m, Omega_b, h, n_s) of a cosmology, for the Eisenstein-Hu reference shape: from
+    ``params`` where given, else from the cosmology's derived parameters."""
+    d = dict(getattr(cosmo, "derived", {}) or {})
+    d.update({k: float(v) for k, v in (params or {}).items()})
+    try:
+        return float(d["Omega_m"]), float(d["Omega_b"]), _h_of(cosmo), float(d["n_s"])
+    except KeyError as exc:
+        raise ComputationError(f"counts_in_cells: bao_damping needs the fiducial {exc.args[0]}") from None
 
 
 def _marg_sigma_last(F: np.ndarray, idx: list[int]) -> float:
