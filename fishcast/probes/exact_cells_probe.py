@@ -41,7 +41,6 @@ class ExactCellsProbe(CountsInCellsProbe):
         self.n_cells = config.cells.n_side ** 3
         self.cell_volume = config.cells.side ** 3  # (Mpc/h)^3
         self.box_volume = self.n_cells * self.cell_volume
-        self._xi_cache: dict[int, tuple[object, object, list[np.ndarray]]] = {}
 
     def requirements(self) -> CosmologyRequirements:
         """k up to the last aliased image of the cell power [h/Mpc, <= 1/Mpc for h <= 1]."""
@@ -51,12 +50,7 @@ class ExactCellsProbe(CountsInCellsProbe):
 
     # --- the cell correlation of each shell ------------------------------------------------
     def _cell_matrices(self, cosmo, frame: ObservedFrame) -> list[np.ndarray]:
-        """Xi (M x M) per shell at this cosmology (cached for the last few cosmologies: the
-        bias derivatives re-use it)."""
-        key = id(cosmo)
-        hit = self._xi_cache.get(key)
-        if hit is not None and hit[0] is cosmo and hit[1] is frame:
-            return hit[2]
+        """Xi (M x M) per shell at this cosmology, from its observed power spectrum."""
         c = self.cells
         out = []
         ap = self.config.alcock_paczynski
@@ -74,9 +68,6 @@ class ExactCellsProbe(CountsInCellsProbe):
                     return np.asarray(cosmo.pk_h(z, k, nonlinear=False))
             xi = cells.cell_correlation(pk, c.side, c.n_side, c.oversample, c.n_images, anisotropic=ap)
             out.append(cells.cell_correlation_matrix(xi, c.n_side))
-        if len(self._xi_cache) >= 4:
-            self._xi_cache.clear()
-        self._xi_cache[key] = (cosmo, frame, out)
         return out
 
     def signal(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None) -> np.ndarray:
@@ -115,8 +106,15 @@ class ExactCellsProbe(CountsInCellsProbe):
             out.append(fisher_trace(C[:, sl, sl], d[:, :, sl, sl], np.full(C.shape[:1], 0.5)))
         return np.array(out)
 
-    def band_power_report(self, cosmo, params) -> dict[str, tuple[np.ndarray, str]]:
+    def band_power_report(self, cosmo, params, *args, **kwargs) -> dict[str, tuple[np.ndarray, str]]:
+        """No band powers in position space: nothing."""
         return {}
+
+    def trace_form(self, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray]:
+        """(Cb, w) of the trace-form metric F = sum w/2 Tr[Cb^-1 dC Cb^-1 dC] (fishcast.mock):
+        the count covariance of each shell, one realization each."""
+        C = np.asarray(signal)
+        return C, np.ones(C.shape[0])
 
     def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         """The method, the box, and per shell the exact box Fisher of (ln A, ln b_present)
