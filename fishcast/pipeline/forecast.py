@@ -52,7 +52,8 @@ class DataVector:
         return dv, np.concatenate([a.ravel() for a in parts])
 
     def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
-        parts = [np.asarray(p.signal(cosmo, params), dtype=float) for p in self.probes]
+        parts = [np.asarray(p.signal(cosmo, params) if c is None else p.signal(cosmo, params, c), dtype=float)
+                 for p, c in zip(self.probes, self.contexts)]
         for p, a, shp in zip(self.probes, parts, self.shapes):
             if a.shape != shp:
                 raise ComputationError(f"{p.name}: the signal has shape {a.shape} here and {shp} at the fiducial")

@@ -14,8 +14,9 @@ metric" (``|d|^2 = gram(d, d)``). Probes never call CAMB and never touch disk.
 Every hook a pipeline may call is declared on :class:`Probe`, with a default where a probe
 may have nothing to say, so the pipeline never asks ``hasattr``. A probe is immutable once
 built: what its Fisher metric needs from the fiducial cosmology (e.g. the shell volumes of
-multi-tracer clustering) is *returned* by :meth:`Probe.fiducial_context` and handed back to
-:meth:`Probe.gram`, never stored on the probe.
+multi-tracer clustering, or the observed frame its signal is modelled in) is *returned* by
+:meth:`Probe.fiducial_context` and handed back to :meth:`Probe.gram` and, for a probe whose
+signal depends on it, to :meth:`Probe.signal` -- never stored on the probe.
 """
 
 from __future__ import annotations
@@ -191,12 +192,18 @@ class Probe(ABC):
     # --- the data and its metric ----------------------------------------------------------
     @abstractmethod
     def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
-        """The probe's data (mean observable or field covariance) at one parameter point."""
+        """The probe's data (mean observable or field covariance) at one parameter point.
+
+        A probe whose data are measured in a frame fixed by the fiducial cosmology (the
+        multi-tracer probe's observed frame) takes a third argument ``context``: what
+        :meth:`fiducial_context` returned; the pipeline passes it whenever it is not None (at
+        the fiducial itself the signal is computed before, without it)."""
 
     def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> Any:
-        """What the Fisher metric needs from the fiducial cosmology besides the fiducial
-        signal (an immutable object, passed back as ``context`` to :meth:`gram`,
-        :meth:`norm` and :meth:`reports`); None (the default) when it needs nothing."""
+        """What the Fisher metric (and, for some probes, the signal) needs from the fiducial
+        cosmology besides the fiducial signal (an immutable object, passed back as
+        ``context`` to :meth:`gram`, :meth:`norm`, :meth:`reports` and, when not None, to
+        :meth:`signal`); None (the default) when it needs nothing."""
         return None
 
     @abstractmethod

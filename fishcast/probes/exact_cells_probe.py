@@ -49,7 +49,7 @@ class ExactCellsProbe(CountsInCellsProbe):
         return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=float(kmax), nonlinear=False)
 
     # --- the cell correlation of each shell ------------------------------------------------
-    def _cell_matrices(self, cosmo, frame: ObservedFrame) -> list[np.ndarray]:
+    def _cell_matrices(self, cosmo: Cosmology, frame: ObservedFrame) -> list[np.ndarray]:
         """Xi (M x M) per shell at this cosmology, from its observed power spectrum."""
         c = self.cells
         out = []
@@ -70,9 +70,10 @@ class ExactCellsProbe(CountsInCellsProbe):
             out.append(cells.cell_correlation_matrix(xi, c.n_side))
         return out
 
-    def signal(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None) -> np.ndarray:
-        """Covariance of the counts per shell, (n_shell, N M, N M) [counts^2], tracer-major."""
-        frame = self._frame(cosmo, frame)
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float], context: ObservedFrame | None = None) -> np.ndarray:
+        """Covariance of the counts per shell, (n_shell, N M, N M) [counts^2], tracer-major, in
+        the observed frame ``context`` (None: the cosmology at hand's own)."""
+        frame = self._frame(cosmo, context)
         Xis = self._cell_matrices(cosmo, frame)
         b = self.biases(cosmo, params)
         N, M, Vc = len(self.tracers), self.n_cells, self.cell_volume
@@ -87,15 +88,16 @@ class ExactCellsProbe(CountsInCellsProbe):
             raise ComputationError("counts_in_cells (exact_cells): non-finite count covariance at this point")
         return out
 
-    def band_parameters(self, cosmo, params, frame=None, geometry=False):  # pragma: no cover - not defined
+    def band_parameters(self, cosmo: Cosmology, params, context=None, geometry=False):  # pragma: no cover - not defined
         raise ComputationError("exact_cells has no band powers (position space)")
 
-    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
-        """``1/2 sum_shells Tr[Cov^-1 dCov_p Cov^-1 dCov_q]`` (exact, dense)."""
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
+        """``1/2 sum_shells Tr[Cov^-1 dCov_p Cov^-1 dCov_q]`` (exact, dense; the count
+        covariance carries the volume: the context is not needed)."""
         C = np.asarray(fiducial_signal)
         return fisher_trace(C, np.asarray(derivs), np.full(C.shape[:1], 0.5))
 
-    def gram_by_tracer(self, fiducial_signal: np.ndarray, derivs: np.ndarray) -> np.ndarray:
+    def gram_by_tracer(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
         """Each tracer alone: the trace over its own counts (its diagonal block), (N, p, p)."""
         C = np.asarray(fiducial_signal)
         d = np.asarray(derivs)
@@ -106,20 +108,20 @@ class ExactCellsProbe(CountsInCellsProbe):
             out.append(fisher_trace(C[:, sl, sl], d[:, :, sl, sl], np.full(C.shape[:1], 0.5)))
         return np.array(out)
 
-    def band_power_report(self, cosmo, params, *args, **kwargs) -> dict[str, tuple[np.ndarray, str]]:
+    def band_power_report(self, cosmo: Cosmology, params, *args, **kwargs) -> dict[str, tuple[np.ndarray, str]]:
         """No band powers in position space: nothing."""
         return {}
 
-    def trace_form(self, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray]:
+    def trace_form(self, signal: np.ndarray, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
         """(Cb, w) of the trace-form metric F = sum w/2 Tr[Cb^-1 dC Cb^-1 dC] (fishcast.mock):
         the count covariance of each shell, one realization each."""
         C = np.asarray(signal)
         return C, np.ones(C.shape[0])
 
-    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         """The method, the box, and per shell the exact box Fisher of (ln A, ln b_present)
         against the Fourier Fisher of the same volume at this (fiducial) cosmology."""
-        frame = self._frame(cosmo, None)
+        frame = self.observed_frame(cosmo, params)
         b = self.biases(cosmo, params)
         c = self.cells
         cfg = self.config

@@ -67,7 +67,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
 from fishcast.probes import rsd_model
-from fishcast.probes.base import CosmologyRequirements, Probe
+from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
+from fishcast.probes.sky import FULL_SKY_DEG2, SkyAreaConfig  # noqa: F401 (FULL_SKY_DEG2: public here too)
 
 # ---------------------------------------------------------------------------------------------
 # quadrature
@@ -241,8 +242,55 @@ def band_parameter_names(n_k: int, tracers, rsd: bool) -> list[str]:
     )
 
 
-def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
-                rsd: bool = True, kernel=None) -> np.ndarray:
+@dataclass(frozen=True)
+class Shell:
+    """One redshift shell as the band Fisher functions see it (units as in
+    :func:`tracer_covariance`).
+
+    k [h/Mpc] (n_k,): the band nodes; k2dk [(h/Mpc)^3] (n_k,): Int_band k^2 dk; mu, w_mu
+    (n_mu,): the mu quadrature of :func:`mu_quadrature`; pk [(Mpc/h)^3] (n_k,): P at the
+    nodes; b (N,): linear biases; f: growth rate; n [(h/Mpc)^3] (N,): densities; volume
+    [(Mpc/h)^3]; sigma [Mpc/h]: damping length (None, a scalar or (N,), see :func:`damping`);
+    rsd: Kaiser RSD on (with rsd False, f is 0 and the damping is off); kernel (n_k, n_mu) or
+    None: a common factor of the signal, ``P(k) -> P(k) K(k, mu)`` (e.g. the de-wiggling and
+    Lorentzian Fingers of God of :mod:`fishcast.probes.rsd_model`, as P_eff / P_lin) -- the
+    band powers remain those of P, f is varied at fixed K -- entering each tracer amplitude
+    as sqrt(K).  Arrays are stored as float arrays (b and n at least 1-d).
+    """
+
+    k: np.ndarray
+    k2dk: np.ndarray
+    mu: np.ndarray
+    w_mu: np.ndarray
+    pk: np.ndarray
+    b: np.ndarray
+    f: float
+    n: np.ndarray
+    volume: float
+    sigma: np.ndarray | float | None = None
+    rsd: bool = True
+    kernel: np.ndarray | None = None
+
+    def __post_init__(self):
+        put = object.__setattr__
+        for name in ("k", "k2dk", "mu", "w_mu", "pk"):
+            put(self, name, np.asarray(getattr(self, name), dtype=float))
+        put(self, "b", np.atleast_1d(np.asarray(self.b, dtype=float)))
+        put(self, "n", np.atleast_1d(np.asarray(self.n, dtype=float)))
+        put(self, "rsd", bool(self.rsd))
+        put(self, "f", float(self.f) if self.rsd else 0.0)
+        put(self, "volume", float(self.volume))
+        if not self.rsd:
+            put(self, "sigma", None)
+        if self.kernel is not None:
+            put(self, "kernel", np.asarray(self.kernel, dtype=float))
+
+    @property
+    def n_tracer(self) -> int:
+        return int(self.b.size)
+
+
+def band_fisher(shell: Shell) -> np.ndarray:
     """Band-power / bias / f Fisher of one shell (Abramo 2012).
 
     Parameters, in this order: ``ln P_i`` for each k band (n_k), ``ln b_a`` for each tracer
@@ -255,18 +303,14 @@ def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     (f).  With ``<x, y> = x^T C^-1 y`` (Sherman-Morrison: ``C^-1 = diag(n) - alpha (nA)(nA)^T``,
     ``alpha = P/(1 + P sum n A^2)``), ``Tr[C^-1 (x A^T + A x^T) C^-1 (y A^T + A y^T)] =
     2 (<x,y><A,A> + <x,A><A,y>)``.  O(n_k n_mu N^2), no matrix inverses; checked against
-    :func:`fisher_trace` in the tests.
-
-    ``kernel`` (n_k, n_mu), optional: a common factor of the signal, ``P(k) -> P(k) K(k, mu)``
-    (e.g. the de-wiggling and Lorentzian Fingers of God of :mod:`fishcast.probes.rsd_model`,
-    as P_eff / P_lin); the band powers remain those of P, f is varied at fixed K.
+    :func:`fisher_trace` in the tests.  The shell's ``kernel`` K, if any, multiplies P A A^T.
     """
     k, k2dk, mu, w_mu, b, f, n, volume, sigma, rsd = (
         shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
     pk = shell.pk
     N = b.size
     P = np.asarray(pk, dtype=float)[:, None]  # (n_k, 1)
-    D = _with_kernel(damping(k, mu, sigma, N), kernel)  # (n_k, n_mu, N)
+    D = _with_kernel(damping(k, mu, sigma, N), shell.kernel)  # (n_k, n_mu, N)
     A = (b + f * mu[None, :, None] ** 2) * D
     nA = n * A
     sA = np.sum(nA * A, axis=-1)  # (n_k, n_mu)
@@ -294,8 +338,7 @@ def band_fisher(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     return 0.5 * (F + F.T)
 
 
-def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: float,
-                               sigma=None, rsd: bool = True, kernel=None) -> np.ndarray:
+def single_tracer_band_fishers(shell: Shell) -> np.ndarray:
     """Each tracer alone (FKP): the band/bias/f Fisher of tracer a using only its auto
     covariance ``C_aa``, embedded in the joint parameter list of :func:`band_fisher` (zeros on
     the other tracers' biases).  Vectorized over tracers.  Returns (N, n_par, n_par); their
@@ -304,11 +347,7 @@ def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: fl
         shell.k, shell.k2dk, shell.mu, shell.w_mu, shell.b, shell.f, shell.n, shell.volume, shell.sigma, shell.rsd)
     pk = shell.pk
     N = b.size
-    f = float(f) if rsd else 0.0
-    if not rsd:
-        sigma = None
-    mu = np.asarray(mu, dtype=float)
-    D = _with_kernel(damping(k, mu, sigma, N), kernel)  # (n_k, n_mu, N)
+    D = _with_kernel(damping(k, mu, sigma, N), shell.kernel)  # (n_k, n_mu, N)
     A = (b[None, None, :] + f * mu[None, :, None] ** 2) * D
     pk3 = np.asarray(pk, dtype=float)[:, None, None]
     S = A**2 * pk3  # (n_k, n_mu, N) signal of each tracer
@@ -336,8 +375,7 @@ def single_tracer_band_fishers(k, k2dk, mu, w_mu, pk, b, f: float, n, volume: fl
     return F
 
 
-def effective_volumes(k, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None,
-                      rsd: bool = True, kernel=None):
+def effective_volumes(shell: Shell):
     """Effective volumes [(Mpc/h)^3] per k node, per tracer and combined.
 
     ``V_eff,a(k) = V (1/2) Int_{-1}^{1} dmu [P_a/(1+P_a)]^2`` with ``P_a = n_a A_a^2 P`` and the
@@ -345,12 +383,9 @@ def effective_volumes(k, mu, w_mu, pk, b, f: float, n, volume: float, sigma=None
     information on ln P with the biases known is ``N_k/2 V_eff/V``).
     Returns ``(per_tracer (n_k, N), combined (n_k,))``.
     """
-    b = np.atleast_1d(np.asarray(b, dtype=float))
-    n = np.atleast_1d(np.asarray(n, dtype=float))
-    f = float(f) if rsd else 0.0
-    if not rsd:
-        sigma = None
-    A = tracer_amplitudes(k, mu, b, f, sigma) * _with_kernel(np.ones((np.size(k), np.size(mu), b.size)), kernel)
+    k, mu, w_mu, pk, b, f, n, volume, sigma = (
+        shell.k, shell.mu, shell.w_mu, shell.pk, shell.b, shell.f, shell.n, shell.volume, shell.sigma)
+    A = _with_kernel(tracer_amplitudes(k, mu, b, f, sigma), shell.kernel)
     Pa = n[None, None, :] * A**2 * np.asarray(pk, dtype=float)[:, None, None]
     Pt = Pa.sum(axis=-1)
     wm = 0.5 * np.asarray(w_mu)
@@ -611,7 +646,7 @@ class CellsConfig(_Model):
 MAX_CELL_COVARIANCE = 3000
 
 
-class CountsInCellsConfig(_Model):
+class CountsInCellsConfig(SkyAreaConfig):
     """Multi-tracer galaxy clustering in redshift shells (the ``probes.counts_in_cells``
     section).  k in h/Mpc throughout; the k bands are fixed (the same at every cosmology).
     The sky area (f_sky or area_deg2) as in :class:`~fishcast.probes.sky.SkyAreaConfig`."""
@@ -693,10 +728,6 @@ class CountsInCellsConfig(_Model):
         return self
 
     @property
-    def sky_fraction(self) -> float:
-        return float(self.f_sky) if self.f_sky is not None else float(self.area_deg2) / FULL_SKY_DEG2
-
-    @property
     def needs_dispersions(self) -> bool:
         """Whether sigma_v / sigma_p (from the fiducial linear spectrum) enter the model."""
         return self.bao_damping or (self.rsd and self.fingers_of_god == "lorentzian")
@@ -732,11 +763,14 @@ def shell_volumes(chi_edges_h, f_sky: float) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class ObservedFrame:
+class ObservedFrame(FiducialVolumes):
     """The fiducial cosmology's frame of a survey's shells: what the observations are measured
     in, and what does not change with the parameters (physics.md section 2).  Lengths in
     Mpc/h of the FIDUCIAL h (``h``); per shell (n_shell,) or per shell and tracer (n_shell, N).
 
+    The fiducial context of :class:`CountsInCellsProbe` (its :meth:`~CountsInCellsProbe.
+    fiducial_context`), handed to ``signal``, ``gram`` and ``reports``; arrays read-only.
+    volumes [(Mpc/h)^3] (from :class:`FiducialVolumes`): the shell volumes;
     chi [Mpc]: comoving (transverse, flat) distance at each shell's effective redshift;
     hubble [km/s/Mpc]: H(z_eff); volumes [(Mpc/h)^3]; densities [(h/Mpc)^3] (dN/dz per deg^2
     converted with the fiducial volume); damping [Mpc/h]: per-tracer line-of-sight smearing
@@ -750,7 +784,6 @@ class ObservedFrame:
     h: float
     chi: np.ndarray
     hubble: np.ndarray
-    volumes: np.ndarray
     densities: np.ndarray
     damping: np.ndarray
     sigma_v: np.ndarray | None
@@ -769,11 +802,11 @@ class CountsInCellsProbe(Probe):
     count and the volume are those of the fiducial frame (:class:`ObservedFrame`) and do not
     change with the parameters.
 
-    The fiducial frame: :meth:`observed_frame` makes it from the fiducial cosmology;
-    :meth:`signal` takes it as ``frame=``; without it, the frame pinned by
-    :meth:`set_fiducial` is used, and without that the cosmology at hand is its own frame (right
-    at the fiducial point).  Fisher metric (:meth:`gram`): the trace formula summed over shells
-    with the frame's volumes (found from the fiducial signal, see :meth:`set_fiducial`).
+    The fiducial frame is the probe's fiducial context (:meth:`fiducial_context`, an
+    immutable :class:`ObservedFrame`): :meth:`signal` models every other point in it (without
+    it, the cosmology at hand is its own frame: right at the fiducial), and :meth:`gram` takes
+    its shell volumes as the Fisher weights (the trace formula summed over shells).  The probe
+    itself never changes.
     """
 
     name = "counts_in_cells"
@@ -805,9 +838,6 @@ class CountsInCellsProbe(Probe):
         self.mu, self.w_mu = mu_quadrature(config.n_mu)
         self.present = self._presence()  # (n_shell, N) bool
         self._check_biases()
-        self._volumes_by_signal: dict[str, np.ndarray] = {}
-        self._fiducial_volumes: np.ndarray | None = None
-        self._fiducial_frame: ObservedFrame | None = None
 
     def _presence(self) -> np.ndarray:
         """Which tracer has objects in which shell (cosmology-independent)."""
@@ -932,7 +962,7 @@ class CountsInCellsProbe(Probe):
         return np.sqrt(fog[:, None] ** 2 + zerr**2)
 
     # --- the observed frame ------------------------------------------------------------------
-    def observed_frame(self, cosmo, params: Mapping[str, float] | None = None) -> ObservedFrame:
+    def observed_frame(self, cosmo: Cosmology, params: Mapping[str, float] | None = None) -> ObservedFrame:
         """The fiducial frame of this survey from the fiducial cosmology ``cosmo`` (and the
         fiducial parameters ``params``: Omega_b, n_s for the no-wiggle reference shape)."""
         sigma_v = None
@@ -943,31 +973,44 @@ class CountsInCellsProbe(Probe):
             kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
             pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
             sigma_v = rsd_model.velocity_dispersion(kk, pk)
-        return ObservedFrame(
+        frame = ObservedFrame(
+            volumes=self.volumes(cosmo),
             h=_h_of(cosmo),
             chi=np.asarray(cosmo.chi_of(self.z_eff), dtype=float),
             hubble=np.asarray(cosmo.hubble_of(self.z_eff), dtype=float),
-            volumes=self.volumes(cosmo),
             densities=self.densities(cosmo),
             damping=self.damping_lengths(cosmo),
             sigma_v=sigma_v,
             eh_shape=eh,
         )
+        for value in vars(frame).values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        return frame
 
-    def _frame(self, cosmo, frame: ObservedFrame | None) -> ObservedFrame:
-        if frame is not None:
+    def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> ObservedFrame:
+        """The observed frame of the fiducial cosmology (:class:`ObservedFrame`, immutable): the
+        signal at other points is modelled in it, and its shell volumes are the Fisher weights
+        of :meth:`gram` (they do not move with the parameters)."""
+        return self.observed_frame(cosmo, params)
+
+    def _frame(self, cosmo: Cosmology, frame) -> ObservedFrame:
+        """The frame to model the signal in: the given fiducial context, or (None) the
+        cosmology at hand's own (right at the fiducial point itself)."""
+        if isinstance(frame, ObservedFrame):
             return frame
-        if self._fiducial_frame is not None:
-            return self._fiducial_frame
+        if frame is not None and not isinstance(frame, FiducialVolumes):
+            raise ComputationError(f"counts_in_cells: a fiducial context of type {type(frame).__name__} is not an "
+                                   "observed frame; use probe.fiducial_context(fiducial cosmology, parameters)")
         return self.observed_frame(cosmo)
 
-    def ap_factors(self, cosmo, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
+    def ap_factors(self, cosmo: Cosmology, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
         """(q_perp, q_par) per shell: D_A/D_A,fid and H_fid/H, distances in Mpc (flat)."""
         chi = np.asarray(cosmo.chi_of(self.z_eff), dtype=float)
         H = np.asarray(cosmo.hubble_of(self.z_eff), dtype=float)
         return chi / frame.chi, frame.hubble / H
 
-    def _k_ratio(self, cosmo, frame: ObservedFrame) -> float:
+    def _k_ratio(self, cosmo: Cosmology, frame: ObservedFrame) -> float:
         """r with k [h/Mpc of the cosmology at hand] = r k_obs before the AP mapping:
         h_fid/h for ``observed_h: fiducial`` (the observed k is in h_fid/Mpc), 1 for
         ``observed_h: varying`` (the IST:F convention: the k range is fixed in h/Mpc of the
@@ -976,7 +1019,7 @@ class CountsInCellsProbe(Probe):
             return 1.0
         return frame.h / _h_of(cosmo)
 
-    def _true_modes(self, cosmo, frame: ObservedFrame):
+    def _true_modes(self, cosmo: Cosmology, frame: ObservedFrame):
         """True wavevectors of the observed nodes in h/Mpc of the COSMOLOGY AT HAND and the
         amplitude conversion: returns (k_t (n_shell, n_k, n_mu), mu_t (same), amp (n_shell,))
         with P_obs [(Mpc/h_fid)^3] = amp * P_h(k_t) [(Mpc/h)^3].
@@ -997,7 +1040,7 @@ class CountsInCellsProbe(Probe):
         hr = frame.h / _h_of(cosmo)
         return kt, mut, rsd_model.ap_volume_factor(qperp, qpar) * hr**3
 
-    def _dispersions(self, cosmo, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _dispersions(self, cosmo: Cosmology, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
         """sigma_v, sigma_p per shell [Mpc/h_fid] (sigma_p = sigma_v, IST:F): those of the
         fiducial ('fixed'), of the linear P of the cosmology at hand ('cosmology'), or the
         fiducial ones times the nuisances sv_<i>, sp_<i> ('free')."""
@@ -1014,13 +1057,13 @@ class CountsInCellsProbe(Probe):
         c = np.array([p[f"sp_{i + 1}"] for i in range(self.n_shell)])
         return sv * a, sv * c
 
-    def _velocity_dispersion(self, cosmo) -> np.ndarray:
+    def _velocity_dispersion(self, cosmo: Cosmology) -> np.ndarray:
         """sigma_v [Mpc/h of cosmo] per shell from its linear P (fixed log-spaced k nodes)."""
         kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
         pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
         return rsd_model.velocity_dispersion(kk, pk)
 
-    def _nowiggle_ratio(self, cosmo, kt, frame: ObservedFrame) -> np.ndarray:
+    def _nowiggle_ratio(self, cosmo: Cosmology, kt, frame: ObservedFrame) -> np.ndarray:
         """P_nw / P_lin at the true wavenumbers kt [h/Mpc of cosmo] (n_shell, ...): the
         no-wiggle spectrum on fixed k nodes (:func:`rsd_model.nowiggle_power`, the
         Eisenstein-Hu reference shape of the FIDUCIAL parameters, the smoothed ratio of the
@@ -1036,7 +1079,7 @@ class CountsInCellsProbe(Probe):
         lnk = np.log(kk / h)
         return np.exp(np.stack([CubicSpline(lnk, lr[s])(np.log(kt[s])) for s in range(self.n_shell)]))
 
-    def _shell_inputs(self, cosmo, params, frame: ObservedFrame | None = None):
+    def _shell_inputs(self, cosmo: Cosmology, params, frame: ObservedFrame | None = None):
         """Everything the covariance needs at this point: P_eff (n_shell, n_k, n_mu)
         [(Mpc/h_fid)^3] (AP, amplitude factor, de-wiggling and Lorentzian FoG applied), mu_t^2
         (n_shell, n_k, n_mu), f (n_shell,), b (n_shell, N), n, damping lengths, V, P_s."""
@@ -1097,17 +1140,18 @@ class CountsInCellsProbe(Probe):
         return C
 
     # --- signal and metric -----------------------------------------------------------------
-    def signal(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None) -> np.ndarray:
+    def signal(self, cosmo: Cosmology, params: Mapping[str, float], context: ObservedFrame | None = None) -> np.ndarray:
         """Tracer covariance C_ab(k, mu) per shell, (n_shell, n_k, n_mu, N, N) [(Mpc/h)^3],
-        in the observed frame ``frame`` (see the class docstring)."""
-        frame = self._frame(cosmo, frame)
+        in the observed frame ``context`` (:meth:`fiducial_context`; None: the cosmology at
+        hand's own, i.e. at the fiducial point)."""
+        frame = self._frame(cosmo, context)
         P, mu2, f, b, n, sig, V, ps = self._shell_inputs(cosmo, params, frame)
         C = self._covariance(P, mu2, f, b, n, sig, ps)
         if not np.all(np.isfinite(C)):
             raise ComputationError("counts_in_cells: non-finite tracer covariance at this point")
         return C
 
-    def band_parameters(self, cosmo, params: Mapping[str, float], frame: ObservedFrame | None = None,
+    def band_parameters(self, cosmo: Cosmology, params: Mapping[str, float], context: ObservedFrame | None = None,
                         geometry: bool = False) -> np.ndarray:
         """The band-power parameters of every shell at this point, (n_shell, n_k + N + rsd
         [+ 2]): ``ln P_i`` [P in (Mpc/h_fid)^3 at the fixed observed nodes k_i, before the
@@ -1117,7 +1161,7 @@ class CountsInCellsProbe(Probe):
         band Fisher of :meth:`band_power_report` (``fisher``; with geometry
         ``geometry_fisher``), which equals the probe's own Fisher (:meth:`gram`) for the
         Kaiser model (densities, damping and volumes are fixed in the fiducial frame)."""
-        frame = self._frame(cosmo, frame)
+        frame = self._frame(cosmo, context)
         if self.config.alcock_paczynski:
             r = self._k_ratio(cosmo, frame)
             hr = frame.h / _h_of(cosmo)
@@ -1133,12 +1177,6 @@ class CountsInCellsProbe(Probe):
             parts += [np.log(qperp)[:, None], np.log(qpar)[:, None]]
         return np.concatenate(parts, axis=1)
 
-    def set_fiducial(self, cosmo) -> None:
-        """Pin the observed frame (and the shell volumes used by :meth:`gram`) to those of this
-        (fiducial) cosmology."""
-        self._fiducial_frame = self.observed_frame(cosmo)
-        self._fiducial_volumes = self._fiducial_frame.volumes
-
     def _volumes_for(self, context) -> np.ndarray:
         if not isinstance(context, FiducialVolumes):
             raise ComputationError(
@@ -1153,7 +1191,8 @@ class CountsInCellsProbe(Probe):
         """Trace-formula weights V_s/(8 pi^2) k^2dk w_mu per shell, (n_shell, n_k, n_mu)."""
         return volumes[:, None, None] / (8.0 * np.pi**2) * self.k2dk[:, :, None] * self.w_mu[None, None, :]
 
-    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context: FiducialVolumes | None = None) -> np.ndarray:
+    def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context: FiducialVolumes | None = None,
+             ) -> np.ndarray:
         """F_pq = sum_shells V/(8 pi^2) sum_k k^2dk sum_mu w_mu Tr[C^-1 dC_p C^-1 dC_q], V the
         fiducial shell volumes of ``context`` (from :meth:`fiducial_context`)."""
         W = self.mode_weights(self._volumes_for(context))
@@ -1172,17 +1211,19 @@ class CountsInCellsProbe(Probe):
         return np.einsum("apm,aqm->apq", y, y)
 
     # --- outputs -----------------------------------------------------------------------------
-    def _report_inputs(self, cosmo, params):
+    def _report_inputs(self, cosmo: Cosmology, params, context=None):
         """Inputs of the band-power report at the fiducial: P at the nodes, the common kernel
         P_eff(k, mu)/P(k) of the IST:F ingredients (None for the Kaiser model), and the rest."""
-        frame = self._frame(cosmo, None)
+        frame = self._frame(cosmo, context)
         P, mu2, f, b, n, sig, V, ps = self._shell_inputs(cosmo, params, frame)
         pk = self.band_parameters(cosmo, params, frame)[:, :self.k.shape[1]]
         pk = np.exp(pk)
         kernel = P / pk[:, :, None] if self.config.needs_dispersions else None
         return frame, pk, kernel, f, b, n, sig, V, ps
 
-    def products(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+        """At the fiducial ``cosmo`` (its own observed frame): k, mu, P, densities, biases,
+        volumes, effective volumes, the model's ingredients."""
         frame, pk, kernel, f, b, n, sig, V, ps = self._report_inputs(cosmo, params)
         veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V, kernel)
         cfg = self.config
@@ -1226,16 +1267,35 @@ class CountsInCellsProbe(Probe):
             out["sigma_p"] = (sp, "Mpc/h")
         return out
 
+    def reports(self, cosmo: Cosmology, params: Mapping[str, float], fiducial_signal: np.ndarray,
+                derivs: np.ndarray, parameter_names, context: ObservedFrame | None = None,
+                ) -> dict[str, tuple[np.ndarray, str]]:
+        """The band-power report of every shell (:meth:`band_power_report`) and, on the
+        survey's own parameters, each tracer alone, the naive sum of the single-tracer
+        Fishers and the joint Fisher (``tracer_comparison/...``)."""
+        out = self.band_power_report(cosmo, params, context)
+        single = self.gram_by_tracer(fiducial_signal, derivs, context)
+        out["tracer_comparison/parameter_names"] = (np.array(list(parameter_names), dtype="S"), "")
+        out["tracer_comparison/tracers"] = (np.array(list(self.tracers), dtype="S"), "")
+        out["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
+        out["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
+        out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i unit_j)")
+        return out
+
+    def _shell(self, s: int, pk, f, b, n, sig, V, tracers=slice(None), kernel=None) -> Shell:
+        """Shell ``s`` (from 0) for the band Fisher functions, with the given tracers (a mask
+        or slice over the tracer axis; all by default) and the common kernel (n_shell, n_k,
+        n_mu) or None."""
+        return Shell(self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, tracers], f[s], n[s, tracers], V[s],
+                     sigma=None if sig is None else sig[s, tracers], rsd=self.rsd,
+                     kernel=None if kernel is None else kernel[s])
+
     def _effective_volumes(self, pk, f, b, n, sig, V, kernel=None):
-        per, comb = zip(*[
-            effective_volumes(self.k[s], self.mu, self.w_mu, pk[s], b[s], f[s], n[s], V[s],
-                              None if sig is None else sig[s], self.rsd,
-                              None if kernel is None else kernel[s])
-            for s in range(self.n_shell)
-        ])
+        per, comb = zip(*[effective_volumes(self._shell(s, pk, f, b, n, sig, V, kernel=kernel))
+                          for s in range(self.n_shell)])
         return np.array(per), np.array(comb)
 
-    def _log_slope(self, cosmo, frame: ObservedFrame) -> np.ndarray:
+    def _log_slope(self, cosmo: Cosmology, frame: ObservedFrame) -> np.ndarray:
         """d ln P / d ln k at the observed nodes (n_shell, n_k), by a central difference in ln k."""
         eps = 1e-4
         r = self._k_ratio(cosmo, frame) if self.config.alcock_paczynski else 1.0
@@ -1243,7 +1303,8 @@ class CountsInCellsProbe(Probe):
         dn = np.log(np.asarray(cosmo.pk_h(self.z_eff[:, None], self.k * r * math.exp(-eps), nonlinear=False)))
         return (up - dn) / (2.0 * eps)
 
-    def band_power_report(self, cosmo, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
+    def band_power_report(self, cosmo: Cosmology, params: Mapping[str, float],
+                          context: ObservedFrame | None = None) -> dict[str, tuple[np.ndarray, str]]:
         """Per shell i (from 1), the band-power / bias / f Fisher (Abramo 2012) and the
         single-tracer comparison, as ``{"shells/<i>/<dataset>": (array, units)}``:
 
@@ -1264,7 +1325,7 @@ class CountsInCellsProbe(Probe):
         the band powers are those of P_lin and the de-wiggling / Lorentzian factor is held
         fixed (f varied at fixed damping).
         """
-        frame, pk, kernel, f, b, n, sig, V, ps = self._report_inputs(cosmo, params)
+        frame, pk, kernel, f, b, n, sig, V, ps = self._report_inputs(cosmo, params, context)
         veff_t, veff = self._effective_volumes(pk, f, b, n, sig, V, kernel)
         geometry = self.config.alcock_paczynski and not self.config.needs_dispersions
         slope = self._log_slope(cosmo, frame) if geometry else None
@@ -1277,11 +1338,9 @@ class CountsInCellsProbe(Probe):
             out[pre + "tracers"] = (np.array(names_s, dtype="S"), "")
             if m.any():
                 N = int(m.sum())
-                args = (self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], b[s, m], f[s], n[s, m], V[s])
-                kw = {"sigma": None if sig is None else sig[s, m], "rsd": self.rsd,
-                      "kernel": None if kernel is None else kernel[s]}
-                F = band_fisher(*args, **kw)
-                Fs = single_tracer_band_fishers(*args, **kw)
+                shell = self._shell(s, pk, f, b, n, sig, V, tracers=m, kernel=kernel)
+                F = band_fisher(shell)
+                Fs = single_tracer_band_fishers(shell)
                 naive = Fs.sum(axis=0)
                 mats = [F, naive] + list(Fs)
                 with np.errstate(divide="ignore"):
@@ -1295,7 +1354,7 @@ class CountsInCellsProbe(Probe):
                 out[pre + "sigma_lnP"] = (sig_P, "")
                 if geometry:
                     G = geometry_band_fisher(self.k[s], self.k2dk[s], self.mu, self.w_mu, pk[s], slope[s], b[s, m],
-                                             f[s], n[s, m], V[s], sigma=kw["sigma"], rsd=self.rsd, extra_noise=ps[s, m])
+                                             f[s], n[s, m], V[s], sigma=shell.sigma, rsd=self.rsd, extra_noise=ps[s, m])
                     out[pre + "geometry_fisher"] = (G, "")
                     out[pre + "geometry_parameter_names"] = (
                         np.array(geometry_parameter_names(n_k, names_s, self.rsd), dtype="S"), "")
