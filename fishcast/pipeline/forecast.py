@@ -10,6 +10,7 @@ back to their Fisher metric, never stored on them.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class DataVector:
         self.probes = tuple(probes)
         self.shapes = tuple(tuple(s) for s in shapes)
         self.contexts = tuple(contexts)
+        #: whether each probe's signal takes the fiducial context (a ``context`` argument)
+        self._signal_context = tuple("context" in inspect.signature(p.signal).parameters for p in self.probes)
         if not len(self.probes) == len(self.shapes) == len(self.contexts):
             raise ValueError("one shape and one context per probe")
 
@@ -52,8 +55,8 @@ class DataVector:
         return dv, np.concatenate([a.ravel() for a in parts])
 
     def signal(self, cosmo: Cosmology, params: Mapping[str, float]) -> np.ndarray:
-        parts = [np.asarray(p.signal(cosmo, params) if c is None else p.signal(cosmo, params, c), dtype=float)
-                 for p, c in zip(self.probes, self.contexts)]
+        parts = [np.asarray(p.signal(cosmo, params, c) if t and c is not None else p.signal(cosmo, params), dtype=float)
+                 for p, c, t in zip(self.probes, self.contexts, self._signal_context)]
         for p, a, shp in zip(self.probes, parts, self.shapes):
             if a.shape != shp:
                 raise ComputationError(f"{p.name}: the signal has shape {a.shape} here and {shp} at the fiducial")

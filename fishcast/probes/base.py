@@ -195,9 +195,10 @@ class Probe(ABC):
         """The probe's data (mean observable or field covariance) at one parameter point.
 
         A probe whose data are measured in a frame fixed by the fiducial cosmology (the
-        multi-tracer probe's observed frame) takes a third argument ``context``: what
-        :meth:`fiducial_context` returned; the pipeline passes it whenever it is not None (at
-        the fiducial itself the signal is computed before, without it)."""
+        multi-tracer probe's observed frame) takes a third argument named ``context``: what
+        :meth:`fiducial_context` returned; the pipeline passes it to a signal that has that
+        argument, whenever it is not None (at the fiducial itself the signal is computed
+        before, without it)."""
 
     def fiducial_context(self, cosmo: Cosmology, params: Mapping[str, float]) -> Any:
         """What the Fisher metric (and, for some probes, the signal) needs from the fiducial
