@@ -29,7 +29,7 @@ def _cluster_options(items) -> dict:
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Folder for one HDF5 per design, summary.h5, summary.csv and fom.png (created if needed).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes [default: one per core]; with --cluster local, Dask workers.")
+              help="Local worker processes [default: one per usable core]; with --cluster local, Dask workers.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Use a running Dask scheduler, e.g. tcp://host:8786.")
 @click.option("--cluster", type=click.Choice(["local", "slurm", "pbs"]), default=None,

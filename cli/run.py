@@ -73,8 +73,10 @@ def _progress_factory(quiet: bool):
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache of CAMB results [default: $FISHCAST_CACHE_DIR or the platform cache folder].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Compute the cosmology points in this many local worker processes [default: in this process].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="FISHCAST_WORKERS",
+              help="Compute the cosmology points in this many local worker processes, CAMB threads per "
+                   "worker = usable cores / workers [default: $FISHCAST_WORKERS, else one per usable core]; "
+                   "1: in this process. The result is the same bit for bit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary.")
 @set_option
 def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, workers, quiet, overrides):
@@ -103,10 +105,11 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     executor = None
     try:
         factory = None
-        if workers is not None:
-            from fishcast.pipeline.execute import executor_evaluator_factory, make_executor
+        from fishcast.pipeline.execute import executor_evaluator_factory, make_executor, usable_cores
 
-            executor = make_executor(workers)
+        n_workers = workers if workers is not None else usable_cores()
+        if n_workers > 1:
+            executor = make_executor(n_workers)
             factory = executor_evaluator_factory(executor)
         fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate,
                           evaluator_factory=factory)

@@ -242,8 +242,17 @@ _BOLTZMANN_CALLS = 0
 
 
 def boltzmann_calls() -> int:
-    """Number of CAMB transfer-function (Boltzmann) runs made by this process so far."""
+    """Number of CAMB transfer-function (Boltzmann) runs made by this process so far, or on
+    its behalf by worker processes (see :func:`count_worker_calls`)."""
     return _BOLTZMANN_CALLS
+
+
+def count_worker_calls(n: int) -> None:
+    """Add ``n`` Boltzmann runs that worker processes made for this process (their own
+    counters are not this one), so that :func:`boltzmann_calls` counts a run's CAMB cost
+    whether it ran here or in a pool."""
+    global _BOLTZMANN_CALLS
+    _BOLTZMANN_CALLS += int(n)
 
 
 def camb_version() -> str:

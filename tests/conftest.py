@@ -3,7 +3,15 @@ session on a small grid and shared by every test that needs real CAMB output."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# `fishcast run` uses one worker process per usable core by default. The suite runs its
+# forecasts in this process (tests patch CAMB and count its calls here, and the cores are
+# shared): --workers / $FISHCAST_WORKERS. The default itself is tested in test_batch.py
+# (test_run_with_workers_equals_the_batch_design), with the variable removed.
+os.environ.setdefault("FISHCAST_WORKERS", "1")
 
 #: Euclid IST:F fiducial (Euclid Collaboration: Blanchard et al. 2020, Table 1)
 ISTF_FIDUCIAL = {

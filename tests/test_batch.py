@@ -368,17 +368,37 @@ def test_batch_option_errors(folder, args, words):
     assert r.exit_code == 2 and words in r.output
 
 
-def test_run_with_workers_equals_the_batch_design(serial, folder):
-    """`fishcast run --workers 2` (cold cache, two processes) on the survey of one design gives
-    the design's Fisher matrix bit for bit."""
+@pytest.mark.parametrize("workers", [["--workers", "2"], []], ids=["workers-2", "default"])
+def test_run_with_workers_equals_the_batch_design(serial, folder, workers, monkeypatch):
+    """`fishcast run --workers 2`, and `fishcast run` with the default (one worker per usable
+    core, here made 2 whatever the machine; no $FISHCAST_WORKERS), cold cache, on the survey
+    of one design, give the design's (serial) Fisher matrix bit for bit, and the file counts
+    the Boltzmann runs made in the workers."""
     from fishcast.cli.main import cli
+    from fishcast.pipeline import execute
 
+    monkeypatch.delenv("FISHCAST_WORKERS", raising=False)
+    monkeypatch.setattr(execute, "usable_cores", lambda: 2)
+    made = []
+    real = execute.make_executor
+
+    def spy(*a, **kw):
+        ex = real(*a, **kw)
+        made.append((ex.backend, ex.workers, getattr(ex, "threads", None)))
+        return ex
+
+    monkeypatch.setattr(execute, "make_executor", spy)
     d = serial["res"].designs[0]
     sets = [f"--set=probes.weak_lensing.{k}={v}" for k, v in
             (("f_sky", d.values["f_sky"]), ("n_gal", d.values["n_gal"]), ("ell.max", d.values["ell_max"]))]
-    out = folder / "run-workers.h5"
-    r = CliRunner().invoke(cli, ["run", str(folder / "base.yaml"), "-o", str(out), "--workers", "2", "-q",
-                                 "--cache-dir", str(folder / "cache-run"), *sets])
+    name = "-".join(workers) or "default"
+    out = folder / f"run{name}.h5"
+    cache = folder / f"cache-run{name}"
+    r = CliRunner().invoke(cli, ["run", str(folder / "base.yaml"), "-o", str(out), *workers, "-q",
+                                 "--cache-dir", str(cache), *sets])
     assert r.exit_code == 0, r.output
-    assert len(list((folder / "cache-run").glob("*/*.npz"))) == 5
+    assert made == [("process", 2, 1)]  # workers x threads = the 2 usable cores
+    assert len(list(cache.glob("*/*.npz"))) == 5
     assert read_fisher(out)[0].matrix.tobytes() == read_fisher(d.path)[0].matrix.tobytes()
+    with h5py.File(out, "r") as f:
+        assert int(f.attrs["camb_calls"]) == 3  # 5 points, the two sigma8 points share one run

@@ -19,11 +19,13 @@ one bad task does not sink the others. A task that raises a :class:`~fishcast.er
 retry would fail the same way. Any other exception -- including a worker process that died --
 is retried up to ``retries`` times (Dask's own ``retries=`` for the Dask backend).
 
-Threads: every worker process runs CAMB and numpy with one thread
-(:data:`WORKER_THREADS`), so that N workers use N cores and do not oversubscribe them.
-CAMB 2.0.5 results were checked to be bitwise identical for 1, 2 and 3 OpenMP threads
-(background, P_lin and P_nl with halofit and HMcode): the thread count affects speed, not
-the numbers.
+Threads: every worker process of a local pool runs CAMB and numpy with
+``threads_per_worker(workers)`` threads (the usable cores divided among the workers, at least
+one: :func:`usable_cores` counts the cores this process may run on, ``os.sched_getaffinity``,
+so a Slurm or ``taskset`` allocation is respected), so that workers x threads = cores and
+they do not oversubscribe them. Dask workers run one thread each. CAMB 2.0.5 results were
+checked to be bitwise identical for 1, 2 and 3 OpenMP threads (background, P_lin and P_nl
+with halofit and HMcode): the thread count affects speed, not the numbers.
 """
 
 from __future__ import annotations
@@ -83,8 +85,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def usable_cores() -> int:
+    """Number of cores this process may run on (``os.sched_getaffinity``: a Slurm, cgroup or
+    ``taskset`` allocation, not the whole machine); ``os.cpu_count()`` where the platform has
+    no affinity call."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """CAMB (OpenMP) and BLAS threads of each of ``workers`` processes sharing ``cores``
+    (default :func:`usable_cores`): cores // workers, at least 1."""
+    cores = usable_cores() if cores is None else int(cores)
+    return max(1, cores // max(1, int(workers)))
+
+
 def configure_worker(threads: int = WORKER_THREADS) -> None:
     """Fix the thread count of CAMB in this process (called once in every worker)."""
+    global _CONFIGURED
+    _CONFIGURED = True
     for name in _THREAD_ENV:
         os.environ[name] = str(threads)
     try:
@@ -199,7 +220,9 @@ def _thread_env(threads: int) -> Iterator[None]:
 
 class ProcessExecutor(Executor):
     """A local pool of ``workers`` processes (``concurrent.futures``, spawn start method:
-    a script that uses it needs the usual ``if __name__ == "__main__":`` guard).
+    a script that uses it needs the usual ``if __name__ == "__main__":`` guard); default: one
+    per usable core. Each runs CAMB with ``threads`` threads (default
+    :func:`threads_per_worker`: workers x threads = usable cores).
 
     A worker that dies (killed, out of memory, a crash in Fortran) breaks the pool: the pool
     is started again and the unfinished tasks run one at a time from then on, so that the
@@ -208,13 +231,20 @@ class ProcessExecutor(Executor):
 
     backend = "process"
 
-    def __init__(self, workers: int | None = None, retries: int = 1):
+    def __init__(self, workers: int | None = None, retries: int = 1, threads: int | None = None):
         super().__init__(retries)
-        n = workers if workers is not None else (os.cpu_count() or 1)
+        n = workers if workers is not None else usable_cores()
         if n < 1:
             raise InputError(f"the number of workers must be >= 1, got {n}")
         self.workers = int(n)
+        self.threads = int(threads) if threads is not None else threads_per_worker(self.workers)
+        if self.threads < 1:
+            raise InputError(f"the number of threads per worker must be >= 1, got {threads}")
         self._pool = None
+
+    def describe(self) -> str:
+        return f"process ({self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads} thread" \
+               f"{'s' if self.threads != 1 else ''})"
 
     def _start(self):
         import concurrent.futures as cf
@@ -222,7 +252,7 @@ class ProcessExecutor(Executor):
 
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=configure_worker)
+                                                initializer=configure_worker, initargs=(self.threads,))
         return self._pool
 
     def _restart(self) -> None:
@@ -256,7 +286,7 @@ class ProcessExecutor(Executor):
             while todo and not (isolated and pending):
                 i = todo.pop(0)
                 attempts[i] += 1
-                with _thread_env(WORKER_THREADS):
+                with _thread_env(self.threads):
                     pending[self._start().submit(_call, tasks[i].func, tasks[i].args)] = i
             done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
             broken = []
@@ -316,7 +346,7 @@ class DaskExecutor(Executor):
         elif cluster == "local":
             from dask.distributed import LocalCluster
 
-            n = workers if workers is not None else (os.cpu_count() or 1)
+            n = workers if workers is not None else usable_cores()
             if n < 1:
                 raise InputError(f"the number of workers must be >= 1, got {n}")
             opts.setdefault("dashboard_address", None)
@@ -402,7 +432,7 @@ def make_executor(workers: int | None = None, *, backend: str | None = None, add
     ``address`` -> a Dask client of that scheduler; ``cluster`` ("local", "slurm", "pbs") ->
     Dask on a cluster started here (``jobs`` batch jobs); otherwise ``backend`` ("serial",
     "process" (the default) or "dask" for a LocalCluster) with ``workers`` processes
-    (default: one per core).
+    (default: one per usable core, :func:`usable_cores`).
     """
     if address:
         return DaskExecutor(address, retries=retries)
@@ -521,9 +551,18 @@ def executor_evaluator_factory(executor: Executor, stats: EvaluationStats | None
     A failed point raises :class:`~fishcast.errors.ComputationError` naming it."""
     from ..errors import ComputationError
 
+    from .. import cosmology as _cosmo
+
     def factory(cache, on_point):
         def evaluate(points, settings):
-            res = evaluate_points(executor, points, settings, cache, on_point, stats)
+            st = EvaluationStats()
+            res = evaluate_points(executor, points, settings, cache, on_point, st)
+            if executor.backend != "serial":  # runs in other processes: count them here too
+                _cosmo.count_worker_calls(st.boltzmann_calls)
+            if stats is not None:
+                for name in ("points", "cache_hits", "computed", "boltzmann_calls", "tasks"):
+                    setattr(stats, name, getattr(stats, name) + getattr(st, name))
+                stats.failures.extend(st.failures)
             bad = [r for r in res if isinstance(r, Outcome)]
             if bad:
                 raise ComputationError(bad[0].error)
