@@ -1,0 +1,258 @@
+"""Benchmark (issue 15): a verified forecast at the price of a blind one. Ratios from one run.
+
+Interleaved, in one process tree (each run a child process of this one, one after the
+other, ``--rounds`` times), on the Euclid IST:F WL pessimistic recipe:
+
+  A. the default ``fishcast run`` (derivative sweeps, stability and Gaussian-validity checks,
+     default workers = all usable cores);
+  B. the same with a fixed 3-point stencil (``derivatives.mode: fixed``, 1% steps, no
+     validity check: a blind forecast);
+  C. a plain pyccl 3-point Fisher with the same physics: CAMB called directly (halofit
+     takahashi, the same k_max and z range as fishcast's default settings), its nonlinear
+     P(k, z) handed to pyccl (``Pk2D``), pyccl's own background, pyccl's spline Limber
+     integration, the same n_i(z), ell bands, noise and extended NLA intrinsic alignments,
+     1% steps (times the same step scales), the Knox Fisher matrix written out here.
+
+It prints, as ratios:
+  * wall time default fishcast / pyccl                                   (target <= 1.0)
+  * CAMB (Boltzmann) runs default / fixed 3-point                        (target <= 2.5)
+  * time per CAMB run with fishcast's default settings (what the probes need) relative to
+    the k_max = 30/Mpc, z_max = 4 settings (fiducial point, interleaved repeats)
+  * FoM(w0, wa) of all three, and their spread                           (within 2%)
+
+Run:  python tests/benchmarks/bench_vs_pyccl.py [--rounds N] [--repeats M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import ROOT, lumratio_table  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "euclid-wl-pessimistic.yaml"
+C_KMS = 299792.458
+
+
+# ----------------------------------------------------------------------------- fishcast
+def fishcast_run(out: pathlib.Path, lum: pathlib.Path, extra: list[str]) -> dict:
+    """``fishcast run`` in a child process (no cache): wall time, CAMB runs, FoM(w0, wa)."""
+    exe = pathlib.Path(sys.executable).with_name("fishcast")
+    cmd = [str(exe) if exe.exists() else "fishcast", "run", str(RECIPE), "-o", str(out), "--no-cache", "-q",
+           "--allow-unstable", "--set", f"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file={lum}", *extra]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    from fishcast.io import open_forecast
+
+    with open_forecast(out) as f:
+        camb_calls = int(f.attrs["camb_calls"])
+        fom = float(f["constraints"].attrs.get("fom_w0_wa", float("nan")))
+        settings = {k: f["cosmology"].attrs[k] for k in ("k_max", "z_max", "n_z") if k in f["cosmology"].attrs}
+    return {"wall": wall, "camb": camb_calls, "fom": fom, "settings": settings}
+
+
+# ----------------------------------------------------------------------------- pyccl
+PYCCL_SCRIPT = r'''
+import json, sys, time
+import numpy as np
+import camb, pyccl as ccl
+
+cfg = json.load(open(sys.argv[1]))
+fid, steps, free = cfg["fiducial"], cfg["steps"], cfg["free"]
+z_nz, nz = np.array(cfg["z"]), np.array(cfg["nz"])
+ell, dell, noise, fsky = np.array(cfg["ell"]), np.array(cfg["delta_ell"]), np.array(cfg["noise"]), cfg["f_sky"]
+zl, lum = np.array(cfg["lum_z"]), np.array(cfg["lum"])
+kmax, zmax, nzs = cfg["k_max"], cfg["z_max"], cfg["n_z"]
+COSMO = ("Omega_m", "Omega_b", "h", "n_s", "sigma8", "w0", "wa")
+camb_runs = 0
+
+def pk_camb(p):
+    """CAMB nonlinear P(k, z) [Mpc^3] at k [1/Mpc] for sigma8-normalized parameters."""
+    global camb_runs
+    h = p["h"]
+    pars = camb.CAMBparams()
+    pars.set_cosmology(H0=100 * h, ombh2=p["Omega_b"] * h**2, mnu=p["m_nu"], num_massive_neutrinos=1,
+                       omch2=0.0)
+    omnuh2 = pars.omnuh2
+    pars.set_cosmology(H0=100 * h, ombh2=p["Omega_b"] * h**2, omch2=p["Omega_m"] * h**2 - p["Omega_b"] * h**2 - omnuh2,
+                       mnu=p["m_nu"], num_massive_neutrinos=1)
+    pars.set_dark_energy(w=p["w0"], wa=p["wa"], dark_energy_model="ppf")
+    pars.InitPower.set_params(As=2.1e-9, ns=p["n_s"])
+    zs = np.linspace(zmax, 0.0, nzs)
+    pars.set_matter_power(redshifts=list(zs), kmax=kmax, nonlinear=True, silent=True)
+    pars.NonLinearModel.set_params(halofit_version="takahashi")
+    pars.WantCls = False
+    camb_runs += 1
+    res = camb.get_transfer_functions(pars)
+    res.power_spectra_from_transfer(pars.InitPower, silent=True)
+    As = 2.1e-9 * (p["sigma8"] / res.get_sigma8_0()) ** 2
+    pars.InitPower.set_params(As=As, ns=p["n_s"])
+    res.power_spectra_from_transfer(pars.InitPower, silent=True)
+    k = np.geomspace(1e-4, kmax, 300)
+    pk = res.get_matter_power_interpolator(nonlinear=True, hubble_units=False, k_hunit=False, log_interp=True).P(zs[::-1], k)
+    return zs[::-1], k, pk, As, omnuh2
+
+def cls(p, cache={}):
+    key = tuple(p[n] for n in COSMO)
+    if key not in cache:
+        cache[key] = pk_camb(p)
+    z, k, pk, As, omnuh2 = cache[key]
+    h = p["h"]
+    c = ccl.Cosmology(Omega_c=p["Omega_m"] - p["Omega_b"] - omnuh2 / h**2, Omega_b=p["Omega_b"], h=h, n_s=p["n_s"],
+                      A_s=As, m_nu=p["m_nu"], mass_split="single", w0=p["w0"], wa=p["wa"],
+                      transfer_function="eisenstein_hu")
+    pk2d = ccl.Pk2D(a_arr=1.0 / (1.0 + z[::-1]), lk_arr=np.log(k), pk_arr=np.log(pk[::-1]), is_logp=True,
+                    extrap_order_lok=1, extrap_order_hik=1)
+    # extended NLA, rescaled from pyccl's C1 rho_crit = 5e-14 rho_crit to C_IA = 0.0134
+    amp = p["A_IA"] * (1 + z_nz) ** p["eta_IA"] * np.interp(z_nz, zl, lum) ** p["beta_IA"] \
+        * 0.0134 / (5e-14 * ccl.physical_constants.RHO_CRITICAL)
+    tr = [ccl.WeakLensingTracer(c, dndz=(z_nz, nz[i]), ia_bias=(z_nz, amp)) for i in range(len(nz))]
+    lfac = (ell + 2) * (ell + 1) * ell * (ell - 1) / (ell + 0.5) ** 4  # pyccl's; the recipe has none
+    out = np.zeros((ell.size, len(nz), len(nz)))
+    for i in range(len(nz)):
+        for j in range(i, len(nz)):
+            out[:, i, j] = out[:, j, i] = ccl.angular_cl(c, tr[i], tr[j], ell, p_of_k_a=pk2d,
+                                                          limber_integration_method="spline") / lfac
+    return out
+
+t0 = time.perf_counter()
+c0 = cls(fid)
+derivs = []
+for n in free:
+    up, dn = dict(fid), dict(fid)
+    up[n] += steps[n]
+    dn[n] -= steps[n]
+    derivs.append((cls(up) - cls(dn)) / (2 * steps[n]))
+F = np.zeros((len(free), len(free)))
+for l in range(ell.size):
+    cinv = np.linalg.inv(c0[l] + noise)
+    m = [cinv @ d[l] for d in derivs]
+    for a in range(len(free)):
+        for b in range(a, len(free)):
+            F[a, b] = F[b, a] = F[a, b] + (2 * ell[l] + 1) * fsky * dell[l] / 2 * np.trace(m[a] @ m[b])
+cov = np.linalg.inv(F)
+i, j = free.index("w0"), free.index("wa")
+fom = 1.0 / np.sqrt(np.linalg.det(cov[np.ix_([i, j], [i, j])]))
+print(json.dumps({"camb": camb_runs, "fom": fom, "seconds": time.perf_counter() - t0}))
+'''
+
+
+def pyccl_config(path: pathlib.Path, lum: pathlib.Path) -> dict:
+    """The inputs of the pyccl script, read off the recipe (not computed by fishcast's physics:
+    n_i(z) on the fixed grid, bands, noise, and the settings of the CAMB table)."""
+    from fishcast.survey import load_survey
+
+    sv = load_survey(RECIPE, {"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file": str(lum)})
+    probe = sv.probes[0]
+    steps = {}
+    for n in sv.free:
+        par = sv.parameter(n)
+        fid = sv.fiducial[n]
+        scale = par.step_scale if (fid == 0.0 or getattr(par, "offset", False)) else abs(fid)
+        steps[n] = 0.01 * scale
+    lz, lr = np.loadtxt(lum, unpack=True)[:2]
+    cfg = {
+        "fiducial": dict(sv.fiducial), "free": list(sv.free), "steps": steps,
+        "z": probe.z.tolist(), "nz": probe.nz().tolist(), "ell": probe.ell.tolist(),
+        "delta_ell": probe.delta_ell.tolist(), "noise": probe.noise().tolist(), "f_sky": probe.f_sky,
+        "lum_z": lz.tolist(), "lum": lr.tolist(),
+        "k_max": sv.settings.k_max, "z_max": sv.settings.z_max, "n_z": sv.settings.n_z,
+    }
+    path.write_text(json.dumps(cfg))
+    return cfg
+
+
+def pyccl_run(script: pathlib.Path, cfg: pathlib.Path) -> dict:
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"the pyccl script failed:\n{res.stderr}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"wall": wall, "camb": out["camb"], "fom": out["fom"]}
+
+
+# ----------------------------------------------------------------------------- CAMB cost
+def camb_cost(repeats: int) -> tuple[float, float, dict]:
+    """Median seconds of one CAMB evaluation of the fiducial with fishcast's default settings
+    and with the k_max = 30/Mpc, z_max = 4 settings (interleaved, this process, 1 thread)."""
+    import dataclasses
+
+    from fishcast.cosmology import compute
+    from fishcast.pipeline.execute import configure_worker
+    from fishcast.survey import load_survey
+
+    configure_worker(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        lum = lumratio_table(pathlib.Path(tmp))
+        sv = load_survey(RECIPE, {"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file": str(lum)})
+    default = sv.settings
+    reference = dataclasses.replace(default, k_max=30.0, z_max=4.0)
+    point = {n: v for n, v in sv.fiducial.items() if n in ("Omega_m", "Omega_b", "h", "n_s", "sigma8", "w0", "wa", "m_nu")}
+    times = {"default": [], "reference": []}
+    for _ in range(repeats):
+        for name, st in (("default", default), ("reference", reference)):
+            t0 = time.perf_counter()
+            compute(point, st)
+            times[name].append(time.perf_counter() - t0)
+    return float(np.median(times["default"])), float(np.median(times["reference"])), dataclasses.asdict(default)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the three runs")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the CAMB cost measurement")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = pathlib.Path(tmpdir)
+        lum = lumratio_table(tmp)
+        script = tmp / "pyccl_fisher.py"
+        script.write_text(PYCCL_SCRIPT)
+        cfg = tmp / "pyccl.json"
+        pyccl_config(cfg, lum)
+        runs = {"default": [], "fixed": [], "pyccl": []}
+        for r in range(args.rounds):
+            runs["default"].append(fishcast_run(tmp / f"default{r}.h5", lum, []))
+            runs["fixed"].append(fishcast_run(tmp / f"fixed{r}.h5", lum, [
+                "--set", "derivatives.mode=fixed", "--set", "derivatives.stencil=3-point",
+                "--set", "diagnostics.gaussian_check=false"]))
+            runs["pyccl"].append(pyccl_run(script, cfg))
+            for k, v in runs.items():
+                print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s  CAMB runs {v[-1]['camb']:4d}  "
+                      f"FoM(w0, wa) {v[-1]['fom']:.2f}", flush=True)
+        t_def, t_ref, settings = camb_cost(args.repeats)
+
+    def med(name: str, key: str) -> float:
+        return float(np.median([x[key] for x in runs[name]]))
+
+    print(f"\nrecipe: {RECIPE.name}; cores usable: {len(os.sched_getaffinity(0))}; rounds: {args.rounds}")
+    print(f"fishcast default settings: k_max = {settings['k_max']:.3g}/Mpc, z_max = {settings['z_max']:.3g}, "
+          f"n_z = {settings['n_z']}, nonlinear {settings['nonlinear_model']} (also given to the pyccl script)")
+    r1 = med("default", "wall") / med("pyccl", "wall")
+    print(f"wall time default fishcast / pyccl 3-point     = {r1:.3f}   (target <= 1.0)  [{'OK' if r1 <= 1.0 else 'OVER'}]")
+    print(f"wall time fixed 3-point fishcast / pyccl        = {med('fixed', 'wall') / med('pyccl', 'wall'):.3f}")
+    r2 = med("default", "camb") / med("fixed", "camb")
+    print(f"CAMB runs default / fixed 3-point              = {r2:.3f}   ({med('default', 'camb'):.0f} / "
+          f"{med('fixed', 'camb'):.0f}; pyccl {med('pyccl', 'camb'):.0f})   (target <= 2.5)  [{'OK' if r2 <= 2.5 else 'OVER'}]")
+    print(f"time per CAMB run, default / k_max 30, z_max 4 = {t_def / t_ref:.3f}")
+    foms = {k: med(k, "fom") for k in runs}
+    spread = max(foms.values()) / min(foms.values()) - 1
+    print("FoM(w0, wa): " + ", ".join(f"{k} {v:.2f}" for k, v in foms.items())
+          + f"; max/min - 1 = {spread:.4f}   (within 0.02)  [{'OK' if spread <= 0.02 else 'OVER'}]")
+
+
+if __name__ == "__main__":
+    main()
