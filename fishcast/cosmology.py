@@ -81,10 +81,23 @@ class CosmologySettings:
         return np.geomspace(self.k_min, self.k_max, self.n_k)
 
 
-#: The k_max [1/Mpc] the P(k, z) table reaches at least, unless the user sets
-#: ``cosmology.accuracy.k_max``: the value used before the probes' requirements were read,
-#: kept so that today's forecasts do not change (a probe needing more raises it).
+#: The k_max [1/Mpc] of CAMB's transfer functions before the probes' requirements were read
+#: (the reference of the accuracy tests, tests/test_requirements.py).
 DEFAULT_K_MAX = 30.0
+#: The smallest k_max [1/Mpc] of CAMB's transfer functions whatever the probes need: the
+#: backend's own need. sigma8 (which sets A_s when sigma8 is a parameter) is CAMB's
+#: top-hat integral over P(k) up to k_max; measured with CAMB 2.0.5 against k_max = 30/Mpc it
+#: is off by 2e-3 at 0.5/Mpc, 4e-4 at 1/Mpc, ~2e-4 at 5/Mpc and 2e-5 at 10/Mpc (CAMB's own k
+#: sampling), and at 5/Mpc that moved marginalized errors by 1.7 % (sigma8, DESI recipe);
+#: halofit/HMcode also take their nonlinear scale from the linear P(k).
+MIN_K_MAX = 10.0
+#: The smallest k_max [1/Mpc] when no probe uses the nonlinear spectrum (BAO-scale clustering
+#: probes): CAMB's k sampling of the transfer functions moves with k_max, and with it
+#: d ln P_lin/d theta at 0.1-0.3 h/Mpc by ~1e-3 (absolute; measured for Omega_m at k_max 10,
+#: 15, 20 against 30, with either k_per_logint): 0.5 % on the DESI recipe's sigma(Omega_m).
+#: Until the transfer sampling is fixed independently of k_max, linear-only runs keep the
+#: reference k_max (they already skip the nonlinear model).
+MIN_K_MAX_LINEAR = DEFAULT_K_MAX
 #: The smallest z_max of the tables when no z_max is given (the probes may need more).
 MIN_Z_MAX = 0.5
 
@@ -98,13 +111,16 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
         spectrum (CAMB is then not asked for it).
     k_max [1/Mpc]: the user's ``cosmology.accuracy.k_max`` (an override, even below what a
         probe asks: P(k) is extrapolated as a power law beyond it), else the largest
-        ``requirements.k_max``, and at least :data:`DEFAULT_K_MAX`.
+        ``requirements.k_max`` (CAMB computes what the probes need), and at least
+        :data:`MIN_K_MAX` (the sigma8 normalization), or :data:`MIN_K_MAX_LINEAR` when no
+        probe needs the nonlinear spectrum.
     z_max: the user's, else ``requirements.z_max`` (at least :data:`MIN_Z_MAX`).
     accuracy: the other fields of :class:`CosmologySettings` (n_z, n_k, accuracy_boost, ...).
     The settings are recorded in the output (``/cosmology`` attributes).
     """
     model = nonlinear_model if requirements.nonlinear else "none"
-    kmax = float(k_max) if k_max is not None else max(DEFAULT_K_MAX, float(requirements.k_max))
+    floor = MIN_K_MAX if requirements.nonlinear else MIN_K_MAX_LINEAR
+    kmax = float(k_max) if k_max is not None else max(floor, float(requirements.k_max))
     zmax = float(z_max) if z_max is not None else max(float(requirements.z_max), MIN_Z_MAX)
     return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, **accuracy)
 

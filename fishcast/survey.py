@@ -46,7 +46,8 @@ class AccuracyConfig(_Model):
 
     accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB AccuracyBoost")
     l_accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB lAccuracyBoost")
-    k_max: float = Field(30.0, gt=0.1, le=500.0, description="largest tabulated k [1/Mpc]; P(k) is extrapolated as a power law beyond")
+    k_max: float | None = Field(None, gt=0.1, le=500.0, description="largest k [1/Mpc] of CAMB's transfer functions and of the P(k, z) "
+                                "table; P(k) is extrapolated as a power law beyond (default: what the probes need, at least 5)")
     n_k: int = Field(300, ge=50, le=5000, description="number of log-spaced k nodes of the P(k, z) table")
     z_max: float | None = Field(None, gt=0.0, le=20.0, description="largest tabulated redshift (default: what the probes need)")
     n_z: int = Field(100, ge=10, le=250, description="number of redshift nodes of the P(k, z) table (CAMB allows at most 250)")
@@ -419,7 +420,7 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
         nonlinear_model=config.cosmology.nonlinear_model,
         z_max=float(z_max),
         n_z=acc.n_z,
-        k_max=acc.k_max if "k_max" in acc.model_fields_set else None,
+        k_max=acc.k_max,
         n_k=acc.n_k,
         accuracy_boost=acc.accuracy_boost,
         l_accuracy_boost=acc.l_accuracy_boost,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fishcast
-from fishcast.cosmology import DEFAULT_K_MAX, CosmologyResult, compute, settings_for
+from fishcast.cosmology import MIN_K_MAX, MIN_K_MAX_LINEAR, CosmologyResult, compute, settings_for
 from fishcast.pipeline.forecast import DataVector
 from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe, combined_requirements
 from fishcast.survey import survey_from_text
@@ -219,7 +219,9 @@ def test_settings_for_reads_the_requirements():
     assert settings_for(nl, nonlinear_model="mead2020").nonlinear_model == "mead2020"
     assert settings_for(nl, nonlinear_model="none").nonlinear_model == "none"  # the user's choice stays
     assert settings_for(nl).k_max == 50.0  # a probe needing more than the default raises it
-    assert settings_for(lin).k_max == DEFAULT_K_MAX  # today's value kept as the floor
+    assert settings_for(lin).k_max == MIN_K_MAX_LINEAR  # the backend's floor for linear-only runs
+    assert settings_for(dataclasses.replace(nl, k_max=12.0)).k_max == 12.0  # what the probe needs, no more
+    assert settings_for(dataclasses.replace(nl, k_max=1.0)).k_max == MIN_K_MAX  # sigma8 normalization
     assert settings_for(nl, k_max=10.0).k_max == 10.0  # the user's accuracy.k_max overrides
     assert settings_for(lin).z_max == pytest.approx(1.1)
     assert settings_for(lin, z_max=2.0).z_max == 2.0
@@ -230,12 +232,14 @@ def test_survey_settings_follow_the_probes():
     assert wl.settings.nonlinear_model == "takahashi"
     assert wl.settings.k_max == 10.0  # accuracy.k_max given: the override
     no_override = SMALL.replace("accuracy: {k_max: 10, n_k: 200, n_z: 60}", "accuracy: {n_k: 200, n_z: 60}")
-    assert survey_from_text(no_override, "s.yaml").settings.k_max == 30.0  # = WL integration.k_max, as before
+    derived = survey_from_text(no_override, "s.yaml")
+    # what WL needs (issue 15), at least the backend's floor
+    assert derived.settings.k_max == max(derived.probes[0].requirements().k_max, MIN_K_MAX) < 30.0
     more = no_override.replace("integration: {z_max: 3.0, n_z: 121}", "integration: {z_max: 3.0, n_z: 121, k_max: 50}")
     assert survey_from_text(more, "s.yaml").settings.k_max == 50.0
     toy = survey_from_text(TOY.replace("nonlinear_model: none", "nonlinear_model: takahashi"), "toy.yaml")
     assert toy.settings.nonlinear_model == "none"
-    assert toy.settings.k_max == DEFAULT_K_MAX  # as before: the same numbers
+    assert toy.settings.k_max == MIN_K_MAX_LINEAR  # linear clustering to k ~ 0.3 h/Mpc: the backend's floor
 
 
 def test_a_linear_only_survey_does_not_compute_the_nonlinear_spectrum(monkeypatch):

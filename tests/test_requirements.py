@@ -96,3 +96,125 @@ def test_limber_k_max_matches_the_analytic_share():
     z_min = brentq(lambda x: chi(x) - chi_min, 1e-6, 1.0)
     share = quad(f, 0.0, z_min, epsrel=1e-8)[0] / quad(f, 0.0, 1.0, epsrel=1e-8, limit=200)[0]
     assert share == pytest.approx(1e-2, rel=0.1)
+
+
+# ------------------------------------------------------------------ the recipes, against the reference
+def _survey(recipe: str, extra: dict | None = None):
+    from fishcast.survey import load_survey
+
+    return load_survey(ROOT / "recipes" / f"{recipe}.yaml", {**FAST, **(extra or {})})
+
+
+def _forecast(survey, cache_dir):
+    from fishcast.pipeline.cache import Cache
+    from fishcast.pipeline.forecast import run_forecast
+
+    return run_forecast(survey, cache=Cache(cache_dir))
+
+
+WL_RECIPES = ["euclid-wl-pessimistic", "euclid-wl-optimistic", "lsst-y10-wl"]
+CLUSTERING_RECIPES = ["desi-multitracer", "two-tracer-toy"]
+
+
+@pytest.mark.parametrize("recipe", WL_RECIPES)
+def test_weak_lensing_asks_for_what_it_needs(recipe):
+    """The settings read from the probe: a k_max and z_max of its own (not 30 and 4), the
+    nonlinear spectrum; a user's accuracy.k_max / z_max override them."""
+    sv = _survey(recipe)
+    s = sv.settings
+    probe = sv.probes[0]
+    req = probe.requirements()
+    assert req.nonlinear and s.nonlinear
+    assert s.k_max == pytest.approx(req.k_max) and s.z_max == pytest.approx(req.z_max)
+    assert req.k_max > 5.0 and req.k_max != 30.0
+    assert req.z_max <= probe.z[-1]
+    if recipe.startswith("euclid"):  # IST:F's n_i(z) are negligible above z ~ 3 (LSST's reach 4)
+        assert req.z_max < 3.1
+    over = _survey(recipe, {"cosmology.accuracy.k_max": 7.0, "cosmology.accuracy.z_max": 4.0}).settings
+    assert (over.k_max, over.z_max) == (7.0, 4.0)
+
+
+@pytest.mark.parametrize("recipe", CLUSTERING_RECIPES)
+def test_clustering_asks_for_the_linear_spectrum_only(recipe):
+    sv = _survey(recipe)
+    req = sv.probes[0].requirements()
+    assert not req.nonlinear and sv.settings.nonlinear_model == "none"
+    assert req.k_max < 1.0  # the shells' k_max [h/Mpc > 1/Mpc]
+    from fishcast.cosmology import MIN_K_MAX_LINEAR
+
+    assert sv.settings.k_max == MIN_K_MAX_LINEAR  # the backend's floor (CAMB's transfer sampling)
+    assert sv.settings.z_max == pytest.approx(max(req.z_max, 0.5))
+
+
+def _pair(recipe, cache_dir, reference_extra):
+    mine = _forecast(_survey(recipe), cache_dir)
+    ref = _forecast(_survey(recipe, {**REFERENCE, **reference_extra}), cache_dir)
+    return mine, ref
+
+
+def _signals(fc):
+    return [np.asarray(p.signal(fc.fiducial_cosmology, fc.survey.fiducial)) for p in fc.survey.probes]
+
+
+def _check_errors(mine, ref):
+    names = list(ref.fisher.names)
+    assert list(mine.fisher.names) == names
+    s, s_ref = mine.fisher.marginalized_sigma(), ref.fisher.marginalized_sigma()
+    worst = int(np.argmax(np.abs(s / s_ref - 1)))
+    assert abs(s[worst] / s_ref[worst] - 1) < 5e-3, f"{names[worst]}: {s[worst]:.6g} vs {s_ref[worst]:.6g}"
+
+
+@pytest.fixture(scope="module")
+def wl_pairs(cache_dir):
+    """recipe -> (forecast with the probes' settings, with the reference settings and the
+    whole n_i(z) integrated). The Euclid recipes share their reference points."""
+    return {r: _pair(r, cache_dir, {"probes.weak_lensing.integration.z_tail": 0.0}) for r in WL_RECIPES}
+
+
+@pytest.mark.parametrize("recipe", WL_RECIPES)
+def test_weak_lensing_cl_and_errors_match_the_reference(wl_pairs, recipe):
+    mine, ref = wl_pairs[recipe]
+    assert (ref.survey.settings.k_max, ref.survey.settings.z_max) == (30.0, 4.0)
+    (cl,), (cl_ref,) = _signals(mine), _signals(ref)
+    # every C_ij(ell) within 1e-3 of the reference, relative to sqrt(C_ii C_jj) (cross-spectra
+    # with intrinsic alignments may pass through zero)
+    d = np.sqrt(np.einsum("lii->li", cl_ref))
+    assert np.max(np.abs(cl - cl_ref) / (d[:, :, None] * d[:, None, :])) < 1e-3
+    _check_errors(mine, ref)
+
+
+@pytest.mark.parametrize("recipe", CLUSTERING_RECIPES)
+def test_clustering_signal_and_errors_match_the_reference(recipe, cache_dir):
+    mine, ref = _pair(recipe, cache_dir, {})
+    assert ref.survey.settings.k_max == 30.0 and mine.survey.settings.z_max < 4.0
+    for a, b in zip(_signals(mine), _signals(ref)):
+        scale = np.max(np.abs(b))
+        assert np.max(np.abs(a - b)) < 1e-3 * scale
+    _check_errors(mine, ref)
+
+
+def test_the_settings_used_are_in_the_file(wl_pairs, tmp_path):
+    from fishcast import io as fio
+
+    mine, _ = wl_pairs["euclid-wl-pessimistic"]
+    out = tmp_path / "f.h5"
+    fio.write_forecast(out, mine)
+    with fio.open_forecast(out) as f:
+        attrs = dict(f["cosmology"].attrs)
+    s = mine.survey.settings
+    assert attrs["k_max"] == s.k_max and attrs["z_max"] == s.z_max and attrs["nonlinear_model"] == "takahashi"
+    assert attrs["k_max"] < 30.0
+
+
+def test_a_batch_over_ell_max_shares_its_cosmology_points():
+    """Designs that differ in what their probes need (ell_max -> k_max) are given the largest,
+    so that every cosmology point is computed once for the grid; a k_max the user gave stays."""
+    from fishcast.pipeline.batch import shared_settings
+
+    a, b = _survey("euclid-wl-pessimistic"), _survey("euclid-wl-pessimistic", {"probes.weak_lensing.ell.max": 3000})
+    assert b.settings.k_max > a.settings.k_max
+    out = shared_settings([a, b])
+    assert out[0].settings == out[1].settings == b.settings
+    given = _survey("euclid-wl-pessimistic", {"cosmology.accuracy.k_max": 8.0})
+    out = shared_settings([a, b, given])
+    assert out[2].settings.k_max == 8.0 and out[0].settings.k_max == b.settings.k_max

@@ -543,7 +543,11 @@ def test_probe_is_built_from_its_config(tmp_path):
     assert probe.config is c
     assert probe.f_sky == pytest.approx(15000.0 / 41252.96, rel=1e-6)
     assert probe.n_gal == 25.0 and probe.ell_factor_kind == "exact" and probe.shear_bias
-    assert probe.ell.size == c.ell.n_bands and probe.requirements().k_max == c.integration.k_max
+    assert probe.ell.size == c.ell.n_bands and c.integration.k_max is None
+    from fishcast.probes.weak_lensing import limber_k_max  # no k_max given: what the kernels need
+    assert probe.requirements().k_max == limber_k_max(probe.ell.max(), probe.z, probe.nz(), c.integration.k_share)
+    given = cfg(integration={"z_max": 4.0, "n_z": 121, "k_max": 12.5})
+    assert build(given, tmp_path).requirements().k_max == 12.5
     bins = make_bins(c, tmp_path)
     np.testing.assert_array_equal(bins.edges, probe.bins.edges)
     np.testing.assert_array_equal(bins.z, probe.z)

@@ -312,13 +312,48 @@ class BatchPlan:
     points: Mapping[str, tuple[Mapping[str, float], Any]]
 
 
+def shared_settings(surveys: list[Survey]) -> list[Survey]:
+    """Designs whose CAMB settings differ only in the k_max and z_max their probes ask for
+    (e.g. a grid over ell_max) are given the largest of each, so that every cosmology point
+    is computed once for the whole grid. A k_max or z_max the user gave
+    (``cosmology.accuracy``) is kept as given."""
+    import dataclasses
+
+    def free_fields(sv: Survey) -> tuple[bool, bool]:
+        given = sv.config.cosmology.accuracy.model_fields_set
+        return "k_max" not in given, "z_max" not in given
+
+    groups: dict[tuple, list[int]] = {}
+    for i, sv in enumerate(surveys):
+        kf, zf = free_fields(sv)
+        rest = dataclasses.replace(sv.settings, k_max=0.0 if kf else sv.settings.k_max,
+                                   z_max=0.0 if zf else sv.settings.z_max)
+        groups.setdefault((rest, kf, zf), []).append(i)
+    out = list(surveys)
+    for (_, kf, zf), idx in groups.items():
+        k_max = max(surveys[i].settings.k_max for i in idx)
+        z_max = max(surveys[i].settings.z_max for i in idx)
+        for i in idx:
+            st = surveys[i].settings
+            new = dataclasses.replace(st, k_max=k_max if kf else st.k_max, z_max=z_max if zf else st.z_max)
+            if new != st:
+                out[i] = dataclasses.replace(surveys[i], settings=new)
+    return out
+
+
 def plan_batch(grid: Grid) -> BatchPlan:
-    """Validate and plan every design; collect the distinct cosmology points."""
+    """Validate and plan every design; collect the distinct cosmology points (designs that
+    differ only in what their probes need share settings: :func:`shared_settings`)."""
     planned, failed = [], []
     points: dict[str, tuple[Mapping[str, float], Any]] = {}
+    loaded = []
     for d in grid.designs:
         try:
-            survey = load_survey(grid.base, d.overrides)
+            loaded.append((d, load_survey(grid.base, d.overrides)))
+        except FishcastError as exc:
+            failed.append(DesignFailure(d.name, d.values, "validation", str(exc), exc.exit_code))
+    for d, survey in zip([d for d, _ in loaded], shared_settings([sv for _, sv in loaded])):
+        try:
             p = plan_survey(survey)
         except FishcastError as exc:
             failed.append(DesignFailure(d.name, d.values, "validation", str(exc), exc.exit_code))

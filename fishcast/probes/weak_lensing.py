@@ -71,6 +71,27 @@ __all__ = [
 #: speed of light [km/s]
 C_KMS = 299792.458
 
+#: Largest weight of any n_i(z) allowed above the last redshift node the probe integrates
+#: over (``integration.z_tail``); dropping a tail of weight t changes C_ij by ~2t or less.
+Z_TAIL = 1e-5
+#: Largest share of any C_ij(ell) allowed to come from wavenumbers above the k_max of the
+#: cosmology table (``integration.k_share``). That share is not dropped: P(k) is extrapolated
+#: beyond k_max as a power law with its local slope there, good to a few per cent on the
+#: nonlinear spectrum over the factor ~2-3 in k concerned, so the C_ell error is a few per
+#: cent of the share, ~1e-4 (measured on the Euclid IST:F recipe: 6e-5 at k_max = 10/Mpc,
+#: 1.6e-3 at 5/Mpc, against 30/Mpc; tests/test_requirements.py checks 1e-3 on every recipe).
+K_SHARE = 2e-2
+#: Logarithmic slope of P(k) in the k_max estimate. Halofit/HMcode P_nl falls as k^-1.8 to
+#: k^-2.3 for 3 < k < 30 /Mpc; a shallower slope gives the small distances (large k) more
+#: weight than they have, so the estimate errs toward a larger k_max.
+P_SLOPE = -1.5
+#: Photo-z shift allowed for in the redshift support when the shifts dz_i are free: n_i is
+#: moved up by this much before its tail is measured (priors on dz_i are ~0.002-0.01).
+DZ_MARGIN = 0.05
+#: Reference background of the requirement estimates: flat LCDM, Omega_m = 0.3, h = 0.7
+#: (requirements are known before any cosmology is computed; chi_min scales as 1/h).
+REF_OMEGA_M, REF_H = 0.3, 0.7
+
 #: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
 IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
 
@@ -259,9 +280,16 @@ class IntegrationConfig(_Model):
 
     n_z: int = Field(301, ge=21, le=5001, description="number of redshift nodes (uniform from 0 to z_max; odd is best for Simpson)")
     z_max: float = Field(4.0, gt=0.0, le=20.0, description="highest true redshift of the n_i(z) grid; must exceed the last bin edge")
-    k_max: float = Field(
-        30.0, gt=0.0, description="largest k [1/Mpc] asked of the cosmology; beyond it P(k) is extrapolated as a power law"
+    k_max: float | None = Field(
+        None, gt=0.0,
+        description="largest k [1/Mpc] asked of the cosmology; beyond it P(k) is extrapolated as a power law "
+        "(default: (ell_max + 1/2)/chi_min, chi_min where the lensing kernels leave at most k_share of any C_ell)",
     )
+    k_share: float = Field(K_SHARE, gt=0.0, lt=0.5,
+                           description="share of any C_ell allowed from k beyond the default k_max (power-law extrapolated)")
+    z_tail: float = Field(Z_TAIL, ge=0.0, lt=0.1,
+                          description="weight of any n_i(z) allowed above the last node integrated over "
+                          "(and asked of the cosmology); 0: every node up to z_max")
 
 
 class WeakLensingConfig(SkyAreaConfig):
@@ -416,28 +444,6 @@ def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> 
 # What the probe needs from the cosmology: the lensing kernels' support
 # =======================================================================================
 
-#: Largest weight of any n_i(z) allowed above the last redshift node the probe integrates
-#: over (``integration.z_tail``); dropping a tail of weight t changes C_ij by ~2t or less.
-Z_TAIL = 1e-4
-#: Largest share of any C_ij(ell) allowed to come from wavenumbers above the k_max of the
-#: cosmology table (``integration.k_share``). That share is not dropped: P(k) is extrapolated
-#: beyond k_max as a power law with its local slope there, good to a few per cent on the
-#: nonlinear spectrum over the factor ~2-3 in k concerned, so the C_ell error is a few per
-#: cent of the share, ~1e-4 (measured on the Euclid IST:F recipe: 6e-5 at k_max = 10/Mpc,
-#: 1.6e-3 at 5/Mpc, against 30/Mpc; tests/test_requirements.py checks 1e-3 on every recipe).
-K_SHARE = 2e-2
-#: Logarithmic slope of P(k) in the k_max estimate. Halofit/HMcode P_nl falls as k^-1.8 to
-#: k^-2.3 for 3 < k < 30 /Mpc; a shallower slope gives the small distances (large k) more
-#: weight than they have, so the estimate errs toward a larger k_max.
-P_SLOPE = -1.5
-#: Photo-z shift allowed for in the redshift support when the shifts dz_i are free: n_i is
-#: moved up by this much before its tail is measured (priors on dz_i are ~0.002-0.01).
-DZ_MARGIN = 0.05
-#: Reference background of the requirement estimates: flat LCDM, Omega_m = 0.3, h = 0.7
-#: (requirements are known before any cosmology is computed; chi_min scales as 1/h).
-REF_OMEGA_M, REF_H = 0.3, 0.7
-
-
 def redshift_support(z: np.ndarray, nz: np.ndarray, tail: float = Z_TAIL) -> int:
     """Number of leading nodes of ``z`` that carry every n_i(z) but a tail of weight at most
     ``tail`` (cumulative trapezoid on the fixed nodes; ``nz`` (n_bins, n_z) normalized per
@@ -501,7 +507,10 @@ class WeakLensingProbe(Probe):
         bands (see :func:`ell_bands`), the Limber prefactor (see :func:`ell_factor`), n_gal
         [arcmin^-2] (all bins), shape noise (N_i = sigma_e^2 / n_i), intrinsic alignments
         (model, C_IA), shear_bias / photoz_shift (switch on m_i, dz_i) and
-        integration.k_max [1/Mpc] (for :meth:`requirements`).
+        the integration section: k_max [1/Mpc] (default :func:`limber_k_max` at the largest
+        ell, with k_share) and z_tail (the nodes integrated over stop where every n_i(z) --
+        moved up by DZ_MARGIN when the photo-z shifts are free -- has at most that weight
+        left, :func:`redshift_support`): what :meth:`requirements` asks of the cosmology.
     bins: the :class:`~fishcast.redshift.TomographicBins` (fixed true-z nodes bins.z) that
         :func:`make_bins` makes from the redshift sections of ``config`` (nz, bins, photoz,
         integration z_max and n_z); a caller with a parent n(z) the YAML cannot express (the
@@ -530,7 +539,14 @@ class WeakLensingProbe(Probe):
         self.C_IA = float(ia.C_IA)
         self.shear_bias = bool(config.shear_bias)
         self.photoz_shift = bool(config.photoz_shift)
-        self.k_max = float(config.integration.k_max)
+        integ = config.integration
+        n = self.bins.n_bins
+        support = self.bins.nz(np.full(n, DZ_MARGIN)) if self.photoz_shift else self.bins.nz()
+        #: number of leading nodes integrated over (the n_i(z) are negligible above them)
+        self.n_eval = redshift_support(self.z, np.maximum(support, self.bins.nz()), integ.z_tail)
+        self.z_eval = self.z[: self.n_eval]
+        self.k_max = (float(integ.k_max) if integ.k_max is not None
+                      else limber_k_max(float(self.ell.max()), self.z, self.bins.nz(), integ.k_share))
         self._log_lum = None
         if luminosity_ratio is not None and ia.model == "nla":
             zt, rt = (np.asarray(a, dtype=float) for a in luminosity_ratio)
@@ -540,7 +556,7 @@ class WeakLensingProbe(Probe):
                 raise InputError(
                     f"the <L>/L* table ends at z = {zt[-1]:g}, below the top of the redshift grid ({self.z[-1]:g})"
                 )
-            self._log_lum = np.log(np.interp(self.z, zt, rt))
+            self._log_lum = np.log(np.interp(self.z_eval, zt, rt))
         self.modes = (2.0 * self.ell + 1.0) * self.f_sky * self.delta_ell
         n = self.bins.n_bins
         self._m_names = [f"m_{i + 1}" for i in range(n)]
@@ -556,7 +572,9 @@ class WeakLensingProbe(Probe):
                          len(self._m_names) if self.shear_bias else 0, len(self._dz_names) if self.photoz_shift else 0)
 
     def requirements(self) -> CosmologyRequirements:
-        return CosmologyRequirements(z_max=float(self.z[-1]), k_max=self.k_max, nonlinear=True)
+        """The nonlinear P(k, z) up to k_max [1/Mpc] and the background up to the last node
+        integrated over (see the class docstring)."""
+        return CosmologyRequirements(z_max=float(self.z_eval[-1]), k_max=self.k_max, nonlinear=True)
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         p = self.nuisance_parameters()
@@ -571,25 +589,29 @@ class WeakLensingProbe(Probe):
         return self.bins.nz()
 
     def _background(self, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
-        """chi [Mpc] (exactly 0 at z = 0) and H [km/s/Mpc] at the nodes."""
+        """chi [Mpc] (exactly 0 at z = 0) and H [km/s/Mpc] at the nodes integrated over."""
         self._check_grid(cosmo)
-        chi = np.asarray(cosmo.chi_of(self.z), dtype=float).copy()
-        chi[self.z == 0] = 0.0
-        hub = np.asarray(cosmo.hubble_of(self.z), dtype=float)
+        z = self.z_eval
+        chi = np.asarray(cosmo.chi_of(z), dtype=float).copy()
+        chi[z == 0] = 0.0
+        hub = np.asarray(cosmo.hubble_of(z), dtype=float)
         return chi, hub
 
     def kernels(self, cosmo: Cosmology, params: Mapping[str, float], _bg=None) -> np.ndarray:
-        """Combined shear + intrinsic-alignment kernels K_i at the nodes [1/Mpc], (n_bins, n_z)."""
+        """Combined shear + intrinsic-alignment kernels K_i [1/Mpc] at the nodes integrated
+        over (:attr:`z_eval`), (n_bins, n_eval): the n_i(z) are cut above them (a tail of
+        weight at most integration.z_tail)."""
         p = self._params(params)
         chi, hub = _bg if _bg is not None else self._background(cosmo)
         om = float(cosmo.Omega_m)
         H0 = float(cosmo.H0)
-        nz = self.nz(params)
-        q = lensing_efficiency(self.z, chi, nz, om, H0)
+        z = self.z_eval
+        nz = self.nz(params)[:, : self.n_eval]
+        q = lensing_efficiency(z, chi, nz, om, H0)
         if self.ia_model == "none":
             return q
-        growth = np.asarray(cosmo.growth_of(self.z), dtype=float)
-        log_f = p["eta_IA"] * np.log1p(self.z)
+        growth = np.asarray(cosmo.growth_of(z), dtype=float)
+        log_f = p["eta_IA"] * np.log1p(z)
         if self._log_lum is not None:
             log_f = log_f + p["beta_IA"] * self._log_lum
         amp = p["A_IA"] * self.C_IA * om * np.exp(log_f) / growth  # (n_z,)
@@ -604,10 +626,12 @@ class WeakLensingProbe(Probe):
         chi, hub = self._background(cosmo)
         kern = self.kernels(cosmo, params, _bg=(chi, hub))
         pos = chi > 0
-        pk = np.zeros((self.ell.size, self.z.size))
+        z = self.z_eval
+        pk = np.zeros((self.ell.size, z.size))
         k = (self.ell[:, None] + 0.5) / chi[None, pos]
-        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=cosmo.has_nonlinear)
-        cl = limber_cl(self.ell, kern, self.weights, chi, hub, pk)
+        pk[:, pos] = cosmo.pk(z[None, pos], k, nonlinear=cosmo.has_nonlinear)
+        # the fixed-grid weights of the nodes kept: the integrand is cut to 0 above them
+        cl = limber_cl(self.ell, kern, self.weights[: self.n_eval], chi, hub, pk)
         cl *= self._lfac[:, None, None]
         if self.shear_bias:
             one_m = 1.0 + np.array([p[n] for n in self._m_names])
@@ -643,9 +667,9 @@ class WeakLensingProbe(Probe):
 
     def _check_grid(self, cosmo: Cosmology) -> None:
         z_max = float(cosmo.z_max)
-        if z_max < self.z[-1] - 1e-9:
+        if z_max < self.z_eval[-1] - 1e-9:
             raise ComputationError(
-                f"the cosmology is tabulated up to z = {z_max:g}, weak lensing needs z = {self.z[-1]:g}"
+                f"the cosmology is tabulated up to z = {z_max:g}, weak lensing needs z = {self.z_eval[-1]:g}"
             )
 
 

@@ -145,7 +145,8 @@ for l in range(ell.size):
 cov = np.linalg.inv(F)
 i, j = free.index("w0"), free.index("wa")
 fom = 1.0 / np.sqrt(np.linalg.det(cov[np.ix_([i, j], [i, j])]))
-print(json.dumps({"camb": camb_runs, "fom": fom, "seconds": time.perf_counter() - t0}))
+print(json.dumps({"camb": camb_runs, "fom": fom, "seconds": time.perf_counter() - t0,
+                  "sigma": dict(zip(free, np.sqrt(np.diag(cov)).tolist()))}))
 '''
 
 
