@@ -150,6 +150,12 @@ print(json.dumps({"camb": camb_runs, "fom": fom, "seconds": time.perf_counter() 
 '''
 
 
+def istf_table(tmp: pathlib.Path) -> pathlib.Path:
+    """The recipe's own <L>/L* table (data/, shipped with the repository), else a stand-in."""
+    own = ROOT / "data" / "istf_lumratio.dat"
+    return own if own.exists() else lumratio_table(tmp)
+
+
 def pyccl_config(path: pathlib.Path, lum: pathlib.Path) -> dict:
     """The inputs of the pyccl script, read off the recipe (not computed by fishcast's physics:
     n_i(z) on the fixed grid, bands, noise, and the settings of the CAMB table)."""
@@ -197,7 +203,7 @@ def camb_cost(repeats: int) -> tuple[float, float, dict]:
 
     configure_worker(1)
     with tempfile.TemporaryDirectory() as tmp:
-        lum = lumratio_table(pathlib.Path(tmp))
+        lum = istf_table(pathlib.Path(tmp))
         sv = load_survey(RECIPE, {"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file": str(lum)})
     default = sv.settings
     reference = dataclasses.replace(default, k_max=30.0, z_max=4.0)
@@ -219,7 +225,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = pathlib.Path(tmpdir)
-        lum = lumratio_table(tmp)
+        lum = istf_table(tmp)
         script = tmp / "pyccl_fisher.py"
         script.write_text(PYCCL_SCRIPT)
         cfg = tmp / "pyccl.json"
