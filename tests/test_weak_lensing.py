@@ -90,14 +90,15 @@ def wl_probe(bins, *, ell_min, ell_max, n_bands, f_sky, n_gal, sigma_e, noise_co
              photoz_shift=False, k_max=30.0):
     """The probe on given bins (a parent n(z) the YAML cannot express): its validated
     configuration, whose redshift sections (nz, bins, photoz) are placeholders that the given
-    bins stand for."""
+    bins stand for. Every node is integrated over (z_tail 0): the closed forms and the 3x2pt
+    probe built on these probes use the whole n(z)."""
     top = float(bins.z[-1])
     config = WeakLensingConfig.model_validate(dict(
         f_sky=f_sky, ell=dict(min=ell_min, max=ell_max, n_bands=n_bands), ell_factor=ell_factor_kind, n_gal=n_gal,
         shape_noise=dict(sigma_e=sigma_e, convention=noise_convention),
         nz=dict(type="smail", z0=0.5, beta=1.5), bins=dict(type="edges", edges=[0.0, 0.5 * top]),
         photoz=dict(sigma_b=0.05), intrinsic_alignment=dict(model=ia_model, C_IA=C_IA),
-        shear_bias=shear_bias, photoz_shift=photoz_shift, integration=dict(z_max=top, k_max=k_max),
+        shear_bias=shear_bias, photoz_shift=photoz_shift, integration=dict(z_max=top, k_max=k_max, z_tail=0.0),
     ))
     return WeakLensingProbe(config, bins, luminosity_ratio)
 

@@ -712,7 +712,8 @@ def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricPro
             f_sky=config.sky_fraction, ell={"min": 10, "max": 20, "n_bands": 1}, ell_factor=config.ell_factor,
             n_gal=src.n_gal, shape_noise=src.shape_noise, nz=src.nz, bins=src.bins, photoz=src.photoz,
             intrinsic_alignment=src.intrinsic_alignment, shear_bias=src.shear_bias, photoz_shift=src.photoz_shift,
-            integration=integ,
+            # every node, as the 3x2pt probe itself integrates (no cut of the n_i(z) tails)
+            integration=integ.model_copy(update={"z_tail": 0.0}),
         )
         shear = _wl.build(wl_cfg, survey_dir)
     z = np.linspace(0.0, integ.z_max, integ.n_z)
@@ -730,7 +731,10 @@ def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricPro
     return PhotometricProbe(shear=shear, samples=samples, spectra=config.spectra, ell_ranges=ranges,
                             n_bands=config.ell.n_bands, f_sky=config.sky_fraction,
                             cross_covariance=config.cross_covariance, ell_factor_kind=config.ell_factor,
-                            k_max=integ.k_max)
+                            # integration.k_max defaults to null since issue 15 (weak lensing derives
+                            # its own); the 3x2pt probe keeps asking for the reference 30/Mpc until its
+                            # clustering and cross kernels' needs are derived too
+                            k_max=integ.k_max if integ.k_max is not None else 30.0)
 
 
 # =======================================================================================

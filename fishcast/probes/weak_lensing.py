@@ -556,7 +556,7 @@ class WeakLensingProbe(Probe):
                 raise InputError(
                     f"the <L>/L* table ends at z = {zt[-1]:g}, below the top of the redshift grid ({self.z[-1]:g})"
                 )
-            self._log_lum = np.log(np.interp(self.z_eval, zt, rt))
+            self._log_lum = np.log(np.interp(self.z, zt, rt))
         self.modes = (2.0 * self.ell + 1.0) * self.f_sky * self.delta_ell
         n = self.bins.n_bins
         self._m_names = [f"m_{i + 1}" for i in range(n)]
@@ -600,20 +600,22 @@ class WeakLensingProbe(Probe):
     def kernels(self, cosmo: Cosmology, params: Mapping[str, float], _bg=None) -> np.ndarray:
         """Combined shear + intrinsic-alignment kernels K_i [1/Mpc] at the nodes integrated
         over (:attr:`z_eval`), (n_bins, n_eval): the n_i(z) are cut above them (a tail of
-        weight at most integration.z_tail)."""
+        weight at most integration.z_tail). A caller that gives the background ``_bg`` on
+        the first n nodes (the 3x2pt probe: all of them) gets the kernels on those nodes."""
         p = self._params(params)
         chi, hub = _bg if _bg is not None else self._background(cosmo)
         om = float(cosmo.Omega_m)
         H0 = float(cosmo.H0)
-        z = self.z_eval
-        nz = self.nz(params)[:, : self.n_eval]
+        n = np.asarray(chi).size
+        z = self.z[:n]
+        nz = self.nz(params)[:, :n]
         q = lensing_efficiency(z, chi, nz, om, H0)
         if self.ia_model == "none":
             return q
         growth = np.asarray(cosmo.growth_of(z), dtype=float)
         log_f = p["eta_IA"] * np.log1p(z)
         if self._log_lum is not None:
-            log_f = log_f + p["beta_IA"] * self._log_lum
+            log_f = log_f + p["beta_IA"] * self._log_lum[:n]
         amp = p["A_IA"] * self.C_IA * om * np.exp(log_f) / growth  # (n_z,)
         return q - amp[None, :] * nz * (hub / C_KMS)[None, :]
 
