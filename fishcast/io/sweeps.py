@@ -2,7 +2,8 @@
 
 Group ``/derivatives``: attribute ``names`` (JSON list, parameter order), with the
 derivative settings when known (``config`` as JSON, ``mode``, ``stencil``, ``h_max``,
-``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``, ``n_rungs``, ``window``); dataset ``names``
+``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``, ``n_rungs``, ``window``; in a
+forecast file also ``rounds``, the rounds of evaluation the sweeps took); dataset ``names``
 (UTF-8) in a forecast file. One subgroup per parameter, attribute
 ``fishcast_type = "ParameterSweep"``:
 
@@ -33,7 +34,8 @@ import numpy as np
 from ..derivatives import DerivativesConfig, ParameterSweep
 from .h5util import dataset, normalize_unit, quotient, string_dataset, text
 
-__all__ = ["write_sweep", "read_sweep", "write_sweeps", "read_sweeps", "known_steps_from_hdf5", "is_sweep"]
+__all__ = ["write_sweep", "read_sweep", "write_sweeps", "write_settings", "read_sweeps", "known_steps_from_hdf5",
+           "is_sweep"]
 
 
 def is_sweep(group) -> bool:
@@ -116,15 +118,25 @@ def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[Paramete
     items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
     group.attrs["names"] = json.dumps([sw.name for sw in items])
     if config is not None:
-        group.attrs["config"] = config.model_dump_json()
-        for key in ("mode", "stencil"):
-            group.attrs[key] = str(getattr(config, key))
-        for key in ("h_max", "tol_pass", "tol_warn", "tie_factor", "start_step"):
-            group.attrs[key] = float(getattr(config, key))
-        for key in ("n_rungs", "window"):
-            group.attrs[key] = int(getattr(config, key))
+        write_settings(group, config)
     for sw in items:
         write_sweep(group.create_group(sw.name), sw)
+
+
+def write_settings(group, config: DerivativesConfig, rounds: int | None = None) -> None:
+    """The derivative settings as attributes of ``group``: ``config`` (JSON), ``mode``,
+    ``stencil``, ``h_max``, ``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``,
+    ``n_rungs``, ``window``; and ``rounds`` (plan -> evaluate -> analyse -> extend rounds the
+    run took; 1 unless adaptive) when given."""
+    group.attrs["config"] = config.model_dump_json()
+    for key in ("mode", "stencil"):
+        group.attrs[key] = str(getattr(config, key))
+    for key in ("h_max", "tol_pass", "tol_warn", "tie_factor", "start_step"):
+        group.attrs[key] = float(getattr(config, key))
+    for key in ("n_rungs", "window"):
+        group.attrs[key] = int(getattr(config, key))
+    if rounds is not None:
+        group.attrs["rounds"] = int(rounds)
 
 
 def read_sweeps(group) -> dict[str, ParameterSweep]:
