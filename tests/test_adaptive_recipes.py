@@ -3,7 +3,8 @@ equals the full 8-rung sweep's, a passing derivative lies within the plateau tol
 full sweep's (in the data's own Fisher metric), a parameter that does not pass was analysed
 on the whole ladder (the full sweep's analysis, reason included), and the adaptive run's
 points are points of the full sweep (one shared cache: the full sweep after it computes only
-the rungs it skipped).
+the rungs it skipped). A rerun with ``steps_from`` the adaptive run's file starts each window
+around the chosen steps and needs no new CAMB run.
 
 On reduced grids and cheap CAMB settings (``test_recipes.CHEAP``: CAMB's AccuracyBoost 0.5,
 12 redshift nodes, k to 2/Mpc; the same as the end-to-end recipe runs, which then find every
@@ -28,7 +29,7 @@ from .test_recipes import RECIPES, reductions
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
-def test_adaptive_verdicts_equal_the_full_sweep(recipe, lumratio, cache_dir):
+def test_adaptive_verdicts_equal_the_full_sweep(recipe, lumratio, cache_dir, tmp_path):
     over = reductions(yaml.safe_load(recipe.read_text()), lumratio)
     adaptive = load_survey(recipe, over)
     assert adaptive.config.derivatives.mode == "adaptive"  # the default: the recipes do not set it
@@ -50,8 +51,27 @@ def test_adaptive_verdicts_equal_the_full_sweep(recipe, lumratio, cache_dir):
             assert a.reason == f.reason and a.rungs_used == 8, name
             np.testing.assert_array_equal(a.derivative, f.derivative)
     assert ad.n_points <= full.n_points
+    assert ad.rounds >= 1 and full.rounds == 1
     if recipe.stem == "euclid-wl-pessimistic":  # the search did work here (see the module docstring)
         assert any(ad.sweeps[n].extended_up for n in adaptive.free)
         assert any(ad.sweeps[n].extended_down for n in adaptive.free)
         assert ad.n_points < full.n_points and ad.rounds > 2
-    assert ad.rounds >= 1 and full.rounds == 1
+        steps_from_an_earlier_run(recipe, over, ad, cache, tmp_path)
+
+
+def steps_from_an_earlier_run(recipe, over, earlier, cache, tmp_path):
+    """``steps_from: earlier.h5``: each window is 2h, h, h/2, h/4 around the step h the earlier
+    run chose -- the window that earlier run passed with, so a passing parameter gets the same
+    derivative from the same points, and the rerun needs no new CAMB run (the cache has them)."""
+    from fishcast import io as fio
+
+    path = tmp_path / "earlier.h5"
+    fio.write_forecast(path, earlier)
+    again = run_forecast(load_survey(recipe, {**over, "derivatives.steps_from": str(path)}), cache=cache)
+    assert again.camb_calls == 0
+    for name, sw in again.sweeps.items():
+        old = earlier.sweeps[name]
+        assert sw.verdict == old.verdict, name
+        if old.verdict == "PASS":
+            assert sw.step == old.step and sw.rungs_used == 4, name
+            np.testing.assert_array_equal(sw.derivative, old.derivative)
