@@ -144,7 +144,8 @@ class ParameterOverride(BaseModel):
     n_rungs: int | None = Field(None, ge=1, le=30, description="number of rungs of the ladder")
     scale: float | None = Field(None, gt=0, description="unit of the relative step, in the parameter's unit")
     step: float | None = Field(
-        None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed' and the known step of mode 'fast'"
+        None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed', the known step of "
+        "mode 'fast', and the chosen rung of mode 'adaptive''s starting window"
     )
     lower: float | None = Field(None, description="lower bound of the physical domain (inclusive)")
     upper: float | None = Field(None, description="upper bound of the physical domain (inclusive)")
