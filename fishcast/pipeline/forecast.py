@@ -208,6 +208,7 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     t1 = time.perf_counter()
     rounds = sweep_in_rounds(survey, specs, lambda label, n: factory(cache, progress(label, n)))
     cosmos, dv, sig, sweeps = rounds.cosmos, rounds.data_vector, rounds.signals, rounds.sweeps
+    specs = rounds.specs  # the ladders as the rounds left them
     fid_sig = sig.fiducial
     derivs = {n: np.asarray(sweeps[n].derivative) for n in survey.free}
     t2 = t1 + rounds.seconds_evaluating
