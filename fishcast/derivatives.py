@@ -31,7 +31,13 @@ each distinct point once, and :func:`analyse` turns the signals at those values 
 :class:`ParameterSweep`. Signal arrays may have any shape; ``norm`` is the probe's Fisher
 metric on a difference of derivatives.
 
-Modes (``derivatives.mode`` in the survey YAML): ``sweep`` (the default, above); ``fixed``
+Modes (``derivatives.mode`` in the survey YAML): ``adaptive`` (the default): the same ladder,
+plateau and verdict, but only the rungs it needs: it starts from a window of ``W`` rungs
+around the expected plateau (``start_step`` times the scale, or a step chosen by an earlier
+run) and adds one rung at a time, up or down (:func:`extend_ladder`), until the plateau is
+established (PASS) or the whole ladder is evaluated -- whose analysis is then the full
+sweep's, so a parameter that does not pass gets the full sweep's verdict and reason;
+``sweep``: every rung of the ladder (above); ``fixed``
 (one step per parameter, ``fixed_step`` relative or the ``step`` override absolute: a single
 rung with the 3-point stencil, or the rungs ``2h, h`` with the 5-point stencil, which then
 also yields one rung-to-rung check); ``fast`` (a known step ``h`` from an earlier output file
@@ -64,7 +70,9 @@ __all__ = [
     "resolve_spec",
     "plan_ladder",
     "plan_points",
+    "extend_ladder",
     "analyse",
+    "run_sweep",
     "fast_steps",
 ]
 
@@ -136,7 +144,8 @@ class ParameterOverride(BaseModel):
     n_rungs: int | None = Field(None, ge=1, le=30, description="number of rungs of the ladder")
     scale: float | None = Field(None, gt=0, description="unit of the relative step, in the parameter's unit")
     step: float | None = Field(
-        None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed' and the known step of mode 'fast'"
+        None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed', the known step of "
+        "mode 'fast', and the chosen rung of mode 'adaptive''s starting window"
     )
     lower: float | None = Field(None, description="lower bound of the physical domain (inclusive)")
     upper: float | None = Field(None, description="upper bound of the physical domain (inclusive)")
@@ -156,13 +165,18 @@ class DerivativesConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: Literal["sweep", "fixed", "fast"] = Field(
-        "sweep",
-        description="sweep: step ladder with plateau search; fixed: one step per parameter; "
-        "fast: reuse known steps and check only the neighbouring rungs",
+    mode: Literal["adaptive", "sweep", "fixed", "fast"] = Field(
+        "adaptive",
+        description="adaptive: a window of rungs around the expected plateau, extended rung by rung (within "
+        "the sweep's ladder) only until the plateau is established; sweep: every rung of the ladder; "
+        "fixed: one step per parameter; fast: reuse known steps and check only the neighbouring rungs",
     )
     h_max: float = Field(0.05, gt=0, description="top relative step of the ladder (times the parameter's scale)")
-    n_rungs: int = Field(8, ge=2, le=30, description="rungs of the ladder; each halves the step")
+    n_rungs: int = Field(8, ge=2, le=30, description="rungs of the ladder; each halves the step (mode 'adaptive': "
+                         "the range it may extend over; only the rungs it needs are evaluated)")
+    start_step: float = Field(0.0125, gt=0, description="mode 'adaptive': relative step (times scale) of the first "
+                              "rung of the starting window, snapped to the ladder; the window is 'window' rungs "
+                              "from there down (default rungs 2..5 of the default ladder: 0.0125 .. 0.0016)")
     window: int = Field(4, ge=2, le=10, description="plateau window (rungs); 3 can pick false plateaus at tiny steps")
     tol_pass: float = Field(2e-3, gt=0, description="PASS when the plateau's rung-to-rung change (data metric) is at most this")
     tol_warn: float = Field(1e-2, gt=0, description="WARN up to this, FAIL above")
@@ -179,15 +193,17 @@ class DerivativesConfig(BaseModel):
         "run of complete rungs left (the verdict becomes WARN and says so; a failure at the fiducial, or too "
         "few rungs left, still stops)",
     )
-    steps_from: str | None = Field(None, description="mode 'fast': earlier fishcast output file whose chosen steps are reused")
+    steps_from: str | None = Field(None, description="modes 'fast' and 'adaptive': earlier fishcast output file whose "
+                                   "chosen steps are reused (fast: checked against the neighbouring rungs; adaptive: "
+                                   "the starting window is placed around them)")
     parameters: dict[str, ParameterOverride] = Field(default_factory=dict, description="per-parameter overrides and declarations")
 
     @model_validator(mode="after")
     def _check(self) -> "DerivativesConfig":
         if self.tol_warn < self.tol_pass:
             raise ValueError("tol_warn must be >= tol_pass")
-        if self.mode == "sweep" and self.n_rungs < self.window:
-            raise ValueError(f"n_rungs ({self.n_rungs}) must be >= window ({self.window}) in mode 'sweep'")
+        if self.mode in ("sweep", "adaptive") and self.n_rungs < self.window:
+            raise ValueError(f"n_rungs ({self.n_rungs}) must be >= window ({self.window}) in mode '{self.mode}'")
         return self
 
     def override_for(self, name: str) -> ParameterOverride:
@@ -209,7 +225,11 @@ class ParameterSpec:
     defaults table and the config by :func:`resolve_spec`).
 
     top_step: the largest absolute step [parameter unit]; rungs halve it ``n_rungs - 1`` times.
-    chosen: fixed rung index for modes 'fixed' and 'fast' (None for 'sweep').
+    chosen: fixed rung index for modes 'fixed' and 'fast' (None for 'sweep' and 'adaptive').
+    max_step / min_step: mode 'adaptive': the largest and smallest step [parameter unit] the
+        ladder may be extended to (the full sweep's ladder, and the starting window); None
+        otherwise. ``top_step`` and ``n_rungs`` are then the rungs planned so far.
+    extended_up / extended_down: mode 'adaptive': rungs added above / below the starting window.
     """
 
     name: str
@@ -224,6 +244,15 @@ class ParameterSpec:
     units: str = ""
     cosmological: bool = False
     chosen: int | None = None
+    max_step: float | None = None
+    min_step: float | None = None
+    extended_up: int = 0
+    extended_down: int = 0
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The planned absolute steps, largest first [parameter unit]."""
+        return self.top_step * 2.0 ** -np.arange(self.n_rungs, dtype=float)
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the parameter's physical domain."""
@@ -242,8 +271,12 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
     """Resolve the ladder of ``name`` at ``fiducial`` from the parameter's description and
     ``config``.
 
-    known_step: an absolute step from an earlier run (mode 'fast'); the YAML ``step``
-    override wins over it. In mode 'fast' a parameter without a known step is swept.
+    known_step: an absolute step from an earlier run (modes 'fast' and 'adaptive'); the YAML
+    ``step`` override wins over it. In mode 'fast' a parameter without a known step is swept.
+    Mode 'adaptive' starts from ``config.window`` rungs: from ``start_step`` (snapped to the
+    sweep's ladder) down, or, with a known step ``h``, the rungs ``2h, h, h/2, ...`` (``h``
+    is then the chosen rung of the window, as in the run that chose it); it may grow over
+    the sweep's ladder (``h_max``, ``n_rungs``) by :func:`extend_ladder`.
     parameter: the parameter's description (a survey's, e.g. a probe's own nuisance
     parameter); default: the registry's (:func:`domain_of`).
     Raises InputError if the fiducial is outside the parameter's domain.
@@ -270,23 +303,35 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
     step = ov.step if ov.step is not None else known_step
     mode = config.mode
     chosen: int | None = None
+    max_step = min_step = None
     if mode == "fast" and step is None:
         mode = "sweep"
-    if mode == "sweep":
+    if mode in ("sweep", "adaptive"):
         top = scale * h_max
         if n_rungs < config.window:
             raise InputError(f"derivatives.parameters.{name}.n_rungs ({n_rungs}) must be >= window ({config.window})")
+    if mode == "adaptive":
+        full_top, full_bottom = top, top * 2.0 ** -(n_rungs - 1)
+        if step is not None:
+            top = 2.0 * float(step)
+        else:  # the ladder's rung nearest to start_step (exact powers of two: the same floats as the sweep's)
+            k0 = int(round(math.log2(h_max / config.start_step)))
+            top = full_top * 2.0 ** -min(max(k0, 0), n_rungs - config.window)
+        n_rungs = config.window
+        max_step = max(full_top, top)
+        min_step = min(full_bottom, top * 2.0 ** -(n_rungs - 1))
     elif mode == "fixed":
         h = float(step) if step is not None else scale * config.fixed_step
         if config.stencil == "5-point":
             top, n_rungs, chosen = 2.0 * h, 2, 1
         else:
             top, n_rungs, chosen = h, 1, 0
-    else:  # fast
+    elif mode == "fast":
         top, n_rungs, chosen = 2.0 * float(step), 3, 1
     spec = ParameterSpec(name=name, mode=mode, scale=scale, top_step=float(top), n_rungs=int(n_rungs),
                          lower=lower, upper=upper, lower_inclusive=lower_inc, upper_inclusive=upper_inc,
-                         units=units, cosmological=dom.cosmological, chosen=chosen)
+                         units=units, cosmological=dom.cosmological, chosen=chosen,
+                         max_step=max_step, min_step=min_step)
     if not spec.contains(fid):
         raise InputError(f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
     return spec
@@ -387,10 +432,60 @@ def shrink_to_complete_rungs(name: str, fiducial: float, spec: ParameterSpec,
             return None
         chosen = spec.chosen - a
     else:
-        chosen = None
-        if b - a < config.window:
+        chosen = None  # mode 'adaptive' keeps even a short run: extend_ladder grows it again
+        if b - a < (1 if spec.mode == "adaptive" else config.window):
             return None
     return dataclasses.replace(spec, top_step=float(spec.top_step * 2.0 ** -a), n_rungs=b - a, chosen=chosen)
+
+
+def _rung_fits(name: str, fiducial: float, spec: ParameterSpec, rung: int,
+               available: Callable[[float], bool] | None) -> bool:
+    """Whether rung ``rung`` of ``spec`` fits a stencil in the domain and its points can be
+    evaluated (``available``: False for a point where the model failed)."""
+    try:
+        ladder = plan_ladder(name, fiducial, spec)
+    except InputError:
+        return False
+    return available is None or all(available(v) for v in ladder.points[rung])
+
+
+def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "ParameterSweep | None",
+                  available: Callable[[float], bool] | None = None) -> ParameterSpec | None:
+    """The next ladder of an adaptive sweep, or None when it is done.
+
+    Done when the mode is not 'adaptive', when ``sweep`` (the analysis of ``spec``'s rungs)
+    is PASS -- the plateau is established: ``window`` consecutive rungs whose changes are all
+    within ``tol_pass`` -- or when no rung can be added: the ladder then covers the sweep's
+    whole range (``spec.max_step`` .. ``spec.min_step``), and its analysis is the full
+    sweep's. Otherwise one rung is added, a step twice the largest (up) or half the smallest
+    (down): toward the end of the ladder whose rung-to-rung change is smaller (up on a tie:
+    larger steps are preferred, as in the plateau choice), since changes fall toward the
+    plateau (noise grows as the step shrinks, truncation as it grows). ``sweep`` None (fewer
+    rungs than the window, after a failed point was dropped): down first, where the model is
+    nearer the fiducial. A rung that leaves the domain, or needs a point that is not
+    ``available`` (the model failed there), is not added; the ladder stays contiguous, so that
+    side is closed.
+    """
+    import dataclasses
+
+    if spec.mode != "adaptive" or (sweep is not None and sweep.verdict == "PASS"):
+        return None
+    rel = 1e-9
+    up = down = None
+    if spec.max_step is not None and 2.0 * spec.top_step <= spec.max_step * (1.0 + rel):
+        cand = dataclasses.replace(spec, top_step=2.0 * spec.top_step, n_rungs=spec.n_rungs + 1,
+                                   extended_up=spec.extended_up + 1)
+        up = cand if _rung_fits(name, fiducial, cand, 0, available) else None
+    smallest = spec.top_step * 2.0 ** -(spec.n_rungs - 1)
+    if spec.min_step is not None and 0.5 * smallest >= spec.min_step * (1.0 - rel):
+        cand = dataclasses.replace(spec, n_rungs=spec.n_rungs + 1, extended_down=spec.extended_down + 1)
+        down = cand if _rung_fits(name, fiducial, cand, cand.n_rungs - 1, available) else None
+    if sweep is None or len(sweep.deltas) == 0:
+        order = (down, up)
+    else:
+        d = np.where(np.isfinite(sweep.deltas), sweep.deltas, np.inf)
+        order = (up, down) if d[0] <= d[-1] else (down, up)
+    return next((c for c in order if c is not None), None)
 
 
 def plan_points(name: str, fiducial: float, spec: ParameterSpec) -> list[float]:
@@ -414,6 +509,8 @@ class ParameterSweep:
     where the stencils of rungs k-1 and k differ),
     deltas (K-1,): ``|D3_k - D3_{k+1}| / |D3_{k+1}|`` in the data metric,
     window (start, stop): plateau rungs ``start .. stop-1``; chosen: rung index,
+    extended_up / extended_down: mode 'adaptive': rungs added above / below its starting
+    window; search_steps: its range (largest, smallest step) [parameter unit], else None,
     derivative: the reported derivative (stencil ``stencil``), plateau_width: rungs
     connected to the chosen one by changes <= tol_pass, spread: max over the window of
     ``|D3_i - D3_c| / |D3_c|``, verdict PASS|WARN|FAIL, reason, message.
@@ -446,6 +543,23 @@ class ParameterSweep:
     stem_derivative: np.ndarray | None = None
     stem_difference: float | None = None
     norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    extended_up: int = 0
+    extended_down: int = 0
+    search_steps: tuple[float, float] | None = None
+
+    @property
+    def rungs_used(self) -> int:
+        """The rungs evaluated (in mode 'adaptive', those the search needed)."""
+        return len(self.steps)
+
+    @property
+    def search_rungs(self) -> int:
+        """Mode 'adaptive': the rungs of the range it could extend over (the full sweep's
+        ladder); otherwise the rungs evaluated."""
+        if self.search_steps is None:
+            return self.rungs_used
+        hi, lo = self.search_steps
+        return int(round(math.log2(hi / lo))) + 1
 
     @property
     def step(self) -> float:
@@ -593,6 +707,8 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
         score=score, verdict=verdict, reason=reason, message=message,
         tol_pass=config.tol_pass, tol_warn=config.tol_warn, parameter_units=spec.units,
         signal_units=signal_units, stem_derivative=stem, stem_difference=stem_diff, norms=norms,
+        extended_up=spec.extended_up, extended_down=spec.extended_down,
+        search_steps=None if spec.max_step is None else (float(spec.max_step), float(spec.min_step)),
     )
 
 
@@ -616,14 +732,18 @@ def _rungs(ladder: Ladder, signals, fid: np.ndarray, norm) -> tuple[np.ndarray, 
 
 def _choose(spec: ParameterSpec, config: DerivativesConfig, deltas: np.ndarray, K: int
             ) -> tuple[tuple[int, int], int, float]:
-    """``(window, chosen rung, score)``: in a sweep the plateau window of ``config.window``
-    rungs with the smallest largest change (near ties toward larger steps) and its second
-    rung; in modes 'fixed'/'fast' the spec's rung and every rung as the window."""
-    if spec.mode == "sweep":
+    """``(window, chosen rung, score)``: in a sweep (full or adaptive) the plateau window of
+    ``config.window`` rungs with the smallest largest change (near ties, within
+    ``tie_factor``, toward larger steps, but never from a window within ``tol_pass`` to one
+    above it) and its second rung; in modes 'fixed'/'fast' the spec's rung and every rung as
+    the window."""
+    if spec.mode in ("sweep", "adaptive"):
         W = min(config.window, K)
         scores = np.array([np.max(deltas[k:k + W - 1]) for k in range(K - W + 1)])
         best = float(np.min(scores))
         ties = np.nonzero(scores <= best * config.tie_factor)[0] if best > 0 else np.nonzero(scores == 0)[0]
+        if best <= config.tol_pass:  # a tie never trades a passing window for one that does not pass
+            ties = ties[scores[ties] <= config.tol_pass]
         start = int(ties[0])
         return (start, start + W), start + 1, float(scores[start])
     chosen = int(spec.chosen if spec.chosen is not None else K - 1)
@@ -693,3 +813,26 @@ def _stem_slope(ladder: Ladder, window: tuple[int, int], signals, fid: np.ndarra
     tc = t - t.mean()
     fc = f - f.mean(axis=0)
     return np.tensordot(tc, fc, axes=(0, 0)) / np.sum(tc * tc)
+
+
+def run_sweep(name: str, fiducial: float, spec: ParameterSpec, model: Callable[[float], np.ndarray],
+              fid_signal: np.ndarray, norm: Callable[[np.ndarray], float],
+              config: DerivativesConfig | None = None, *, signal_units: str = "") -> ParameterSweep:
+    """The derivative of ``model`` (parameter value -> signal) with respect to ``name``, for
+    one parameter and any mode: the planned values are evaluated (each once), analysed, and in
+    mode 'adaptive' the ladder is extended (:func:`extend_ladder`) and only the new values are
+    evaluated, until it is done. The forecast pipeline runs the same rounds for every
+    parameter at once (:mod:`fishcast.pipeline.plan`), so that each round's cosmologies are
+    computed together."""
+    config = config or DerivativesConfig()
+    fid = np.asarray(fid_signal, dtype=float)
+    signals: dict[float, np.ndarray] = {}
+    while True:
+        for v in plan_points(name, fiducial, spec):
+            if v not in signals:
+                signals[v] = np.asarray(model(v), dtype=float)
+        sweep = analyse(name, fiducial, spec, signals, fid, norm, config, signal_units=signal_units)
+        nxt = extend_ladder(name, fiducial, spec, sweep)
+        if nxt is None:
+            return sweep
+        spec = nxt

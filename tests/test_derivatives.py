@@ -24,6 +24,7 @@ from fishcast.derivatives import (
     plan_ladder,
     plan_points,
     resolve_spec,
+    run_sweep,
 )
 from fishcast.errors import ComputationError, InputError
 from fishcast.io.sweeps import known_steps_from_hdf5, read_sweeps, write_sweeps
@@ -57,10 +58,16 @@ def norm(d):
 
 
 def sweep(name, x0, model, cfg, **kw):
+    """The sweep of ``model`` in ``cfg``'s mode (adaptive ones in rounds) and the values it
+    evaluated."""
     spec = resolve_spec(name, x0, cfg, **kw)
-    values = plan_points(name, x0, spec)
-    signals = {v: model(v) for v in values}
-    return analyse(name, x0, spec, signals, model(x0), norm, cfg), values
+    values = []
+
+    def counted(v):
+        values.append(v)
+        return model(v)
+
+    return run_sweep(name, x0, spec, counted, model(x0), norm, cfg), sorted(values)
 
 
 def rel(a, b):
@@ -70,7 +77,7 @@ def rel(a, b):
 @pytest.mark.parametrize("eps,seed", [(1e-6, 0), (1e-6, 1), (1e-8, 2)])
 @pytest.mark.parametrize("stencil", ["3-point", "5-point"])
 def test_noise_limited_regime_picks_the_optimal_step(eps, seed, stencil):
-    cfg = DerivativesConfig(h_max=0.5, n_rungs=14, stencil=stencil)
+    cfg = DerivativesConfig(mode="sweep", h_max=0.5, n_rungs=14, stencil=stencil)
     sw, _ = sweep("p", X0, lambda x: f(x) + noise(x, eps, seed), cfg)
     f3 = norm(W**3 * AMP * np.cos(W * X0 + PHASE))
     h_star = (3 * eps / (np.sqrt(2) * f3)) ** (1 / 3)
@@ -85,7 +92,7 @@ def test_noise_limited_regime_picks_the_optimal_step(eps, seed, stencil):
 
 
 def test_truncation_limited_regime_matches_taylor():
-    cfg = DerivativesConfig(h_max=0.5, n_rungs=8)
+    cfg = DerivativesConfig(mode="sweep", h_max=0.5, n_rungs=8)
     sw, _ = sweep("p", X0, f, cfg)
     K = len(sw.steps)
     # noise-free: changes fall like h^2 all the way; plateau = the smallest-step window
@@ -99,18 +106,20 @@ def test_truncation_limited_regime_matches_taylor():
     assert sw.verdict == "PASS"
 
 
-def test_truncation_limited_verdict_when_ladder_stops_too_early():
-    cfg = DerivativesConfig(h_max=2.0, n_rungs=8)
+@pytest.mark.parametrize("mode", ["sweep", "adaptive"])
+def test_truncation_limited_verdict_when_ladder_stops_too_early(mode):
+    cfg = DerivativesConfig(mode=mode, h_max=2.0, n_rungs=8)
     sw, _ = sweep("p", X0, f, cfg)
     assert sw.verdict in ("WARN", "FAIL")
     assert sw.reason == "truncation-limited"
     assert "n_rungs" in sw.message
 
 
-def test_noise_limited_verdict_names_camb_accuracy_settings():
+@pytest.mark.parametrize("mode", ["sweep", "adaptive"])
+def test_noise_limited_verdict_names_camb_accuracy_settings(mode):
     # a cosmological parameter with noise too large for any step of the ladder
     x0 = 0.3
-    cfg = DerivativesConfig()
+    cfg = DerivativesConfig(mode=mode)
     sw, _ = sweep("Omega_m", x0, lambda x: f(x) + noise(x, 1e-3), cfg)
     assert sw.verdict in ("WARN", "FAIL")
     assert sw.reason == "noise-limited"
@@ -118,17 +127,20 @@ def test_noise_limited_verdict_names_camb_accuracy_settings():
         assert setting in sw.message
 
 
-def test_function_without_plateau_fails():
+@pytest.mark.parametrize("mode", ["sweep", "adaptive"])
+def test_function_without_plateau_fails(mode):
     # a jump at the fiducial: the 3-point derivative doubles at every rung
     jump = np.linspace(0.5, 1.0, N)
-    sw, _ = sweep("p", X0, lambda x: f(x) + jump * (x > X0), DerivativesConfig())
+    sw, _ = sweep("p", X0, lambda x: f(x) + jump * (x > X0), DerivativesConfig(mode=mode))
+    assert len(sw.steps) == 8  # the adaptive sweep evaluated the whole ladder
     np.testing.assert_allclose(sw.deltas, 0.5, rtol=0.15)  # -> 1/2 as h -> 0
     assert sw.verdict == "FAIL"
     assert sw.reason == "no plateau"
 
 
-def test_zero_derivative_fails():
-    sw, _ = sweep("p", X0, lambda x: AMP.copy(), DerivativesConfig())
+@pytest.mark.parametrize("mode", ["sweep", "adaptive"])
+def test_zero_derivative_fails(mode):
+    sw, _ = sweep("p", X0, lambda x: AMP.copy(), DerivativesConfig(mode=mode))
     assert sw.verdict == "FAIL" and sw.reason == "zero derivative"
 
 
@@ -138,7 +150,7 @@ def test_m_nu_near_zero_uses_one_sided_stencil():
     def model(m):  # smooth in m_nu, with a little noise so that large steps win
         return 1.0 + b * m + 0.3 * b * m**2 + noise(m, 1e-9)
 
-    cfg = DerivativesConfig(parameters={"m_nu": {"scale": 0.1, "h_max": 2.0}})
+    cfg = DerivativesConfig(mode="sweep", parameters={"m_nu": {"scale": 0.1, "h_max": 2.0}})
     spec = resolve_spec("m_nu", 0.06, cfg)
     ladder = plan_ladder("m_nu", 0.06, spec)
     # a central ladder would cross zero at the two top rungs
@@ -167,14 +179,14 @@ def test_default_m_nu_ladder_stays_central_and_zero_fiducial_goes_forward():
 
 
 def test_upper_bound_gives_backward_stencil_and_no_value_leaves_domain():
-    cfg = DerivativesConfig(parameters={"q": {"upper": 1.0, "h_max": 0.5}})
+    cfg = DerivativesConfig(mode="sweep", parameters={"q": {"upper": 1.0, "h_max": 0.5}})
     spec = resolve_spec("q", 0.9, cfg)
     lad = plan_ladder("q", 0.9, spec)
     assert "backward" in lad.stencils
     assert max(lad.values()) <= 1.0
     with pytest.raises(InputError):
         resolve_spec("q", 1.5, cfg)  # fiducial outside the domain
-    tight = DerivativesConfig(parameters={"q": {"lower": 0.0, "upper": 1.0, "h_max": 2.0}})
+    tight = DerivativesConfig(mode="sweep", parameters={"q": {"lower": 0.0, "upper": 1.0, "h_max": 2.0}})
     with pytest.raises(InputError, match="q"):
         plan_ladder("q", 0.5, resolve_spec("q", 0.5, tight))
 
@@ -196,13 +208,15 @@ def test_default_scales():
 
 def test_config_validation():
     with pytest.raises(ValidationError):
-        DerivativesConfig(mode="adaptive")
+        DerivativesConfig(mode="smart")
     with pytest.raises(ValidationError):
         DerivativesConfig(unknown=1)
     with pytest.raises(ValidationError):
         DerivativesConfig(tol_pass=1e-2, tol_warn=1e-3)
     with pytest.raises(ValidationError):
-        DerivativesConfig(n_rungs=3)  # fewer than the 4-rung window
+        DerivativesConfig(n_rungs=3)  # fewer than the 4-rung window (mode adaptive, the default)
+    with pytest.raises(ValidationError):
+        DerivativesConfig(mode="sweep", n_rungs=3)
     with pytest.raises(ValidationError):
         DerivativesConfig(parameters={"h": {"h_mx": 0.1}})
 
@@ -223,10 +237,10 @@ def test_fixed_mode():
 
 def test_fast_mode_reuses_a_known_step_and_checks_neighbours(tmp_path):
     model = lambda x: f(x) + noise(x, 1e-7)  # noqa: E731
-    full, full_values = sweep("p", X0, model, DerivativesConfig())
+    full, full_values = sweep("p", X0, model, DerivativesConfig(mode="sweep"))
     path = tmp_path / "sweeps.h5"
     with h5py.File(path, "w") as h:
-        write_sweeps(h.create_group("derivatives"), [full], DerivativesConfig())
+        write_sweeps(h.create_group("derivatives"), [full], DerivativesConfig(mode="sweep"))
     with h5py.File(path, "r") as h:
         known = known_steps_from_hdf5(h["derivatives"])
     assert known == {"p": full.step}
@@ -290,7 +304,7 @@ def test_four_rung_window_rejects_a_false_plateau_at_tiny_steps():
     f0 = np.ones(N)
 
     def run(window):
-        cfg = DerivativesConfig(window=window)
+        cfg = DerivativesConfig(mode="sweep", window=window)
         spec = resolve_spec("p", X0, cfg)
         lad = plan_ladder("p", X0, spec)
         assert set(lad.stencils) == {"central"}

@@ -119,11 +119,14 @@ def test_toy_probe_end_to_end(toy_registered, tmp_path, cache_dir):
         np.testing.assert_allclose(f["fisher/matrix"][()], expect, rtol=1e-5)
         assert "toy" in f["fisher/probes"]
         sweep = f["derivatives/A_toy"]  # swept: a ladder of steps in the parameter's unit
-        assert sweep["steps"].shape[0] == 8
+        # adaptive (the default): the 4-rung starting window passes (the signal is linear in A_toy)
+        assert sweep.attrs["mode"] == "adaptive" and sweep["steps"].shape[0] == 4
         assert sweep["steps"].attrs["units"] == "uK"
         assert sweep.attrs["verdict"] == "PASS"
-        # the declared step scale: top step = h_max (0.05) x scale (|fiducial| 1.5, not an offset)
-        assert sweep["steps"][0] == pytest.approx(0.05 * 1.5)
+        # the declared step scale: top of the ladder = h_max (0.05) x scale (|fiducial| 1.5, not
+        # an offset); the window starts at start_step (0.0125) x scale
+        assert sweep.attrs["search_max_step"] == pytest.approx(0.05 * 1.5)
+        assert sweep["steps"][0] == pytest.approx(0.0125 * 1.5)
 
     res = runner.invoke(cli, ["show", str(out)])
     assert res.exit_code == 0, res.output
@@ -297,11 +300,13 @@ def test_resolved_specs_of_a_recipe_are_unchanged():
     """The ladders of the golden recipe's free parameters: as derivatives.py had them."""
     from fishcast.derivatives import DerivativesConfig, resolve_spec
 
-    cfg = DerivativesConfig()
+    cfg = DerivativesConfig(mode="sweep")
     for name, fid in {"Omega_m": 0.32, "m_nu": 0.06, "wa": 0.0, "Omega_k": 0.0, "A_IA": 1.72,
                       "eta_IA": -0.41, "m_2": 0.0, "dz_3": 0.0, "b_LRG_1": 1.9}.items():
         old = _old_domain(name)
         spec = resolve_spec(name, fid, cfg)
         scale = old[0] if (old[1] or fid == 0.0) else abs(fid)
         assert spec.scale == scale and spec.top_step == pytest.approx(scale * 0.05, rel=0, abs=0)
+        adaptive = resolve_spec(name, fid, DerivativesConfig())  # the default: the same ladder as its range
+        assert adaptive.scale == scale and adaptive.max_step == spec.top_step
         assert (spec.lower, spec.upper, spec.lower_inclusive, spec.upper_inclusive) == old[2:6]

@@ -59,7 +59,7 @@ from fishcast.io.exchange import read_text_fisher
 ROOT = pathlib.Path(__file__).parent.parent
 REF = pathlib.Path(__file__).parent / "data" / "istf"
 COSMO = ["Omega_m", "Omega_b", "w0", "wa", "h", "n_s", "sigma8"]
-#: the reductions of tests/test_recipes.py (so that the CAMB points are shared through the
+#: reductions shared with tests/test_observed_frame.py (the CAMB points are shared through the
 #: session cache): a 3-point stencil, no Gaussian check, fewer redshift nodes and k <= 10/Mpc
 #: in the CAMB table (the errors move by ~1 %). The table must keep ~300 log-spaced k nodes:
 #: with 150 the spline of P(k) under-resolves the BAO wiggles and the marginalized errors

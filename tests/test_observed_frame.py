@@ -327,7 +327,7 @@ def test_desi_forecast_same_with_equivalent_comoving_densities(tmp_path, cache_d
     from fishcast.io import read_fisher
 
     recipe = ROOT / "recipes" / "desi-multitracer.yaml"
-    # the reductions of tests/test_recipes.py: its DESI run shares these CAMB points
+    # the CAMB table of tests/test_istf_gcsp.py (~300 k nodes resolve the BAO wiggles)
     fast = FAST + ["--set", "cosmology.accuracy.n_z=40", "--set", "cosmology.accuracy.n_k=300",
                    "--set", "cosmology.accuracy.k_max=10"]
     a = tmp_path / "a.h5"

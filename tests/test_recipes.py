@@ -23,29 +23,40 @@ def test_there_are_recipes():
             "euclid-3x2pt-pessimistic.yaml", "euclid-3x2pt-optimistic.yaml", "lsst-y10-3x2pt.yaml"} <= names
 
 
-def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
-    """--set overrides that shrink a recipe's grids (only for the sections it has)."""
-    out = ["derivatives.mode=fixed", "derivatives.stencil=3-point", "diagnostics.gaussian_check=false",
-           "cosmology.accuracy.n_z=40", "cosmology.accuracy.n_k=300", "cosmology.accuracy.k_max=10"]
+#: cheap CAMB settings for the recipe tests (AccuracyBoost 0.5, 12 redshift nodes, k to 2/Mpc):
+#: shared with tests/test_adaptive_recipes.py, so that both use the same cached evaluations
+CHEAP = {
+    "diagnostics.gaussian_check": False,
+    "cosmology.accuracy.n_z": 12,
+    "cosmology.accuracy.n_k": 80,
+    "cosmology.accuracy.k_max": 2.0,
+    "cosmology.accuracy.accuracy_boost": 0.5,
+}
+
+
+def reductions(data: dict, lumratio: pathlib.Path) -> dict:
+    """Overrides that shrink a recipe's grids (only for the sections it has); the derivatives
+    keep the default mode (adaptive)."""
+    out = dict(CHEAP)
     probes = data.get("probes", {})
     if "weak_lensing" in probes:
         wl = probes["weak_lensing"]
-        out += ["probes.weak_lensing.ell.n_bands=8", "probes.weak_lensing.integration.n_z=101"]
+        out["probes.weak_lensing.ell.n_bands"] = 8
+        out["probes.weak_lensing.integration.n_z"] = 101
         if wl.get("intrinsic_alignment", {}).get("luminosity_ratio_file"):
-            out.append(f"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file={lumratio}")
+            out["probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file"] = str(lumratio)
     if "photometric" in probes:
         photo = probes["photometric"]
-        out += ["probes.photometric.ell.n_bands=8", "probes.photometric.integration.n_z=101"]
+        out["probes.photometric.ell.n_bands"] = 8
+        out["probes.photometric.integration.n_z"] = 101
         if (photo.get("sources") or {}).get("intrinsic_alignment", {}).get("luminosity_ratio_file"):
-            out.append(f"probes.photometric.sources.intrinsic_alignment.luminosity_ratio_file={lumratio}")
+            out["probes.photometric.sources.intrinsic_alignment.luminosity_ratio_file"] = str(lumratio)
     return out
 
 
-@pytest.fixture(scope="module")
-def shared_cache(cache_dir):
-    """The session's CAMB cache: tests that run a recipe with the same reductions
-    (test_istf_gcsp, test_observed_frame) share its points."""
-    return cache_dir
+def _reductions(data: dict, lumratio: pathlib.Path) -> list[str]:
+    """:func:`reductions` as --set options."""
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in reductions(data, lumratio).items()]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
@@ -57,7 +68,7 @@ def test_recipe_names_its_source(recipe):
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipe_runs_end_to_end(recipe, tmp_path, lumratio, shared_cache):
+def test_recipe_runs_end_to_end(recipe, tmp_path, lumratio, cache_dir):
     data = yaml.safe_load(recipe.read_text())
     sets = _reductions(data, lumratio)
     args = []
@@ -69,7 +80,7 @@ def test_recipe_runs_end_to_end(recipe, tmp_path, lumratio, shared_cache):
     res = runner.invoke(cli, ["validate", str(recipe)] + lum)
     assert res.exit_code == 0, res.output
     out = tmp_path / f"{recipe.stem}.h5"
-    res = runner.invoke(cli, ["run", str(recipe), "-o", str(out), "--cache-dir", str(shared_cache), "-q"] + args)
+    res = runner.invoke(cli, ["run", str(recipe), "-o", str(out), "--cache-dir", str(cache_dir), "-q"] + args)
     assert res.exit_code in (0, 3), res.output
     fisher, meta = read_fisher(out)
     assert list(fisher.names) == list(dict.fromkeys(fisher.names))

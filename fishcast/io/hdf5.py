@@ -305,7 +305,7 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
     ``inputs``: files that ``path`` may not be (the survey file is always one)."""
     from ..cosmology import camb_version
     from . import diagnostics as _diag_io
-    from .sweeps import write_sweep
+    from .sweeps import write_settings, write_sweep
 
     survey = fc.survey
     s = survey.settings
@@ -364,6 +364,9 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
 
         der = f.create_group("derivatives")
         string_dataset(der, "names", fc.fisher.names)
+        dconf = getattr(getattr(fc.survey, "config", None), "derivatives", None)
+        if dconf is not None:  # the mode and settings the sweeps were made with
+            write_settings(der, dconf, getattr(fc, "rounds", 1))
         for name, sweep in fc.sweeps.items():
             sg = der.create_group(name)
             if sweep is not None:

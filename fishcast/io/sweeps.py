@@ -2,7 +2,8 @@
 
 Group ``/derivatives``: attribute ``names`` (JSON list, parameter order), with the
 derivative settings when known (``config`` as JSON, ``mode``, ``stencil``, ``h_max``,
-``tol_pass``, ``tol_warn``, ``tie_factor``, ``n_rungs``, ``window``); dataset ``names``
+``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``, ``n_rungs``, ``window``; in a
+forecast file also ``rounds``, the rounds of evaluation the sweeps took); dataset ``names``
 (UTF-8) in a forecast file. One subgroup per parameter, attribute
 ``fishcast_type = "ParameterSweep"``:
 
@@ -10,7 +11,11 @@ derivative settings when known (``config`` as JSON, ``mode``, ``stencil``, ``h_m
   ``parameter_units``, ``signal_units``, ``fiducial``, ``scale``, ``spread``, ``score``,
   ``tol_pass``, ``tol_warn``, ``chosen_rung``, ``window_start``, ``window_stop``,
   ``plateau_width``, ``chosen_step`` [parameter unit], ``chosen_relative_step``,
-  ``stem_difference`` (NaN: none);
+  ``stem_difference`` (NaN: none); the rungs used: ``rungs_used`` (rungs evaluated),
+  ``search_rungs`` (mode 'adaptive': rungs of the range it could extend over, the full
+  sweep's ladder; else ``rungs_used``), ``extended_up`` / ``extended_down`` (rungs added
+  above / below the adaptive starting window), ``search_max_step`` / ``search_min_step``
+  [parameter unit] (the adaptive range; NaN in other modes);
 * datasets: ``steps`` [parameter unit], ``relative_steps`` [""], ``stencils`` (UTF-8),
   ``derivatives_3pt``, ``derivatives_5pt``, ``derivative``, ``stem_derivative``
   [signal unit / parameter unit], ``deltas``, ``norms`` [""].
@@ -29,7 +34,8 @@ import numpy as np
 from ..derivatives import DerivativesConfig, ParameterSweep
 from .h5util import dataset, normalize_unit, quotient, string_dataset, text
 
-__all__ = ["write_sweep", "read_sweep", "write_sweeps", "read_sweeps", "known_steps_from_hdf5", "is_sweep"]
+__all__ = ["write_sweep", "read_sweep", "write_sweeps", "write_settings", "read_sweeps", "known_steps_from_hdf5",
+           "is_sweep"]
 
 
 def is_sweep(group) -> bool:
@@ -54,6 +60,10 @@ def write_sweep(group, sw: ParameterSweep) -> None:
     a["chosen_step"] = sw.step
     a["chosen_relative_step"] = sw.relative_step
     a["stem_difference"] = float("nan") if sw.stem_difference is None else float(sw.stem_difference)
+    a["rungs_used"], a["search_rungs"] = int(sw.rungs_used), int(sw.search_rungs)
+    a["extended_up"], a["extended_down"] = int(sw.extended_up), int(sw.extended_down)
+    hi, lo = sw.search_steps if sw.search_steps is not None else (float("nan"), float("nan"))
+    a["search_max_step"], a["search_min_step"] = float(hi), float(lo)
     dataset(group, "steps", sw.steps, pu)
     dataset(group, "relative_steps", sw.relative_steps, "")
     string_dataset(group, "stencils", sw.stencils)
@@ -67,7 +77,8 @@ def write_sweep(group, sw: ParameterSweep) -> None:
 
 
 def read_sweep(group) -> ParameterSweep:
-    """Read what :func:`write_sweep` wrote (schema 1.0 and 1.1)."""
+    """Read what :func:`write_sweep` wrote (schema 1.0 and 1.1; the rungs-used attributes are
+    optional)."""
     a = group.attrs
 
     def s(key):
@@ -88,7 +99,16 @@ def read_sweep(group) -> ParameterSweep:
         stem_derivative=group["stem_derivative"][()] if "stem_derivative" in group else None,
         stem_difference=None if math.isnan(stem_diff) else stem_diff,
         norms=group["norms"][()] if "norms" in group else np.zeros(0),
+        extended_up=int(a.get("extended_up", 0)), extended_down=int(a.get("extended_down", 0)),
+        search_steps=_search_steps(a),
     )
+
+
+def _search_steps(attrs) -> tuple[float, float] | None:
+    """The adaptive range (largest, smallest step), None when not recorded (other modes,
+    files written before mode 'adaptive')."""
+    hi, lo = float(attrs.get("search_max_step", math.nan)), float(attrs.get("search_min_step", math.nan))
+    return None if math.isnan(hi) or math.isnan(lo) else (hi, lo)
 
 
 def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[ParameterSweep],
@@ -98,15 +118,25 @@ def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[Paramete
     items = list(sweeps.values()) if isinstance(sweeps, Mapping) else list(sweeps)
     group.attrs["names"] = json.dumps([sw.name for sw in items])
     if config is not None:
-        group.attrs["config"] = config.model_dump_json()
-        for key in ("mode", "stencil"):
-            group.attrs[key] = str(getattr(config, key))
-        for key in ("h_max", "tol_pass", "tol_warn", "tie_factor"):
-            group.attrs[key] = float(getattr(config, key))
-        for key in ("n_rungs", "window"):
-            group.attrs[key] = int(getattr(config, key))
+        write_settings(group, config)
     for sw in items:
         write_sweep(group.create_group(sw.name), sw)
+
+
+def write_settings(group, config: DerivativesConfig, rounds: int | None = None) -> None:
+    """The derivative settings as attributes of ``group``: ``config`` (JSON), ``mode``,
+    ``stencil``, ``h_max``, ``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``,
+    ``n_rungs``, ``window``; and ``rounds`` (plan -> evaluate -> analyse -> extend rounds the
+    run took; 1 unless adaptive) when given."""
+    group.attrs["config"] = config.model_dump_json()
+    for key in ("mode", "stencil"):
+        group.attrs[key] = str(getattr(config, key))
+    for key in ("h_max", "tol_pass", "tol_warn", "tie_factor", "start_step"):
+        group.attrs[key] = float(getattr(config, key))
+    for key in ("n_rungs", "window"):
+        group.attrs[key] = int(getattr(config, key))
+    if rounds is not None:
+        group.attrs["rounds"] = int(rounds)
 
 
 def read_sweeps(group) -> dict[str, ParameterSweep]:

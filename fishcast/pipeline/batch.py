@@ -22,7 +22,8 @@ by ``_``). Axis labels default to the key without the ``probes.<probe>.``,
 Running a grid (:func:`run_batch`):
 
 1. every design is validated and planned (fiducial plus every stencil point of every
-   parameter); a design that does not validate fails alone, with its name and the reason;
+   parameter: in the default adaptive mode, the starting window of each ladder); a design
+   that does not validate fails alone, with its name and the reason;
 2. the distinct cosmology points of all designs are collected (content addresses of
    :func:`fishcast.cosmology.point_key`: designs that differ only in survey specs such as
    f_sky, n_gal or ell_max share every point), read from the cache where present, and the
@@ -45,7 +46,10 @@ Fisher matrix: they cannot be planned ahead and are computed inside the design's
 (through the cache), as in a single run (:mod:`fishcast.pipeline.validity`): points outside
 the model's domain are not computed, points the grid already evaluated are re-used, and a
 failure there degrades that design's check (a WARN in its file and in the summary), never
-the design. Switch it off in large grids to save its evaluations.
+the design. Switch it off in large grids to save its evaluations. So are the rungs an
+adaptive sweep adds where its starting window does not pass (designs that share the
+cosmology share them through the cache); ``derivatives.mode: sweep`` plans every rung ahead
+instead.
 """
 
 from __future__ import annotations

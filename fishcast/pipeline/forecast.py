@@ -25,7 +25,10 @@ from ..fisher import FisherMatrix
 from ..parameters import is_cosmological
 from ..probes.base import Cosmology, Probe
 from ..survey import Survey
-from .plan import Plan, cosmo_part, drop_failed, evaluate, failed_key, plan, point_for, stencils, where_failed
+from .plan import (
+    Evaluator, Plan, cosmo_part, drop_failed, evaluate, extend_plan, failed_key, plan, point_for, stencils,
+    where_failed,
+)
 
 
 class DataVector:
@@ -131,6 +134,8 @@ class Forecast:
     n_points: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    #: rounds of plan -> evaluate -> analyse -> extend the derivative sweeps took (1 unless adaptive)
+    rounds: int = 1
     #: probe name -> {dataset path: (array, units)} written under /fisher/probes/<probe>/
     probe_reports: dict[str, dict[str, tuple[np.ndarray, str]]] = field(default_factory=dict)
 
@@ -197,55 +202,32 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     t0 = time.perf_counter()
     calls0 = _cosmo.boltzmann_calls()
     dconf = survey.config.derivatives
-    specs, values = stencils(survey)
-    plan_ = plan(survey, values)
+    specs, _ = stencils(survey)
 
-    tick = progress("cosmology evaluations", len(plan_.points))
     factory = evaluator_factory or (lambda c, on_point: cached_evaluator(c, on_point=on_point))
-    degrade = dconf.on_camb_failure == "degrade"
-    if degrade and cache is None and evaluator_factory is None:
+    if dconf.on_camb_failure == "degrade" and cache is None and evaluator_factory is None:
         from .cache import MemoryCache
 
         cache = MemoryCache()  # a retry must not recompute what finished
-    evaluator = factory(cache, tick)
     t1 = time.perf_counter()
-    camb_failures: list[str] = []
-    while True:
-        try:
-            cosmos = evaluate(plan_, survey.settings, evaluator)
-            break
-        except ComputationError as exc:
-            where = where_failed(survey, specs, plan_, str(exc))
-            key = failed_key(plan_, str(exc))
-            if not degrade or key is None or key == plan_.keys[0]:
-                raise ComputationError(f"{exc}\n{where}") from exc
-            camb_failures.append(f"{exc}; {where}")
-            specs, values = drop_failed(survey, specs, values, key, dconf, str(exc))
-            plan_ = plan(survey, values)
-    t2 = time.perf_counter()
-    dv, sig = signals(survey, plan_, cosmos)
+    rounds = sweep_in_rounds(survey, specs, lambda label, n: factory(cache, progress(label, n)))
+    cosmos, dv, sig, sweeps = rounds.cosmos, rounds.data_vector, rounds.signals, rounds.sweeps
+    specs = rounds.specs  # the ladders as the rounds left them
     fid_sig = sig.fiducial
-
-    def norm(d: np.ndarray) -> float:
-        return dv.norm(fid_sig, d)
-
-    sweeps = {}
-    derivs = {}
-    for n in survey.free:
-        sw = _der.analyse(n, survey.fiducial[n], specs[n], sig.at[n], fid_sig, norm, dconf)
-        sweeps[n] = sw
-        derivs[n] = np.asarray(sw.derivative)
+    derivs = {n: np.asarray(sweeps[n].derivative) for n in survey.free}
+    t2 = t1 + rounds.seconds_evaluating
     per_probe, prior_fm, combined = fisher_from_derivatives(survey, dv, fid_sig, derivs)
     t3 = time.perf_counter()
 
-    fid_cosmo = cosmos[plan_.keys[0]]
+    fid_cosmo = cosmos[rounds.fiducial_key]
+    camb_failures = rounds.failures
     products = {p.name: p.products(fid_cosmo, survey.fiducial) for p in survey.probes}
     reports = probe_reports(survey, dv, fid_cosmo, fid_sig, derivs)
     fc = Forecast(
         survey=survey, fisher=combined, probe_fisher=per_probe, prior_fisher=prior_fm,
         derivatives=derivs, sweeps=sweeps, fiducial_cosmology=fid_cosmo, products=products,
-        camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(plan_.points),
-        probe_reports=reports,
+        camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(cosmos),
+        probe_reports=reports, rounds=rounds.rounds,
     )
     check_cache = cache
     if check_cache is None and evaluator_factory is None:
@@ -263,6 +245,117 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     fc.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "signals_and_fisher": t3 - t2,
                   "diagnostics": t4 - t3, "total": t4 - t0}
     return fc
+
+
+@dataclass
+class SweepRounds:
+    """What the rounds of :func:`sweep_in_rounds` produced: every cosmology evaluated (key ->
+    result; the fiducial's key ``fiducial_key``), the data vector made at the fiducial, the
+    signals at every stencil value, the final sweep and spec of every parameter, the CAMB
+    failures whose rungs were dropped (``on_camb_failure: degrade``), the number of rounds and
+    the time spent evaluating cosmologies [s]."""
+
+    cosmos: dict[str, CosmologyResult]
+    fiducial_key: str
+    data_vector: DataVector
+    signals: Signals
+    sweeps: dict[str, object]
+    specs: dict[str, object]
+    failures: list[str]
+    rounds: int
+    seconds_evaluating: float
+
+
+def sweep_in_rounds(survey: Survey, specs: Mapping[str, object],
+                    evaluator_for: Callable[[str, int], Evaluator]) -> SweepRounds:
+    """The derivative of the data vector with respect to every free parameter, in rounds:
+    plan (the points of every rung planned so far, :func:`~fishcast.pipeline.plan.plan`) ->
+    evaluate the new points only, all parameters together -> signals at the new values ->
+    analyse -> extend the ladders of the adaptive sweeps that are not done
+    (:func:`~fishcast.pipeline.plan.extend_plan`) -> ... until no ladder grows. Modes other
+    than 'adaptive' take one round. Each point is evaluated once (and, through the
+    evaluator's cache, once ever).
+
+    ``evaluator_for(label, n)``: an evaluator for the ``n`` new points of a round. A CAMB
+    failure stops the run, naming the evaluation it was; with ``derivatives.on_camb_failure:
+    degrade`` the rungs that need the failed point are dropped (and never planned again) and
+    the rounds go on; ComputationError when too few rungs are left.
+    """
+    from .. import derivatives as _der
+
+    dconf = survey.config.derivatives
+    degrade = dconf.on_camb_failure == "degrade"
+    settings = survey.settings
+    specs = dict(specs)
+    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    cosmos: dict[str, CosmologyResult] = {}
+    failed: set[str] = set()
+    failures: list[str] = []
+    at: dict[str, dict[float, np.ndarray]] = {n: {} for n in survey.free}
+    sweeps: dict[str, object] = {}
+    done: set[str] = set()
+    dv: DataVector | None = None
+    fid_sig: np.ndarray | None = None
+    rounds, seconds = 0, 0.0
+    while True:
+        plan_ = plan(survey, values)
+        todo = [(k, p) for k, p in zip(plan_.keys, plan_.points) if k not in cosmos]
+        if todo:
+            label = "cosmology evaluations" + (f" (round {rounds + 1})" if rounds else "")
+            t = time.perf_counter()
+            try:
+                results = evaluator_for(label, len(todo))([p for _, p in todo], settings)
+            except ComputationError as exc:
+                where = where_failed(survey, specs, plan_, str(exc))
+                key = failed_key(plan_, str(exc))
+                if not degrade or key is None or key == plan_.keys[0]:
+                    raise ComputationError(f"{exc}\n{where}") from exc
+                failures.append(f"{exc}; {where}")
+                failed.add(key)
+                specs, values = drop_failed(survey, specs, values, key, dconf, str(exc))
+                continue
+            finally:
+                seconds += time.perf_counter() - t
+            cosmos.update(zip((k for k, _ in todo), results))
+        rounds += 1
+        fid_cosmo = cosmos[plan_.keys[0]]
+        if dv is None:
+            dv, fid_sig = DataVector.at_fiducial(survey.probes, fid_cosmo, survey.fiducial)
+
+        def norm(d: np.ndarray) -> float:
+            return dv.norm(fid_sig, d)
+
+        for name in survey.free:
+            if name in done:
+                continue
+            for v in values[name]:
+                if float(v) not in at[name]:
+                    params = point_for(survey, name, v)
+                    cosmo = (cosmos[_cosmo.point_key(cosmo_part(params), settings)]
+                             if is_cosmological(name) else fid_cosmo)
+                    at[name][float(v)] = dv.signal(cosmo, params)
+            spec = specs[name]
+            if spec.mode == "adaptive" and spec.n_rungs < dconf.window:
+                sweeps.pop(name, None)  # too few rungs left after a failure: grow first
+            else:
+                sweeps[name] = _der.analyse(name, survey.fiducial[name], spec, at[name], fid_sig, norm, dconf)
+        grown = extend_plan(survey, {n: specs[n] for n in survey.free if n not in done}, sweeps, failed)
+        done |= {n for n in survey.free if n not in grown}
+        if not grown:
+            break
+        for name, spec in grown.items():
+            specs[name] = spec
+            values[name] = _der.plan_points(name, survey.fiducial[name], spec)
+    short = [n for n in survey.free if n not in sweeps]
+    if short:
+        n = short[0]
+        raise ComputationError(
+            "\n".join(failures) + f"\nderivatives.on_camb_failure is 'degrade', but too few complete rungs of "
+            f"{n}'s ladder are left without the failed points (a sweep needs {dconf.window}); "
+            f"lower derivatives.parameters.{n}.h_max or raise n_rungs")
+    return SweepRounds(cosmos=cosmos, fiducial_key=plan_.keys[0], data_vector=dv,
+                       signals=Signals(fiducial=fid_sig, at=at), sweeps={n: sweeps[n] for n in survey.free},
+                       specs=specs, failures=failures, rounds=rounds, seconds_evaluating=seconds)
 
 
 def _diagnose(fc: Forecast, dv: DataVector, sig: Signals, allow_degenerate: bool,

@@ -3,7 +3,10 @@
 :func:`plan` lists every distinct cosmological point the derivative stencils need (the
 fiducial plus each rung of each cosmological parameter's ladder), so that each is computed
 once (and, with a cache, once ever). Nuisance parameters re-use the fiducial cosmology: they
-cost no CAMB call. When CAMB fails at a planned point, :func:`where_failed` says which
+cost no CAMB call. Adaptive sweeps are planned in rounds: :func:`extend_plan` adds the rungs
+the analysis of the previous round asks for, and only their points are evaluated (the
+rounds are run by :func:`fishcast.pipeline.forecast.sweep_in_rounds`). When CAMB fails at a
+planned point, :func:`where_failed` says which
 parameter, rung and step needed it, and :func:`drop_failed` re-plans without the rungs that
 need it (``derivatives.on_camb_failure: degrade``).
 
@@ -24,7 +27,7 @@ from ..survey import Survey
 
 __all__ = [
     "Plan", "Evaluator", "point_for", "cosmo_part", "stencils", "plan", "plan_survey", "evaluate",
-    "known_steps", "failed_key", "where_failed", "drop_failed",
+    "known_steps", "extend_plan", "failed_key", "where_failed", "drop_failed",
 ]
 
 
@@ -98,9 +101,9 @@ def plan_survey(survey: Survey) -> Plan:
 
 
 def known_steps(survey: Survey) -> dict[str, float]:
-    """Chosen steps of an earlier run (derivatives mode 'fast', ``steps_from``)."""
+    """Chosen steps of an earlier run (derivatives modes 'fast' and 'adaptive', ``steps_from``)."""
     dconf = survey.config.derivatives
-    if dconf.mode != "fast" or not dconf.steps_from:
+    if dconf.mode not in ("fast", "adaptive") or not dconf.steps_from:
         return {}
     import pathlib
 
@@ -115,6 +118,29 @@ def known_steps(survey: Survey) -> dict[str, float]:
         if "derivatives" not in f:
             raise FileFormatError(f"{path}: no /derivatives group to take steps from")
         return known_steps_from_hdf5(f["derivatives"])
+
+
+def extend_plan(survey: Survey, specs: Mapping[str, object], sweeps: Mapping[str, object],
+                failed: set[str] = frozenset()) -> dict[str, object]:
+    """The next round of the adaptive sweeps: for each parameter of ``specs`` whose ladder
+    grows, its new spec (:func:`fishcast.derivatives.extend_ladder`; ``sweeps[name]`` is the
+    analysis of its current rungs, absent when it has fewer rungs than the window). A rung that
+    needs a point of ``failed`` (keys where CAMB failed) is never added. Empty: every sweep is
+    done."""
+    from .. import derivatives as _der
+
+    settings = survey.settings
+    out = {}
+    for name in specs:
+        def available(v: float, name=name) -> bool:
+            if not failed or not is_cosmological(name):
+                return True
+            return _cosmo.point_key(cosmo_part(point_for(survey, name, v)), settings) not in failed
+
+        new = _der.extend_ladder(name, survey.fiducial[name], specs[name], sweeps.get(name), available)
+        if new is not None:
+            out[name] = new
+    return out
 
 
 def failed_key(plan_: Plan, message: str) -> str | None:
