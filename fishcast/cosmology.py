@@ -320,7 +320,12 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
       redshift; CAMB 2.0.5, ``DarkEnergyEqnOfState.validate_params``).
 
     Costs no Boltzmann run (only CAMB's neutrino density for m_nu)."""
+    from . import camb_ranges
+
     p = full_params(params)
+    outside = camb_ranges.problems(p)  # the ranges fishcast lets through to CAMB at all
+    if outside:
+        return "; ".join(m for _, m in outside)
     if p["m_nu"] < 0:
         return f"m_nu = {p['m_nu']:.4g} eV < 0"
     bg = camb_background_inputs(p, neutrino_omnuh2(p["m_nu"]))
@@ -336,6 +341,9 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
 def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float):
     import camb
 
+    from . import camb_ranges
+
+    camb_ranges.check(p, "the point")  # last guard: a bad input must never reach CAMB's Fortran
     why = domain_violation(p)
     if why is not None:
         raise ComputationError(f"unphysical point: {why} (point: {describe_point(p)})")
