@@ -179,19 +179,10 @@ def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None
     ``overrides`` maps dotted keys (``probes.weak_lensing.f_sky``) to values that replace
     (or add) entries of the file before validation: the batch grid's axes and ``--set``.
     """
+    from .yamlio import read_yaml_file
+
     p = pathlib.Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise SurveyError(str(path), [(None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise SurveyError(str(path), [(None, "", "is a directory, not a survey file")]) from None
-    except OSError as exc:
-        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
+    text = read_yaml_file(p, "survey file")
     return survey_from_text(text, str(path), p.parent, overrides)
 
 
@@ -201,7 +192,7 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) 
 
     out = copy.deepcopy(data)
     for dotted_key, value in overrides.items():
-        parts = [int(p) if p.isdigit() else p for p in str(dotted_key).split(".")]
+        parts = [int(p) if p.isascii() and p.isdigit() else p for p in str(dotted_key).split(".")]
         node = out
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, dict):

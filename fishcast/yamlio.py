@@ -31,12 +31,56 @@ _ALLOWED_TAGS = {
 Path = tuple[Hashable, ...]
 
 
+def read_yaml_file(path, what: str = "survey file") -> str:
+    """The text of a YAML file, read by :mod:`fishcast.io.reading` (a regular file of at most
+    :data:`~fishcast.io.reading.MAX_YAML_BYTES`, refused from its size before it is read or
+    composed; UTF-8 without control characters); problems are a located SurveyError."""
+    from .errors import FileFormatError
+    from .io import reading
+    from .io.reading import TextError
+
+    try:
+        return reading.decode_text(reading.read_bytes(path, what, reading.MAX_YAML_BYTES), str(path), what)
+    except TextError as exc:
+        raise SurveyError(str(path), [(exc.line, "", exc.detail)]) from None
+    except FileFormatError as exc:
+        msg = str(exc)
+        prefix = f"{path}: "
+        raise SurveyError(str(path), [(None, "", msg[len(prefix):] if msg.startswith(prefix) else msg)]) from None
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """A SafeLoader that stops composing after :data:`MAX_NODES` nodes: a large flat
+    document is refused in bounded memory, not after composing gigabytes of nodes (aliases
+    are not composed again; their expansion is counted by :func:`_expanded_size`)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.composed = 0
+
+    def compose_node(self, parent, index):
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(problem=f"more than {MAX_NODES} nodes; refused", problem_mark=mark)
+        return super().compose_node(parent, index)
+
+
 def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
     """Parse ``text``; return the data and a map from key path to 1-based line number.
 
-    Raises :class:`~fishcast.errors.SurveyError` naming the file and line on any problem.
+    Raises :class:`~fishcast.errors.SurveyError` naming the file and line on any problem
+    (also for a control character: PyYAML's own message gives no line).
     """
-    loader = yaml.SafeLoader(text)
+    from .io.reading import describe_char, first_control
+
+    bad = first_control(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        col = bad - (text.rfind("\n", 0, bad) + 1) + 1
+        raise SurveyError(filename, [(line, "", f"the control character {describe_char(text[bad])} at column {col} "
+                                                "is not allowed in YAML; refused")])
+    loader = _CountingLoader(text)
     try:
         try:
             node = loader.get_single_node()

@@ -241,3 +241,326 @@ def test_every_float_is_judged_and_only_safe_points_pass(values):
         assert point["Omega_m"] > point["Omega_b"]
         assert point.get("w0", -1.0) + point.get("wa", 0.0) < 0
 
+
+
+# ======================================================================= 3. reading files
+class Hang(BaseException):
+    pass
+
+
+@pytest.fixture
+def no_hang():
+    """A read that blocks (a FIFO with no writer) fails the test after 20 s instead of hanging."""
+    import signal
+
+    def on_alarm(signum, frame):
+        raise Hang("blocked reading a special file")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _special(kind: str, tmp_path: pathlib.Path) -> pathlib.Path:
+    import os
+
+    if kind == "fifo":
+        p = tmp_path / "special"
+        os.mkfifo(p)
+        return p
+    if kind == "symlink to a fifo":
+        f = tmp_path / "fifo"
+        os.mkfifo(f)
+        (tmp_path / "special").symlink_to(f)
+        return tmp_path / "special"
+    if kind == "folder":
+        (tmp_path / "special").mkdir()
+        return tmp_path / "special"
+    return pathlib.Path({"/dev/zero": "/dev/zero", "/dev/null": "/dev/null", "/dev/urandom": "/dev/urandom"}[kind])
+
+
+SPECIAL = ["fifo", "symlink to a fifo", "folder", "/dev/zero", "/dev/null", "/dev/urandom"]
+
+
+def _readers(special: pathlib.Path, tmp_path: pathlib.Path, good_h5: pathlib.Path) -> dict[str, list]:
+    """Commands that read ``special`` as: a survey, a grid, an n(z) table, a density table,
+    an <L>/L* table, a text matrix, a paramnames file, an HDF5 input, steps_from."""
+    nz = TOY  # the toy has no table: WL surveys read n(z) and <L>/L*
+    wl = textwrap.dedent(f"""\
+        name: wl
+        cosmology: {{nonlinear_model: none, accuracy: {{n_z: 20, n_k: 60, k_max: 2.0}}}}
+        parameters:
+          fiducial: {{Omega_m: 0.3, Omega_b: 0.05, h: 0.7, n_s: 0.96, sigma8: 0.8}}
+          free: [Omega_m]
+        probes:
+          weak_lensing:
+            f_sky: 0.1
+            ell: {{min: 10, max: 100, n_bands: 3}}
+            n_gal: 10
+            shape_noise: {{sigma_e: 0.3, convention: multiplies_inverse_density}}
+            nz: {{type: table, file: {special}}}
+            bins: {{type: equipopulated, n_bins: 2, z_min: 0.1, z_max: 1.5}}
+            photoz: {{sigma_b: 0.05}}
+            intrinsic_alignment: {{model: none}}
+        """)
+    lum = wl.replace(f"nz: {{type: table, file: {special}}}", "nz: {type: smail, z0: 0.64, alpha: 2.0, beta: 1.5}") \
+            .replace("intrinsic_alignment: {model: none}",
+                     f"intrinsic_alignment: {{model: nla, C_IA: 0.0134, luminosity_ratio_file: {special}}}")
+    dens = nz.replace("density: {unit: (h/Mpc)^3, values: [1.0e-3]}", f"density: {{unit: (h/Mpc)^3, file: {special}}}")
+    steps = TOY.replace("derivatives: {mode: fixed, stencil: 3-point}", f"derivatives: {{mode: fast, steps_from: {special}}}")
+    files = {"nz": wl, "lum": lum, "dens": dens, "steps": steps}
+    for k, v in files.items():
+        (tmp_path / f"{k}.yaml").write_text(v)
+    pn = tmp_path / "m.paramnames"
+    pn.write_text("a a\nb b\n")
+    m = tmp_path / "m.txt"
+    m.write_text("1 0\n0 1\n")
+    return {
+        "survey": ["validate", special],
+        "grid": ["batch", special, "-o", tmp_path / "out"],
+        "n(z) table": ["validate", tmp_path / "nz.yaml"],
+        "<L>/L* table": ["validate", tmp_path / "lum.yaml"],
+        "density table": ["validate", tmp_path / "dens.yaml"],
+        "steps_from": ["run", tmp_path / "steps.yaml", "-o", tmp_path / "o.h5", "--no-cache"],
+        "text matrix": ["import", special, "--paramnames", pn, "-o", tmp_path / "i.h5"],
+        "paramnames": ["import", m, "--paramnames", special, "-o", tmp_path / "i.h5"],
+        "show": ["show", special],
+        "compare": ["compare", good_h5, special],
+        "combine": ["combine", good_h5, special, "-o", tmp_path / "c.h5"],
+        "export": ["export", special, "--to", "text", "-o", tmp_path / "e"],
+    }
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_special_files_are_refused_without_blocking(kind, tmp_path, toy_h5, no_hang, no_camb):
+    special = _special(kind, tmp_path)
+    for what, args in _readers(special, tmp_path, toy_h5).items():
+        if kind == "folder" and what in ("survey", "grid"):
+            continue  # click refuses a folder for these arguments itself (exit 2, tested elsewhere)
+        res = invoke(*args)
+        assert res.exit_code == 2, (what, res.output)
+        out = res.output.lower()
+        assert str(special).lower() in out or special.name.lower() in out, (what, res.output)
+        assert any(w in out for w in ("fifo", "device", "folder", "directory", "not a regular")), (what, res.output)
+    assert no_camb == []
+
+
+def test_reading_helper_refuses_a_file_swapped_for_a_fifo_after_the_check(tmp_path, monkeypatch, no_hang):
+    """The descriptor is opened non-blocking and checked again (a race between stat and open)."""
+    import os
+
+    from fishcast.errors import FileFormatError
+    from fishcast.io import reading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    real = tmp_path / "real.yaml"
+    real.write_text("a: 1\n")
+    monkeypatch.setattr(reading, "check_regular", lambda *a, **k: os.stat(real))
+    with pytest.raises(FileFormatError, match="FIFO"):
+        reading.read_bytes(fifo, "survey file")
+
+
+@pytest.mark.parametrize("what,cap", [("survey", "MAX_YAML_BYTES"), ("table", "MAX_TABLE_BYTES"),
+                                      ("matrix", "MAX_MATRIX_BYTES")])
+def test_a_too_large_file_is_refused_from_its_size(what, cap, tmp_path, monkeypatch):
+    from fishcast.io import reading
+
+    monkeypatch.setattr(reading, cap, 10_000)
+    big = tmp_path / "big.txt"
+    big.write_text("0.1 0.2\n" * 5000)  # 40 kB
+    opened = []
+    real_open = reading.os.open
+    monkeypatch.setattr(reading.os, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    if what == "survey":
+        res = invoke("validate", big)
+    elif what == "table":
+        (tmp_path / "s.yaml").write_text(TOY.replace("density: {unit: (h/Mpc)^3, values: [1.0e-3]}",
+                                                     f"density: {{unit: (h/Mpc)^3, file: {big}}}"))
+        res = invoke("validate", tmp_path / "s.yaml")
+    else:
+        (tmp_path / "p.paramnames").write_text("a\nb\n")
+        res = invoke("import", big, "--paramnames", tmp_path / "p.paramnames", "-o", tmp_path / "o.h5")
+    assert res.exit_code == 2, res.output
+    assert "big.txt" in res.output and "MiB" in res.output and "refused" in res.output, res.output
+    assert not any("big.txt" in str(a[0]) for a in opened)  # refused from stat, never opened
+
+
+def test_a_large_yaml_is_refused_before_composing_it(tmp_path):
+    """A 5 MB survey is refused from its size; a 1 MB flat list (300,000 nodes) is refused
+    while composing, in bounded memory (PyYAML's nodes take ~1 kB each)."""
+    import tracemalloc
+
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\nlist: [" + "1," * 2_500_000 + "1]\n")
+    res = invoke("validate", big)
+    assert res.exit_code == 2 and "more than a survey file may be" in res.output, res.output
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("name: x\nlist: [" + "1," * 300_000 + "1]\n")
+    tracemalloc.start()
+    try:
+        res = invoke("validate", flat)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.exit_code == 2 and "200000 nodes" in res.output, res.output
+    assert peak < 600 * 1024**2
+
+
+#: bytes that are not UTF-8, control characters, and where they go: a survey, a grid, a table
+BAD_TEXT = [
+    (b"\xff", "byte 0xff"), (b"\xc3\x28", "byte 0xc3"), (b"\xed\xa0\x80", "byte 0xed"),  # invalid, surrogate
+    ("\x00".encode(), "U+0000 (NUL)"), ("\x1b".encode(), "U+001B (ESC)"), ("\x07".encode(), "U+0007 (BEL)"),
+    ("\x7f".encode(), "U+007F (DEL)"), ("\x85".encode(), "U+0085"), ("\x9b".encode(), "U+009B"),
+]
+
+
+@pytest.mark.parametrize("bad,expect", BAD_TEXT)
+@pytest.mark.parametrize("where", ["survey", "grid", "table", "matrix"])
+def test_decode_errors_and_control_characters_are_located(bad, expect, where, tmp_path):
+    if where == "survey":
+        raw = TOY.encode().replace(b"f_sky: 0.1", b"f_sky: 0.1" + bad)
+        target = _write(tmp_path, "").with_name("bad.yaml")
+        target.write_bytes(raw)
+        args, line = ["validate", target], 13
+    elif where == "grid":
+        _write(tmp_path, TOY, "toy.yaml")
+        target = tmp_path / "bad.yaml"
+        target.write_bytes(b"name: g\nsurvey: toy.yaml\naxes:\n  probes.counts_in_cells.f_sky: [0.1, 0.2" + bad + b"]\n")
+        args, line = ["batch", target, "-o", tmp_path / "out"], 4
+    elif where == "table":
+        target = tmp_path / "bad.txt"
+        target.write_bytes(b"# z n\n0.5 1e-3\n1.0 1e-3" + bad + b"\n1.5 1e-3\n")
+        (tmp_path / "s.yaml").write_text(TOY.replace("density: {unit: (h/Mpc)^3, values: [1.0e-3]}",
+                                                     f"density: {{unit: (h/Mpc)^3, file: {target}}}"))
+        args, line = ["validate", tmp_path / "s.yaml"], 3
+    else:
+        target = tmp_path / "bad.txt"
+        target.write_bytes(b"# a b\n1 0\n0 1" + bad + b"\n")
+        (tmp_path / "p.paramnames").write_text("a\nb\n")
+        args, line = ["import", target, "--paramnames", tmp_path / "p.paramnames", "-o", tmp_path / "o.h5"], 3
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    assert f"{target}:{line}:" in res.output and expect in res.output, res.output
+
+
+@pytest.mark.parametrize("key", ["probes.counts_in_cells.tracers.².name", "probes.counts_in_cells.tracers.١.name",
+                                 "probes.counts_in_cells.tracers.𝟙.name", "parameters.fiducial.m_١",
+                                 "probes.counts_in_cells.z_edges.³"])
+def test_unicode_digits_in_keys_are_messages(key, tmp_path):
+    s = _write(tmp_path, TOY)
+    res = invoke("validate", s, "--set", f"{key}=1")
+    assert res.exit_code == 2, res.output
+    assert key.split(".")[-2] in res.output or key.split(".")[-1] in res.output, res.output
+    s2 = _write(tmp_path, TOY.replace("b_A_1: 1.0", "b_A_١: 1.0"), "s2.yaml")
+    res = invoke("validate", s2)
+    assert res.exit_code == 2 and "b_A_١" in res.output, res.output
+
+
+def _damaged(good: pathlib.Path, tmp_path: pathlib.Path, name: str, fn) -> pathlib.Path:
+    import shutil
+
+    p = tmp_path / f"{name}.h5"
+    shutil.copy(good, p)
+    with h5py.File(p, "r+") as f:
+        fn(f, tmp_path)
+    return p
+
+
+def _loop(f, d):
+    del f["constraints"]
+    f["constraints"] = h5py.SoftLink("/constraints")
+
+
+def _loop2(f, d):
+    f["fisher/a"] = h5py.SoftLink("/fisher/b")
+    f["fisher/b"] = h5py.SoftLink("/fisher/a")
+
+
+def _external(f, d):
+    import os
+
+    os.mkfifo(d / "fifo")
+    del f["fisher/matrix"]
+    f["fisher/matrix"] = h5py.ExternalLink(str(d / "fifo"), "/m")
+
+
+def _external_dev(f, d):
+    del f["parameters/names"]
+    f["parameters/names"] = h5py.ExternalLink("/dev/zero", "/names")
+
+
+def _virtual(f, d):
+    m = f["fisher/matrix"][()]
+    del f["fisher/matrix"]
+    layout = h5py.VirtualLayout(shape=m.shape, dtype=float)
+    layout[:] = h5py.VirtualSource(str(d / "other.h5"), "m", shape=m.shape)
+    f.create_virtual_dataset("fisher/matrix", layout, fillvalue=0.0)
+
+
+def _bomb(f, d):  # 128 GiB declared, a few kB on disk
+    del f["constraints/covariance"]
+    f.create_dataset("constraints/covariance", shape=(2**17, 2**17), dtype=float, chunks=(1024, 1024),
+                     compression="gzip", fillvalue=1.0)
+
+
+def _bomb_attr_json(f, d):
+    f.attrs["provenance"] = "[" * 100_000 + "]" * 100_000
+
+
+def _bomb_attr_json_dict(f, d):
+    f.attrs["trust_reasons"] = '{"a": ' * 5000 + "1" + "}" * 5000
+
+
+def _bomb_group_json(f, d):
+    f["diagnostics"].attrs["anything"] = "[" * 500 + "]" * 500
+
+
+HDF5_FAULTS = {"soft-link loop": (_loop, "soft link"), "soft-link cycle": (_loop2, "soft link"),
+               "external link to a FIFO": (_external, "external link"),
+               "external link to a device": (_external_dev, "external link"),
+               "virtual dataset": (_virtual, "virtual dataset"), "compression bomb": (_bomb, "declared size"),
+               "deep JSON attribute": (_bomb_attr_json, "JSON nested deeper"),
+               "deep JSON object": (_bomb_attr_json_dict, "JSON nested deeper"),
+               "deep JSON on a group": (_bomb_group_json, "JSON nested deeper")}
+
+
+@pytest.mark.parametrize("fault", sorted(HDF5_FAULTS))
+def test_hostile_hdf5_structures_are_refused(fault, toy_h5, tmp_path, no_hang):
+    fn, expect = HDF5_FAULTS[fault]
+    bad = _damaged(toy_h5, tmp_path, "bad", fn)
+    for args in (["show", bad], ["compare", toy_h5, bad], ["stability", bad], ["combine", toy_h5, bad, "-o", tmp_path / "c.h5"],
+                 ["derive", bad, "--to", "S8", "-o", tmp_path / "d.h5"], ["export", bad, "--to", "text", "-o", tmp_path / "e"]):
+        res = invoke(*args)
+        assert res.exit_code == 2, (args[0], res.output)
+        assert "bad.h5" in res.output and expect in res.output, (args[0], res.output)
+    assert not (tmp_path / "c.h5").exists() and not (tmp_path / "d.h5").exists()
+
+
+def test_a_hard_link_cycle_does_not_hang_the_walk(toy_h5, tmp_path, no_hang):
+    def cycle(f, d):
+        f["fisher/up"] = f["fisher"]  # a hard link to its own parent
+
+    bad = _damaged(toy_h5, tmp_path, "cycle", cycle)
+    res = invoke("show", bad)
+    assert res.exit_code in (0, 2), res.output
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(categories=("Cc", "Cf", "Zs", "Zl", "Zp", "Nd", "No", "Mn", "Co", "So", "Lo")),
+               min_size=1, max_size=20))
+def test_reading_helper_on_any_unicode(text):
+    """Every text is either accepted as it is, or refused with a line and a column."""
+    from fishcast.errors import FileFormatError
+    from fishcast.io.reading import decode_text, first_control
+
+    raw = ("a: 1\n" + text).encode("utf-8")
+    try:
+        out = decode_text(raw, "f.yaml")
+    except FileFormatError as exc:
+        assert re.match(r"f\.yaml:\d+: ", str(exc)) and "column" in str(exc)
+        assert first_control(text) is not None
+    else:
+        assert out == "a: 1\n" + text

@@ -211,15 +211,10 @@ def design_name(values: Mapping[str, Scalar]) -> str:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read and validate a grid YAML; errors name file:line:key (:class:`SurveyError`).
     The designs themselves are validated when the grid is planned (:func:`plan_batch`)."""
+    from ..yamlio import read_yaml_file
+
     p = pathlib.Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SurveyError(str(path), [(None, "", "no such file")]) from None
-    except UnicodeDecodeError:
-        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
-    except OSError as exc:
-        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    text = read_yaml_file(p, "grid file")
     return grid_from_text(text, str(path), p.parent)
 
 
