@@ -564,3 +564,214 @@ def test_reading_helper_on_any_unicode(text):
         assert first_control(text) is not None
     else:
         assert out == "a: 1\n" + text
+
+
+# ============================================================= 2. the cache is trusted by name only
+def _entry_members(path: pathlib.Path) -> dict[str, bytes]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _rewrite(path: pathlib.Path, members: dict[str, bytes], compress: bool = False) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+
+
+def _npy(arr) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=True)
+    return buf.getvalue()
+
+
+def _tamper(kind: str, c, key: str, other_key: str, tmp_path: pathlib.Path):
+    """Damage the entry ``key`` of cache ``c`` in one way; returns a file outside the cache
+    that must survive untouched (or None)."""
+    import os
+
+    p = c.path(key)
+    m = _entry_members(p)
+    outside = tmp_path / "outside.npz"
+    if kind == "another point's entry under this name":
+        p.write_bytes(c.path(other_key).read_bytes())
+    elif kind == "other settings":
+        import json as _json
+
+        s = _json.loads(bytes(np.lib.format.read_array(__import__("io").BytesIO(m["settings_json.npy"]))))
+        s["accuracy_boost"] = 2.0
+        m["settings_json.npy"] = _npy(np.frombuffer(_json.dumps(s, sort_keys=True).encode(), dtype=np.uint8))
+        _rewrite(p, m)
+    elif kind == "float32 arrays":
+        arr = np.lib.format.read_array(__import__("io").BytesIO(m["pk_lin.npy"]))
+        m["pk_lin.npy"] = _npy(arr.astype(np.float32))
+        _rewrite(p, m)
+    elif kind == "a transposed array":
+        arr = np.lib.format.read_array(__import__("io").BytesIO(m["pk_lin.npy"]))
+        m["pk_lin.npy"] = _npy(np.ascontiguousarray(arr.T))
+        _rewrite(p, m)
+    elif kind == "a missing array":
+        del m["pk_nl.npy"]
+        _rewrite(p, m)
+    elif kind == "an extra member":
+        m["evil.npy"] = _npy(np.zeros(3))
+        _rewrite(p, m)
+    elif kind == "a pickled object":
+        m["chi.npy"] = _npy(np.array([{"a": 1}], dtype=object))
+        _rewrite(p, m)
+    elif kind == "NaN in the power spectrum":
+        arr = np.lib.format.read_array(__import__("io").BytesIO(m["pk_lin.npy"]))
+        arr[3, 3] = np.nan
+        m["pk_lin.npy"] = _npy(arr)
+        _rewrite(p, m)
+    elif kind == "another z grid":
+        arr = np.lib.format.read_array(__import__("io").BytesIO(m["z.npy"]))
+        m["z.npy"] = _npy(arr * 1.01)
+        _rewrite(p, m)
+    elif kind == "a header declaring a huge array":
+        hdr = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+        hdr["shape"] = (10**6, 10**6)
+        import io
+
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, hdr)
+        m["pk_lin.npy"] = buf.getvalue() + b"\0" * 64
+        _rewrite(p, m)
+    elif kind == "a compression bomb":
+        m["pk_lin.npy"] = b"\0" * (80 * 1024**2)  # 80 MiB of zeros deflate to ~80 kB
+        _rewrite(p, m, compress=True)
+    elif kind == "an absurd size":
+        with open(p, "r+b") as fh:
+            fh.truncate(200 * 1024**2)  # sparse: no disk used
+    elif kind == "a symlink out of the cache":
+        outside.write_bytes(p.read_bytes())
+        p.unlink()
+        p.symlink_to(outside)
+        return outside
+    elif kind == "a symlink to /dev/zero":
+        p.unlink()
+        p.symlink_to("/dev/zero")
+    elif kind == "a FIFO":
+        p.unlink()
+        os.mkfifo(p)
+    elif kind == "a folder":
+        p.unlink()
+        p.mkdir()
+    elif kind == "not a zip":
+        p.write_bytes(b"\x93NUMPY" + b"x" * 100)
+    else:
+        raise AssertionError(kind)
+    return None
+
+
+CACHE_FAULTS = ["another point's entry under this name", "other settings", "float32 arrays", "a transposed array",
+                "a missing array", "an extra member", "a pickled object", "NaN in the power spectrum",
+                "another z grid", "a header declaring a huge array", "a compression bomb", "an absurd size",
+                "a symlink out of the cache", "a symlink to /dev/zero", "a FIFO", "a folder", "not a zip"]
+
+
+@pytest.mark.parametrize("kind", CACHE_FAULTS)
+def test_a_cache_entry_that_does_not_verify_is_a_miss_with_a_warning(kind, tmp_path, no_hang):
+    import tracemalloc
+
+    from fishcast.pipeline.cache import Cache, CacheWarning, cached_evaluator
+    from tests.test_cache import POINT, S, fake_result, key_of, same
+
+    c = Cache(tmp_path / "cache")
+    other = dict(POINT, n_s=0.97)
+    c.put(key_of(), fake_result(1), S)
+    c.put(key_of(other), fake_result(2, other), S)
+    outside = _tamper(kind, c, key_of(), key_of(other), tmp_path)
+    before = outside.read_bytes() if outside else None
+    computed = []
+
+    def compute(points, settings, on_done):
+        computed.extend(points)
+        for i, p in enumerate(points):
+            on_done(i, fake_result(1, p))
+
+    tracemalloc.start()
+    try:
+        with pytest.warns(CacheWarning, match="not used"):
+            out = cached_evaluator(c, compute=compute)([POINT], S)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert computed == [POINT]  # a miss: computed again
+    assert same(out[0], fake_result(1))
+    assert peak < 200 * 1024**2
+    assert c.stats.damaged == 1 and len(c.stats.rejected) == 1
+    if kind != "a folder":
+        assert same(c.get(key_of()), fake_result(1))  # the good entry replaced the bad one
+    if outside is not None:
+        assert outside.read_bytes() == before  # the target of a link is never touched
+
+
+def test_a_shard_folder_that_links_out_of_the_cache_is_never_entered(tmp_path, no_hang):
+    """Neither get, put, info nor clear go through a symlinked shard folder."""
+    import warnings as _w
+
+    from fishcast.pipeline.cache import Cache, CacheWarning
+    from tests.test_cache import S, fake_result, key_of
+
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    victim = elsewhere / (key_of() + ".npz")
+    good = Cache(tmp_path / "good")
+    good.put(key_of(), fake_result(1), S)
+    victim.write_bytes(good.path(key_of()).read_bytes())  # looks exactly like an entry
+    (elsewhere / "notes.txt").write_text("keep me")
+    c = Cache(tmp_path / "cache")
+    c.root.mkdir()
+    (c.root / key_of()[:2]).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.warns(CacheWarning, match="outside the cache"):
+        assert c.get(key_of()) is None
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        c.put(key_of(), fake_result(2), S)
+    assert c.stats.write_failed == 1
+    assert c.info()["entries"] == 0 and c.entries() == []
+    res = invoke("cache", "clear", "--cache-dir", c.root)
+    assert res.exit_code == 0 and "removed 0 entries" in res.output
+    assert victim.read_bytes() == good.path(key_of()).read_bytes()
+    assert (elsewhere / "notes.txt").read_text() == "keep me"
+
+
+def test_cache_clear_removes_a_symlink_entry_but_not_its_target(tmp_path):
+    from fishcast.pipeline.cache import Cache
+    from tests.test_cache import S, fake_result, key_of
+
+    c = Cache(tmp_path / "cache")
+    c.put(key_of(), fake_result(1), S)
+    target = tmp_path / "target.npz"
+    target.write_bytes(c.path(key_of()).read_bytes())
+    c.path(key_of()).unlink()
+    c.path(key_of()).symlink_to(target)
+    res = invoke("cache", "clear", "--cache-dir", c.root)
+    assert res.exit_code == 0 and "removed 1 entries" in res.output
+    assert target.exists() and not c.path(key_of()).is_symlink()
+
+
+def test_the_real_path_verifies_real_entries(toy, cache_dir):
+    """Entries written by real runs (the session cache) verify: all hits, no warning."""
+    import warnings as _w
+
+    from fishcast.pipeline.cache import Cache
+
+    c = Cache(cache_dir)
+    keys = [p.stem for p in c.entries()]
+    assert keys
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        assert all(c.get(k) is not None for k in keys)
+    assert c.stats.damaged == 0
+
+
+@pytest.fixture(scope="module")
+def toy(toy_h5):
+    return toy_h5.with_name("toy.yaml")

@@ -41,6 +41,11 @@ MAX_HDF5_OBJECTS = 100_000
 #: nesting of a JSON text attribute ([ and { levels)
 MAX_JSON_DEPTH = 64
 
+#: open flags that POSIX has and other systems may not (0 there)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 _KINDS = {
     stat.S_ISDIR: "a folder",
     stat.S_ISFIFO: "a FIFO (named pipe)",
@@ -85,7 +90,7 @@ def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int | Non
     p = pathlib.Path(path)
     check_regular(p, what, max_bytes)
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        fd = os.open(p, os.O_RDONLY | O_NONBLOCK | O_NOCTTY)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise FileFormatError(f"{p}: no such file ({what})") from None
@@ -216,7 +221,7 @@ def check_hdf5_tree(f, name: str) -> None:
 
     def attrs_ok(obj, where: str) -> None:
         for key in obj.attrs:
-            aid = h5py.h5a.open(obj.id, key.encode() if isinstance(key, str) else key)
+            aid = obj.attrs.get_id(key)
             size = aid.get_storage_size()
             if size > MAX_ATTRIBUTE_BYTES:
                 raise FileFormatError(f"{name}: {where} attribute {key!r}: {size} bytes; more than "
