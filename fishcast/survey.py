@@ -241,6 +241,8 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     problem = _Problems(filename, lines)
     check_numbers(config, data, (), problem)  # finite, and no YAML boolean taken for a number
     problem.raise_any()
+    _check_memory(config, problem)  # before any probe allocates its grids
+    problem.raise_any()
     sections = _build_probes(config, survey_dir if survey_dir is not None else pathlib.Path("."), problem)
     problem.raise_any()
     probes = list(sections.values())
@@ -489,6 +491,38 @@ def _check_flat(f: Mapping[str, float], free, problem) -> None:
             problem(("parameters", "free", i), f"Omega_k may not be free: {why}")
 
 
+#: the most memory a forecast may plan to hold [bytes]: FISHCAST_MEMORY_LIMIT_GB (GiB), else 16 GiB
+def memory_limit() -> int:
+    import os
+
+    try:
+        gb = float(os.environ.get("FISHCAST_MEMORY_LIMIT_GB", "16"))
+    except ValueError:
+        gb = 16.0
+    return int(gb * 1024**3) if math.isfinite(gb) and gb > 0 else 16 * 1024**3
+
+
+def _check_memory(config: SurveyConfig, problem) -> None:
+    """Refuse, before anything is allocated, a weak-lensing data vector (bins x bands x
+    redshift nodes) whose forecast would hold more than :func:`memory_limit`."""
+    from .probes import weak_lensing as _wl
+
+    wl = getattr(config.probes, "weak_lensing", None)
+    if wl is None:
+        return
+    d = config.derivatives
+    rungs = max([d.n_rungs] + [o.n_rungs for o in d.parameters.values() if o.n_rungs is not None])
+    n_free = max(sum(wl.n_bins if any(c in p for c in "*?[") else 1 for p in config.parameters.free), 1)
+    n_vectors = 1 + 2 * (rungs if d.mode == "sweep" else 3) * n_free + 4 * n_free
+    need = _wl.memory_estimate(wl, n_vectors)
+    limit = memory_limit()
+    if need > limit:
+        problem(("probes", "weak_lensing", "ell", "n_bands"),
+                f"{wl.n_bins} bins x {wl.ell.n_bands} bands x {wl.integration.n_z} redshift nodes with "
+                f"{n_free} free parameters would need about {need / 1024**3:.3g} GiB, more than the limit "
+                f"{limit / 1024**3:.3g} GiB (FISHCAST_MEMORY_LIMIT_GB); use fewer bands, bins or integration.n_z")
+
+
 def _check_physical(f: Mapping[str, float], report) -> None:
     """The fiducial cosmology must be a point CAMB may be given (finite, inside the safe
     ranges of :mod:`fishcast.camb_ranges`): checked here, located, before anything is planned."""
@@ -571,6 +605,10 @@ def _data_path(loc: tuple, data) -> tuple:
     return tuple(out)
 
 
+#: pydantic error types of a number's range: a YAML boolean that failed one was taken for 0/1
+_NUMERIC_CHECKS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"}
+
+
 def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int | None, str, str]]:
     out = []
     for err in exc.errors():
@@ -581,6 +619,8 @@ def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int 
             msg = "unknown key (check the spelling; see `fishcast schema`)"
         elif err.get("type") == "missing":
             msg = "missing required key"
+        elif isinstance(err.get("input"), bool) and err.get("type") in _NUMERIC_CHECKS:
+            msg = f"a number is expected, not the boolean {str(err['input']).lower()}"
         else:
             inp = err.get("input")
             if not isinstance(inp, (dict, list)):

@@ -775,3 +775,114 @@ def test_the_real_path_verifies_real_entries(toy, cache_dir):
 @pytest.fixture(scope="module")
 def toy(toy_h5):
     return toy_h5.with_name("toy.yaml")
+
+
+# ========================================================== 6. numerics that pass silently
+@pytest.mark.parametrize("matrix", [
+    [[1.5e308, 1.0], [1.0, 1.0]],                 # F + F^T overflows to inf
+    [[1.0, 1e300], [1e300, 1.0]],                 # off-diagonal: the correlation form overflows
+    [[1e200, 0.0], [0.0, 1e200]],                 # F_ii F_jj overflows
+    [[-1.7e308, 0.0], [0.0, 1.0]],
+])
+def test_a_matrix_that_overflows_when_symmetrized_is_refused(matrix, tmp_path):
+    from fishcast.errors import InputError
+    from fishcast.fisher import FisherMatrix
+
+    with pytest.raises(InputError, match="overflow"):
+        FisherMatrix(np.array(matrix), ["a", "b"], [0.0, 0.0])
+    # and from a file: exit 2 naming it
+    p = tmp_path / "m.txt"
+    p.write_text("# a b\n" + "\n".join(" ".join(repr(x) for x in row) for row in matrix) + "\n")
+    pn = tmp_path / "m.paramnames"
+    pn.write_text("a\nb\n")
+    res = invoke("import", p, "--paramnames", pn, "-o", tmp_path / "o.h5")
+    assert res.exit_code == 2 and "overflow" in res.output, res.output
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("names,fiducial,target,need", [
+    (["sigma8", "Omega_m"], [0.8, 0.0], "S8", "Omega_m > 0"),
+    (["sigma8", "Omega_m"], [0.8, -0.1], "S8", "Omega_m > 0"),
+    (["A_s"], [0.0], "logA", "A_s > 0"),
+    (["A_s"], [-2e-9], "logA", "A_s > 0"),
+    (["Omega_m", "Omega_b", "h", "m_nu"], [0.3, 0.05, 0.0, 0.06], "Omega_c", "h != 0"),
+    (["sigma8", "Omega_m"], [0.8, float("inf")], "S8", "non-finite"),
+    (["sigma8", "Omega_m"], [float("nan"), 0.3], "S8", "fiducial of sigma8"),
+])
+def test_a_reparametrization_at_a_singular_point_is_a_clear_error(names, fiducial, target, need, tmp_path):
+    from fishcast.errors import InputError
+    from fishcast.fisher import FisherMatrix
+    from fishcast.io import write_fisher_file
+    from fishcast.reparam import jacobian
+
+    with pytest.raises(InputError, match=re.escape(need)):
+        jacobian(names, fiducial, [target])
+    p = tmp_path / "f.h5"
+    write_fisher_file(p, FisherMatrix(np.eye(len(names)), names, fiducial))
+    res = invoke("derive", p, "--to", target, "-o", tmp_path / "d.h5")
+    assert res.exit_code == 2 and target in res.output, res.output
+    assert not (tmp_path / "d.h5").exists()
+
+
+@pytest.mark.parametrize("overrides,limit_gb", [
+    ({"probes.weak_lensing.ell.n_bands": 10000, "probes.weak_lensing.bins.n_bins": 100}, None),
+    ({"probes.weak_lensing.ell.n_bands": 5000, "probes.weak_lensing.bins.n_bins": 60,
+      "probes.weak_lensing.integration.n_z": 5001}, None),
+    ({"probes.weak_lensing.ell.n_bands": 3000, "probes.weak_lensing.bins.n_bins": 30}, "0.5"),
+    ({"probes.weak_lensing.ell.n_bands": 400}, "0.01"),
+])
+def test_a_huge_weak_lensing_data_vector_is_refused_before_allocation(overrides, limit_gb, tmp_path, monkeypatch):
+    import tracemalloc
+
+    if limit_gb:
+        monkeypatch.setenv("FISHCAST_MEMORY_LIMIT_GB", limit_gb)
+    args = ["validate", ROOT / "recipes" / "lsst-y10-wl.yaml"]
+    for k, v in overrides.items():
+        args += ["--set", f"{k}={v}"]
+    tracemalloc.start()
+    try:
+        res = invoke(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.exit_code == 2, res.output
+    assert re.search(r"lsst-y10-wl\.yaml:\d+: probes\.weak_lensing\.ell\.n_bands: .* GiB, more than the limit",
+                     res.output), res.output
+    assert peak < 100 * 1024**2
+
+
+def test_the_memory_estimate_counts_the_arrays_a_run_holds():
+    """The estimate against the arrays' sizes counted by hand (float64: 8 bytes)."""
+    from fishcast.probes.weak_lensing import memory_estimate
+    from fishcast.survey import load_survey
+
+    s = load_survey(ROOT / "recipes" / "lsst-y10-wl.yaml")
+    wl = s.config.probes.weak_lensing
+    n_ell, n_b, n_z = wl.ell.n_bands, wl.n_bins, wl.integration.n_z
+    assert memory_estimate(wl, 10) == 8 * (n_ell * n_b * n_z + 2 * n_ell * n_z + 10 * n_ell * n_b * n_b)
+    assert memory_estimate(wl, 10) < 1024**3  # the shipped recipe is far below the limit
+
+
+@pytest.mark.parametrize("where,value", [
+    ("probes.counts_in_cells.f_sky", "true"), ("parameters.fiducial.sigma8", "false"),
+    ("probes.counts_in_cells.n_k", "true"), ("parameters.priors.Omega_m", "true"),
+    ("derivatives.h_max", "true"), ("diagnostics.cond_warn", "true"),
+    ("probes.counts_in_cells.k_max", "[true]"),
+])
+def test_a_yaml_boolean_where_a_number_is_expected_is_an_error(where, value, tmp_path):
+    s = _write(tmp_path, TOY)
+    res = invoke("validate", s, "--set", f"{where}={value}")
+    assert res.exit_code == 2, res.output
+    assert where.split(".")[-1] in res.output and "not the boolean" in res.output, res.output
+
+
+def test_a_yaml_boolean_in_a_grid_range_is_an_error(tmp_path):
+    from fishcast.errors import SurveyError
+    from fishcast.pipeline.batch import load_grid
+
+    _write(tmp_path, TOY, "toy.yaml")
+    for rng in ("{start: true, stop: 0.3, num: 3}", "{start: 0.1, stop: 0.3, num: true}",
+                "{start: 0.1, stop: .inf, num: 3}"):
+        g = _write(tmp_path, f"name: g\nsurvey: toy.yaml\naxes:\n  probes.counts_in_cells.f_sky: {rng}\n", "g.yaml")
+        with pytest.raises(SurveyError, match=r"g\.yaml:4: axes\.probes\.counts_in_cells\.f_sky\.(start|num|stop)"):
+            load_grid(g)

@@ -64,7 +64,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import FishcastError, InputError, SurveyError
-from ..survey import Survey, pydantic_problems, load_survey
+from ..survey import Survey, check_numbers, load_survey, pydantic_problems
 from .plan import plan_survey
 from ..yamlio import dotted, line_of, load_yaml
 
@@ -231,6 +231,9 @@ def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path |
     def problem(path: tuple, msg: str) -> None:
         problems.append((line_of(lines, path), dotted(path), msg))
 
+    check_numbers(config, data, (), problem)  # finite numbers, and no YAML boolean taken for one
+    if problems:
+        raise SurveyError(filename, problems)
     grid_dir = grid_dir if grid_dir is not None else pathlib.Path(".")
     base = pathlib.Path(config.survey)
     if not base.is_absolute():

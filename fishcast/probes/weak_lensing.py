@@ -685,6 +685,16 @@ def _resolve(path: pathlib.Path, survey_dir: pathlib.Path) -> pathlib.Path:
     return path if path.is_absolute() else pathlib.Path(survey_dir) / path
 
 
+def memory_estimate(config: WeakLensingConfig, n_vectors: int) -> int:
+    """Bytes a forecast with this section holds at its peak, estimated before anything is
+    allocated: the Limber product (n_ell, n_bins, n_z) and P(k) table (n_ell, n_z) of one
+    evaluation, and ``n_vectors`` data vectors C_ij(ell) (n_ell, n_bins, n_bins) -- the
+    fiducial and stencil signals kept for the sweep, and the Knox products -- in float64."""
+    n_ell, n_z = int(config.ell.n_bands), int(config.integration.n_z)
+    n_bins = int(config.n_bins)
+    return 8 * (n_ell * n_bins * n_z + 2 * n_ell * n_z + int(n_vectors) * n_ell * n_bins * n_bins)
+
+
 def make_bins(config: WeakLensingConfig, survey_dir: pathlib.Path) -> TomographicBins:
     """The tomographic bins of the redshift sections (nz, bins, photoz, integration) on the
     fixed nodes z = linspace(0, integration.z_max, integration.n_z). Raises FileFormatError
