@@ -886,3 +886,89 @@ def test_a_yaml_boolean_in_a_grid_range_is_an_error(tmp_path):
         g = _write(tmp_path, f"name: g\nsurvey: toy.yaml\naxes:\n  probes.counts_in_cells.f_sky: {rng}\n", "g.yaml")
         with pytest.raises(SurveyError, match=r"g\.yaml:4: axes\.probes\.counts_in_cells\.f_sky\.(start|num|stop)"):
             load_grid(g)
+
+
+# ====================================================================== 7. batch messages
+@pytest.mark.parametrize("label,why", [
+    (".", "dots only"), ("..", "dots only"), ("...", "dots only"), ("status", "column"), ("design", "column"),
+    ("file", "column"), ("trust", "column"), ("reason", "column"), ("fom", "column"), ("Status", "column"),
+    ("sigma_Omega_m", "sigma_"), ("fom_w0_wa", "fom_"),
+])
+def test_batch_axis_labels_that_collide_are_refused(label, why, tmp_path):
+    from fishcast.errors import SurveyError
+    from fishcast.pipeline.batch import load_grid
+
+    _write(tmp_path, TOY, "toy.yaml")
+    g = _write(tmp_path, f"name: g\nsurvey: toy.yaml\naxes:\n  probes.counts_in_cells.f_sky: "
+                         f"{{values: [0.1, 0.2], label: '{label}'}}\n", "g.yaml")
+    with pytest.raises(SurveyError, match=rf"g\.yaml:4: axes\.probes\.counts_in_cells\.f_sky: the label .*{why}"):
+        load_grid(g)
+    res = invoke("batch", g, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "label" in res.output, res.output
+
+
+GRID2 = """\
+name: g2
+survey: toy.yaml
+axes:
+  probes.counts_in_cells.f_sky: [0.1, 0.2]
+"""
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory, cache_dir):
+    """A two-design grid of the toy, run once through the session cache."""
+    from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.pipeline.cache import Cache
+
+    d = tmp_path_factory.mktemp("r2batch")
+    (d / "toy.yaml").write_text(TOY)
+    (d / "g2.yaml").write_text(GRID2)
+    res = run_batch(load_grid(d / "g2.yaml"), d / "out", cache=Cache(cache_dir), plot=False)
+    assert not res.failed and res.resumed == []
+    return d, res
+
+
+def test_batch_design_files_record_the_camb_calls_they_depended_on(batch_run):
+    """The toy needs 3 Boltzmann runs (the fiducial, Omega_m +- h; sigma8's points share the
+    fiducial's transfer functions): each design file says so, whether this batch computed
+    them or found them in the cache (the batch computes them once for both designs)."""
+    d, res = batch_run
+    for design in res.designs:
+        with h5py.File(design.path) as f:
+            assert int(f.attrs["camb_calls"]) == 3, design.name
+
+
+def test_a_resumed_batch_skips_designs_whose_files_are_complete_and_current(batch_run, tmp_path, no_camb, cache_dir):
+    import shutil
+
+    from fishcast.pipeline.batch import load_grid, run_batch
+    from fishcast.pipeline.cache import Cache
+
+    d, first = batch_run
+    work = tmp_path / "w"
+    shutil.copytree(d, work)
+    out = work / "out"
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("f_sky=*.h5")}
+    grid = load_grid(work / "g2.yaml")
+    # 1. all current: nothing recomputed, nothing rewritten (CAMB may not be called; no cache)
+    res = run_batch(grid, out, cache=None, plot=False)
+    assert sorted(f"{n}.h5" for n in res.resumed) == sorted(before) == sorted(f"{x.name}.h5" for x in grid.designs)
+    assert no_camb == [] and not res.failed
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("f_sky=*.h5")} == before
+    assert [x.fom for x in res.designs] == pytest.approx([x.fom for x in first.designs], nan_ok=True)
+    # 2. one file stale (another fishcast version), one damaged: both redone, from the cache
+    stale, damaged = sorted(out.glob("f_sky=*.h5"))
+    with h5py.File(stale, "r+") as f:
+        f.attrs["fishcast_version"] = "0.0.1"
+    damaged.write_bytes(damaged.read_bytes()[:2000])
+    res = run_batch(grid, out, cache=Cache(cache_dir), plot=False)
+    assert res.resumed == [] and not res.failed
+    assert res.stats.computed == 0  # every point from the cache
+    for p in (stale, damaged):
+        with h5py.File(p) as f:
+            assert f.attrs["fishcast_version"] != "0.0.1"
+    # 3. the input changed (another base survey): not current, redone
+    (work / "toy.yaml").write_text(TOY.replace("n_mu: 4", "n_mu: 5"))
+    res = run_batch(load_grid(work / "g2.yaml"), out, cache=Cache(cache_dir), plot=False)
+    assert res.resumed == [] and len(res.designs) == 2
