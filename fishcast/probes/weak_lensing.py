@@ -665,6 +665,11 @@ class WeakLensingProbe(Probe):
             "nz": (self.nz(params), ""),
             "bin_edges": (self.bins.edges, ""),
             "n_gal_bin": (self.n_gal * self.bins.fractions, "arcmin^-2"),
+            # the survey numbers themselves (not only inside the input YAML text)
+            "f_sky": (np.float64(self.f_sky), ""),
+            "n_gal": (np.float64(self.n_gal), "arcmin^-2"),
+            "sigma_e": (np.float64(self.sigma_e), ""),
+            "sigma_e_convention": (np.array(self.noise_convention), ""),
         }
 
     def _check_grid(self, cosmo: Cosmology) -> None:
