@@ -115,6 +115,11 @@ BAD_STEPS = [
     ("derivatives: {mode: fixed, stencil: 3-point}", "derivatives: {mode: sweep, h_max: true}", "derivatives.h_max"),
     ("derivatives: {mode: fixed, stencil: 3-point}",
      "derivatives: {mode: fixed, parameters: {sigma8: {scale: .inf}}}", "sigma8.scale"),
+    # a step lost in rounding (x + 1e-300 == x)
+    ("derivatives: {mode: fixed, stencil: 3-point}",
+     "derivatives: {mode: fixed, stencil: 3-point, parameters: {Omega_m: {step: 1.0e-300}}}", "lost in rounding"),
+    ("derivatives: {mode: fixed, stencil: 3-point}",
+     "derivatives: {mode: fixed, stencil: 3-point, parameters: {b_B_1: {step: 1.0e-20}}}", "lost in rounding"),
     # a nuisance step that is not finite
     ("derivatives: {mode: fixed, stencil: 3-point}",
      "derivatives: {mode: fixed, stencil: 3-point, parameters: {b_B_1: {step: 1.0e308}, Omega_m: {step: 0.001}}}",

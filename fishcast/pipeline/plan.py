@@ -87,6 +87,10 @@ def check_planned_point(survey: Survey, name: str | None, value: float | None,
     if name is not None and (value is None or not math.isfinite(float(value))):
         raise InputError(f"{survey.path}: derivatives: a stencil value of {name} is {value!r} "
                          f"(fiducial {survey.fiducial[name]:g}); lower derivatives.parameters.{name}.h_max (or step)")
+    if name is not None and float(value) == float(survey.fiducial[name]):
+        raise InputError(f"{survey.path}: derivatives: a step of {name} is lost in rounding (the stencil value "
+                         f"equals the fiducial {survey.fiducial[name]:.17g} in double precision); raise "
+                         f"derivatives.parameters.{name}.h_max (or step)")
     found = camb_ranges.problems(point) if point is not None else []
     if not found:
         return
