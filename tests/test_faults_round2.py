@@ -153,7 +153,7 @@ def test_grid_axis_values_outside_the_range_fail_their_design_alone(tmp_path, no
         name: g
         survey: toy.yaml
         axes:
-          parameters.fiducial.h: [0.6736, 90, 0.01, 1.0e308, .inf]
+          parameters.fiducial.h: [0.6736, 90, 0.01, 1.0e308, -5.0]
         """), "grid.yaml")
     grid = load_grid(g)
     plan = plan_batch(grid)
@@ -163,6 +163,12 @@ def test_grid_axis_values_outside_the_range_fail_their_design_alone(tmp_path, no
     for f in failed.values():
         assert f.exit_code == 2 and "parameters.fiducial.h" in f.reason, f.reason
     assert no_camb == []
+    # a value that is not a finite number is refused with the grid itself, located
+    from fishcast.errors import SurveyError
+
+    g.write_text(g.read_text().replace("-5.0", ".inf"))
+    with pytest.raises(SurveyError, match=r"grid\.yaml:4: axes\.parameters\.fiducial\.h\[4\]: must be a finite number"):
+        load_grid(g)
 
 
 @pytest.mark.parametrize("step", [float("inf"), float("nan"), -0.01, 0.0])
