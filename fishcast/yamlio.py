@@ -15,7 +15,8 @@ import yaml
 
 from .errors import SurveyError
 
-MAX_NODES = 200_000
+#: a survey holds a few hundred nodes, a grid a few thousand; PyYAML composes ~10,000 nodes a second
+MAX_NODES = 50_000
 MAX_DEPTH = 64
 
 _ALLOWED_TAGS = {
