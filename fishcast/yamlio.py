@@ -146,8 +146,10 @@ def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
             raise SurveyError(filename, [(None, "", f"not valid YAML: {exc}")]) from None
         if node is None:
             raise SurveyError(filename, [(None, "", "the file is empty: a survey needs at least name, cosmology, parameters and probes")])
-        if _expanded_size(node, {}, 0) > MAX_NODES:  # counted on the alias graph: a bomb is refused at once
-            raise SurveyError(filename, [(node.start_mark.line + 1, "",
+        memo: dict = {}
+        if _expanded_size(node, memo, 0) > MAX_NODES:  # counted on the alias graph: a bomb is refused at once
+            line, where = _heaviest(node, memo)
+            raise SurveyError(filename, [(line, _dotted(where),
                                           f"the document expands to more than {MAX_NODES} nodes (alias bomb?); refused")])
         lines: dict[Path, int] = {}
         counter = [0]
@@ -175,6 +177,28 @@ def _expanded_size(node, memo: dict, depth: int) -> int:
         size = 1
     memo[key] = size
     return size
+
+
+def _heaviest(node, memo: dict) -> tuple[int, Path]:
+    """(line, key path) of the key under which most of an oversized expansion lies: from the
+    top, follow the child that expands most while it holds at least half the limit (at most
+    8 levels), so that the message names the key that holds the bomb."""
+    path: list = []
+    while len(path) < 8:
+        if isinstance(node, yaml.MappingNode):
+            children = [(k.value, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(enumerate(node.value))
+        else:
+            break
+        if not children:
+            break
+        key, child = max(children, key=lambda kv: memo.get(id(kv[1]), 1))
+        if memo.get(id(child), 1) * 2 < MAX_NODES:
+            break
+        path.append(key)
+        node = child
+    return node.start_mark.line + 1, tuple(path)
 
 
 def _convert(loader, node, path: Path, lines, counter, depth, filename):
