@@ -27,7 +27,7 @@ sigma8      [1e-3, 10]
 A_s [1]     [1e-12, 1e-6]      at k = 0.05/Mpc
 m_nu [eV]   [0, 10]            sum of masses, one massive eigenstate
 w0          [-10, 1]
-wa          [-10, 10]          and w0 + wa < 0 (CAMB's PPF needs w < 0 at high z)
+wa          [-10, 10]          and w0 + wa <= 0 (CAMB's PPF refuses w > 0 at high z)
 ==========  =================  =====================================================
 """
 
@@ -92,7 +92,7 @@ def problems(point: Mapping[str, float]) -> list[tuple[str, str]]:
     """What is wrong with a point of cosmological parameters for CAMB: a list of
     ``(parameter, message)`` (each message names its quantity), empty when CAMB may be called. Every value must be a finite
     number inside :data:`SAFE_RANGES`, with Omega_b h^2 in :data:`OMBH2`, room for cold
-    dark matter (Omega_m h^2 > Omega_b h^2 + Omega_nu h^2) and w0 + wa < 0."""
+    dark matter (Omega_m h^2 > Omega_b h^2 + Omega_nu h^2) and w0 + wa <= 0."""
     out: list[tuple[str, str]] = []
     vals: dict[str, float] = {}
     for name, value in point.items():
@@ -124,9 +124,9 @@ def problems(point: Mapping[str, float]) -> list[tuple[str, str]]:
                                        f"Omega_nu = {ob:.6g} + {omnuh2 / (h * h):.4g} (m_nu = "
                                        f"{vals.get('m_nu', 0.06):g} eV)"))
     w0, wa = vals.get("w0", -1.0), vals.get("wa", 0.0)
-    if w0 + wa >= 0:
-        out.append(("wa", f"w0 + wa = {w0 + wa:.6g} must be negative (w(a -> 0) = w0 + wa; CAMB's PPF dark "
-                          "energy needs w < 0 at high redshift)"))
+    if w0 + wa > 0:
+        out.append(("wa", f"w0 + wa = {w0 + wa:.6g} must not be positive (w(a -> 0) = w0 + wa; CAMB's PPF "
+                          "dark energy refuses w > 0 at high redshift)"))
     return out
 
 

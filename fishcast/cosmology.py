@@ -323,9 +323,6 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
     from . import camb_ranges
 
     p = full_params(params)
-    outside = camb_ranges.problems(p)  # the ranges fishcast lets through to CAMB at all
-    if outside:
-        return "; ".join(m for _, m in outside)
     if p["m_nu"] < 0:
         return f"m_nu = {p['m_nu']:.4g} eV < 0"
     bg = camb_background_inputs(p, neutrino_omnuh2(p["m_nu"]))
@@ -335,6 +332,9 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
     if p["w0"] + p["wa"] > 0:
         return (f"w0 + wa = {p['w0'] + p['wa']:.4g} > 0: CAMB's PPF dark energy needs w0 + wa <= 0 "
                 "(w > 0 at high redshift)")
+    outside = camb_ranges.problems(p)  # the ranges fishcast lets through to CAMB at all
+    if outside:
+        return "; ".join(m for _, m in outside)
     return None
 
 
