@@ -320,6 +320,8 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
       redshift; CAMB 2.0.5, ``DarkEnergyEqnOfState.validate_params``).
 
     Costs no Boltzmann run (only CAMB's neutrino density for m_nu)."""
+    from . import camb_ranges
+
     p = full_params(params)
     if p["m_nu"] < 0:
         return f"m_nu = {p['m_nu']:.4g} eV < 0"
@@ -330,12 +332,18 @@ def domain_violation(params: Mapping[str, float]) -> str | None:
     if p["w0"] + p["wa"] > 0:
         return (f"w0 + wa = {p['w0'] + p['wa']:.4g} > 0: CAMB's PPF dark energy needs w0 + wa <= 0 "
                 "(w > 0 at high redshift)")
+    outside = camb_ranges.problems(p)  # the ranges fishcast lets through to CAMB at all
+    if outside:
+        return "; ".join(m for _, m in outside)
     return None
 
 
 def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float):
     import camb
 
+    from . import camb_ranges
+
+    camb_ranges.check(p, "the point")  # last guard: a bad input must never reach CAMB's Fortran
     why = domain_violation(p)
     if why is not None:
         raise ComputationError(f"unphysical point: {why} (point: {describe_point(p)})")

@@ -48,6 +48,9 @@ COND_LIMIT = 1e15
 
 #: Largest accepted relative asymmetry max|F - F^T| / max|F|; below it F is symmetrized.
 ASYMMETRY_LIMIT = 1e-6
+#: Largest accepted |F_ij|: the product of two entries (the correlation form D^-1/2 F D^-1/2,
+#: F + F^T, determinants) must stay inside double precision (1.8e308).
+MAX_ABS_ENTRY = 1e150
 
 #: Relative tolerance under which two fiducial values of one parameter are the same
 #: (absolute tolerance FIDUCIAL_ATOL for fiducials at zero, e.g. wa).
@@ -182,6 +185,13 @@ class FisherMatrix:
             bad = sorted({names[i] for i, j in zip(*np.nonzero(~np.isfinite(m)))})
             raise InputError(f"Fisher matrix has non-finite entries in the rows of: {', '.join(bad)}")
         scale = float(np.max(np.abs(m))) if m.size else 0.0
+        if scale > MAX_ABS_ENTRY:
+            i, j = np.unravel_index(np.argmax(np.abs(m)), m.shape)
+            raise InputError(
+                f"Fisher matrix entry ({names[i]}, {names[j]}) = {m[i, j]:.3g} is beyond {MAX_ABS_ENTRY:g}: "
+                "symmetrizing, scaling or inverting it would overflow double precision; "
+                "express the parameter in other units (e.g. A_s_1e9 instead of A_s)"
+            )
         asym = float(np.max(np.abs(m - m.T))) / scale if scale > 0 else 0.0
         if asym > ASYMMETRY_LIMIT:
             i, j = np.unravel_index(np.argmax(np.abs(m - m.T)), m.shape)

@@ -490,7 +490,7 @@ def expand_patterns(patterns: list[str], known: list[str]) -> tuple[list[str], l
 
 
 def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    return [int(t) if t.isascii() and t.isdigit() else t for t in re.split(r"([0-9]+)", name)]
 
 
 def camb_background_inputs(p: Mapping[str, float], omnuh2: float) -> dict[str, float]:

@@ -113,11 +113,10 @@ def read_table(path: str | pathlib.Path, what: str = "table") -> tuple[np.ndarra
     unreadable, not two numeric columns, has fewer than 4 rows, non-finite values, or an x
     column that is not strictly increasing.
     """
+    from .io.reading import read_text
+
     path = pathlib.Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise FileFormatError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+    text = read_text(path, what)  # regular, capped, UTF-8 without control characters
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         s = line.split("#", 1)[0].strip()

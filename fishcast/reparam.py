@@ -59,6 +59,9 @@ class DerivedParameter:
     value: Callable[[Mapping[str, float]], float]
     gradient: Callable[[Mapping[str, float]], dict[str, float]]
     description: str = ""
+    #: where the definition and its gradient exist (``None``: everywhere), and its text
+    domain: Callable[[Mapping[str, float]], bool] | None = None
+    domain_text: str = ""
 
     @property
     def units(self) -> str:
@@ -87,7 +90,7 @@ DERIVED: dict[str, DerivedParameter] = {
                 "sigma8": math.sqrt(v["Omega_m"] / 0.3),
                 "Omega_m": 0.5 * v["sigma8"] / math.sqrt(0.3 * v["Omega_m"]),
             },
-            "sigma8 sqrt(Omega_m/0.3)",
+            "sigma8 sqrt(Omega_m/0.3)", lambda v: v["Omega_m"] > 0, "Omega_m > 0",
         ),
         DerivedParameter(
             "H0", "h", ("h",), lambda v: 100.0 * v["h"], lambda v: {"h": 100.0},
@@ -125,7 +128,7 @@ DERIVED: dict[str, DerivedParameter] = {
                 "h": 2.0 * _omnuh2(v) / v["h"] ** 3,
                 "m_nu": -omnuh2_per_ev() / v["h"] ** 2,
             },
-            "Omega_m - Omega_b - Omega_nu",
+            "Omega_m - Omega_b - Omega_nu", lambda v: v["h"] != 0, "h != 0",
         ),
         DerivedParameter(
             "A_s_1e9", "A_s", ("A_s",), lambda v: 1e9 * v["A_s"], lambda v: {"A_s": 1e9},
@@ -133,7 +136,7 @@ DERIVED: dict[str, DerivedParameter] = {
         ),
         DerivedParameter(
             "logA", "A_s", ("A_s",), lambda v: math.log(1e10 * v["A_s"]),
-            lambda v: {"A_s": 1.0 / v["A_s"]}, "ln(1e10 A_s)",
+            lambda v: {"A_s": 1.0 / v["A_s"]}, "ln(1e10 A_s)", lambda v: v["A_s"] > 0, "A_s > 0",
         ),
     ]
 }
@@ -189,13 +192,25 @@ def jacobian(
                 "which this forecast does not record"
             )
         v = {r: values[r] for r in d.requires}
+        at = ", ".join(f"{r} = {x:g}" for r, x in v.items())
+        if not all(math.isfinite(x) for x in v.values()):
+            raise InputError(f"{t} = {d.description} cannot be evaluated at a non-finite fiducial ({at})")
+        try:
+            inside = d.domain is None or bool(d.domain(v))
+            grad = d.gradient(v) if inside else {}
+            value = d.value(v) if inside else math.nan
+        except (ZeroDivisionError, ValueError, OverflowError):
+            inside, grad, value = False, {}, math.nan
+        if not inside or not math.isfinite(value) or not all(math.isfinite(g) for g in grad.values()):
+            need = f"; it needs {d.domain_text}" if d.domain_text else ""
+            raise InputError(f"{t} = {d.description} is singular or undefined at the fiducial ({at}){need}")
         row = pos[d.replaces]
         m[row, :] = 0.0
-        for r, g in d.gradient(v).items():
+        for r, g in grad.items():
             if r in pos:  # a fixed parameter does not vary: no column
                 m[row, pos[r]] = g
         new_names[row] = t
-        new_fid[row] = d.value(v)
+        new_fid[row] = value
         new_units[row] = d.units
     try:
         cond = np.linalg.cond(m)

@@ -179,19 +179,10 @@ def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None
     ``overrides`` maps dotted keys (``probes.weak_lensing.f_sky``) to values that replace
     (or add) entries of the file before validation: the batch grid's axes and ``--set``.
     """
+    from .yamlio import read_yaml_file
+
     p = pathlib.Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise SurveyError(str(path), [(None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise SurveyError(str(path), [(None, "", "is a directory, not a survey file")]) from None
-    except OSError as exc:
-        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
+    text = read_yaml_file(p, "survey file")
     return survey_from_text(text, str(path), p.parent, overrides)
 
 
@@ -201,7 +192,7 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) 
 
     out = copy.deepcopy(data)
     for dotted_key, value in overrides.items():
-        parts = [int(p) if p.isdigit() else p for p in str(dotted_key).split(".")]
+        parts = [int(p) if p.isascii() and p.isdigit() else p for p in str(dotted_key).split(".")]
         node = out
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, dict):
@@ -248,6 +239,10 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
         data, text = _with_overrides(data, text, overrides, filename)
     config = _validate(data, lines, filename)
     problem = _Problems(filename, lines)
+    check_numbers(config, data, (), problem)  # finite, and no YAML boolean taken for a number
+    problem.raise_any()
+    _check_memory(config, problem)  # before any probe allocates its grids
+    problem.raise_any()
     sections = _build_probes(config, survey_dir if survey_dir is not None else pathlib.Path("."), problem)
     problem.raise_any()
     probes = list(sections.values())
@@ -413,6 +408,7 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
     reqs = combined_requirements(pr.requirements() for pr in probes)
     z_need = reqs.z_max
     z_max = acc.z_max if acc.z_max is not None else max(z_need, 0.5)
+    _check_requirements(probes, problem)
     if z_max < z_need:
         problem(("cosmology", "accuracy", "z_max"), f"the probes need redshifts up to {z_need:.3g}; z_max is {z_max:.3g}")
     return settings_for(  # the probes' requirements (k_max, nonlinear), the user's accuracy.k_max overriding
@@ -426,6 +422,26 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
         l_accuracy_boost=acc.l_accuracy_boost,
         k_per_logint=acc.k_per_logint,
     )
+
+
+def _schema_limit(field: str) -> float:
+    """The upper bound the schema gives ``cosmology.accuracy.<field>``: one limit for what the
+    user sets and what a probe asks for."""
+    return next(m.le for m in AccuracyConfig.model_fields[field].metadata if hasattr(m, "le"))
+
+
+def _check_requirements(probes: Sequence[Probe], problem: _Problems) -> None:
+    """A probe's requirements become CAMB inputs (z_max, k_max): finite and within the limits
+    of ``cosmology.accuracy`` (a huge z_edges or k_max in a probe section is located there)."""
+    z_limit, k_limit = _schema_limit("z_max"), _schema_limit("k_max")
+    for pr in probes:
+        r = pr.requirements()
+        if not (math.isfinite(r.z_max) and r.z_max <= z_limit):
+            problem(("probes", pr.name), f"needs the cosmology up to z = {r.z_max:.6g}; fishcast tabulates it "
+                                         f"up to z = {z_limit:g} at most")
+        if not (math.isfinite(r.k_max) and r.k_max <= k_limit):
+            problem(("probes", pr.name), f"needs P(k) up to k = {r.k_max:.6g} / Mpc; fishcast tabulates it "
+                                         f"up to k = {k_limit:g} / Mpc at most")
 
 
 def _unknown_hint(name: str, nuisance: Mapping[str, object]) -> str:
@@ -475,8 +491,50 @@ def _check_flat(f: Mapping[str, float], free, problem) -> None:
             problem(("parameters", "free", i), f"Omega_k may not be free: {why}")
 
 
-def _check_physical(f: Mapping[str, float], problem) -> None:
+#: the most memory a forecast may plan to hold [bytes]: FISHCAST_MEMORY_LIMIT_GB (GiB), else 16 GiB
+def memory_limit() -> int:
+    import os
+
+    try:
+        gb = float(os.environ.get("FISHCAST_MEMORY_LIMIT_GB", "16"))
+    except ValueError:
+        gb = 16.0
+    return int(gb * 1024**3) if math.isfinite(gb) and gb > 0 else 16 * 1024**3
+
+
+def _check_memory(config: SurveyConfig, problem) -> None:
+    """Refuse, before anything is allocated, a weak-lensing data vector (bins x bands x
+    redshift nodes) whose forecast would hold more than :func:`memory_limit`."""
+    from .probes import weak_lensing as _wl
+
+    wl = getattr(config.probes, "weak_lensing", None)
+    if wl is None:
+        return
+    d = config.derivatives
+    rungs = max([d.n_rungs] + [o.n_rungs for o in d.parameters.values() if o.n_rungs is not None])
+    n_free = max(sum(wl.n_bins if any(c in p for c in "*?[") else 1 for p in config.parameters.free), 1)
+    n_vectors = 1 + 2 * (rungs if d.mode == "sweep" else 3) * n_free + 4 * n_free
+    need = _wl.memory_estimate(wl, n_vectors)
+    limit = memory_limit()
+    if need > limit:
+        problem(("probes", "weak_lensing", "ell", "n_bands"),
+                f"{wl.n_bins} bins x {wl.ell.n_bands} bands x {wl.integration.n_z} redshift nodes with "
+                f"{n_free} free parameters would need about {need / 1024**3:.3g} GiB, more than the limit "
+                f"{limit / 1024**3:.3g} GiB (FISHCAST_MEMORY_LIMIT_GB); use fewer bands, bins or integration.n_z")
+
+
+def _check_physical(f: Mapping[str, float], report) -> None:
+    """The fiducial cosmology must be a point CAMB may be given (finite, inside the safe
+    ranges of :mod:`fishcast.camb_ranges`): checked here, located, before anything is planned."""
+    from . import camb_ranges
+
     path = ("parameters", "fiducial")
+    found = []
+
+    def problem(where: tuple, msg: str) -> None:
+        found.append(where)
+        report(where, msg)
+
     if f.get("h", 1) <= 0:
         problem(path + ("h",), "h must be positive")
     if f.get("Omega_b", 1) <= 0:
@@ -490,6 +548,36 @@ def _check_physical(f: Mapping[str, float], problem) -> None:
             problem(path + (n,), f"{n} must be positive")
     if "n_s" in f and not 0.5 < f["n_s"] < 1.5:
         problem(path + ("n_s",), "n_s must lie in (0.5, 1.5)")
+    if any(_params.is_cosmological(n) and not math.isfinite(v) for n, v in f.items()):
+        return
+    cosmo = {n: v for n, v in f.items() if _params.is_cosmological(n)}
+    if {"h", "Omega_b", "Omega_m", "n_s"} <= set(cosmo) and not found:
+        for name, msg in camb_ranges.problems(cosmo):
+            problem(path + (name,), msg)
+
+
+def check_numbers(model: BaseModel, data, loc: tuple, problem) -> None:
+    """Every number of a validated model is finite, and came from a YAML number: pydantic
+    (lax) turns ``true`` into 1.0 and accepts ``.inf`` where a float is expected; neither is
+    what the user meant. Walks the model alongside the raw data, so every model of every
+    probe is covered without a strict type on each field."""
+    if isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            raw = data.get(name) if isinstance(data, dict) else None
+            check_numbers(getattr(model, name), raw, loc + (name,), problem)
+    elif isinstance(model, (list, tuple)):
+        for i, item in enumerate(model):
+            raw = data[i] if isinstance(data, (list, tuple)) and i < len(data) else None
+            check_numbers(item, raw, loc + (i,), problem)
+    elif isinstance(model, dict):
+        for k, item in model.items():
+            raw = data.get(k) if isinstance(data, dict) else None
+            check_numbers(item, raw, loc + (k,), problem)
+    elif isinstance(model, (int, float)) and not isinstance(model, bool):
+        if isinstance(data, bool):
+            problem(loc, f"a number is expected, not the boolean {str(data).lower()}")
+        elif isinstance(model, float) and not math.isfinite(model):
+            problem(loc, f"must be a finite number (got {model!r})")
 
 
 def _data_path(loc: tuple, data) -> tuple:
@@ -517,6 +605,10 @@ def _data_path(loc: tuple, data) -> tuple:
     return tuple(out)
 
 
+#: pydantic error types of a number's range: a YAML boolean that failed one was taken for 0/1
+_NUMERIC_CHECKS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"}
+
+
 def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int | None, str, str]]:
     out = []
     for err in exc.errors():
@@ -527,6 +619,8 @@ def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int 
             msg = "unknown key (check the spelling; see `fishcast schema`)"
         elif err.get("type") == "missing":
             msg = "missing required key"
+        elif isinstance(err.get("input"), bool) and err.get("type") in _NUMERIC_CHECKS:
+            msg = f"a number is expected, not the boolean {str(err['input']).lower()}"
         else:
             inp = err.get("input")
             if not isinstance(inp, (dict, list)):

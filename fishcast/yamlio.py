@@ -15,7 +15,8 @@ import yaml
 
 from .errors import SurveyError
 
-MAX_NODES = 200_000
+#: a survey holds a few hundred nodes, a grid a few thousand; PyYAML composes ~10,000 nodes a second
+MAX_NODES = 50_000
 MAX_DEPTH = 64
 
 _ALLOWED_TAGS = {
@@ -31,12 +32,106 @@ _ALLOWED_TAGS = {
 Path = tuple[Hashable, ...]
 
 
+def read_yaml_file(path, what: str = "survey file") -> str:
+    """The text of a YAML file, read by :mod:`fishcast.io.reading` (a regular file of at most
+    :data:`~fishcast.io.reading.MAX_YAML_BYTES`, refused from its size before it is read or
+    composed; UTF-8 without control characters); problems are a located SurveyError."""
+    from .errors import FileFormatError
+    from .io import reading
+    from .io.reading import TextError
+
+    try:
+        return reading.decode_text(reading.read_bytes(path, what, reading.MAX_YAML_BYTES), str(path), what)
+    except TextError as exc:
+        raise SurveyError(str(path), [(exc.line, "", exc.detail)]) from None
+    except FileFormatError as exc:
+        msg = str(exc)
+        prefix = f"{path}: "
+        raise SurveyError(str(path), [(None, "", msg[len(prefix):] if msg.startswith(prefix) else msg)]) from None
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """A SafeLoader that stops composing after :data:`MAX_NODES` nodes: a large flat
+    document is refused in bounded memory, not after composing gigabytes of nodes (aliases
+    are not composed again; their expansion is counted by :func:`_expanded_size`)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.composed = 0
+
+    def compose_node(self, parent, index):
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(problem=f"more than {MAX_NODES} nodes; refused", problem_mark=mark)
+        return super().compose_node(parent, index)
+
+
+def _count_nodes_fast(text: str) -> tuple[int, Path] | None:
+    """(line, key path) where the document passes :data:`MAX_NODES` nodes, counted on
+    libyaml's events (C, ~1 us per node) before PyYAML composes anything (~100 us per node),
+    or None. Without libyaml, or on a syntax error (reported, located, by the composer), None."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    n = 0
+    # frames: [kind, key or index, expecting a key]; the path is the frames' keys/indices
+    frames: list[list] = []
+
+    def done_value() -> None:
+        if frames:
+            top = frames[-1]
+            if top[0] == "map":
+                top[2] = True
+            else:
+                top[1] += 1
+
+    try:
+        for ev in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                n += 1
+                if n > MAX_NODES:
+                    path = tuple(f[1] for f in frames if f[1] is not None)
+                    return ev.start_mark.line + 1, path
+                top = frames[-1] if frames else None
+                is_key = top is not None and top[0] == "map" and top[2]
+                if is_key and isinstance(ev, yaml.ScalarEvent):
+                    top[1], top[2] = ev.value, False
+                    continue
+                if isinstance(ev, yaml.SequenceStartEvent):
+                    frames.append(["seq", 0, False])
+                elif isinstance(ev, yaml.MappingStartEvent):
+                    frames.append(["map", None, True])
+                else:
+                    done_value()
+            elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                if frames:
+                    frames.pop()
+                done_value()
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
     """Parse ``text``; return the data and a map from key path to 1-based line number.
 
-    Raises :class:`~fishcast.errors.SurveyError` naming the file and line on any problem.
+    Raises :class:`~fishcast.errors.SurveyError` naming the file and line on any problem
+    (also for a control character: PyYAML's own message gives no line).
     """
-    loader = yaml.SafeLoader(text)
+    from .io.reading import describe_char, first_control
+
+    bad = first_control(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        col = bad - (text.rfind("\n", 0, bad) + 1) + 1
+        raise SurveyError(filename, [(line, "", f"the control character {describe_char(text[bad])} at column {col} "
+                                                "is not allowed in YAML; refused")])
+    too_many = _count_nodes_fast(text)
+    if too_many is not None:
+        line, where = too_many
+        raise SurveyError(filename, [(line, _dotted(where[:8]),
+                                      f"the document has more than {MAX_NODES} nodes here; refused")])
+    loader = _CountingLoader(text)
     try:
         try:
             node = loader.get_single_node()
@@ -51,8 +146,10 @@ def load_yaml(text: str, filename: str) -> tuple[object, dict[Path, int]]:
             raise SurveyError(filename, [(None, "", f"not valid YAML: {exc}")]) from None
         if node is None:
             raise SurveyError(filename, [(None, "", "the file is empty: a survey needs at least name, cosmology, parameters and probes")])
-        if _expanded_size(node, {}, 0) > MAX_NODES:  # counted on the alias graph: a bomb is refused at once
-            raise SurveyError(filename, [(node.start_mark.line + 1, "",
+        memo: dict = {}
+        if _expanded_size(node, memo, 0) > MAX_NODES:  # counted on the alias graph: a bomb is refused at once
+            line, where = _heaviest(node, memo)
+            raise SurveyError(filename, [(line, _dotted(where),
                                           f"the document expands to more than {MAX_NODES} nodes (alias bomb?); refused")])
         lines: dict[Path, int] = {}
         counter = [0]
@@ -80,6 +177,28 @@ def _expanded_size(node, memo: dict, depth: int) -> int:
         size = 1
     memo[key] = size
     return size
+
+
+def _heaviest(node, memo: dict) -> tuple[int, Path]:
+    """(line, key path) of the key under which most of an oversized expansion lies: from the
+    top, follow the child that expands most while it holds at least half the limit (at most
+    8 levels), so that the message names the key that holds the bomb."""
+    path: list = []
+    while len(path) < 8:
+        if isinstance(node, yaml.MappingNode):
+            children = [(k.value, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(enumerate(node.value))
+        else:
+            break
+        if not children:
+            break
+        key, child = max(children, key=lambda kv: memo.get(id(kv[1]), 1))
+        if memo.get(id(child), 1) * 2 < MAX_NODES:
+            break
+        path.append(key)
+        node = child
+    return node.start_mark.line + 1, tuple(path)
 
 
 def _convert(loader, node, path: Path, lines, counter, depth, filename):

@@ -16,15 +16,22 @@ from fishcast.cli.main import cli
 from fishcast.cosmology import CosmologyResult, CosmologySettings, point_key
 
 POINT = {"Omega_m": 0.32, "Omega_b": 0.05, "h": 0.67, "n_s": 0.96, "sigma8": 0.815583}
+#: the settings of the synthetic entries (a cache entry is verified against its settings)
+S = CosmologySettings(n_z=60, z_max=3.0, k_max=10.0, n_k=400)
 
 
-def fake_result(seed: int = 0, n_z: int = 60, n_k: int = 400) -> CosmologyResult:
-    """A synthetic result of ~0.4 MB (big enough that a write is not one syscall)."""
+def key_of(point=POINT, settings=S) -> str:
+    return point_key(point, settings)
+
+
+def fake_result(seed: int = 0, point=POINT, settings=S) -> CosmologyResult:
+    """A synthetic result of ~0.4 MB (big enough that a write is not one syscall), on the
+    grids of ``settings``, for the parameters ``point``."""
     rng = np.random.default_rng(seed)
-    z = np.linspace(0.0, 3.0, n_z)
-    k = np.geomspace(1e-4, 10.0, n_k)
-    pk = np.exp(rng.normal(size=(n_z, n_k)))
-    return CosmologyResult(params=dict(POINT), z=z, k=k, pk_lin=pk, pk_nl=pk * 1.5, chi=z * 3000.0,
+    z = settings.z_grid()
+    k = settings.k_grid()
+    pk = np.exp(rng.normal(size=(settings.n_z, settings.n_k)))
+    return CosmologyResult(params=dict(point), z=z, k=k, pk_lin=pk, pk_nl=pk * 1.5, chi=z * 3000.0,
                            hubble=67.0 + z, growth=1.0 / (1.0 + z), growth_rate=0.5 + 0.0 * z,
                            sigma8_z=0.8 / (1.0 + z), derived={"h": 0.67, "sigma8": 0.815583})
 
@@ -52,43 +59,44 @@ def test_key_is_content_address():
 def test_round_trip_is_exact_and_damage_is_a_miss(tmp_path):
     c = Cache(tmp_path)
     r = fake_result()
-    c.put("ab" + "0" * 62, r)
-    assert same(c.get("ab" + "0" * 62), r)
-    path = c.path("ab" + "0" * 62)
+    c.put(key_of(), r, S)
+    assert same(c.get(key_of()), r)
+    path = c.path(key_of())
     path.write_bytes(path.read_bytes()[:1000])  # a torn file (not possible with rename, but)
-    assert c.get("ab" + "0" * 62) is None
+    with pytest.warns(UserWarning, match="not used"):
+        assert c.get(key_of()) is None
     assert c.stats.damaged == 1 and not path.exists()
 
 
 def test_cached_evaluator_computes_only_misses(tmp_path):
     c = Cache(tmp_path)
-    s = CosmologySettings(n_z=60, k_max=10.0, n_k=200)
+    s = S
     p2 = dict(POINT, n_s=0.97)
-    c.put(point_key(POINT, s), fake_result(1))
+    c.put(point_key(POINT, s), fake_result(1), s)
     asked = []
 
     def compute(points, settings, on_done):
         asked.extend(points)
         for i, p in enumerate(points):
-            on_done(i, fake_result(2))
+            on_done(i, fake_result(2, p))
 
     out = cached_evaluator(c, compute=compute)([POINT, p2], s)
     assert asked == [p2]
-    assert same(out[0], fake_result(1)) and same(out[1], fake_result(2))
-    assert same(c.get(point_key(p2, s)), fake_result(2))
+    assert same(out[0], fake_result(1)) and same(out[1], fake_result(2, p2))
+    assert same(c.get(point_key(p2, s)), fake_result(2, p2))
 
 
 def _writer(root: str, key: str, n: int, seed: int) -> None:
     c = Cache(root)
     r = fake_result(seed)
     for _ in range(n):
-        c.put(key, r)
+        c.put(key, r, S)
 
 
 def test_concurrent_writers_leave_whole_entries(tmp_path):
     """Four processes write the same entry 25 times each while this process reads it:
     every read is a whole entry (never a damaged one), and nothing temporary is left."""
-    key = "cd" + "1" * 62
+    key = key_of()
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), key, 25, 7)) for _ in range(4)]
     for p in procs:
@@ -113,9 +121,10 @@ def test_concurrent_writers_leave_whole_entries(tmp_path):
 
 def test_cli_info_and_clear(tmp_path):
     c = Cache(tmp_path / "c")
-    c.put("aa" + "2" * 62, fake_result(3))
-    c.put("bb" + "3" * 62, fake_result(4))
-    (c.root / "aa" / ".leftover.npz.123.tmp").write_bytes(b"partial")  # from a killed run
+    k3, k4 = key_of(dict(POINT, n_s=0.93)), key_of(dict(POINT, n_s=0.94))
+    c.put(k3, fake_result(3, dict(POINT, n_s=0.93)), S)
+    c.put(k4, fake_result(4, dict(POINT, n_s=0.94)), S)
+    (c.root / k3[:2] / ".leftover.npz.123.tmp").write_bytes(b"partial")  # from a killed run
     size = sum(p.stat().st_size for p in c.entries())
     r = run("cache", "info", "--cache-dir", c.root)
     assert r.exit_code == 0, r.output

@@ -122,6 +122,16 @@ WRONG_TYPE = st.one_of(
     UNICODE, TEXT,
 )
 NONFINITE = st.sampled_from([math.nan, math.inf, -math.inf, -math.nan])
+#: issue 14: raw control characters in the file (C0, DEL, C1; not tab/newline/CR, which are text)
+CONTROL = st.characters(categories=("Cc",)).filter(lambda c: c not in "\t\n\r")
+#: issue 14: characters of every unicode category a key may hold by mistake or malice:
+#: controls, format (zero-width, bidi), separators (incl. U+2028), digits of other scripts
+#: (Nd: '١'; No: '²'), marks, private use, symbols, letters of other scripts
+CATEGORY_CHARS = st.characters(categories=("Cc", "Cf", "Zs", "Zl", "Zp", "Nd", "No", "Nl", "Mn", "Me", "Co",
+                                           "So", "Sk", "Lo"))
+#: issue 14: the extremes of the float type
+EXTREME_FLOATS = st.sampled_from([5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                                  -1.7976931348623157e308, -0.0, 1e-300, -1e-300]) | st.floats(allow_nan=False)
 
 
 def out_of_range(value) -> st.SearchStrategy:
@@ -132,7 +142,7 @@ def out_of_range(value) -> st.SearchStrategy:
 
 
 OPS = ("delete", "retype", "range", "nonfinite", "long_list", "unicode_value", "unknown_key", "rename_key",
-       "deep", "duplicate", "truncate", "double")
+       "deep", "duplicate", "truncate", "double", "control_char", "unicode_key", "bool_number", "extreme_float")
 
 
 @st.composite
@@ -150,6 +160,17 @@ def mutated(draw, data: dict, exclude: tuple = (), ops: tuple = OPS) -> tuple[st
         parent[path[-1]] = type(parent[path[-1]])(parent[path[-1]] * factor) if isinstance(parent[path[-1]], float) \
             else max(1, round(parent[path[-1]] * factor))
         return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), op, path
+    if op in ("bool_number", "extreme_float"):
+        numbers = [p for p in paths if isinstance(get_at(data, p), (int, float)) and not isinstance(get_at(data, p), bool)]
+        if not numbers:
+            return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), "none", ()
+        path = draw(st.sampled_from(numbers))
+        get_at(data, path[:-1])[path[-1]] = draw(st.booleans() if op == "bool_number" else EXTREME_FLOATS)
+        return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), op, path
+    if op == "control_char":  # a raw control character anywhere in the text
+        text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6)
+        cut = draw(st.integers(0, len(text)))
+        return text[:cut] + draw(CONTROL) + text[cut:], op, ()
     if op in ("duplicate", "truncate"):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6)
         if op == "truncate":
@@ -201,6 +222,14 @@ def mutated(draw, data: dict, exclude: tuple = (), ops: tuple = OPS) -> tuple[st
             name = name + "_x"
         target[name] = draw(WRONG_TYPE)
         path = (path if target is value else path[:-1]) + (name,)
+    elif op == "unicode_key":
+        if not isinstance(parent, dict):
+            return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), "none", ()
+        new = str(last) + draw(st.text(CATEGORY_CHARS, min_size=1, max_size=6))
+        if new in parent:
+            new = new + "_x"
+        parent[new] = parent.pop(last)
+        path = path[:-1] + (new,)
     elif op == "rename_key":
         if not isinstance(parent, dict):
             return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=10**6), "none", ()
@@ -281,7 +310,7 @@ def check_bad_input_message(output: str, filename: str, text: str, op: str, path
         data = None
     if keys and isinstance(data, dict):
         assert any(key_in_document(k, data) for k in keys), f"no key of the file named: {message}"
-    elif op in ("truncate", "duplicate", "deep") or not isinstance(data, dict):
+    elif op in ("truncate", "duplicate", "deep", "control_char") or not isinstance(data, dict):
         # syntax, duplicates, nesting, empty or non-mapping files: a line number or the file
         assert re.search(re.escape(filename) + r"(:\d+)?: ", message), message
     else:
@@ -318,6 +347,8 @@ def test_mutated_recipe_validates_or_exits_2_naming_the_key(recipe, lumratio, tm
         res = invoke(["validate", survey], VALIDATE_TIMEOUT)
         check_no_crash(res)
         assert res.exit_code in (0, 2), res.output
+        if op in ("bool_number", "control_char"):  # never valid (issue 14): a boolean is not a number
+            assert res.exit_code == 2, (op, path, res.output)
         if res.exit_code == 0:
             assert f"{survey}: valid." in res.output
             counts["valid"] += 1

@@ -490,15 +490,20 @@ def test_figures_are_checked_and_written_atomically(tmp_path, monkeypatch):
 def test_a_fifo_in_the_cache_is_a_kept_failure_not_a_hang(tmp_path, fiducial_cosmo, fast_settings):
     from fishcast.pipeline.cache import Cache
 
+    import dataclasses
+
+    from fishcast.cosmology import point_key
+
     cache = Cache(tmp_path / "cache")
-    key = "ab" + "0" * 62
+    key = point_key(fiducial_cosmo.params, fast_settings)  # entries are named by their content
     cache.path(key).parent.mkdir(parents=True)
     os.mkfifo(cache.path(key))
-    cache.put(key, fiducial_cosmo)
+    cache.put(key, fiducial_cosmo, fast_settings)
     assert cache.stats.write_failed == 1 and "FIFO" in cache.stats.write_error
     assert stat.S_ISFIFO(os.stat(cache.path(key)).st_mode)
-    key2 = "cd" + "0" * 62
-    cache.put(key2, fiducial_cosmo)
+    other = dataclasses.replace(fiducial_cosmo, params={**fiducial_cosmo.params, "n_s": 0.97})
+    key2 = point_key(other.params, fast_settings)
+    cache.put(key2, other, fast_settings)
     assert cache.stats.stored == 1 and cache.get(key2) is not None
     assert list((tmp_path / "cache").glob("*/.*.tmp")) == []
 

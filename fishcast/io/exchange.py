@@ -74,18 +74,9 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a {what}") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file ({what})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FileFormatError(f"{path}: not a text file (expected a {what})") from None
+    from . import reading
+
+    return reading.read_text(path, what, reading.MAX_MATRIX_BYTES)  # regular, capped, UTF-8, no control characters
 
 
 def read_paramnames(path: str | os.PathLike) -> list[tuple[str, str, float]]:
@@ -126,7 +117,7 @@ def _header_names(text: str, n: int) -> list[str] | None:
         if not s.startswith("#"):
             continue
         tokens = s.lstrip("#").split()
-        if len(tokens) == 2 and tokens[0].isdigit():
+        if len(tokens) == 2 and tokens[0].isascii() and tokens[0].isdigit():
             numbered[int(tokens[0])] = tokens[1]
         elif len(tokens) == n and not any(_is_float(t) for t in tokens):
             return tokens

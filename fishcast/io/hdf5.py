@@ -166,11 +166,14 @@ def write_fisher_file(path, fisher: FisherMatrix, probes: Mapping[str, FisherMat
 
 def _open(path):
     h5py = _h5py()
+    from .reading import check_hdf5_tree, check_regular
+
     p = pathlib.Path(path)
     if not p.exists():
         raise FileFormatError(f"{p}: no such file")
     if p.is_dir():
         raise FileFormatError(f"{p}: is a folder, not a fishcast HDF5 file")
+    check_regular(p, "fishcast HDF5 file")  # a FIFO or a device would block or never end
     try:
         ok = h5py.is_hdf5(str(p))
     except OSError as exc:
@@ -178,9 +181,15 @@ def _open(path):
     if not ok:
         raise FileFormatError(f"{p}: not an HDF5 file")
     try:
-        return h5py.File(p, "r")
+        f = h5py.File(p, "r")
     except OSError as exc:
         raise FileFormatError(f"{p}: cannot open as HDF5 (truncated or damaged?): {exc}") from None
+    try:
+        check_hdf5_tree(f, str(p))
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 @contextlib.contextmanager
@@ -235,6 +244,12 @@ def _attr(f, name, default=None):
     return text(v) if isinstance(v, bytes) else v
 
 
+def load_json(text, name):
+    from .reading import load_json as _load
+
+    return _load(text, name)
+
+
 def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
     """Read the combined Fisher matrix of a fishcast file and its metadata.
 
@@ -252,8 +267,8 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
             meta: dict[str, Any] = {k: _attr(f, k) for k in f.attrs}
             for key in ("trust_reasons", "provenance"):
                 try:
-                    meta[key] = json.loads(meta.get(key) or "[]")
-                except (TypeError, ValueError):
+                    meta[key] = load_json(meta.get(key) or "[]", f"{path}: attribute {key}")
+                except (TypeError, FileFormatError):
                     meta[key] = []
             trust = meta.get("trust", "ok")
             if trust is not None and (not isinstance(trust, str) or trust not in ("ok", "warn", "fail")):

@@ -68,7 +68,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import FishcastError, InputError, SurveyError
-from ..survey import Survey, pydantic_problems, load_survey
+from ..survey import Survey, check_numbers, load_survey, pydantic_problems
 from .plan import plan_survey
 from ..yamlio import dotted, line_of, load_yaml
 
@@ -181,6 +181,23 @@ class Grid:
         return self.config.name
 
 
+#: columns of the summaries (summary.csv, summary.h5 /designs) an axis label may not take
+SUMMARY_COLUMNS = frozenset({"design", "name", "status", "file", "trust", "fom", "reason", "values"})
+
+
+def reserved_label(label: str) -> str | None:
+    """Why ``label`` cannot name an axis (None: it can): a summary column, a prefix of the
+    per-parameter columns (``sigma_``, ``fom_``), or a name made of dots only ('.', '..',
+    which HDF5 and file paths read as folders)."""
+    if label.strip(".") == "":
+        return "is made of dots only (read as a folder in HDF5 paths)"
+    if label.lower() in SUMMARY_COLUMNS:
+        return "is a column of the summary"
+    if label.lower().startswith(("sigma_", "fom_")):
+        return "would collide with the summary's sigma_<parameter> / fom_<a>_<b> columns"
+    return None
+
+
 def axis_label(key: str) -> str:
     out = key
     for pat in _LABEL_PREFIXES:
@@ -215,15 +232,10 @@ def design_name(values: Mapping[str, Scalar]) -> str:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read and validate a grid YAML; errors name file:line:key (:class:`SurveyError`).
     The designs themselves are validated when the grid is planned (:func:`plan_batch`)."""
+    from ..yamlio import read_yaml_file
+
     p = pathlib.Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SurveyError(str(path), [(None, "", "no such file")]) from None
-    except UnicodeDecodeError:
-        raise SurveyError(str(path), [(None, "", "not a text (UTF-8) file")]) from None
-    except OSError as exc:
-        raise SurveyError(str(path), [(None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    text = read_yaml_file(p, "grid file")
     return grid_from_text(text, str(path), p.parent)
 
 
@@ -240,6 +252,9 @@ def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path |
     def problem(path: tuple, msg: str) -> None:
         problems.append((line_of(lines, path), dotted(path), msg))
 
+    check_numbers(config, data, (), problem)  # finite numbers, and no YAML boolean taken for one
+    if problems:
+        raise SurveyError(filename, problems)
     grid_dir = grid_dir if grid_dir is not None else pathlib.Path(".")
     base = pathlib.Path(config.survey)
     if not base.is_absolute():
@@ -264,6 +279,8 @@ def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path |
         label = spec.label or axis_label(key)
         if label in labels.values():
             problem(("axes", key), f"two axes have the label {label!r}: give one a 'label'")
+        elif reserved_label(label):
+            problem(("axes", key), f"the label {label!r} {reserved_label(label)}: give the axis another 'label'")
         labels[key] = label
     if config.combine == "zip" and len({len(v) for v in values.values()}) > 1:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in values.items())
@@ -405,7 +422,7 @@ def _resolve(cosmos: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_root: str | None,
-                allow_degenerate: bool, fom_pair: tuple[str, str]) -> dict[str, Any]:
+                allow_degenerate: bool, fom_pair: tuple[str, str], camb_calls: int = 0) -> dict[str, Any]:
     """The probe work of one design, in a worker: forecast from the given cosmology results
     (:class:`CachedResult` references are read from the cache; points not given -- the
     Gaussian-validity check's -- go through the cache), write the HDF5 file, return the
@@ -432,6 +449,10 @@ def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_ro
         return evaluate
 
     fc = run_forecast(survey, evaluator_factory=factory, allow_degenerate=allow_degenerate)
+    # the Boltzmann runs its planned points needed (computed once for the whole grid, or
+    # read from the cache), plus any this task made itself (the validity check's points)
+    own_calls = int(fc.camb_calls)
+    fc.camb_calls = int(camb_calls) + own_calls
     write_forecast(output, fc)
     names = list(fc.fisher.names)
     try:
@@ -445,7 +466,7 @@ def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_ro
         except DegenerateFisherError:
             pass
     return {"names": names, "matrix": np.array(fc.fisher.matrix), "sigma": sigma, "fom": fom,
-            "trust": fc.trust, "trust_reasons": list(fc.trust_reasons), "camb_calls": int(fc.camb_calls)}
+            "trust": fc.trust, "trust_reasons": list(fc.trust_reasons), "camb_calls": own_calls}
 
 
 @dataclass(frozen=True)
@@ -476,6 +497,8 @@ class BatchResult:
     summary_csv: pathlib.Path | None = None
     plot: pathlib.Path | None = None
     plot_note: str = ""
+    #: designs whose files were already complete and current: read, not recomputed
+    resumed: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -513,6 +536,8 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
     if not bp.planned:
         raise InputError("no design of the grid is valid:\n" + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
 
+    bp, resumed = _resume(bp, grid, out)
+
     t1 = time.perf_counter()
     stats = EvaluationStats()
     cosmos, errors = _evaluate_points(bp, executor, cache, progress, stats)
@@ -520,12 +545,13 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
     t2 = time.perf_counter()
     runnable, failed = _split_by_cosmology(bp, errors)
     done, failed_designs = _run_designs(runnable, cosmos, grid, out, executor, cache, progress, stats,
-                                        allow_degenerate)
+                                        allow_degenerate, bp.points)
+    done = [*resumed, *done]
     order = {d.name: i for i, d in enumerate(grid.designs)}
     failed = sorted([*bp.failed, *failed, *failed_designs], key=lambda f: order[f.name])
     t3 = time.perf_counter()
 
-    res = BatchResult(grid, out, done, failed, stats, executor.describe())
+    res = BatchResult(grid, out, done, failed, stats, executor.describe(), resumed=[d.name for d in resumed])
     res.timings = {"plan": t1 - t0, "cosmology": t2 - t1, "designs": t3 - t2}
     _write_summaries(res, out, plot)
     res.timings["total"] = time.perf_counter() - t0
@@ -554,6 +580,21 @@ def prepare_output(grid: Grid, output: str | os.PathLike) -> pathlib.Path:
     return out
 
 
+def _resume(bp: BatchPlan, grid: Grid, out: pathlib.Path) -> tuple[BatchPlan, list[DesignResult]]:
+    """Designs whose files are complete and current (:func:`current_design_file`) are read,
+    not redone: ``(the plan of the others, only the points they need; the designs read)``."""
+    resumed: list[DesignResult] = []
+    todo = []
+    for pd in bp.planned:
+        prev = current_design_file(out / f"{pd.design.name}.h5", pd, fom_pair=tuple(grid.config.figure_of_merit))
+        if prev is not None:
+            resumed.append(prev)
+        else:
+            todo.append(pd)
+    needed = {k for pd in todo for k in pd.keys}
+    return BatchPlan(tuple(todo), bp.failed, {k: v for k, v in bp.points.items() if k in needed}), resumed
+
+
 def _evaluate_points(bp: BatchPlan, executor, cache, progress: Progress, stats):
     """Every distinct cosmology point of the grid, once: ``(results by key, error by key)``."""
     from .execute import _evaluate
@@ -579,7 +620,7 @@ def _split_by_cosmology(bp: BatchPlan, errors: Mapping[str, str]):
 
 
 def _run_designs(runnable, cosmos, grid: Grid, out: pathlib.Path, executor, cache, progress: Progress, stats,
-                 allow_degenerate: bool):
+                 allow_degenerate: bool, points: Mapping[str, tuple[Mapping[str, float], Any]]):
     """The probe work of each design, one task per design (writes ``<out>/<design>.h5``):
     ``(finished designs, failed designs)``."""
     from .execute import Task
@@ -593,7 +634,7 @@ def _run_designs(runnable, cosmos, grid: Grid, out: pathlib.Path, executor, cach
     fom_pair = tuple(grid.config.figure_of_merit)
     tasks = [Task(pd.design.name, design_task,
                   (pd.survey, {k: shared[k] for k in pd.keys}, str(out / f"{pd.design.name}.h5"), root,
-                   allow_degenerate, fom_pair))
+                   allow_degenerate, fom_pair, boltzmann_runs(pd, points)))
              for pd in runnable]
     tick = progress("designs", len(tasks))
     outcomes = executor.run(tasks, on_done=lambda oc: tick())
@@ -623,6 +664,53 @@ def _write_summaries(res: BatchResult, out: pathlib.Path, plot: bool) -> None:
             res.plot = plot_fom(out / "fom.png", res)
         except FishcastError as exc:
             res.plot_note = str(exc)
+
+
+def boltzmann_runs(pd: PlannedDesign, points: Mapping[str, tuple[Mapping[str, float], Any]]) -> int:
+    """The Boltzmann (CAMB transfer) runs the planned points of a design need: points that
+    differ only in primordial parameters share one (:func:`fishcast.cosmology.compute_many`)."""
+    from .. import cosmology as _cosmo
+
+    groups = set()
+    for k in pd.keys:
+        if k in points:
+            pt, settings = points[k]
+            groups.add((repr(settings), _cosmo.transfer_key(_cosmo.full_params(pt))))
+    return len(groups)
+
+
+def current_design_file(path: pathlib.Path, pd: PlannedDesign, fom_pair: tuple[str, str]) -> DesignResult | None:
+    """The result stored in a design's file when the file is complete and current -- a
+    readable fishcast file of this design's exact input (``input_sha256``) written by this
+    fishcast version -- else None (the design is computed again; a damaged or stale file is
+    replaced)."""
+    import math as _math
+
+    from .. import __version__
+    from ..errors import DegenerateFisherError
+    from ..io import read_fisher
+
+    if not path.is_file():
+        return None
+    try:
+        fisher, meta = read_fisher(path)
+    except FishcastError:
+        return None
+    if meta.get("input_sha256") != pd.survey.sha256 or meta.get("fishcast_version") != __version__:
+        return None
+    names = tuple(fisher.names)
+    try:
+        sigma = dict(zip(names, map(float, fisher.marginalized_sigma())))
+    except DegenerateFisherError:
+        sigma = {n: _math.nan for n in names}
+    fom = _math.nan
+    if all(n in names for n in fom_pair):
+        try:
+            fom = float(fisher.figure_of_merit(*fom_pair))
+        except DegenerateFisherError:
+            pass
+    return DesignResult(pd.design.name, pd.design.values, path, names, fisher.matrix, sigma, fom,
+                        str(meta.get("trust") or "ok"), tuple(str(r) for r in meta.get("trust_reasons") or ()))
 
 
 def _is_failure(r) -> bool:

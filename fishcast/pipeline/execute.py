@@ -537,7 +537,7 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
                     # workers on other machines may not share this disk: keep a copy here
                     key = _cosmo.point_key(items[i][0], items[i][1])
                     if not cache.path(key).exists():
-                        cache.put(key, r)
+                        cache.put(key, r, items[i][1])
         else:
             stats.failures.append(oc.error)
             for i in idx:

@@ -57,17 +57,53 @@ def cosmo_part(params: Mapping[str, float]) -> dict[str, float]:
 
 
 def plan(survey: Survey, values: Mapping[str, Sequence[float]]) -> Plan:
-    """De-duplicate the cosmological points needed by ``values`` (name -> stencil values)."""
+    """De-duplicate the cosmological points needed by ``values`` (name -> stencil values).
+
+    Every value is checked first: a finite number, and every cosmological point inside the
+    ranges CAMB may be given (:mod:`fishcast.camb_ranges`); otherwise an
+    :class:`~fishcast.errors.InputError` names the parameter and the stencil value, before
+    anything is computed."""
     settings = survey.settings
     fid = cosmo_part(survey.fiducial)
+    check_planned_point(survey, None, None, fid)
     seen: dict[str, dict[str, float]] = {_cosmo.point_key(fid, settings): fid}
     for name, vals in values.items():
-        if not is_cosmological(name):
-            continue
         for v in vals:
+            if not is_cosmological(name):
+                check_planned_point(survey, name, v, None)
+                continue
             pt = cosmo_part(point_for(survey, name, v))
+            check_planned_point(survey, name, v, pt)
             seen.setdefault(_cosmo.point_key(pt, settings), pt)
     return Plan(values={k: tuple(v) for k, v in values.items()}, points=tuple(seen.values()), keys=tuple(seen))
+
+
+def check_planned_point(survey: Survey, name: str | None, value: float | None,
+                        point: Mapping[str, float] | None) -> None:
+    """InputError unless the stencil ``value`` of ``name`` is finite and the cosmological
+    ``point`` it makes (None for a nuisance parameter) may be given to CAMB."""
+    import math
+
+    from .. import camb_ranges
+    from ..errors import InputError
+
+    if name is not None and (value is None or not math.isfinite(float(value))):
+        raise InputError(f"{survey.path}: derivatives: a stencil value of {name} is {value!r} "
+                         f"(fiducial {survey.fiducial[name]:g}); lower derivatives.parameters.{name}.h_max (or step)")
+    if name is not None and float(value) == float(survey.fiducial[name]):
+        raise InputError(f"{survey.path}: derivatives: a step of {name} is lost in rounding (the stencil value "
+                         f"equals the fiducial {survey.fiducial[name]:.17g} in double precision); raise "
+                         f"derivatives.parameters.{name}.h_max (or step)")
+    found = camb_ranges.problems(point) if point is not None else []
+    if not found:
+        return
+    what = "; ".join(m for _, m in found)
+    if name is None:
+        raise InputError(f"{survey.path}: parameters.fiducial: the fiducial cosmology cannot be given to CAMB: {what}")
+    raise InputError(f"{survey.path}: derivatives: the stencil point {name} = {value:.8g} (fiducial "
+                     f"{survey.fiducial[name]:.8g}) cannot be given to CAMB: {what}; lower "
+                     f"derivatives.parameters.{name}.h_max (or step), or set its domain "
+                     f"(derivatives.parameters.{name}.lower / upper) so that the stencil turns one-sided")
 
 
 Evaluator = Callable[[Sequence[Mapping[str, float]], CosmologySettings], list[CosmologyResult]]
@@ -114,10 +150,21 @@ def known_steps(survey: Survey) -> dict[str, float]:
     path = pathlib.Path(dconf.steps_from)
     if not path.is_absolute():
         path = pathlib.Path(survey.path).parent / path
+    import math
+
     with open_forecast(path) as f:
         if "derivatives" not in f:
             raise FileFormatError(f"{path}: no /derivatives group to take steps from")
-        return known_steps_from_hdf5(f["derivatives"])
+        try:
+            steps = known_steps_from_hdf5(f["derivatives"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FileFormatError(f"{path}: /derivatives: a chosen step is not a number ({exc}) "
+                                  "(derivatives.steps_from)") from None
+    for name, step in steps.items():
+        if not (math.isfinite(step) and step > 0):
+            raise FileFormatError(f"{path}: /derivatives/{name}: chosen_step = {step!r} is not a positive, "
+                                  "finite step (derivatives.steps_from)")
+    return steps
 
 
 def extend_plan(survey: Survey, specs: Mapping[str, object], sweeps: Mapping[str, object],

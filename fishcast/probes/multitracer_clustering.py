@@ -1401,8 +1401,12 @@ def _marg_sigma_last(F: np.ndarray, idx: list[int]) -> float:
 
 
 def _read_table(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    import io
+
+    from ..io.reading import read_text
+
     try:
-        data = np.loadtxt(path, ndmin=2)
+        data = np.loadtxt(io.StringIO(read_text(path, "density table")), ndmin=2)
     except (OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: cannot read a two-column (z, value) table: {exc}") from None
     if data.shape[1] != 2 or data.shape[0] < 2:

@@ -665,6 +665,11 @@ class WeakLensingProbe(Probe):
             "nz": (self.nz(params), ""),
             "bin_edges": (self.bins.edges, ""),
             "n_gal_bin": (self.n_gal * self.bins.fractions, "arcmin^-2"),
+            # the survey numbers themselves (not only inside the input YAML text)
+            "f_sky": (np.float64(self.f_sky), ""),
+            "n_gal": (np.float64(self.n_gal), "arcmin^-2"),
+            "sigma_e": (np.float64(self.sigma_e), ""),
+            "sigma_e_convention": (np.array(self.noise_convention), ""),
         }
 
     def _check_grid(self, cosmo: Cosmology) -> None:
@@ -683,6 +688,16 @@ class WeakLensingProbe(Probe):
 def _resolve(path: pathlib.Path, survey_dir: pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path).expanduser()
     return path if path.is_absolute() else pathlib.Path(survey_dir) / path
+
+
+def memory_estimate(config: WeakLensingConfig, n_vectors: int) -> int:
+    """Bytes a forecast with this section holds at its peak, estimated before anything is
+    allocated: the Limber product (n_ell, n_bins, n_z) and P(k) table (n_ell, n_z) of one
+    evaluation, and ``n_vectors`` data vectors C_ij(ell) (n_ell, n_bins, n_bins) -- the
+    fiducial and stencil signals kept for the sweep, and the Knox products -- in float64."""
+    n_ell, n_z = int(config.ell.n_bands), int(config.integration.n_z)
+    n_bins = int(config.n_bins)
+    return 8 * (n_ell * n_bins * n_z + 2 * n_ell * n_z + int(n_vectors) * n_ell * n_bins * n_bins)
 
 
 def make_bins(config: WeakLensingConfig, survey_dir: pathlib.Path) -> TomographicBins:
