@@ -137,9 +137,24 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
 @click.argument("survey", type=click.Path(dir_okay=False))
 @set_option
 def validate(survey, overrides):
-    """Validate SURVEY (a YAML file) without computing anything."""
+    """Validate SURVEY (a survey YAML file, or a batch grid file: then every design) without
+    computing anything."""
+    from fishcast.pipeline.batch import is_grid_file, validate_grid
     from fishcast.survey import load_survey
 
+    if is_grid_file(survey):
+        if overrides:
+            raise click.UsageError("--set applies to a survey; a grid sets its designs' keys in its own 'set:' section")
+        bp = validate_grid(survey)
+        for d in bp.planned:
+            click.echo(f"{survey}: design {d.design.name}: valid ({len(d.keys)} cosmology points)")
+        for f in bp.failed:
+            click.echo(f"{survey}: design {f.name}: FAILED ({f.stage}): {f.reason}", err=True)
+        click.echo(f"{survey}: grid of {len(bp.planned) + len(bp.failed)} designs: {len(bp.planned)} valid, "
+                   f"{len(bp.failed)} failed; {len(bp.points)} distinct cosmology points")
+        if bp.failed:
+            sys.exit(2)
+        return
     sv = load_survey(survey, parse_overrides(overrides))
     probes = ", ".join(p.name for p in sv.probes)
     click.echo(f"{survey}: valid. probes: {probes}; free parameters ({len(sv.free)}): {', '.join(sv.free)}")

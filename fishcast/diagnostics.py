@@ -235,7 +235,7 @@ def conditioning_report(F: np.ndarray, names: Sequence[str], thresholds: Diagnos
         except np.linalg.LinAlgError:
             chol_ok = False
         verdicts.append("FAIL")
-        reasons.append(str(exc).splitlines()[0])
+        reasons.append(" ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()))  # whole: it names the parameters
         weak = tuple(exc.directions) or weak
     if cov is not None:
         residual = float(np.max(np.abs(R @ Rinv - np.eye(n))))

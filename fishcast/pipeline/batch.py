@@ -239,6 +239,26 @@ def load_grid(path: str | os.PathLike) -> Grid:
     return grid_from_text(text, str(path), p.parent)
 
 
+def is_grid_file(path: str | os.PathLike) -> bool:
+    """Whether a YAML file is a batch grid (top-level ``survey`` and ``axes`` keys) rather
+    than a survey. A file that cannot be read or parsed is not a grid: reading it as a survey
+    then gives the located error."""
+    from ..errors import FishcastError
+    from ..yamlio import read_yaml_file
+
+    try:
+        data, _ = load_yaml(read_yaml_file(pathlib.Path(path), "survey or grid file"), str(path))
+    except FishcastError:
+        return False
+    return isinstance(data, dict) and "axes" in data and "survey" in data and "parameters" not in data
+
+
+def validate_grid(path: str | os.PathLike) -> BatchPlan:
+    """Read a grid and validate and plan every design without computing anything
+    (``fishcast validate GRID.yaml``): the designs that validated and those that did not."""
+    return plan_batch(load_grid(path))
+
+
 def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path | None = None) -> Grid:
     data, lines = load_yaml(text, filename)
     if not isinstance(data, dict):
