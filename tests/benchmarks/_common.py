@@ -62,11 +62,6 @@ class CambTimer:
 
 
 def lumratio_table(tmpdir: pathlib.Path) -> pathlib.Path:
-    """The IST:F <L>/L* table if shared/ is beside the project, else a stand-in made here."""
-    shared = ROOT.parent / "shared" / "data" / "istf_lumratio.dat"
-    if shared.exists():
-        return shared
-    path = tmpdir / "lumratio.dat"
-    z = np.linspace(0.0, 4.5, 46)
-    np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
-    return path
+    """The IST:F <L>/L* table that ships in the repository's data/ folder (``tmpdir`` is
+    unused; kept so that the benchmarks' calls stay as they are)."""
+    return ROOT / "data" / "istf_lumratio.dat"
