@@ -122,7 +122,7 @@ _FRESH = textwrap.dedent("""
     """)
 
 
-def test_a_fresh_clone_runs_every_recipe_with_no_file_outside_it(tmp_path, shared_cache):
+def test_a_fresh_clone_runs_every_recipe_with_no_file_outside_it(tmp_path, cache_dir):
     """Issue 14, class 8: the repository's tracked files copied elsewhere (a fresh clone); from
     there, `fishcast run` on every shipped recipe exactly as shipped (no table path replaced;
     grids reduced) and `fishcast show` on its file. Every file the process opens is inside the
@@ -143,7 +143,7 @@ def test_a_fresh_clone_runs_every_recipe_with_no_file_outside_it(tmp_path, share
     jobs = []
     for r in recipes:
         sets = [s for s in _reductions(yaml.safe_load(r.read_text()), pathlib.Path("unused")) if "luminosity" not in s]
-        args = ["run", f"recipes/{r.name}", "-o", str(out / f"{r.stem}.h5"), "--cache-dir", str(shared_cache), "-q"]
+        args = ["run", f"recipes/{r.name}", "-o", str(out / f"{r.stem}.h5"), "--cache-dir", str(cache_dir), "-q"]
         for s in sets:
             args += ["--set", s]
         jobs += [args, ["show", str(out / f"{r.stem}.h5")]]
@@ -153,7 +153,7 @@ def test_a_fresh_clone_runs_every_recipe_with_no_file_outside_it(tmp_path, share
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for args, (code, output) in zip(jobs, report["codes"]):
         assert code in ((0, 3) if args[0] == "run" else (0,)), (args[:2], output)
-    allowed = [clone, out, pathlib.Path(shared_cache), pathlib.Path(sys.prefix), pathlib.Path(sys.base_prefix),
+    allowed = [clone, out, pathlib.Path(cache_dir), pathlib.Path(sys.prefix), pathlib.Path(sys.base_prefix),
                ROOT / "fishcast", ROOT / "cli", pathlib.Path("/dev"), pathlib.Path("/proc"), pathlib.Path("/sys"),
                pathlib.Path("/etc"), pathlib.Path("/usr"), pathlib.Path("/tmp").resolve() / "matplotlib"]
     allowed = [pathlib.Path(str(a)).resolve() for a in allowed]
