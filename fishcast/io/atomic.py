@@ -190,6 +190,18 @@ def _open_temp(tmp: pathlib.Path, fd: int, mode: str, **kw) -> IO[Any]:
 
 
 # ------------------------------------------------------------------------------ one file
+def _prepare(path: str | os.PathLike, mode: str, who: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """The path as given and the file it names, after the checks every writer makes: a whole
+    file ('w' or 'wb'), an existing writable folder, no special file at the target."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"{who} writes whole files: mode 'w' or 'wb', not {mode!r}")
+    shown = pathlib.Path(path)
+    target = _resolve(shown)
+    _check_folder(shown, target)
+    _refuse_special(shown, target)
+    return shown, target
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str = "utf-8",
                 newline: str | None = None) -> Iterator[IO[Any]]:
@@ -200,12 +212,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str = "utf-
     the temporary file and leaves a file already at ``path`` untouched; an OSError is raised
     again as :class:`WriteError` ("cannot write PATH: reason").
     """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
-    shown = pathlib.Path(path)
-    target = _resolve(shown)
-    _check_folder(shown, target)
-    _refuse_special(shown, target)
+    shown, target = _prepare(path, mode, "atomic_open")
     tmp = None
     try:
         tmp, fd = _create_temp(target)
@@ -326,12 +333,7 @@ class AtomicFiles:
 
     @contextlib.contextmanager
     def open(self, path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO[Any]]:
-        if mode not in ("w", "wb"):
-            raise ValueError(f"AtomicFiles writes whole files: mode 'w' or 'wb', not {mode!r}")
-        shown = pathlib.Path(path)
-        target = _resolve(shown)
-        _check_folder(shown, target)
-        _refuse_special(shown, target)
+        shown, target = _prepare(path, mode, "AtomicFiles")
         if any(_resolve(t) == target for _, t, _ in self._staged):
             raise WriteError(f"cannot write {shown}: named twice in one set of files")
         try:
