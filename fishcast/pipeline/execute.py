@@ -102,10 +102,20 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, int(workers)))
 
 
-def configure_worker(threads: int = WORKER_THREADS) -> None:
-    """Fix the thread count of CAMB in this process (called once in every worker)."""
+def configure_worker(threads: int = WORKER_THREADS, ignore_sigint: bool = False) -> None:
+    """Fix the thread count of CAMB in this process (called once in every worker).
+
+    ``ignore_sigint``: the worker ignores SIGINT (set for the process pool's workers). Ctrl-C
+    reaches the whole process group; the main process alone handles it (it keeps what is in
+    the cache, says so in one line and shuts the pool down after the task a worker is
+    running), so that no worker prints a KeyboardInterrupt traceback of its own.
+    """
     global _CONFIGURED
     _CONFIGURED = True
+    if ignore_sigint:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _THREAD_ENV:
         os.environ[name] = str(threads)
     try:
@@ -252,7 +262,7 @@ class ProcessExecutor(Executor):
 
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=configure_worker, initargs=(self.threads,))
+                                                initializer=configure_worker, initargs=(self.threads, True))
         return self._pool
 
     def _restart(self) -> None:
