@@ -602,12 +602,9 @@ def stability_report(path) -> tuple[dict, str]:
     """The sweeps of the forecast file ``path`` and its stability report text
     (``fishcast stability``). FileFormatError for a file that is not a forecast file, or
     whose stored reports have values of the wrong kind."""
-    import pathlib
+    from fishcast.io.reading import check_regular
 
-    if not pathlib.Path(path).is_file():
-        from fishcast.errors import InputError
-
-        raise InputError(f"{path}: no such file")
+    check_regular(path, "fishcast HDF5 file")  # missing, a FIFO, a folder: said as such
     sweeps, diags = read_stability(path)
     try:
         text = diagnostics_text(sweeps, diags.get("conditioning"), diags.get("error_stability"),

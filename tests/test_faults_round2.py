@@ -338,6 +338,7 @@ def _readers(special: pathlib.Path, tmp_path: pathlib.Path, good_h5: pathlib.Pat
         "text matrix": ["import", special, "--paramnames", pn, "-o", tmp_path / "i.h5"],
         "paramnames": ["import", m, "--paramnames", special, "-o", tmp_path / "i.h5"],
         "show": ["show", special],
+        "stability": ["stability", special],
         "compare": ["compare", good_h5, special],
         "combine": ["combine", good_h5, special, "-o", tmp_path / "c.h5"],
         "export": ["export", special, "--to", "text", "-o", tmp_path / "e"],
