@@ -539,6 +539,13 @@ SIGMA_V_RATIO = register(ParameterFamily(
 SIGMA_P_RATIO = register(ParameterFamily(
     "sp_{shell}", "", r"\sigma_p^{({shell})}/\sigma_p^{\rm fid}", domain=Domain(lower=0.0),
     fiducial=1.0, description="sigma_p of shell {shell} over its fiducial value"))
+#: one sigma_v and one sigma_p for the whole survey over their fiducial value (dispersions: survey)
+SIGMA_V_SURVEY = register(ParameterFamily(
+    "sv_survey", "", r"\sigma_v/\sigma_v^{\rm fid}", domain=Domain(lower=0.0), fiducial=1.0,
+    description="sigma_v of every shell over its fiducial value at the survey's mean redshift"))
+SIGMA_P_SURVEY = register(ParameterFamily(
+    "sp_survey", "", r"\sigma_p/\sigma_p^{\rm fid}", domain=Domain(lower=0.0), fiducial=1.0,
+    description="sigma_p of every shell over its fiducial value at the survey's mean redshift"))
 
 
 class _Model(BaseModel):
@@ -673,10 +680,13 @@ class CountsInCellsConfig(SkyAreaConfig):
         False, description="de-wiggled spectrum P_lin e^(-g k^2) + P_nw (1 - e^(-g k^2)), g = sigma_v^2 "
                            "[1 - mu^2 + mu^2 (1+f)^2], sigma_v from the fiducial linear P (Euclid IST:F); "
                            "P_nw: Eisenstein-Hu 1998 no-wiggle shape times the smoothed ratio")
-    dispersions: Literal["fixed", "cosmology", "free"] = Field(
+    dispersions: Literal["fixed", "cosmology", "free", "survey"] = Field(
         "fixed", description="sigma_v = sigma_p per shell: 'fixed' (from the fiducial linear P), 'cosmology' "
-                             "(from the linear P of the cosmology at hand), or 'free' nuisances sv_<i>, sp_<i> "
-                             "(their ratio to the fiducial value, fiducial 1)")
+                             "(from the linear P of the cosmology at hand), 'free' nuisances sv_<i>, sp_<i> "
+                             "(their ratio to the fiducial value, fiducial 1), or 'survey': one sigma_v = sigma_p "
+                             "for every shell, from the fiducial linear P at the survey's mean redshift (the mean "
+                             "of the shells' mid redshifts), times two free nuisances sv_survey, sp_survey "
+                             "(fiducial 1; Euclid IST:F pessimistic)")
     observed_h: Literal["fiducial", "varying"] = Field(
         "fiducial", description="the h of the observed k [h/Mpc]: 'fiducial' (the survey's coordinates: the k "
                                 "nodes, shot noise and damping lengths do not move), or 'varying' (Euclid IST:F's "
@@ -776,7 +786,8 @@ class ObservedFrame(FiducialVolumes):
     converted with the fiducial volume); damping [Mpc/h]: per-tracer line-of-sight smearing
     (Gaussian Fingers of God from a velocity dispersion in km/s and redshift errors, both
     fixed in the observed frame: a velocity or redshift error is a fixed displacement there);
-    sigma_v [Mpc/h] (or None): sqrt(1/(6 pi^2) Int dk P_lin(k, z_eff)) of the fiducial;
+    sigma_v [Mpc/h] (or None): sqrt(1/(6 pi^2) Int dk P_lin(k, z)) of the fiducial, z the
+    shell's mid redshift (``dispersions: survey``: the survey's mean redshift in every shell);
     eh_shape: (Omega_m, Omega_b, h, n_s) of the fiducial, the Eisenstein-Hu reference shape of
     the no-wiggle spectrum (with ``bao_damping``).
     """
@@ -872,7 +883,8 @@ class CountsInCellsProbe(Probe):
         for per-shell biases (only in shells where the tracer has objects; lnb_<tracer>_<shell>
         = ln b with ``bias.parameter: lnb``), b_<tracer>_c<j> for b(z) coefficients; with
         ``residual_shot_noise`` Ps_<tracer>_<shell> [(Mpc/h)^3] (fiducial 0); with free
-        dispersions sv_<shell>, sp_<shell> (sigma_v, sigma_p over their fiducial values, 1)."""
+        dispersions sv_<shell>, sp_<shell> (sigma_v, sigma_p over their fiducial values, 1), or
+        with ``dispersions: survey`` sv_survey, sp_survey (the same for every shell)."""
         out = []
         for a, t in enumerate(self.config.tracers):
             if t.bias.form == "per_shell":
@@ -889,6 +901,8 @@ class CountsInCellsProbe(Probe):
         if self.config.needs_dispersions and self.config.dispersions == "free":
             out += [SIGMA_V_RATIO.member(1.0, shell=i + 1) for i in range(self.n_shell)]
             out += [SIGMA_P_RATIO.member(1.0, shell=i + 1) for i in range(self.n_shell)]
+        if self.config.needs_dispersions and self.config.dispersions == "survey":
+            out += [SIGMA_V_SURVEY.member(1.0), SIGMA_P_SURVEY.member(1.0)]
         return NuisanceParameters(out)
 
     def requirements(self) -> CosmologyRequirements:
@@ -971,7 +985,8 @@ class CountsInCellsProbe(Probe):
             eh = _shape_parameters(cosmo, params)
         if self.config.needs_dispersions:
             kk = np.geomspace(1e-4, 10.0, 1600)  # h/Mpc
-            pk = np.asarray(cosmo.pk_h(self.z_eff[:, None], kk[None, :], nonlinear=False))
+            z = self.dispersion_redshifts()
+            pk = np.asarray(cosmo.pk_h(z[:, None], kk[None, :], nonlinear=False))
             sigma_v = rsd_model.velocity_dispersion(kk, pk)
         frame = ObservedFrame(
             volumes=self.volumes(cosmo),
@@ -1040,10 +1055,19 @@ class CountsInCellsProbe(Probe):
         hr = frame.h / _h_of(cosmo)
         return kt, mut, rsd_model.ap_volume_factor(qperp, qpar) * hr**3
 
+    def dispersion_redshifts(self) -> np.ndarray:
+        """The redshift at which each shell's fiducial sigma_v = sigma_p is computed, (n_shell,):
+        the shell's mid redshift, or with ``dispersions: survey`` the survey's mean redshift
+        (the mean of the shells' mid redshifts) for every shell."""
+        if self.config.dispersions == "survey":
+            return np.full(self.n_shell, float(np.mean(self.z_eff)))
+        return self.z_eff
+
     def _dispersions(self, cosmo: Cosmology, params, frame: ObservedFrame) -> tuple[np.ndarray, np.ndarray]:
         """sigma_v, sigma_p per shell [Mpc/h_fid] (sigma_p = sigma_v, IST:F): those of the
         fiducial ('fixed'), of the linear P of the cosmology at hand ('cosmology'), or the
-        fiducial ones times the nuisances sv_<i>, sp_<i> ('free')."""
+        fiducial ones times the nuisances sv_<i>, sp_<i> ('free') or sv_survey, sp_survey
+        ('survey': the fiducial is then that of the survey's mean redshift in every shell)."""
         mode = self.config.dispersions
         if mode == "cosmology":
             h = _h_of(cosmo)
@@ -1053,6 +1077,8 @@ class CountsInCellsProbe(Probe):
         if mode == "fixed":
             return sv, sv
         p = self._params(params)
+        if mode == "survey":
+            return sv * p["sv_survey"], sv * p["sp_survey"]
         a = np.array([p[f"sv_{i + 1}"] for i in range(self.n_shell)])
         c = np.array([p[f"sp_{i + 1}"] for i in range(self.n_shell)])
         return sv * a, sv * c
@@ -1252,7 +1278,9 @@ class CountsInCellsProbe(Probe):
                 f"bao_damping={str(cfg.bao_damping).lower()}"
                 + (" (no-wiggle: Eisenstein-Hu 1998 shape x Gaussian-smoothed ratio, width 0.25 in ln k)"
                    if cfg.bao_damping else ""),
-                f"dispersions={cfg.dispersions}",
+                f"dispersions={cfg.dispersions}"
+                + (f" (one sigma_v = sigma_p for every shell, of the fiducial at z = {float(np.mean(self.z_eff)):g}; "
+                   "free ratios sv_survey, sp_survey)" if cfg.dispersions == "survey" else ""),
                 f"observed_h={cfg.observed_h}",
                 f"residual_shot_noise={str(cfg.residual_shot_noise).lower()}",
                 "redshift errors: sigma_z0 per tracer " + ", ".join(f"{t.name}={t.sigma_z0:g}" for t in cfg.tracers),
