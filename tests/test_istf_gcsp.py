@@ -7,45 +7,95 @@ official matrices `EuclidISTF_GCsp_w0wa_flat_pessimistic.txt` and
 `EuclidISTF_GCsp_w0wa_flat_optimistic.txt` (with their `.paramnames`) from the public
 repository euclidist-forecasting/fisher_for_public (All_Results), copied to tests/data/istf/.
 They hold the seven cosmological parameters with the per-shell nuisances marginalized; ours
-are marginalized over ours (ln b, P_s and, pessimistic, sv, sp) before comparing.
+are marginalized over ours (ln b, P_s, and pessimistic sv_survey, sp_survey) before comparing.
+
+What IST:F did, and where it was read (settings read, no code copied). The paper's section
+3.2 itself could not be read here (the stored copies of the A&A and arXiv pages hold the
+front matter only), so the settings come from public codes that reproduce IST:F GCsp and
+say so:
+
+* MontePython's `euclid_spectroscopic` likelihood ("developed to match IST:Fisher recipe",
+  "validated against CosmicFish and IST:Fisher in 2303.09451"; files __init__.py,
+  euclid_spectroscopic.data.pessimistic / .optimistic, read in the copy
+  sambit-giri/montepython_bcm): nuisances per shell ln(b sigma8) and P_shot (fiducial 0) in
+  both settings, which differ by k_max only (0.25 / 0.30 h/Mpc, k_min 0.001 h/Mpc); sigma_v
+  = sigma_p = sqrt(Int P_lin dk / 6 pi^2) of the fiducial, fixed ('predicted'; sigma_v,
+  sigma_p free per shell is their separate 'superpessimistic' setting); f held at the
+  fiducial inside the Fingers of God and the de-wiggling, f of the cosmology at hand in the
+  Kaiser factor; no-wiggle spectrum a Savitzky-Golay filter of ln P (width 1.36 in ln k,
+  order 3, "same dewiggle method as the Euclid Collaboration"); shell volumes 7.94, 9.15,
+  10.05, 16.22 x 10^9 (Mpc/h)^3 (fishcast's fiducial volumes agree within 0.1 %); mode
+  weight V k^2 dk dmu / (8 pi^2), mu in [-1, 1]. A comment there says that to "reproduce the
+  Euclid IST:F wrong results with the h-bug" the true k is rescaled by h/h_fid: that is
+  fishcast's `observed_h: varying` (k range fixed in h/Mpc of the cosmology at hand, P
+  converted to the fiducial's (Mpc/h)^3).
+* cosmicfishpie (S. Casas et al.; configs Euclid-Spectroscopic-ISTF-Pessimistic.yaml and
+  ...-Pessimistic-sigma_pv.yaml, LSSsurvey/spectro_obs.py): ln b and P_s per shell, k_max
+  0.25, sigma_z 0.001; the sigma_pv variant (used in its IST:F comparison notebook) adds
+  sigma_p, sigma_v per shell; the k range in h/Mpc rescaled by h/h_fid (IST:F's convention).
+* FisherMathica (snwnde/fishermathica, an IST:F GCsp code; Examples/LCDM-limit/
+  4-GC-FisherRun.m and the function docs): shell parameters ln D_A, ln H, ln f sigma8,
+  ln b sigma8, P_s with the shape parameters, fully numerical derivatives, ln b sigma8 and
+  P_s marginalized; sigma_p, sigma_v without explicit dependence on the cosmology; and
+  sigma_p computed at the survey's MEAN redshift "to match the recipe": one value for the
+  whole survey.
+* fisher_for_public's README: the GC inputs are P(k, z)/sigma8^2(z), f(z), D(z) at z = 1.0,
+  1.2, 1.4, 1.65, with relative parameter steps of 1 %.
+
+Not confirmed by any source: that IST:F's pessimistic matrix marginalizes sigma_v, sigma_p
+(MontePython's pessimistic keeps them fixed). The official matrices require it: with them
+fixed (and P_s free) every pessimistic error is 2.6-5.6x smaller than IST:F's (FoM 71
+against 14.5).
 
 What is reproduced, measured with these recipes (ratio fishcast / IST:F of the 1-sigma
-errors):
+errors; "conditional": nuisances marginalized, the other cosmological parameters fixed):
 
-* optimistic (IST:F's h-units convention, sigma_v = sigma_p from the linear P at each point,
-  ln b nuisances, no residual shot noise): every marginalized error and FoM(w0, wa) within
-  7 % (0.94-1.05; FoM 59.0 against 55.1) -- the issue's 10 % target, asserted;
-* pessimistic (the same, with sigma_v, sigma_p free per shell and a free residual shot noise
-  P_s per shell): the conditional errors (nuisances marginalized, the other cosmological
-  parameters fixed) agree within 5 % (0.96-1.04), but the marginalized errors are 5-22 %
-  larger and FoM(w0, wa) is 6.5 against 14.5 (0.45). The official matrix is very nearly
-  degenerate (correlations up to 0.99); the nuisance-marginalized Fisher matrices in
-  correlation form differ by up to 0.05 (w0-h) and 0.03 (the sigma8 row), which is enough.
-  No combination of the switches below brings it within 10 %; the xfail test states the
-  target and fails today.
+* optimistic (`observed_h: varying`, sigma_v = sigma_p from the linear P at each point, ln b
+  nuisances, no residual shot noise): every marginalized error and FoM(w0, wa) within 7 %
+  (0.91-1.05; FoM 60.0 against 55.1) -- the issue's 10 % target, asserted. This structure
+  is inferred from the matrix, not from a source: its conditional errors differ by up to 2x
+  (n_s 0.53, sigma8 0.85). With the structure of the codes above (sigma_v, sigma_p fixed,
+  P_s free) the marginalized errors are 0.61-1.43x IST:F's (FoM 88.8).
+* pessimistic (`observed_h: varying`, ln b and P_s per shell, `dispersions: survey`: one
+  sigma_v = sigma_p for every shell, the fiducial's at the survey's mean redshift 1.31,
+  times two free ratios sv_survey, sp_survey -- FisherMathica's single survey sigma_p,
+  free): conditional errors within 4 % (0.96-1.01); marginalized Omega_m 0.93, Omega_b 0.95,
+  w0 0.91, wa 0.94, h 1.07, n_s 0.93, sigma8 0.88; FoM(w0, wa) 14.5 against 14.5 (1.00).
+  Short of the 10 % target by sigma(sigma8), 12 % too small (the xfail test): the official
+  matrix is nearly degenerate (correlations up to 0.99) and its sigma8 row in correlation
+  form differs from ours by 0.08 (w0), 0.06 (wa), 0.04 (Omega_m) -- the response of
+  f sigma8(z) to w0, wa and Omega_m, and the no-wiggle spectrum (below). IST:F's growth and
+  no-wiggle inputs (its CAMB f(z), D(z) and P_nw files) sit behind an external link, not in
+  the public repository, and could not be read here: they are the candidates for the 2 %
+  that sigma(sigma8) lacks, unchecked.
 
-Which ingredient moves what (measured on the same CAMB points):
+Which ingredient moves what (pessimistic, the same CAMB points, ratios as above):
 
-* the h-units convention (`observed_h`): IST:F fixes the k range in h/Mpc of the cosmology
-  at hand ('varying'); with the survey's own frame ('fiducial', fishcast's default) sigma(h)
-  is 5.4x (pessimistic) and 12x (optimistic) larger; the others move by up to 30 %;
-* the dispersions sigma_v = sigma_p (`dispersions`): fixed at the fiducial instead of free
-  (pessimistic), every error shrinks 2-5x (FoM 71); fixed instead of recomputed
-  (optimistic), by 30-50 % (FoM 104);
-* the residual shot noise P_s per shell: free in the optimistic recipe, errors +20-45 %
-  (FoM 41); fixed in the pessimistic one, errors -20-45 % (FoM 14.8, but the conditional
-  errors then differ by up to 2x);
-* f held at its fiducial inside the damping terms: < 2 %;
-* the no-wiggle spectrum (Eisenstein-Hu shape x Gaussian-smoothed ratio, width 0.25 in ln k;
-  IST:F leaves the method open): widths 0.1-0.5 move the marginalized errors by <= 3 %;
-  0.01 (barely smoothed) by up to 10 %;
-* quadrature (n_k 120 -> 400, n_mu 12 -> 24): < 0.1 %; the 5-point stencil: < 0.5 %;
+* the dispersions: fixed (with P_s free) 0.18-0.39, FoM 71.2; free per shell (sv_<i>,
+  sp_<i>, the recipe before) 1.02-1.21, FoM 6.7 (conditional within 4 % too); one free
+  ratio for all shells but each shell's own fiducial value 0.84-0.99 (h 0.84), FoM 16.7;
+  `survey` (the recipe) 0.88-1.07, FoM 14.5;
+* the residual shot noise P_s per shell: fixed at 0, errors 0.47-0.80, FoM 24.8, and the
+  conditional errors drift by up to 1.8x -- P_s is needed, as in every code above;
+* the h-units convention (`observed_h`): with the survey's own frame ('fiducial', fishcast's
+  default) sigma(h) is 4.5x larger (12x on the optimistic recipe); the others move by up to
+  50 %;
+* f held at its fiducial inside the damping terms (MontePython): 0.83-1.07, FoM 17.1;
+* the no-wiggle spectrum: the Savitzky-Golay filter of ln P (width 1.36 in ln k, order 3)
+  instead of fishcast's Eisenstein-Hu shape x Gaussian-smoothed ratio (width 0.25 in ln k):
+  0.88-1.02, FoM 14.7 (sigma8 unchanged). The Gaussian width moves sigma8: 0.5 gives
+  0.84-1.07 (sigma8 0.84), 0.1 gives 0.91-1.10 (sigma8 0.91, h 1.10, FoM 14.0), every error
+  within 10 % -- not adopted: no source gives that width (it leaves a good part of the BAO
+  wiggles in P_nw), and picking it to pass would be a fit, not a reproduction;
+* quadrature (n_k 120 -> 400, n_mu 12 -> 24): < 0.1 %; the 5-point stencil, a 0.5 % step or
+  the adaptive step sweep (the shipped default): < 0.5 %;
 * the CAMB table: 300 log-spaced k nodes (the default) and 1000 agree within 0.2 %; 150
   under-resolve the BAO wiggles and move the pessimistic errors by 20 %.
 """
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import numpy as np
@@ -120,20 +170,44 @@ def test_euclid_gcsp_optimistic_within_ten_percent_of_istf(gcsp):
 
 def test_euclid_gcsp_pessimistic_against_istf(gcsp):
     """EuclidISTF_GCsp_w0wa_flat_pessimistic.txt: what agrees today (module docstring):
-    conditional errors within 6 %, marginalized errors 1.0-1.3x, FoM 0.38-0.55x."""
+    conditional errors within 5 %, marginalized errors 0.85-1.12x, FoM within 5 %; one
+    sigma_v = sigma_p for the whole survey (dispersions: survey)."""
     ours, ref, path = gcsp["pessimistic"]
     marg, cond, fom = _ratios(ours, ref)
     for n in COSMO:
-        assert abs(cond[n] - 1) < 0.06, (n, cond)
-        assert 1.0 < marg[n] < 1.3, (n, marg)
-    assert 0.38 < fom < 0.55, fom
+        assert abs(cond[n] - 1) < 0.05, (n, cond)
+        assert 0.85 < marg[n] < 1.12, (n, marg)
+    assert abs(fom - 1) < 0.05, fom
     assert ref.figure_of_merit("w0", "wa") == pytest.approx(14.5, rel=0.01)  # data/README
     model = _model(path)
-    assert any("dispersions=free" in m for m in model) and any("residual_shot_noise=true" in m for m in model)
+    assert any("dispersions=survey" in m for m in model) and any("residual_shot_noise=true" in m for m in model)
+    assert {"sv_survey", "sp_survey"} <= set(ours.names) and not any(n.startswith(("sv_1", "sp_1")) for n in ours.names)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 target not met for the pessimistic setting: marginalized "
-                                       "errors 5-22 % and FoM 55 % away from IST:F (see the module docstring)")
+def test_survey_dispersions_one_value_at_the_mean_redshift(gcsp, fiducial_cosmo):
+    """`dispersions: survey`: every shell's fiducial sigma_v = sigma_p is the one of the
+    survey's mean redshift, sigma_v^2 = Int P_lin(k) dk / (6 pi^2) (IST:F, Blanchard et al.
+    2020 sec. 3.2), here integrated independently by scipy's adaptive quadrature."""
+    import h5py
+    from scipy.integrate import quad
+
+    _, _, path = gcsp["pessimistic"]
+    with h5py.File(path, "r") as f:
+        sv = f["data/counts_in_cells/sigma_v"][()]
+        sp = f["data/counts_in_cells/sigma_p"][()]
+        z_eff = f["data/counts_in_cells/z_eff"][()]
+    zbar = float(np.mean(z_eff))
+    assert zbar == pytest.approx(1.3125)
+    np.testing.assert_allclose(sv, sv[0], rtol=1e-12)
+    np.testing.assert_array_equal(sp, sv)
+    integrand = lambda lnk: math.exp(lnk) * float(fiducial_cosmo.pk_h(zbar, math.exp(lnk), nonlinear=False))
+    val, _ = quad(integrand, math.log(1e-4), math.log(10.0), limit=400)
+    assert sv[0] == pytest.approx(math.sqrt(val / (6 * math.pi**2)), rel=2e-3)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 target not met for the pessimistic setting: sigma(sigma8) is "
+                                       "0.88x IST:F's (the other errors 0.91-1.07x, FoM 1.00); IST:F's growth and "
+                                       "no-wiggle inputs are not available to match (see the module docstring)")
 def test_euclid_gcsp_pessimistic_within_ten_percent_of_istf(gcsp):
     ours, ref, _ = gcsp["pessimistic"]
     marg, _, fom = _ratios(ours, ref)
