@@ -63,11 +63,11 @@ errors; "conditional": nuisances marginalized, the other cosmological parameters
   w0 0.91, wa 0.94, h 1.07, n_s 0.93, sigma8 0.88; FoM(w0, wa) 14.5 against 14.5 (1.00).
   Short of the 10 % target by sigma(sigma8), 12 % too small (the xfail test): the official
   matrix is nearly degenerate (correlations up to 0.99) and its sigma8 row in correlation
-  form differs from ours by 0.08 (w0), 0.06 (wa), 0.04 (Omega_m) -- the response of
-  f sigma8(z) to w0, wa and Omega_m, and the no-wiggle spectrum (below). IST:F's growth and
+  form differs from ours by 0.08 (w0), 0.06 (wa), 0.04 (Omega_m). IST:F's own growth and
   no-wiggle inputs (its CAMB f(z), D(z) and P_nw files) sit behind an external link, not in
-  the public repository, and could not be read here: they are the candidates for the 2 %
-  that sigma(sigma8) lacks, unchecked.
+  the public repository. Every sourced alternative for them was measured (the growth budget
+  below): none brings sigma(sigma8) within 10 % -- the closest, the scale-independent growth
+  of baryons + CDM that MontePython takes from CLASS "like in IST:Fisher", gives 0.8975.
 
 Which ingredient moves what (pessimistic, the same CAMB points, ratios as above):
 
@@ -91,6 +91,54 @@ Which ingredient moves what (pessimistic, the same CAMB points, ratios as above)
   the adaptive step sweep (the shipped default): < 0.5 %;
 * the CAMB table: 300 log-spaced k nodes (the default) and 1000 agree within 0.2 %; 150
   under-resolve the BAO wiggles and move the pessimistic errors by 20 %.
+
+The growth budget (issue 11, the last 2 %): sigma(sigma8) of the pessimistic recipe against
+IST:F's, each alternative swapped into the recipe as shipped, on the same CAMB points (FAST
+below; the other six errors and FoM(w0, wa) are given where they move by more than 1 %):
+
+* the recipe: f = CAMB's f sigma8 / sigma8 at R = 8 Mpc/h -- CAMB's f sigma8 is the Planck 2015
+  velocity-density one, sigma_vd^2 / sigma_dd of CDM + baryons, divided by the total-matter
+  sigma8, so f sits 0.45 % above the baryon + CDM growth rate f sigma8 / sigma8_cb (m_nu =
+  0.06 eV; 0.14 % above the flat-LCDM growth integral, test below): 0.880;
+* f = d ln D / d ln a of the scale-independent growth equation D'' + (2 + d ln H / d ln a) D'
+  = 3/2 Omega_src(a) D with CAMB's H(z): source all matter (neutrinos included) 0.886;
+  source baryons + CDM only, as CLASS's background.c (MontePython's euclid_spectroscopic
+  takes it, "scale-independent growth factor f (like in IST:Fisher)") 0.8975 -- equal to
+  CAMB's f sigma8 / sigma8_cb within 1e-4, the consistent f of a tracer of baryons + CDM; the
+  other errors 0.91-1.07 (h 1.073), FoM 14.5; the optimistic recipe stays within 10 %
+  (sigma8 1.004, FoM 59.9). With the Savitzky-Golay no-wiggle spectrum as well: 0.897;
+* the growth index f = Omega_m(z)^0.545 (cosmicfishpie's gamma option, Linder 2005): 0.837
+  (h 1.108, FoM 14.1);
+* f and D from D(z, k) = sqrt(P(k, z) / P(k, 0)) at a fixed k (cosmicfishpie's growth,
+  default k = 1e-4/Mpc): f only, k = 1e-4/Mpc 0.660 (h 1.24, FoM 13.3), 1e-3/Mpc 0.735
+  (h 1.12, FoM 13.7), 0.01/Mpc 0.890, 0.1/Mpc 0.885 (the others 0.90-1.06); f and the
+  amplitude sigma8(z) = sigma8 D(z), k = 1e-3/Mpc 0.530 (h 1.27, FoM 12.5), 0.01/Mpc
+  0.885 -- near the horizon the PPF dark-energy perturbations and the synchronous gauge
+  enter D, and d f / d w0 falls by 11 %: not the growth of sub-horizon modes;
+* f held at the fiducial everywhere 0.577, h 1.17, FoM 11.0 (the response of f sigma8(z)
+  to w0, wa and Omega_m is where sigma8's information sits); in the damping terms only
+  (MontePython,
+  cosmicfishpie's fix_cosmo_nl_terms) 0.832, w0 0.88, FoM 17.1 (with the baryon + CDM f:
+  0.851); f of the survey's mean redshift in the Fingers of God (one sigma_p including f for
+  the survey) 0.857, the others 0.89-0.99, FoM 18.1; in the BAO damping 0.878;
+* sigma8(z): fishcast rescales P(k, z) of each point by (sigma8 / CAMB's sigma8)^2 at every
+  z, so sigma8(z) = sigma8 D(z) with D of that point -- what IST:F's files hold (P/sigma8^2(z)
+  and sigma8^2(z) at every step, fisher_for_public's README); with D held at the fiducial's:
+  1.196 (w0 0.73, h 1.49, FoM 11.5);
+* the redshift error: sigma_z = 0.002 at every z (MontePython's pessimistic data file; ~
+  sigma_z0 = 0.00087 in (1+z)) 0.890, the others 0.94-1.05, FoM 15.3; none 0.910, the
+  others 0.94-0.98, FoM 18.6 -- IST:F's is 0.001 (1+z), kept;
+* mu over [-1, 1], k from 0.001 h/Mpc, the shells at their mid redshifts (1.0, 1.2, 1.4,
+  1.65, as fisher_for_public's files), the Lorentzian on the power, sigma_r = c sigma_z
+  (1+z)/H fixed in the observed frame: the same in MontePython and cosmicfishpie, nothing
+  to swap.
+
+Why so small a change matters: the matrix is nearly degenerate. Fixing any one of the other
+six parameters in both matrices brings sigma(sigma8) within 4.4 % (0.98-1.04); the
+nuisance-marginalized Fisher elements agree within 8 % on the diagonal, while F(sigma8, w0)
+is 0.65x, F(sigma8, Omega_m) and F(sigma8, Omega_b) 0.80x IST:F's. No sourced input
+reproduces that row; tuning one (a growth definition, sigma_z, a smoothing width) to pass
+would be a fit.
 """
 
 from __future__ import annotations
@@ -206,9 +254,35 @@ def test_survey_dispersions_one_value_at_the_mean_redshift(gcsp, fiducial_cosmo)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 target not met for the pessimistic setting: sigma(sigma8) is "
-                                       "0.88x IST:F's (the other errors 0.91-1.07x, FoM 1.00); IST:F's growth and "
-                                       "no-wiggle inputs are not available to match (see the module docstring)")
+                                       "0.880x IST:F's (the other errors 0.91-1.07x, FoM 1.00); no sourced growth, "
+                                       "sigma8(z), no-wiggle or redshift-error input reaches 0.90 (best: CLASS's "
+                                       "baryon + CDM growth, 0.8975; the growth budget of the module docstring); "
+                                       "IST:F's own f(z), D(z), P_nw files are not public")
 def test_euclid_gcsp_pessimistic_within_ten_percent_of_istf(gcsp):
     ours, ref, _ = gcsp["pessimistic"]
     marg, _, fom = _ratios(ours, ref)
     assert all(abs(v - 1) < 0.10 for v in marg.values()) and abs(fom - 1) < 0.10, (marg, fom)
+
+
+def test_growth_rate_against_the_growth_integral(fiducial_cosmo):
+    """The growth rate the recipes use (CAMB's f sigma8 / sigma8, fishcast.cosmology) at the
+    shells' redshifts against the growth of a flat LCDM background, Heath (1977):
+    D(a) proportional to E(a) Int_0^a da' / (a' E(a'))^3, so that
+    f = d ln D / d ln a = d ln E / d ln a + 1 / (a^2 E^3 Int), with E^2 = Omega_m a^-3 +
+    1 - Omega_m (Omega_m with the neutrinos, no radiation), integrated here by scipy's quad.
+    Measured +0.14 %: the definitions of f (CAMB's velocity-density ratio at 8 Mpc/h, the
+    growth equation with or without the neutrinos as a source) differ by 0.1-0.5 %, which moves
+    the pessimistic sigma(sigma8) by at most 2 % (the growth budget above)."""
+    from scipy.integrate import quad
+
+    om = 0.32
+
+    def heath_f(z):
+        a = 1.0 / (1.0 + z)
+        E = lambda x: math.sqrt(om * x**-3 + 1.0 - om)
+        integral, _ = quad(lambda x: 1.0 / (x * E(x)) ** 3, 0.0, a, epsabs=0.0, epsrel=1e-12)
+        return -1.5 * om * a**-3 / E(a) ** 2 + 1.0 / (a**2 * E(a) ** 3 * integral)
+
+    z = np.array([1.0, 1.2, 1.4, 1.65])
+    ref = np.array([heath_f(zz) for zz in z])
+    np.testing.assert_allclose(fiducial_cosmo.growth_rate_of(z), ref, rtol=3e-3)
