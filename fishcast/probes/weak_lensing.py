@@ -50,6 +50,19 @@ from ..redshift import (
     read_table,
 )
 from .base import Cosmology, CosmologyRequirements, Probe
+# what the probe asks of the cosmology (the kernels' support): the estimates shared with the
+# 3x2pt probe, re-exported here under their historical names
+from .limber_support import (
+    DZ_MARGIN,
+    K_SHARE,
+    P_SLOPE,
+    REF_H,
+    REF_OMEGA_M,
+    Z_TAIL,
+    limber_k_max_of_pairs,
+    redshift_support,
+    reference_grid,
+)
 from .sky import ARCMIN2_PER_SR, FULL_SKY_DEG2, SkyAreaConfig, per_arcmin2_to_per_sr
 
 __all__ = [
@@ -70,27 +83,6 @@ __all__ = [
 
 #: speed of light [km/s]
 C_KMS = 299792.458
-
-#: Largest weight of any n_i(z) allowed above the last redshift node the probe integrates
-#: over (``integration.z_tail``); dropping a tail of weight t changes C_ij by ~2t or less.
-Z_TAIL = 1e-5
-#: Largest share of any C_ij(ell) allowed to come from wavenumbers above the k_max of the
-#: cosmology table (``integration.k_share``). That share is not dropped: P(k) is extrapolated
-#: beyond k_max as a power law with its local slope there, good to a few per cent on the
-#: nonlinear spectrum over the factor ~2-3 in k concerned, so the C_ell error is a few per
-#: cent of the share, ~1e-4 (measured on the Euclid IST:F recipe: 6e-5 at k_max = 10/Mpc,
-#: 1.6e-3 at 5/Mpc, against 30/Mpc; tests/test_requirements.py checks 1e-3 on every recipe).
-K_SHARE = 2e-2
-#: Logarithmic slope of P(k) in the k_max estimate. Halofit/HMcode P_nl falls as k^-1.8 to
-#: k^-2.3 for 3 < k < 30 /Mpc; a shallower slope gives the small distances (large k) more
-#: weight than they have, so the estimate errs toward a larger k_max.
-P_SLOPE = -1.5
-#: Photo-z shift allowed for in the redshift support when the shifts dz_i are free: n_i is
-#: moved up by this much before its tail is measured (priors on dz_i are ~0.002-0.01).
-DZ_MARGIN = 0.05
-#: Reference background of the requirement estimates: flat LCDM, Omega_m = 0.3, h = 0.7
-#: (requirements are known before any cosmology is computed; chi_min scales as 1/h).
-REF_OMEGA_M, REF_H = 0.3, 0.7
 
 #: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
 IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
@@ -444,22 +436,6 @@ def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> 
 # What the probe needs from the cosmology: the lensing kernels' support
 # =======================================================================================
 
-def redshift_support(z: np.ndarray, nz: np.ndarray, tail: float = Z_TAIL) -> int:
-    """Number of leading nodes of ``z`` that carry every n_i(z) but a tail of weight at most
-    ``tail`` (cumulative trapezoid on the fixed nodes; ``nz`` (n_bins, n_z) normalized per
-    unit z). All nodes when ``tail`` is 0. At least 3 nodes."""
-    z = np.asarray(z, dtype=float)
-    nz = np.atleast_2d(np.asarray(nz, dtype=float))
-    if tail <= 0:
-        return z.size
-    seg = 0.5 * (nz[:, 1:] + nz[:, :-1]) * np.diff(z)[None, :]
-    above = np.cumsum(seg[:, ::-1], axis=1)[:, ::-1]  # above[:, a]: weight of [z_a, z_max]
-    above = np.concatenate([above, np.zeros((nz.shape[0], 1))], axis=1)
-    ok = np.all(above <= tail, axis=0)  # the weight above node a is negligible
-    last = int(np.argmax(ok))  # first such node (ok[-1] is True)
-    return max(last + 1, 3)
-
-
 def limber_k_max(ell_max: float, z: np.ndarray, nz: np.ndarray, share: float = K_SHARE,
                  slope: float = P_SLOPE, omega_m: float = REF_OMEGA_M, h: float = REF_H) -> float:
     """Largest wavenumber [1/Mpc] a tomographic shear spectrum up to ``ell_max`` needs:
@@ -472,26 +448,9 @@ def limber_k_max(ell_max: float, z: np.ndarray, nz: np.ndarray, share: float = K
     depend on ell). Lensing efficiencies q_i of the n_i(z) (``nz`` (n_bins, n_z) on the nodes
     ``z``) in a flat LCDM reference background (``omega_m``, ``h``), on a grid refined toward
     z = 0 where the large wavenumbers come from."""
-    z = np.asarray(z, dtype=float)
-    nz = np.atleast_2d(np.asarray(nz, dtype=float))
-    z_lo = min(1e-4, 0.1 * z[1])
-    zf = np.union1d(np.concatenate([[0.0], np.geomspace(z_lo, z[1], 200)]), z)
-    zf = np.union1d(zf, np.linspace(z_lo, min(0.5, z[-1]), 500))
-    nzf = np.array([np.interp(zf, z, n) for n in nz])
-    e_z = np.sqrt(omega_m * (1.0 + zf) ** 3 + 1.0 - omega_m)
-    d_h = C_KMS / (100.0 * h)  # Hubble distance [Mpc]
-    chi = d_h * np.concatenate([[0.0], np.cumsum(0.5 * (1 / e_z[1:] + 1 / e_z[:-1]) * np.diff(zf))])
-    q = lensing_efficiency(zf, chi, nzf, omega_m, 100.0 * h)  # (n_bins, n_f)
-    w = np.divide(d_h / e_z * chi ** (-slope), chi**2, out=np.zeros_like(chi), where=chi > 0)
-    integrand = np.abs(q[:, None, :] * q[None, :, :]) * w  # (n_bins, n_bins, n_f)
-    seg = 0.5 * (integrand[..., 1:] + integrand[..., :-1]) * np.diff(zf)
-    cum = np.concatenate([np.zeros(integrand.shape[:-1] + (1,)), np.cumsum(seg, axis=-1)], axis=-1)
-    total = cum[..., -1:]
-    frac = np.divide(cum, total, out=np.ones_like(cum), where=total > 0)
-    # smallest chi at which some pair has accumulated more than ``share`` of its integral
-    first = np.argmax(frac > share, axis=-1)
-    chi_min = float(chi[max(int(first.min()), 1)])
-    return (float(ell_max) + 0.5) / chi_min
+    grid = reference_grid(z, omega_m, h)
+    q = lensing_efficiency(grid.z, grid.chi, grid.interp(np.asarray(z, dtype=float), nz), omega_m, 100.0 * h)
+    return limber_k_max_of_pairs(ell_max, grid, q, q, share, slope)
 
 
 # =======================================================================================
