@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..errors import ComputationError, InputError
 from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import SmailNz, TabulatedNz, TomographicBins, equipopulated_edges
+from . import limber_support as _support
 from . import weak_lensing as _wl
 from .base import Cosmology, CosmologyRequirements, Probe
 from .multitracer_clustering import BIAS_PER_SHELL
@@ -401,14 +402,19 @@ class PhotometricProbe(Probe):
     kernels, IA, m_i, dz_i and shape noise are used; its own multipoles are not) or None;
     samples: the counts samples (:class:`CountsSample`), on the same redshift nodes;
     spectra: the types used; ell_ranges: type -> (min, max); n_bands: log-spaced bands over
-    the union of the ranges; f_sky; cross_covariance; ell_factor_kind; k_max [1/Mpc].
+    the union of the ranges; f_sky; cross_covariance; ell_factor_kind;
+    k_max [1/Mpc]: the largest wavenumber asked of the cosmology (None: derived from the
+    kernels, :meth:`limber_k_max`, with ``k_share``); z_tail: the nodes integrated over stop
+    where every n_i(z) has at most that weight left (:meth:`requirements`; 0, the default
+    here: every node; :func:`build` passes ``integration.z_tail``, 1e-5 by default).
     """
 
     name = "photometric"
 
     def __init__(self, *, shear: _wl.WeakLensingProbe | None, samples: Sequence[CountsSample],
                  spectra: Sequence[str], ell_ranges: Mapping[str, tuple[float, float]], n_bands: int,
-                 f_sky: float, cross_covariance: bool = True, ell_factor_kind: str = "none", k_max: float = 30.0):
+                 f_sky: float, cross_covariance: bool = True, ell_factor_kind: str = "none",
+                 k_max: float | None = None, k_share: float = _support.K_SHARE, z_tail: float = 0.0):
         spectra = tuple(s for s in SPECTRA if s in spectra)
         if not spectra:
             raise InputError("at least one of WL, GCph, XC is needed")
@@ -428,7 +434,6 @@ class PhotometricProbe(Probe):
         self.cross_covariance = bool(cross_covariance)
         self.f_sky = float(f_sky)
         self.ell_factor_kind = ell_factor_kind
-        self.k_max = float(k_max)
         self.z = z
         self.weights = shear.weights if shear is not None else samples[0].bins.weights
         lo = min(ell_ranges[s][0] for s in spectra)
@@ -464,6 +469,61 @@ class PhotometricProbe(Probe):
                 raise InputError(f"no multipole band centre lies in the range of {s} "
                                  f"({self.ell_ranges[s][0]:g}-{self.ell_ranges[s][1]:g}): raise ell.n_bands")
         self._noise = self._noise_matrix()
+        #: number of leading nodes integrated over (every n_i(z) is negligible above them)
+        self.n_eval = _support.redshift_support(self.z, self._support_nz(), z_tail)
+        self.z_eval = self.z[: self.n_eval]
+        self.k_max = float(k_max) if k_max is not None else self.limber_k_max(k_share)
+
+    # --- what the probe asks of the cosmology ------------------------------------------------
+    def _support_nz(self) -> np.ndarray:
+        """Every n_i(z) the kernels use, on the nodes (n, n_z), each at the fiducial and, when
+        its photo-z shifts are free, also moved up by DZ_MARGIN (the tails the shifts can reach)."""
+        parts = []
+
+        def add(bins: TomographicBins, shifted: bool):
+            nz = bins.nz()
+            if shifted:
+                nz = np.maximum(nz, bins.nz(np.full(bins.n_bins, _support.DZ_MARGIN)))
+            parts.append(nz)
+
+        if self.shear is not None and (self.n_shear or any(s.shares_source_bins for s in self.samples)):
+            add(self.shear.bins, self.shear.photoz_shift)
+        if len(self.tracers) > self.n_shear:
+            for s in self.samples:
+                if not s.shares_source_bins:
+                    add(s.bins, s.photoz_shift)
+        return np.concatenate(parts, axis=0)
+
+    def limber_k_max(self, share: float = _support.K_SHARE) -> float:
+        """Largest wavenumber [1/Mpc] the spectra need where they are used: for each type
+        (WL, GCph, XC), (ell_max + 1/2) / chi_min with ell_max the largest band centre of the
+        type and chi_min the distance below which the Limber integrand of every pair of its
+        kernels holds at most ``share`` of the spectrum
+        (:func:`fishcast.probes.limber_support.chi_min`, P ~ k^-1.5, flat LCDM reference). The
+        kernels at the fiducial: lensing efficiencies q_i of the shear bins (as the weak-lensing
+        probe's estimate), b(z) n_i(z) H(z)/c of the counts bins. The largest of the types.
+        (A spectrum computed beyond the multipoles of its type -- :meth:`signal` computes every
+        pair at every band -- is not used, and may rest on the extrapolated P.)"""
+        grid = _support.reference_grid(self.z)
+        kern = {}
+        if self.n_shear:
+            nzf = grid.interp(self.z, self.shear.bins.nz())
+            kern["shear"] = _wl.lensing_efficiency(grid.z, grid.chi, nzf, grid.omega_m, 100.0 * grid.h)
+        if len(self.tracers) > self.n_shear:
+            hubble_over_c = grid.e_z / grid.d_h  # H(z)/c [1/Mpc]
+            rows = []
+            for s in self.samples:
+                fid = dict(zip(s.bias_names, s.bias_fiducials))
+                nz = s.bins.nz() if not s.shares_source_bins or self.shear is None else self.shear.bins.nz()
+                rows.append(grid.interp(self.z, s.bias(fid) * nz) * hubble_over_c)
+            kern["counts"] = np.concatenate(rows, axis=0)
+        sides = {"WL": ("shear", "shear"), "GCph": ("counts", "counts"), "XC": ("counts", "shear")}
+        k = []
+        for t in self.spectra:
+            a, b = sides[t]
+            ell_max = float(self.ell[self._band_uses[t]].max())
+            k.append(_support.limber_k_max_of_pairs(ell_max, grid, kern[a], kern[b], share))
+        return max(k)
 
     # --- interface ------------------------------------------------------------------------
     def nuisance_parameters(self) -> NuisanceParameters:
@@ -483,7 +543,11 @@ class PhotometricProbe(Probe):
         return NuisanceParameters(out.values())
 
     def requirements(self) -> CosmologyRequirements:
-        return CosmologyRequirements(z_max=float(self.z[-1]), k_max=self.k_max, nonlinear=True)
+        """The nonlinear P(k, z) up to k_max [1/Mpc] (given, or :meth:`limber_k_max`) and the
+        background up to the last node integrated over (:attr:`z_eval`: every n_i(z), moved up
+        by DZ_MARGIN where its photo-z shifts are free, has at most ``z_tail`` of its weight
+        above it)."""
+        return CosmologyRequirements(z_max=float(self.z_eval[-1]), k_max=self.k_max, nonlinear=True)
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         p = self.nuisance_parameters()
@@ -491,12 +555,14 @@ class PhotometricProbe(Probe):
         return p
 
     def _background(self, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
-        if cosmo.z_max < self.z[-1] - 1e-9:
+        """chi [Mpc] (exactly 0 at z = 0) and H [km/s/Mpc] at the nodes integrated over."""
+        z = self.z_eval
+        if cosmo.z_max < z[-1] - 1e-9:
             raise ComputationError(
-                f"the cosmology is tabulated up to z = {cosmo.z_max:g}, the photometric probe needs z = {self.z[-1]:g}")
-        chi = np.asarray(cosmo.chi_of(self.z), dtype=float).copy()
-        chi[self.z == 0] = 0.0
-        return chi, np.asarray(cosmo.hubble_of(self.z), dtype=float)
+                f"the cosmology is tabulated up to z = {cosmo.z_max:g}, the photometric probe needs z = {z[-1]:g}")
+        chi = np.asarray(cosmo.chi_of(z), dtype=float).copy()
+        chi[z == 0] = 0.0
+        return chi, np.asarray(cosmo.hubble_of(z), dtype=float)
 
     def counts_nz(self, sample: CountsSample, params: Mapping[str, float]) -> np.ndarray:
         """n_i(z) of a counts sample on the nodes (photo-z shifted), (n_bins, n_z)."""
@@ -508,15 +574,17 @@ class PhotometricProbe(Probe):
         return sample.bins.nz()
 
     def kernels(self, cosmo, params: Mapping[str, float], _bg=None) -> np.ndarray:
-        """Kernels of every tracer at the nodes [1/Mpc], (n_tracers, n_z)."""
+        """Kernels of every tracer [1/Mpc] at the nodes integrated over (:attr:`z_eval`; the
+        n_i(z) are cut above them), (n_tracers, n_eval)."""
         p = self._params(params)
         chi, hub = _bg if _bg is not None else self._background(cosmo)
+        n = np.asarray(chi).size
         parts = []
         if self.n_shear:
             parts.append(self.shear.kernels(cosmo, params, _bg=(chi, hub)))
         if len(self.tracers) > self.n_shear:
             for s in self.samples:
-                parts.append(s.bias(p) * self.counts_nz(s, params) * (hub / C_KMS)[None, :])
+                parts.append(s.bias(p)[:, :n] * self.counts_nz(s, params)[:, :n] * (hub / C_KMS)[None, :])
         return np.concatenate(parts, axis=0)
 
     def signal(self, cosmo, params: Mapping[str, float]) -> np.ndarray:
@@ -526,10 +594,12 @@ class PhotometricProbe(Probe):
         chi, hub = self._background(cosmo)
         kern = self.kernels(cosmo, params, _bg=(chi, hub))
         pos = chi > 0
-        pk = np.zeros((self.ell.size, self.z.size))
+        z = self.z_eval
+        pk = np.zeros((self.ell.size, z.size))
         k = (self.ell[:, None] + 0.5) / chi[None, pos]
-        pk[:, pos] = cosmo.pk(self.z[None, pos], k, nonlinear=cosmo.has_nonlinear)
-        cl = _wl.limber_cl(self.ell, kern, self.weights, chi, hub, pk)
+        pk[:, pos] = cosmo.pk(z[None, pos], k, nonlinear=cosmo.has_nonlinear)
+        # the fixed-grid weights of the nodes kept: the integrand is cut to 0 above them
+        cl = _wl.limber_cl(self.ell, kern, self.weights[: self.n_eval], chi, hub, pk)
         s = self._sqrt_l.copy()
         if self.n_shear and self.shear.shear_bias:
             s[:, :self.n_shear] *= 1.0 + np.array([p[n] for n in self.shear._m_names])[None, :]
@@ -731,10 +801,9 @@ def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricPro
     return PhotometricProbe(shear=shear, samples=samples, spectra=config.spectra, ell_ranges=ranges,
                             n_bands=config.ell.n_bands, f_sky=config.sky_fraction,
                             cross_covariance=config.cross_covariance, ell_factor_kind=config.ell_factor,
-                            # integration.k_max defaults to null since issue 15 (weak lensing derives
-                            # its own); the 3x2pt probe keeps asking for the reference 30/Mpc until its
-                            # clustering and cross kernels' needs are derived too
-                            k_max=integ.k_max if integ.k_max is not None else 30.0)
+                            # what the probe asks of the cosmology: integration.k_max, or derived from
+                            # the kernels (k_share); the nodes integrated over (z_tail)
+                            k_max=integ.k_max, k_share=integ.k_share, z_tail=integ.z_tail)
 
 
 # =======================================================================================
