@@ -92,12 +92,26 @@ DEFAULT_K_MAX = 30.0
 #: halofit/HMcode also take their nonlinear scale from the linear P(k).
 MIN_K_MAX = 10.0
 #: The smallest k_max [1/Mpc] when no probe uses the nonlinear spectrum (BAO-scale clustering
-#: probes): CAMB's k sampling of the transfer functions moves with k_max, and with it
-#: d ln P_lin/d theta at 0.1-0.3 h/Mpc by ~1e-3 (absolute; measured for Omega_m at k_max 10,
-#: 15, 20 against 30, with either k_per_logint): 0.5 % on the DESI recipe's sigma(Omega_m).
-#: Until the transfer sampling is fixed independently of k_max, linear-only runs keep the
-#: reference k_max (they already skip the nonlinear model).
-MIN_K_MAX_LINEAR = DEFAULT_K_MAX
+#: probes, which need k < 1/Mpc), whose P(k, z) table then keeps the nodes of the reference
+#: table (:func:`reference_k_nodes`). Measured with CAMB 2.0.5 against k_max = 30/Mpc
+#: (3-point stencils; tests/test_requirements.py checks the recipes at this value):
+#:
+#: * the BAO wiggles: CAMB's transfer sampling at 0.01-0.4/Mpc does not move with k_max (its
+#:   optimized spacing is the same below 90/tau_rec ~ 0.3/Mpc for every k_max above that);
+#:   fishcast's own table did: when its log-spaced nodes move, the bicubic spline of ln P
+#:   between them changes d ln P/d Omega_m at the BAO scale by ~2e-3 (absolute), as much as
+#:   300 against 1000 nodes. Keeping the reference nodes removes that;
+#: * what remains moves with k_max as noise, not as a convergence: CAMB's sigma8 integral
+#:   (which sets A_s at every point, sampled at a few nodes per e-fold above 0.3/Mpc) and its
+#:   time stepping (which starts earlier for larger k_max) move d ln A_s/d h by 1e-2 at k_max
+#:   2-3/Mpc, 5e-3 at 5-7/Mpc, 1e-3 at 10/Mpc, and d ln P/d wa by ~1e-3 (relative) at 10/Mpc.
+#:   The largest change of a marginalized error: DESI recipe 1.7 % (3/Mpc), 0.6 % (5, 10/Mpc),
+#:   0.15 % (15/Mpc), 0.17 % (20/Mpc); Euclid GCsp optimistic 0.6 % (10/Mpc), 0.12 % (15/Mpc),
+#:   0.05 % (20/Mpc). Signals within 1e-4 at all of them.
+#:
+#: A CAMB run at 15/Mpc costs ~0.7 of one at 30/Mpc (tests/benchmarks/bench_3x2pt.py prints
+#: the ratio).
+MIN_K_MAX_LINEAR = 15.0
 #: The smallest z_max of the tables when no z_max is given (the probes may need more).
 MIN_Z_MAX = 0.5
 
@@ -113,7 +127,9 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
         probe asks: P(k) is extrapolated as a power law beyond it), else the largest
         ``requirements.k_max`` (CAMB computes what the probes need), and at least
         :data:`MIN_K_MAX` (the sigma8 normalization), or :data:`MIN_K_MAX_LINEAR` when no
-        probe needs the nonlinear spectrum.
+        probe needs the nonlinear spectrum; then raised to the next node of the reference
+        table and ``n_k`` lowered to the nodes up to it (:func:`reference_k_nodes`: the
+        table keeps the reference's nodes, ``n_k`` over [k_min, DEFAULT_K_MAX]).
     z_max: the user's, else ``requirements.z_max`` (at least :data:`MIN_Z_MAX`).
     accuracy: the other fields of :class:`CosmologySettings` (n_z, n_k, accuracy_boost, ...).
     The settings are recorded in the output (``/cosmology`` attributes).
@@ -122,7 +138,24 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
     floor = MIN_K_MAX if requirements.nonlinear else MIN_K_MAX_LINEAR
     kmax = float(k_max) if k_max is not None else max(floor, float(requirements.k_max))
     zmax = float(z_max) if z_max is not None else max(float(requirements.z_max), MIN_Z_MAX)
+    if k_max is None and not requirements.nonlinear:
+        k_min = float(accuracy.get("k_min", CosmologySettings.k_min))
+        n_k = int(accuracy.get("n_k", CosmologySettings.n_k))
+        kmax, accuracy["n_k"] = reference_k_nodes(kmax, k_min, n_k)
     return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, **accuracy)
+
+
+def reference_k_nodes(k_need: float, k_min: float, n_k: int) -> tuple[float, int]:
+    """The k_max [1/Mpc] and number of nodes of a P(k, z) table that holds exactly the nodes
+    of the reference table -- ``n_k`` log-spaced nodes from ``k_min`` to
+    :data:`DEFAULT_K_MAX`, i.e. k_i = k_min r^i, r = (DEFAULT_K_MAX/k_min)^(1/(n_k - 1)) --
+    up to the first node at or above ``k_need`` (continued beyond DEFAULT_K_MAX with the same
+    spacing when ``k_need`` is larger). Used for linear-only (BAO-scale) probes: the spline
+    of ln P then interpolates the wiggles between the same nodes whatever k_max they need, so
+    ``n_k`` means the same density of nodes as before the probes' requirements were read."""
+    dlnk = math.log(DEFAULT_K_MAX / k_min) / (n_k - 1)
+    m = max(int(math.ceil(math.log(k_need / k_min) / dlnk - 1e-9)), 2)
+    return k_min * math.exp(m * dlnk), m + 1
 
 
 @dataclass(frozen=True, eq=False)

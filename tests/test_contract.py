@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 import fishcast
-from fishcast.cosmology import MIN_K_MAX, MIN_K_MAX_LINEAR, CosmologyResult, compute, settings_for
+from fishcast.cosmology import (
+    DEFAULT_K_MAX,
+    MIN_K_MAX,
+    MIN_K_MAX_LINEAR,
+    CosmologyResult,
+    CosmologySettings,
+    compute,
+    settings_for,
+)
 from fishcast.pipeline.forecast import DataVector
 from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe, combined_requirements
 from fishcast.survey import survey_from_text
@@ -219,7 +227,13 @@ def test_settings_for_reads_the_requirements():
     assert settings_for(nl, nonlinear_model="mead2020").nonlinear_model == "mead2020"
     assert settings_for(nl, nonlinear_model="none").nonlinear_model == "none"  # the user's choice stays
     assert settings_for(nl).k_max == 50.0  # a probe needing more than the default raises it
-    assert settings_for(lin).k_max == MIN_K_MAX_LINEAR  # the backend's floor for linear-only runs
+    # the backend's floor for linear-only runs, on the next node of the reference table (n_k
+    # nodes from k_min to DEFAULT_K_MAX: the table keeps those nodes below its k_max)
+    s_lin = settings_for(lin, n_k=300)
+    assert MIN_K_MAX_LINEAR <= s_lin.k_max < MIN_K_MAX_LINEAR * 1.05
+    ref = CosmologySettings(k_max=DEFAULT_K_MAX, n_k=300).k_grid()
+    np.testing.assert_allclose(s_lin.k_grid(), ref[:s_lin.n_k], rtol=1e-12)
+    assert settings_for(lin, k_max=2.0, n_k=300).n_k == 300  # a k_max the user gives: n_k as given
     assert settings_for(dataclasses.replace(nl, k_max=12.0)).k_max == 12.0  # what the probe needs, no more
     assert settings_for(dataclasses.replace(nl, k_max=1.0)).k_max == MIN_K_MAX  # sigma8 normalization
     assert settings_for(nl, k_max=10.0).k_max == 10.0  # the user's accuracy.k_max overrides
@@ -239,7 +253,7 @@ def test_survey_settings_follow_the_probes():
     assert survey_from_text(more, "s.yaml").settings.k_max == 50.0
     toy = survey_from_text(TOY.replace("nonlinear_model: none", "nonlinear_model: takahashi"), "toy.yaml")
     assert toy.settings.nonlinear_model == "none"
-    assert toy.settings.k_max == MIN_K_MAX_LINEAR  # linear clustering to k ~ 0.3 h/Mpc: the backend's floor
+    assert MIN_K_MAX_LINEAR <= toy.settings.k_max < 1.05 * MIN_K_MAX_LINEAR  # linear clustering: the backend's floor
 
 
 def test_a_linear_only_survey_does_not_compute_the_nonlinear_spectrum(monkeypatch):

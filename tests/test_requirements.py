@@ -2,12 +2,16 @@
 
 Each probe states the k range, z range and nonlinear spectrum it needs from its own settings
 (weak lensing: k_max = (ell_max + 1/2) / chi_min from the lensing kernels, z_max from the
-support of the n_i(z)); the backend takes their union. Shown enough here against the
-reference, the same forecast with the settings used before the requirements were read
-(k_max = 30/Mpc, z_max = 4, the whole n_i(z) integrated): every signal element within 1e-3
-and every marginalized error within 0.5 %, on the shipped recipes. Fixed 3-point stencils
-and the session's CAMB cache (the IST:F reference test runs the Euclid recipes with the
-same settings and steps, so their points are computed once).
+support of the n_i(z); 3x2pt: the same per spectrum type from its own kernels and ell_max;
+clustering: the shells' k, linear only, at the backend's linear floor on the reference
+table's nodes); the backend takes their union. Shown enough here against the reference, the
+same forecast with the settings used before the requirements were read (k_max = 30/Mpc,
+z_max = 4, the whole n_i(z) integrated): every signal element within 1e-3 and every
+marginalized error within 0.5 %, on the shipped recipes (the LSST Y10 3x2pt errors: an
+expected failure, the reference itself is unstable there, see _NOISY_REFERENCE). Fixed
+3-point stencils and the session's CAMB cache (the IST:F reference test runs the Euclid
+recipes with the same settings and steps, and the 3x2pt recipes share their points with the
+WL recipes of the same surveys, so they are computed once).
 """
 
 from __future__ import annotations
@@ -113,7 +117,10 @@ def _forecast(survey, cache_dir):
 
 
 WL_RECIPES = ["euclid-wl-pessimistic", "euclid-wl-optimistic", "lsst-y10-wl"]
-CLUSTERING_RECIPES = ["desi-multitracer", "two-tracer-toy"]
+CLUSTERING_RECIPES = ["desi-multitracer", "two-tracer-toy", "euclid-gcsp-optimistic"]
+#: fewer redshift nodes of the CAMB table (on both sides of the comparison) where it does not
+#: matter: the shells' P(k, z) and distances at z <= 1.9 (errors move by < 0.1 %)
+CHEAPER = {"euclid-gcsp-optimistic": {"cosmology.accuracy.n_z": 40}, "desi-multitracer": {"cosmology.accuracy.n_z": 40}}
 
 
 @pytest.mark.parametrize("recipe", WL_RECIPES)
@@ -136,13 +143,23 @@ def test_weak_lensing_asks_for_what_it_needs(recipe):
 
 @pytest.mark.parametrize("recipe", CLUSTERING_RECIPES)
 def test_clustering_asks_for_the_linear_spectrum_only(recipe):
-    sv = _survey(recipe)
-    req = sv.probes[0].requirements()
-    assert not req.nonlinear and sv.settings.nonlinear_model == "none"
-    assert req.k_max < 1.0  # the shells' k_max [h/Mpc > 1/Mpc]
-    from fishcast.cosmology import MIN_K_MAX_LINEAR
+    """The shells' k_max [h/Mpc] x 2 (the largest h a point may have) x 1.25 (AP), and for
+    the IST:F model the reach of sigma_v (5 h/Mpc) and of the de-wiggling; the linear
+    spectrum; the backend's floor, on the nodes of the reference table."""
+    from fishcast.cosmology import DEFAULT_K_MAX, MIN_K_MAX_LINEAR, CosmologySettings
 
-    assert sv.settings.k_max == MIN_K_MAX_LINEAR  # the backend's floor (CAMB's transfer sampling)
+    sv = _survey(recipe)
+    probe = sv.probes[0]
+    req = probe.requirements()
+    assert not req.nonlinear and sv.settings.nonlinear_model == "none"
+    k_shells = float(probe.k_edges.max())  # [h/Mpc]
+    if probe.config.needs_dispersions:
+        assert req.k_max == pytest.approx(5.0 * 2.0)
+    else:
+        assert req.k_max == pytest.approx(k_shells * 2.0 * (1.25 if probe.config.alcock_paczynski else 1.0))
+    assert MIN_K_MAX_LINEAR <= sv.settings.k_max < 1.05 * MIN_K_MAX_LINEAR < DEFAULT_K_MAX
+    ref = CosmologySettings(k_max=DEFAULT_K_MAX, n_k=300).k_grid()
+    np.testing.assert_allclose(sv.settings.k_grid(), ref[:sv.settings.n_k], rtol=1e-12)
     assert sv.settings.z_max == pytest.approx(max(req.z_max, 0.5))
 
 
@@ -183,10 +200,167 @@ def test_weak_lensing_cl_and_errors_match_the_reference(wl_pairs, recipe):
     _check_errors(mine, ref)
 
 
+# ------------------------------------------------------------------ 3x2pt (WL + GCph + XC)
+PHOTOMETRIC_RECIPES = ["euclid-3x2pt-pessimistic", "lsst-y10-3x2pt"]
+
+
+def _box_sample(name, z, lo, hi, bias=1.5):
+    from fishcast.probes import photometric as ph
+    from fishcast.redshift import PhotoZModel, TomographicBins, TabulatedNz
+
+    zt = np.linspace(0.0, z[-1], 2001)
+    parent = TabulatedNz(zt, ((zt >= lo) & (zt <= hi)).astype(float) + 1e-300)
+    bins = TomographicBins(parent, np.array([lo, hi]), PhotoZModel(sigma_b=1e-3), z)
+    return ph.CountsSample(name=name, bins=bins, n_gal=1.0, bias_model="per_bin", bias_values=[bias])
+
+
+def test_counts_k_max_follows_the_kernel_and_ell_max():
+    """GCph alone: k_max = (ell_max + 1/2)/chi_min, with ell_max the largest band centre used;
+    counts nearer to us need larger k, a larger share allows smaller k; the z support stops
+    above the highest bin (every node with photometric tails of 1e-3 (1+z) width)."""
+    from fishcast.probes import photometric as ph
+
+    z = np.linspace(0.0, 3.0, 301)
+
+    def probe(lo, hi, ell_max=1000.0, **kw):
+        return ph.PhotometricProbe(shear=None, samples=[_box_sample("g", z, lo, hi)], spectra=["GCph"],
+                                   ell_ranges={"GCph": (10.0, ell_max)}, n_bands=10, f_sky=0.1, **kw)
+
+    near, far = probe(0.3, 0.5), probe(1.0, 1.5)
+    ell = near.ell.max()
+    assert near.limber_k_max() > 1.5 * far.limber_k_max()
+    big = probe(0.3, 0.5, ell_max=3000.0)
+    assert big.limber_k_max() == pytest.approx(near.limber_k_max() * (big.ell.max() + 0.5) / (ell + 0.5), rel=1e-12)
+    assert near.limber_k_max(share=0.1) < near.limber_k_max(share=1e-3)
+    assert near.requirements().k_max == near.limber_k_max() and near.requirements().nonlinear
+    assert probe(0.3, 0.5, k_max=7.0).requirements().k_max == 7.0  # integration.k_max, given
+    # every node by default; with a tail cut, the nodes just above the bin (edges at 0.5)
+    assert near.requirements().z_max == 3.0
+    assert probe(0.3, 0.5, z_tail=1e-5).requirements().z_max == pytest.approx(0.52, abs=0.015)
+
+
+def test_counts_k_max_matches_the_analytic_share():
+    """GCph of one bin between z = 0.3 and 0.5: with P ~ k^-1.5 the Limber integrand of
+    counts x counts is, per unit z, b^2 n(z)^2 H(z)/c chi^-1/2 (the kernel b n H/c, squared,
+    times c/H chi^-2 P). Its share below the chi_min found -- integrated here with scipy's
+    adaptive quad in the flat LCDM reference background computed here, n(z) the bin's own --
+    is the 10 % asked for (within the 5 % of the grid that locates chi_min)."""
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+
+    from fishcast.probes import photometric as ph
+    from fishcast.probes.limber_support import C_KMS, REF_H, REF_OMEGA_M
+
+    z = np.linspace(0.0, 1.0, 1001)
+    probe = ph.PhotometricProbe(shear=None, samples=[_box_sample("g", z, 0.3, 0.5)], spectra=["GCph"],
+                                ell_ranges={"GCph": (10.0, 1000.0)}, n_bands=4, f_sky=0.1)
+    ell = probe.ell.max()
+    chi_min = (ell + 0.5) / probe.limber_k_max(share=0.1)
+    nz = probe.samples[0].bins.nz()[0]
+
+    def e(x):
+        return np.sqrt(REF_OMEGA_M * (1 + x) ** 3 + 1 - REF_OMEGA_M)
+
+    d_h = C_KMS / (100 * REF_H)
+
+    def chi(x):
+        return d_h * quad(lambda y: 1.0 / e(y), 0.0, x, epsabs=0, epsrel=1e-10)[0]
+
+    def f(x):
+        return np.interp(x, z, nz) ** 2 * e(x) * chi(x) ** -0.5
+
+    z_min = brentq(lambda x: chi(x) - chi_min, 0.2, 0.5)
+    edges = list(z[(z > 0.25) & (z < 0.55)])  # n(z) is linear between the nodes
+    share = (quad(f, 0.25, z_min, points=[x for x in edges if x < z_min], limit=400)[0]
+             / quad(f, 0.25, 0.55, points=edges, limit=400)[0])
+    assert share == pytest.approx(0.1, rel=0.05)
+
+
+@pytest.mark.parametrize("recipe", PHOTOMETRIC_RECIPES)
+def test_3x2pt_asks_for_what_its_kernels_need(recipe):
+    """k_max from the kernels of each spectrum type at its own ell_max (not 30), the
+    largest of them; z_max from the n_i(z) tails; the nonlinear spectrum; the user's
+    accuracy.k_max / z_max override."""
+    sv = _survey(recipe)
+    probe = sv.probes[0]
+    req = probe.requirements()
+    assert req.nonlinear and sv.settings.nonlinear
+    assert sv.settings.k_max == pytest.approx(max(req.k_max, 10.0)) and req.k_max != 30.0
+    assert sv.settings.z_max == pytest.approx(req.z_max) and req.z_max <= probe.z[-1]
+    from fishcast.probes import photometric as ph
+
+    cfg = sv.config.probes.photometric
+    per_type = {t: ph.build(cfg.model_copy(update={"spectra": [t]}), (ROOT / "recipes")).requirements().k_max
+                for t in probe.spectra}
+    assert req.k_max == max(per_type.values())
+    # counts at ell <= 750 reach smaller k than shear at ell <= 1500 (Euclid) / 3000 (LSST)
+    assert per_type["GCph"] < per_type["WL"] and per_type["XC"] < per_type["WL"]
+    if recipe.startswith("euclid"):  # IST:F's n_i(z) are negligible above z ~ 3
+        assert req.z_max < 3.1
+    over = _survey(recipe, {"cosmology.accuracy.k_max": 7.0, "cosmology.accuracy.z_max": 4.0}).settings
+    assert (over.k_max, over.z_max) == (7.0, 4.0)
+
+
+def _used(probe) -> np.ndarray:
+    """(n_ell, n, n) mask of the spectra in the 3x2pt data vector (each type in its bands)."""
+    mask = np.zeros((probe.ell.size, len(probe.tracers), len(probe.tracers)), dtype=bool)
+    for bands, spec in probe.spectra_in_band():
+        mask[bands[:, None], probe._pa[spec][None, :], probe._pb[spec][None, :]] = True
+    return mask | np.swapaxes(mask, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def photometric_pairs(cache_dir):
+    """recipe -> (forecast with the probe's settings, with the reference settings and every
+    node integrated). Their CAMB points are those of the WL recipes of the same surveys (same
+    fiducial, steps and settings), computed once in the session cache."""
+    return {r: _pair(r, cache_dir, {"probes.photometric.integration.z_tail": 0.0}) for r in PHOTOMETRIC_RECIPES}
+
+
+@pytest.mark.parametrize("recipe", PHOTOMETRIC_RECIPES)
+def test_3x2pt_cl_match_the_reference(photometric_pairs, recipe):
+    mine, ref = photometric_pairs[recipe]
+    assert (ref.survey.settings.k_max, ref.survey.settings.z_max) == (30.0, 4.0)
+    assert mine.survey.settings.k_max < 30.0
+    (cl,), (cl_ref,) = _signals(mine), _signals(ref)
+    # every C_ab(ell) of the data vector (each spectrum type in its own bands) within 1e-3 of
+    # the reference, relative to sqrt(C_aa C_bb) (cross-spectra may pass through zero)
+    d = np.sqrt(np.einsum("lii->li", cl_ref))
+    rel = np.abs(cl - cl_ref) / (d[:, :, None] * d[:, None, :])
+    assert np.max(rel[_used(mine.survey.probes[0])]) < 1e-3
+
+
+#: Why the LSST Y10 3x2pt errors are not within 0.5 % of the reference (measured; the C_ell
+#: are, test above): the reference itself is not stable at that level. Its marginalized
+#: errors move by 4 % (n_s, h) between k_max = 25 and 30/Mpc, more than between the derived
+#: 20.6/Mpc and 30/Mpc (0.9 %, sigma8). The derivatives differ only in d/dh, by 1e-3 (25/Mpc)
+#: and 2.3e-3 (20.6/Mpc) relative: A_s is set from CAMB's sigma8 at every point, an integral
+#: CAMB samples at ~4 nodes per e-fold above 0.3/Mpc, where W(kR)^2 oscillates with a period
+#: that moves with h (R = 8 Mpc/h); d ln A_s/d h then jumps with k_max (-3.4189 at 30/Mpc,
+#: -3.4179 at 10/Mpc, against -3.4170 converged with k_per_logint 30 at any k_max). GCph and
+#: XC turn that shift of every d ln P/d h into a shift of the sigma8 and bias directions, to
+#: which this forecast (ten lens biases) is very sensitive. A smooth sigma8 normalization
+#: (a fine k quadrature in fishcast/cosmology.py) would remove it for every k_max, but moves
+#: the golden file; left for the backend (reported).
+_NOISY_REFERENCE = pytest.mark.xfail(strict=True, reason="the k_max = 30/Mpc reference is itself unstable at "
+                                     "0.5 % here: CAMB's sigma8 normalization (see _NOISY_REFERENCE's comment)")
+
+
+@pytest.mark.parametrize("recipe", [PHOTOMETRIC_RECIPES[0], pytest.param(PHOTOMETRIC_RECIPES[1], marks=_NOISY_REFERENCE)])
+def test_3x2pt_errors_match_the_reference(photometric_pairs, recipe):
+    mine, ref = photometric_pairs[recipe]
+    _check_errors(mine, ref)
+
+
 @pytest.mark.parametrize("recipe", CLUSTERING_RECIPES)
 def test_clustering_signal_and_errors_match_the_reference(recipe, cache_dir):
-    mine, ref = _pair(recipe, cache_dir, {})
+    """The linear-only table at the backend's floor (15/Mpc, the reference's nodes) against
+    the reference at 30/Mpc: see fishcast.cosmology.MIN_K_MAX_LINEAR for what moves below."""
+    cheap = CHEAPER.get(recipe, {})
+    mine = _forecast(_survey(recipe, cheap), cache_dir)
+    ref = _forecast(_survey(recipe, {**REFERENCE, **cheap}), cache_dir)
     assert ref.survey.settings.k_max == 30.0 and mine.survey.settings.z_max < 4.0
+    assert mine.survey.settings.k_max < 16.0
     for a, b in zip(_signals(mine), _signals(ref)):
         scale = np.max(np.abs(b))
         assert np.max(np.abs(a - b)) < 1e-3 * scale

@@ -70,6 +70,12 @@ from fishcast.probes import rsd_model
 from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
 from fishcast.probes.sky import FULL_SKY_DEG2, SkyAreaConfig  # noqa: F401 (FULL_SKY_DEG2: public here too)
 
+#: Largest ratio of a true to an observed wavenumber the Alcock-Paczynski mapping reaches at
+#: the points of a run (k_true = k_obs sqrt((1 - mu^2)/q_perp^2 + mu^2/q_par^2) x h_fid/h
+#: with ``observed_h: fiducial``): q_perp, q_par and h within 20 % of the fiducial (derivative
+#: steps and validity checks move them by a few per cent).
+AP_K_MARGIN = 1.25
+
 # ---------------------------------------------------------------------------------------------
 # quadrature
 # ---------------------------------------------------------------------------------------------
@@ -906,8 +912,18 @@ class CountsInCellsProbe(Probe):
         return NuisanceParameters(out)
 
     def requirements(self) -> CosmologyRequirements:
-        """z up to the last shell edge; k_max [1/Mpc] = largest k [h/Mpc] x 1 (h <= 1)."""
-        return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=float(self.k_edges.max()), nonlinear=False)
+        """The linear P(k, z) only, z up to the last shell edge, and k_max [1/Mpc]: the
+        largest k of the shells [h/Mpc] dilated by the Alcock-Paczynski mapping (true k up to
+        :data:`AP_K_MARGIN` times the observed one), with the reach of the IST:F model's
+        de-wiggling and sigma_v (:func:`rsd_model.k_reach`), converted with the largest h a
+        point may have (:data:`fishcast.camb_ranges.SAFE_RANGES`, h <= 2). The backend keeps
+        its own floor above it (:data:`fishcast.cosmology.MIN_K_MAX_LINEAR`)."""
+        from fishcast.camb_ranges import SAFE_RANGES
+
+        cfg = self.config
+        k_true = float(self.k_edges.max()) * (AP_K_MARGIN if cfg.alcock_paczynski else 1.0)
+        k_h = rsd_model.k_reach(k_true, cfg.bao_damping, cfg.needs_dispersions)
+        return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=k_h * SAFE_RANGES["h"].hi, nonlinear=False)
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         p = self.nuisance_parameters()

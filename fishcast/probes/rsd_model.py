@@ -166,3 +166,28 @@ def redshift_error_length(z, hubble_kms_mpc, sigma_z0):
     """``sigma_r = c sigma_z0 (1 + z) / H(z)`` [Mpc] for H in km/s/Mpc (the power is damped
     by ``exp(-k^2 mu^2 sigma_r^2)``)."""
     return C_KMS * np.asarray(sigma_z0) * (1.0 + np.asarray(z)) / np.asarray(hubble_kms_mpc)
+
+
+# ---------------------------------------------------------------------------------------------
+# what the model needs of the linear P(k): its reach in k (the probe's requirements)
+# ---------------------------------------------------------------------------------------------
+
+#: Wavenumber [h/Mpc] above which the linear ``Int dk P(k)`` of :func:`velocity_dispersion`
+#: holds 0.2 % of sigma_v^2 (Eisenstein-Hu no-wiggle shape, n_s = 0.96, Omega_m = 0.32,
+#: Omega_b = 0.05, h = 0.67; the share above 3, 10 h/Mpc: 0.5 %, 0.07 %). Beyond the
+#: tabulated k_max P is extrapolated as a power law, so that share is approximated, not lost.
+SIGMA_V_K_SUPPORT = 5.0
+
+
+def k_reach(k_true_max, bao_damping: bool, dispersions: bool):
+    """Largest wavenumber at which the model's P(k) matters, for true wavenumbers up to
+    ``k_true_max`` (any unit; h/Mpc for the dispersion's support): the de-wiggling's
+    smoothing of ln(P_lin/P_EH) (:func:`nowiggle_power`) reaches 3 widths (a factor
+    exp(3 x 0.25) = 2.1) beyond it; sigma_v (``dispersions``) needs
+    :data:`SIGMA_V_K_SUPPORT` h/Mpc."""
+    k = float(k_true_max)
+    if bao_damping:
+        k = k * math.exp(3.0 * NOWIGGLE_SMOOTHING)
+    if dispersions:
+        k = max(k, SIGMA_V_K_SUPPORT)
+    return k

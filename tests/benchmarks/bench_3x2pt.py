@@ -12,6 +12,11 @@ Run:  python tests/benchmarks/bench_3x2pt.py [--mode fixed|sweep] [--stencil 3-p
 
 --no-wl-run compares the planned cosmological points of the two forecasts (the CAMB calls
 are a function of them) instead of running the WL-only forecast too.
+
+It also prints (issue 15, item 1) the time per CAMB run with the settings derived from the
+probes' needs relative to the k_max = 30/Mpc, z_max = 4 settings used before, at the fiducial,
+interleaved, median of --camb-repeats (one thread): for the 3x2pt recipes (Euclid IST:F
+pessimistic, LSST Y10) and, for the linear-only floor, the DESI multi-tracer recipe.
 """
 
 from __future__ import annotations
@@ -44,12 +49,54 @@ def _planned_keys(survey) -> tuple[str, ...]:
     return plan(survey, values).keys
 
 
+def camb_cost(recipe: str, repeats: int) -> tuple[float, float, object]:
+    """Median seconds of one CAMB evaluation of the recipe's fiducial with its derived
+    settings and with k_max = 30/Mpc, z_max = 4 (n_k and the rest as derived; for a linear-only
+    table the reference's 300 nodes up to 30/Mpc), interleaved, in this process."""
+    import dataclasses
+    import statistics
+
+    from fishcast.cosmology import DEFAULT_K_MAX, compute
+    from fishcast.parameters import is_cosmological
+    from fishcast.survey import load_survey
+
+    sv = load_survey(ROOT / "recipes" / f"{recipe}.yaml")
+    derived = sv.settings
+    reference = dataclasses.replace(derived, k_max=DEFAULT_K_MAX, z_max=4.0,
+                                    n_k=derived.n_k if derived.nonlinear else 300)
+    point = {n: v for n, v in sv.fiducial.items() if is_cosmological(n)}
+    times: dict[str, list[float]] = {"derived": [], "reference": []}
+    for _ in range(repeats):
+        for name, st in (("derived", derived), ("reference", reference)):
+            t0 = time.perf_counter()
+            compute(point, st)
+            times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["derived"]), statistics.median(times["reference"]), derived
+
+
+def print_camb_costs(repeats: int) -> None:
+    from fishcast.pipeline.execute import configure_worker
+
+    configure_worker(1)
+    for recipe in ("euclid-3x2pt-pessimistic", "lsst-y10-3x2pt", "desi-multitracer"):
+        t_der, t_ref, st = camb_cost(recipe, repeats)
+        print(f"{recipe}: derived settings k_max {st.k_max:.3g}/Mpc, z_max {st.z_max:.3g}, "
+              f"{'nonlinear ' + st.nonlinear_model if st.nonlinear else 'linear only'}; "
+              f"time per CAMB run, derived / k_max 30, z_max 4 = {t_der / t_ref:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["fixed", "sweep"], default="sweep")
     ap.add_argument("--stencil", choices=["3-point", "5-point"], default="3-point")
     ap.add_argument("--no-wl-run", action="store_true", help="plan the WL-only forecast instead of running it")
+    ap.add_argument("--camb-repeats", type=int, default=3, help="repeats of the CAMB cost measurement (0: skip it)")
+    ap.add_argument("--camb-only", action="store_true", help="only the CAMB cost measurement")
     args = ap.parse_args()
+    if args.camb_repeats > 0:
+        print_camb_costs(args.camb_repeats)
+    if args.camb_only:
+        return
 
     from fishcast.parameters import is_cosmological
     from fishcast.probes import photometric as ph
