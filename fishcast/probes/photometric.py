@@ -53,6 +53,13 @@ spectrum types are set to zero (the "added without cross-covariance" Fisher). Th
 matrix is F_ab = sum_ell dC_a^T Cov_ell^-1 dC_b: one Cholesky factorization per band
 (bands are independent; the covariance is built for all bands at once, no loop over
 spectrum pairs), never an inverse of the whole block-diagonal matrix.
+
+What the probe asks of the cosmology (:meth:`PhotometricProbe.requirements`): the nonlinear
+P(k, z) up to the k_max each spectrum type needs at its own ell_max from the support of its
+kernels (:meth:`PhotometricProbe.limber_k_max`, the estimate of
+:mod:`fishcast.probes.limber_support` shared with the weak-lensing probe), and redshifts up to
+where every n_i(z) has at most ``integration.z_tail`` of its weight left; the probe integrates
+over those nodes only.
 """
 
 from __future__ import annotations

@@ -179,12 +179,11 @@ def redshift_error_length(z, hubble_kms_mpc, sigma_z0):
 SIGMA_V_K_SUPPORT = 5.0
 
 
-def k_reach(k_true_max, bao_damping: bool, dispersions: bool):
-    """Largest wavenumber at which the model's P(k) matters, for true wavenumbers up to
-    ``k_true_max`` (any unit; h/Mpc for the dispersion's support): the de-wiggling's
-    smoothing of ln(P_lin/P_EH) (:func:`nowiggle_power`) reaches 3 widths (a factor
-    exp(3 x 0.25) = 2.1) beyond it; sigma_v (``dispersions``) needs
-    :data:`SIGMA_V_K_SUPPORT` h/Mpc."""
+def k_reach(k_true_max, bao_damping: bool, dispersions: bool) -> float:
+    """Largest wavenumber [h/Mpc] at which the model's linear P(k) matters, for true
+    wavenumbers up to ``k_true_max`` [h/Mpc]: the de-wiggling's smoothing of ln(P_lin/P_EH)
+    (:func:`nowiggle_power`, ``bao_damping``) reaches 3 widths (a factor exp(3 x 0.25) = 2.1)
+    beyond it; sigma_v (``dispersions``) needs :data:`SIGMA_V_K_SUPPORT`."""
     k = float(k_true_max)
     if bao_damping:
         k = k * math.exp(3.0 * NOWIGGLE_SMOOTHING)
