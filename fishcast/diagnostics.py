@@ -470,10 +470,12 @@ class PrincipalPoints:
 
     Principal directions are those of the correlation matrix of the covariance (so that the
     choice does not depend on the parameters' units); every point lies on the Fisher
-    ``n_sigma`` ellipsoid ``delta^T F delta = n_sigma^2``. offsets (N, n): the displacement of
-    direction i [unit_j]; points (2N, n): rows fid + offsets[0], fid - offsets[0], fid +
-    offsets[1], ...; labels like "+1"/"-1"; inside: whether each point is in the parameters'
-    physical domain (points outside are not to be evaluated).
+    ``n_sigma`` ellipsoid ``delta^T F delta = n_sigma^2``, and the directions are
+    F-orthogonal, so the outer products of the offsets sum to ``n_sigma^2 C``. offsets (N, n):
+    the displacement of direction i [unit_j]; points (2N, n): rows fid + offsets[0], fid -
+    offsets[0], fid + offsets[1], ...; labels like "+1"/"-1"; inside: whether each point is in
+    the parameters' physical domain (points outside are not to be evaluated); kinds: what
+    each direction is (see the field).
     """
 
     names: tuple[str, ...]
@@ -484,6 +486,9 @@ class PrincipalPoints:
     labels: tuple[str, ...]
     inside: np.ndarray
     sigma: np.ndarray | None = None
+    #: per direction: "principal" (of the whole covariance, :func:`principal_points`), or
+    #: "cosmological" / "nuisance" (:func:`cosmological_points`)
+    kinds: tuple[str, ...] = ()
 
     def dominant(self, direction: int, n: int = 3) -> list[str]:
         """Parameters dominating a principal direction, measured in units of their own
@@ -523,12 +528,102 @@ def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[f
         domains = {nm: lookup(nm).domain.contains for nm in names}
     inside = np.array([all(domains[nm](float(p[j])) for j, nm in enumerate(names) if nm in domains) for p in pts_a])
     return PrincipalPoints(names=tuple(names), fiducial=fid, n_sigma=float(n_sigma), offsets=offsets,
-                           points=pts_a, labels=tuple(labels), inside=inside, sigma=sig)
+                           points=pts_a, labels=tuple(labels), inside=inside, sigma=sig,
+                           kinds=("principal",) * len(names))
+
+
+def _points_from_offsets(offsets: np.ndarray, fid: np.ndarray, names: list[str], n_sigma: float, sig: np.ndarray,
+                         kinds: Sequence[str], domains: Mapping[str, Callable[[float], bool]] | None) -> PrincipalPoints:
+    pts, labels = [], []
+    for i in range(offsets.shape[0]):
+        pts += [fid + offsets[i], fid - offsets[i]]
+        labels += [f"+{i}", f"-{i}"]
+    pts_a = np.array(pts).reshape(-1, len(names))
+    if domains is None:
+        from .parameters import lookup
+
+        domains = {nm: lookup(nm).domain.contains for nm in names}
+    inside = np.array([all(domains[nm](float(p[j])) for j, nm in enumerate(names) if nm in domains) for p in pts_a],
+                      dtype=bool)
+    return PrincipalPoints(names=tuple(names), fiducial=fid, n_sigma=float(n_sigma), offsets=offsets, points=pts_a,
+                           labels=tuple(labels), inside=inside, sigma=sig, kinds=tuple(kinds))
+
+
+def cosmological_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[float], names: Sequence[str],
+                        cosmological: Sequence[bool], n_sigma: float = 1.0,
+                        domains: Mapping[str, Callable[[float], bool]] | None = None) -> PrincipalPoints:
+    """The 2N points fiducial +- n_sigma along the principal directions of the
+    *marginalized cosmological* errors, with the nuisances at their conditional best fit,
+    then along the principal directions of the nuisances with the cosmology held fixed.
+
+    With c the cosmological parameters (``cosmological[j]`` true), n the nuisances, F the
+    Fisher matrix and C = F^-1 (``cov``):
+
+    1. cosmological directions: the principal directions of the correlation form of C_cc
+       (the errors of the cosmological parameters, every nuisance marginalized),
+       delta_c = n_sigma sqrt(mu_i) u_i sigma_c [unit_c]; the nuisances take their best fit
+       given delta_c, delta_n = -F_nn^-1 F_nc delta_c = C_nc C_cc^-1 delta_c. Then
+       delta^T F delta = delta_c^T C_cc^-1 delta_c = n_sigma^2: the point lies on the
+       marginalized n_sigma contour of the cosmological parameters (where the reported
+       marginalized errors are read), at the nuisance values that minimize the Fisher chi^2
+       there.
+    2. nuisance directions: the principal directions of the conditional covariance of the
+       nuisances, F_nn^-1 = C_nn - C_nc C_cc^-1 C_cn, with delta_c = 0 (the fiducial
+       cosmology: no CAMB run).
+
+    The N directions are F-orthogonal (v_c^T F u_n = delta_c^T (F_cn - F_cn) delta_n = 0: the
+    block LDL^T factorization of F) and each has delta^T F delta = n_sigma^2, so the outer
+    products of the offsets sum to n_sigma^2 C, as for :func:`principal_points`, and
+    :func:`sigma_changes` applies unchanged. A nuisance direction has no cosmological
+    component: the width measured along it cannot move a cosmological error. With no
+    nuisance (or no cosmological) parameter, the directions are those of
+    :func:`principal_points`. Rows of ``offsets``: the cosmological directions, then the
+    nuisance ones; ``kinds`` says which.
+    """
+    names = [str(x) for x in names]
+    cov = np.asarray(cov, dtype=float)
+    cov = 0.5 * (cov + cov.T)
+    fid = np.array([fiducial[nm] for nm in names] if isinstance(fiducial, Mapping) else fiducial, dtype=float)
+    is_c = np.asarray(cosmological, dtype=bool)
+    if is_c.shape != (len(names),):
+        raise InputError(f"cosmological: one flag per parameter ({len(names)}), got {is_c.shape}")
+    sig = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    safe = np.where(sig > 0, sig, 1.0)
+    K = cov / np.outer(safe, safe)  # correlation form: the choice does not depend on units
+    c, n = np.nonzero(is_c)[0], np.nonzero(~is_c)[0]
+    rows, kinds = [], []
+    cond = K[np.ix_(n, n)]
+    if c.size:
+        mu, U = np.linalg.eigh(K[np.ix_(c, c)])
+        if np.any(mu <= 0):
+            raise DegenerateFisherError("the marginalized covariance of the cosmological parameters is not positive "
+                                        "definite", [])
+        KncU = K[np.ix_(n, c)] @ U  # (n_n, n_c)
+        for i in range(c.size):
+            x = np.zeros(len(names))
+            x[c] = n_sigma * np.sqrt(mu[i]) * U[:, i]
+            x[n] = n_sigma * KncU[:, i] / np.sqrt(mu[i])  # C_nc C_cc^-1 delta_c
+            rows.append(x)
+            kinds.append("cosmological")
+        cond = cond - (KncU / mu[None, :]) @ KncU.T  # C_nn - C_nc C_cc^-1 C_cn
+    if n.size:
+        cond = 0.5 * (cond + cond.T)
+        t = np.sqrt(np.maximum(np.diag(cond), 0.0))
+        ts = np.where(t > 0, t, 1.0)
+        nu, V = np.linalg.eigh(cond / np.outer(ts, ts))
+        for j in range(n.size):
+            x = np.zeros(len(names))
+            x[n] = n_sigma * np.sqrt(max(nu[j], 0.0)) * V[:, j] * t
+            rows.append(x)
+            kinds.append("nuisance")
+    offsets = np.array(rows).reshape(-1, len(names)) * sig[None, :]
+    return _points_from_offsets(offsets, fid, names, n_sigma, sig, kinds, domains)
 
 
 #: status of a Gaussian-validity point: evaluated (sent to the backend, or read from the cache), reused (a
 #: cosmology this run had already evaluated: no CAMB call), inferred (the -n_sigma side from
-#: the +n_sigma side where the model is quadratic-small along the direction: no CAMB call),
+#: the +n_sigma side by the quadratic model along the direction, where no verdict depends on
+#: it: no CAMB call),
 #: outside (certainly outside the domain where the model runs: not sent to CAMB), failed (the
 #: model did not run there, or gave a non-finite data vector)
 POINT_STATUSES = ("evaluated", "reused", "inferred", "outside", "failed")
@@ -556,8 +651,13 @@ class GaussianValidity:
     is missing; NaN when both are). ``of_interest`` (n_par): the parameters whose errors
     decide (the cosmological ones, or all when none is free).
 
-    Cost: ``camb_runs`` Boltzmann runs made by the check in this process (-1: not
-    recorded); the counts of each status follow from ``status``.
+    kinds (N): what each direction is: "principal" (a principal direction of the whole
+    covariance, :func:`principal_points`), "cosmological" (of the marginalized cosmological
+    errors, nuisances at their conditional best fit) or "nuisance" (of the nuisances, the
+    cosmology fixed) (:func:`cosmological_points`); empty when not recorded.
+
+    Cost: ``camb_runs`` Boltzmann runs made for the check, in this process or in worker
+    processes (-1: not recorded); the counts of each status follow from ``status``.
     """
 
     labels: tuple[str, ...]
@@ -579,6 +679,7 @@ class GaussianValidity:
     notes: tuple[str, ...] = ()
     sigma_tolerance: float = math.nan
     camb_runs: int = -1
+    kinds: tuple[str, ...] = ()
 
     def count(self, status: str) -> int:
         """Number of points with this status."""
@@ -598,7 +699,7 @@ class GaussianValidity:
         """How many evaluations the check needed, and how many it avoided."""
         if not self.status:
             return ""
-        runs = (f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''} in this process; cache hits "
+        runs = (f" ({self.camb_runs} Boltzmann run{'s' if self.camb_runs != 1 else ''}; cache hits "
                 "cost none)") if self.camb_runs >= 0 else ""
         return (f"{self.count('evaluated')} point(s) evaluated{runs}; {self.count('reused')} re-used "
                 f"this run's cosmologies and {self.count('inferred')} inferred from the other side (no CAMB call); "
@@ -708,7 +809,8 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
                             reasons=tuple(reasons), offsets=None if points is None else points.offsets,
                             names=names, status=status, point_notes=point_notes, width_ratio=widths,
                             sigma_change=changes, of_interest=of_interest, direction_verdicts=tuple(dverdicts),
-                            notes=tuple(notes), sigma_tolerance=cfg.gaussian_sigma_tolerance, camb_runs=int(camb_runs))
+                            notes=tuple(notes), sigma_tolerance=cfg.gaussian_sigma_tolerance, camb_runs=int(camb_runs),
+                            kinds=tuple(points.kinds) if points is not None else ())
 
 
 # ---------------------------------------------------------------------------- text

@@ -259,9 +259,34 @@ def constraints_text(path: str, c: Constraints, meta: Mapping[str, Any]) -> str:
            "rel: sigma / |fiducial|)"]
     for (a, b), v in c.fom.items():
         out.append(f"FoM({a}, {b}) = {v:.4g}   [DETF: 1/sqrt(det Cov({a}, {b}))]")
+    cost = camb_cost_text(meta)
+    if cost:
+        out.append(cost)
     out.append(f"trust: {str(meta.get('trust') or 'ok')}")
     out += [f"WARNING: {w}" for w in c.warnings]
     return "\n".join(out)
+
+
+def camb_cost_text(meta: Mapping[str, Any]) -> str | None:
+    """What a forecast's cosmology evaluations cost, from its file's root attributes: every
+    Boltzmann run (``camb_calls``), by stage (``camb_calls_derivatives``,
+    ``camb_calls_validity``) and the points read from the cache (``cache_hits``); None for a
+    file that records none (a combined or derived file)."""
+    if meta.get("camb_calls") is None:
+        return None
+
+    def n(key: str) -> int:
+        return int(meta.get(key) or 0)
+
+    total = n("camb_calls")
+    out = f"CAMB: {total} Boltzmann run{'s' if total != 1 else ''}"
+    if meta.get("camb_calls_derivatives") is not None:
+        out += (f" ({n('camb_calls_derivatives')} fiducial and derivatives, "
+                f"{n('camb_calls_validity')} Gaussian-validity check)")
+    if meta.get("cache_hits") is not None:
+        hits = n("cache_hits")
+        out += f"; {hits} cosmology point{'s' if hits != 1 else ''} read from the cache"
+    return out
 
 
 def constraints_latex(path: str, c: Constraints) -> str:
@@ -501,7 +526,13 @@ def gaussian_lines(g) -> list[str]:
     """The Gaussian-validity part of the report (a :class:`fishcast.diagnostics.GaussianValidity`):
     its cost, Delta chi^2 per point, one row per direction with the widths of the true contour
     and the largest change of a marginalized error, the verdict and the notes."""
-    out = [f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along principal directions (Fisher: {g.n_sigma**2:g})"]
+    kinds = tuple(getattr(g, "kinds", ()) or ())
+    if any(k in ("cosmological", "nuisance") for k in kinds):
+        along = ("the principal directions of the marginalized cosmological errors (nuisances at their conditional "
+                 "best fit) and of the nuisances (cosmology fixed)")
+    else:
+        along = "principal directions"
+    out = [f"Gaussian validity: Delta chi^2 at +-{g.n_sigma:g} sigma along {along} (Fisher: {g.n_sigma**2:g})"]
     if g.status:
         out.append("  cost: " + g.cost_text())
     out.append("  " + "  ".join(f"{lab}: {'-' if np.isnan(v) else format(v, '.3g')}" for lab, v in zip(g.labels, g.delta_chi2)))
@@ -516,7 +547,9 @@ def gaussian_lines(g) -> list[str]:
             else:
                 k = int(np.nanargmax(ch))
                 big = f"sigma({g.names[k]}) {g.sigma_change[j][k]:+.1%}"
-            rows.append([str(j), ", ".join(g.dominant(j)), num(w[0], ".3g"), num(w[1], ".3g"), big, verdict])
+            kind = {"cosmological": "cosmology", "nuisance": "nuisances"}.get(kinds[j] if j < len(kinds) else "", "")
+            rows.append([str(j) + (f" ({kind})" if kind else ""), ", ".join(g.dominant(j)), num(w[0], ".3g"),
+                         num(w[1], ".3g"), big, verdict])
         out.append(format_table(["dir", "dominated by", "width +", "width -", "largest change of a sigma", "verdict"],
                                 rows, "<<>><<", indent="  "))
         out.append("  (width: where the true Delta chi^2 = n_sigma^2 contour lies along each side, against the "

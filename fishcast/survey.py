@@ -84,12 +84,17 @@ class DiagnosticsSection(DiagnosticsConfig):
     and whether to run the Gaussian-validity check (2N extra cosmology evaluations)."""
 
     gaussian_check: bool = Field(True, description="evaluate the real Delta chi^2 at +-1 sigma along each principal direction")
+    gaussian_directions: Literal["cosmological", "all"] = Field(
+        "cosmological", description="cosmological: the principal directions of the nuisance-marginalized cosmological "
+        "errors (nuisances at their conditional best fit; one CAMB run each) and of the nuisances at the fiducial "
+        "cosmology (no CAMB run); all: the principal directions of the whole covariance")
     gaussian_sides: Literal["adaptive", "both"] = Field(
         "adaptive", description="adaptive: evaluate the +1 sigma side of each direction, and the -1 sigma side only where "
-        "the +1 sigma side departs from the linear model (else it is inferred); both: always evaluate both sides")
+        "the direction's verdict depends on it (else it is inferred from the quadratic model); both: always evaluate "
+        "both sides (the full check: gaussian_directions: all, gaussian_sides: both)")
 
     def thresholds(self) -> DiagnosticsConfig:
-        return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check", "gaussian_sides"}))
+        return DiagnosticsConfig(**self.model_dump(exclude={"gaussian_check", "gaussian_directions", "gaussian_sides"}))
 
 
 class _SurveyBase(_Model):

@@ -82,7 +82,8 @@ class Recorder:
         return evaluate
 
 
-def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides="both", jacobian=None):
+def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides="both", jacobian=None,
+              directions="cosmological"):
     """Run :func:`gaussian_validity` on a toy forecast: covariance ``cov`` of ``names`` around
     FID, data ``model(theta)``; the fiducial cosmology is 'already evaluated'. ``jacobian``
     (n_data, n_par): the forecast's derivatives (needed by ``sides="adaptive"``)."""
@@ -90,7 +91,8 @@ def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides=
     cfg = thresholds or DiagnosticsConfig()
     survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors=priors or {},
                              config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg,
-                                                                                gaussian_sides=sides)))
+                                                                                gaussian_sides=sides,
+                                                                                gaussian_directions=directions)))
     derivs = {n: np.asarray(jacobian)[:, j] for j, n in enumerate(names)} if jacobian is not None else {}
     fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.linalg.inv(cov), names, fid), derivatives=derivs)
     dv = ToyData(names, model)
@@ -148,7 +150,8 @@ def test_survey_domain_override_is_respected():
     cfg = DiagnosticsConfig()
     survey = SimpleNamespace(settings=SETTINGS, fiducial=dict(FID), priors={},
                              config=SimpleNamespace(diagnostics=SimpleNamespace(thresholds=lambda: cfg,
-                                                                                gaussian_sides="both")))
+                                                                                gaussian_sides="both",
+                                                                                gaussian_directions="cosmological")))
     fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.diag(1 / sig**2), names, fid), derivatives={})
     dv = ToyData(names, linear(fid, sig))
     specs = {"w0": SimpleNamespace(contains=lambda v: v <= -0.95, domain_text=lambda: "(-inf, -0.95]"),
@@ -212,10 +215,20 @@ def test_a_failure_naming_no_point_is_tried_point_by_point():
     assert list(res) == [0] and list(fails) == [1] and calls == [2, 1, 1]
 
 
-def test_adaptive_sides_infer_the_minus_side_of_a_linear_direction_only():
-    """A linear model: every -1 sigma point is inferred from its +1 sigma partner (exactly, so
-    Delta chi^2 = 1), halving the CAMB runs; a direction curved beyond tolerance/4 is
-    evaluated on both sides."""
+def _bent(fid, sig, a):
+    """w0 quadratic along its axis: s_w0 = d (1 + a d) with d = (w0 - fid) / sigma, so that
+    Delta chi^2 = (1 + a)^2 at +1 sigma and (1 - a)^2 at -1 sigma, exactly (analytic)."""
+    def model(th):
+        d = (np.asarray(th) - fid) / sig
+        d[1] = d[1] * (1 + a * d[1])
+        return d
+    return model
+
+
+def test_adaptive_sides_infer_the_minus_side_unless_the_verdict_depends_on_it():
+    """adaptive sides: the -1 sigma side comes from the quadratic model through the fiducial,
+    the derivatives and the +1 sigma side, and is evaluated only when the direction's verdict
+    with it differs from the verdict of the +side alone."""
     names, sig = ["Omega_m", "w0"], np.array([0.01, 0.1])
     fid = np.array([0.32, -1.0])
     J = np.diag(1 / sig)
@@ -225,25 +238,43 @@ def test_adaptive_sides_infer_the_minus_side_of_a_linear_direction_only():
     assert gv.status == ("evaluated", "inferred") * 2 and len(rec.points) == 2
     assert "no CAMB call" in gv.point_notes[1] and gv.cost_text().startswith("2 point(s) evaluated")
 
-    def curved(th):  # w0 quadratic: Delta chi^2 = 2.25 at +1 sigma, 0.25 at -1 sigma
-        d = (np.asarray(th) - fid) / sig
-        d[1] = d[1] * (1 + 0.5 * d[1])
-        return d
+    def w0_pair(gv):
+        j = [j for j in range(2) if gv.dominant(j) == ["w0"]][0]
+        return j, gv.delta_chi2[2 * j:2 * j + 2]
 
+    # strongly curved (a = 0.5): Delta chi^2 = 2.25 / 0.25. The +side alone moves sigma(w0) by
+    # 1/1.5 - 1 = -33 %, the mean width with the inferred side by (1/1.5 + 1/0.5)/2 - 1 = +33 %:
+    # WARN either way, so the -side is inferred -- exactly, the model being quadratic
     rec = Recorder()
-    gv = toy_check(names, np.diag(sig**2), curved, rec, sides="adaptive", jacobian=J)
-    w0_dir = [j for j in range(2) if gv.dominant(j) == ["w0"]][0]
-    assert gv.status[2 * w0_dir + 1] == "evaluated" and len(rec.points) == 3
-    np.testing.assert_allclose(sorted(gv.delta_chi2[2 * w0_dir:2 * w0_dir + 2]), [0.25, 2.25], rtol=1e-10)
-    # slightly curved, within tolerance / 4: the inferred side is the quadratic model's, exact here
-    def mild(th):
-        d = (np.asarray(th) - fid) / sig
-        d[1] = d[1] * (1 + 0.04 * d[1])
-        return d
+    gv = toy_check(names, np.diag(sig**2), _bent(fid, sig, 0.5), rec, sides="adaptive", jacobian=J)
+    j, pair = w0_pair(gv)
+    assert gv.status[2 * j + 1] == "inferred" and len(rec.points) == 2
+    np.testing.assert_allclose(pair, [2.25, 0.25], rtol=1e-10)
+    assert gv.direction_verdicts[j] == "WARN"
 
-    gv = toy_check(names, np.diag(sig**2), mild, Recorder(), sides="adaptive", jacobian=J)
+    # a = 0.2: the +side alone (1.44, width 0.833) moves sigma(w0) by -17 % (WARN); with the
+    # inferred side (0.64, width 1.25) the mean width is 1.042 (+4 %, a NOTE): the verdict
+    # depends on the -side, which is evaluated
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), _bent(fid, sig, 0.2), rec, sides="adaptive", jacobian=J)
+    j, pair = w0_pair(gv)
+    assert gv.status[2 * j + 1] == "evaluated" and len(rec.points) == 3
+    np.testing.assert_allclose(pair, [1.44, 0.64], rtol=1e-10)
+    assert gv.direction_verdicts[j] == "NOTE"
+
+    # a = -0.13: the +side (0.7569) is within tolerance, the inferred -side (1.2769) is flagged:
+    # PASS alone, NOTE with it -- evaluated
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), _bent(fid, sig, -0.13), rec, sides="adaptive", jacobian=J)
+    j, pair = w0_pair(gv)
+    assert gv.status[2 * j + 1] == "evaluated" and len(rec.points) == 3
+    np.testing.assert_allclose(pair, [0.87**2, 1.13**2], rtol=1e-10)
+
+    # slightly curved (a = 0.04): PASS either way, the inferred side is the quadratic model's
+    gv = toy_check(names, np.diag(sig**2), _bent(fid, sig, 0.04), Recorder(), sides="adaptive", jacobian=J)
     assert gv.count("inferred") == 2
-    np.testing.assert_allclose(sorted(gv.delta_chi2[2 * w0_dir:2 * w0_dir + 2]), [0.96**2, 1.04**2], rtol=1e-10)
+    j, pair = w0_pair(gv)
+    np.testing.assert_allclose(pair, [1.04**2, 0.96**2], rtol=1e-10)
 
 
 def test_corrected_errors_equal_the_exact_errors_of_the_true_likelihood():
@@ -294,15 +325,16 @@ def _ia_nonlinear(fid, sig):
     return model
 
 
+@pytest.mark.parametrize("directions", ["cosmological", "all"])
 @pytest.mark.parametrize("rho, verdict", [(0.0, "PASS"), (0.2, "PASS"), (0.9, "WARN")])
-def test_nuisance_non_gaussianity_is_a_note_unless_it_moves_cosmology(rho, verdict):
+def test_nuisance_non_gaussianity_is_a_note_unless_it_moves_cosmology(rho, verdict, directions):
     names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
     fid = np.array([-1.0, 1.72])
     cov = np.diag(sig) @ np.array([[1, rho], [rho, 1]]) @ np.diag(sig)
     # whitened in the forecast's own metric, then made nonlinear along A_IA's whitened axis
     L = np.linalg.cholesky(np.linalg.inv(cov))
     base = _ia_nonlinear(np.zeros(2), np.ones(2))
-    gv = toy_check(names, cov, lambda th: base(L.T @ (np.asarray(th) - fid)), Recorder())
+    gv = toy_check(names, cov, lambda th: base(L.T @ (np.asarray(th) - fid)), Recorder(), directions=directions)
     assert gv.flagged.any()
     assert gv.verdict == verdict
     if verdict == "PASS":
@@ -350,6 +382,135 @@ def _ia3(fid, sig):
         d[2] = d[2] * (1 + 0.5 * d[2])
         return d
     return model
+
+
+# ------------------------------------------------------------------------------ the cosmological directions
+def _correlated(names, seed=3):
+    """A correlated covariance of ``names`` (its correlation matrix from a random Gram matrix)."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(len(names), len(names) + 2))
+    G = A @ A.T
+    d = np.sqrt(np.diag(G))
+    sig = np.array([0.02, 0.3, 0.05, 0.4, 0.6][:len(names)])
+    return G / np.outer(d, d) * np.outer(sig, sig)
+
+
+MIXED = ["Omega_m", "w0", "sigma8", "A_IA", "eta_IA"]  # 3 cosmological, 2 nuisances
+
+
+def test_cosmological_points_lie_on_the_marginalized_contour_at_the_conditional_best_fit():
+    """Reference: the block formulas written out from F directly (not from C): each
+    cosmological offset delta_c is a principal axis of the marginalized covariance C_cc with
+    delta_c^T C_cc^-1 delta_c = 1 and nuisances delta_n = -F_nn^-1 F_nc delta_c; each nuisance
+    offset has delta_c = 0 and is a principal axis of F_nn^-1; together an F-orthonormal basis
+    (sum of outer products = C)."""
+    from fishcast.diagnostics import cosmological_points
+
+    C = _correlated(MIXED)
+    F = np.linalg.inv(C)
+    c, n = [0, 1, 2], [3, 4]
+    fid = np.array([FID[k] for k in MIXED])
+    pts = cosmological_points(C, fid, MIXED, [True, True, True, False, False])
+    O = pts.offsets
+    assert pts.kinds == ("cosmological",) * 3 + ("nuisance",) * 2
+    np.testing.assert_allclose(O @ F @ O.T, np.eye(5), atol=1e-9)  # on the ellipsoid, F-orthogonal
+    np.testing.assert_allclose(O.T @ O, C, rtol=1e-9, atol=1e-14)
+    Ccc = C[np.ix_(c, c)]
+    for i in range(3):
+        dc, dn = O[i, c], O[i, n]
+        assert dc @ np.linalg.solve(Ccc, dc) == pytest.approx(1.0, rel=1e-10)
+        np.testing.assert_allclose(dn, -np.linalg.solve(F[np.ix_(n, n)], F[np.ix_(n, c)] @ dc), rtol=1e-9, atol=1e-14)
+    # the cosmological parts are the principal axes of C_cc's correlation form
+    s = np.sqrt(np.diag(Ccc))
+    mu, U = np.linalg.eigh(Ccc / np.outer(s, s))
+    np.testing.assert_allclose(np.abs((O[:3, c] / s) @ U), np.diag(np.sqrt(mu)), atol=1e-10)
+    np.testing.assert_allclose(O[3:, c], 0.0)
+    Fnn_inv = np.linalg.inv(F[np.ix_(n, n)])
+    np.testing.assert_allclose(O[3:, n].T @ O[3:, n], Fnn_inv, rtol=1e-9)
+    # no nuisance (or no cosmological) parameter: the principal directions of the whole covariance
+    for flags in ([True] * 5, [False] * 5):
+        a = cosmological_points(C, fid, MIXED, flags)
+        np.testing.assert_allclose(a.offsets, principal_points(C, fid, MIXED).offsets, atol=1e-12)
+
+
+def _quadratic_in_w0(C, q=0.35):
+    """A data vector whitened in the forecast's own metric, plus a term quadratic in w0 alone:
+    s(theta) = L^T delta + q (delta_w0 / sigma_w0)^2 e_0 with F = L L^T. Its derivatives at the
+    fiducial are exactly L^T (the quadratic term has zero slope there)."""
+    F = np.linalg.inv(C)
+    L = np.linalg.cholesky(F)
+    fid = np.array([FID[k] for k in MIXED])
+    sw = math.sqrt(C[1, 1])
+
+    def model(th):
+        d = np.asarray(th) - fid
+        out = L.T @ d
+        out[0] += q * (d[1] / sw) ** 2
+        return out
+
+    return model, L.T, fid
+
+
+def test_the_inferred_side_is_exact_for_a_data_vector_quadratic_in_one_parameter():
+    """Reference: Delta chi^2 at fid - delta computed here from the model itself, |s(fid -
+    delta) - s(fid)|^2 (the Fisher metric is the identity): the adaptive check's inferred side
+    must equal it to 1e-10; so must the check that evaluates both sides."""
+    C = _correlated(MIXED)
+    model, J, fid = _quadratic_in_w0(C)
+    cosmo = [True, True, True, False, False]
+    from fishcast.diagnostics import cosmological_points
+
+    O = cosmological_points(C, fid, MIXED, cosmo).offsets
+    exact = np.ravel([[np.sum((model(fid + o) - model(fid)) ** 2), np.sum((model(fid - o) - model(fid)) ** 2)]
+                      for o in O])
+    assert np.any(np.abs(exact - 1) > 0.05)  # the quadratic term shows
+    rec = Recorder()
+    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J)
+    # no verdict depends on a -side here: each is inferred
+    assert ad.status == ("evaluated", "inferred") * 3 + ("reused",) * 4
+    np.testing.assert_allclose(ad.delta_chi2, exact, rtol=1e-10, atol=1e-12)
+    both = toy_check(MIXED, C, model, Recorder(), sides="both")
+    np.testing.assert_allclose(both.delta_chi2, exact, rtol=1e-10, atol=1e-12)
+    assert both.direction_verdicts == ad.direction_verdicts
+    # the cost: one point per cosmological direction (its +side); the nuisance directions
+    # re-use the fiducial cosmology
+    assert len(rec.points) == 3
+
+    # a stronger bend: the -side of one direction is flagged while its +side is not, so that
+    # direction's verdict depends on it and it is evaluated (still exact)
+    model, J, fid = _quadratic_in_w0(C, q=0.6)
+    exact = np.ravel([[np.sum((model(fid + o) - model(fid)) ** 2), np.sum((model(fid - o) - model(fid)) ** 2)]
+                      for o in O])
+    rec = Recorder()
+    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J)
+    assert ad.count("evaluated") == 4 and len(rec.points) == 4 and ad.count("inferred") == 2
+    np.testing.assert_allclose(ad.delta_chi2, exact, rtol=1e-10, atol=1e-12)
+
+
+def test_a_nuisance_only_non_gaussianity_is_a_note_along_the_cosmological_directions():
+    """A data vector non-Gaussian in A_IA only, independent of cosmology (F block-diagonal):
+    the cosmological directions pass (their nuisances stay at the fiducial), the A_IA
+    direction is flagged, moves no cosmological error -> a NOTE, verdict PASS."""
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    gv = toy_check(names, np.diag(sig**2), _ia_nonlinear(np.array([-1.0, 1.72]), sig), Recorder())
+    assert gv.kinds == ("cosmological", "nuisance")
+    assert gv.direction_verdicts == ("PASS", "NOTE") and gv.verdict == "PASS" and gv.notes
+
+
+def test_all_directions_remain_available_and_check_every_side():
+    """gaussian_directions: all, gaussian_sides: both (the full check): 2N points along the
+    principal directions of the whole covariance, every side evaluated."""
+    C = _correlated(MIXED)
+    model, J, fid = _quadratic_in_w0(C)
+    rec = Recorder()
+    gv = toy_check(MIXED, C, model, rec, sides="both", directions="all")
+    assert gv.kinds == ("principal",) * 5 and gv.count("inferred") == 0
+    np.testing.assert_allclose(gv.offsets, principal_points(C, fid, MIXED).offsets)
+    assert len(rec.points) == 10  # every direction moves cosmology: each side is a point
+    o = gv.offsets
+    exact = np.ravel([[np.sum((model(fid + x) - model(fid)) ** 2), np.sum((model(fid - x) - model(fid)) ** 2)]
+                      for x in o])
+    np.testing.assert_allclose(gv.delta_chi2, exact, rtol=1e-10)
 
 
 # ------------------------------------------------------------------------------ real pipeline

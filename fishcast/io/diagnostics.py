@@ -164,13 +164,20 @@ def _write_gaussian(group, r: GaussianValidity) -> None:
         string_dataset(group, "status", r.status)
         string_dataset(group, "point_notes", r.point_notes)
         a["status_values"] = ("evaluated: sent to the backend (or read from the cache); reused: a cosmology "
-                              "this run had evaluated (no CAMB call); inferred: from the other side of the direction, where "
-                              "the model is quadratic-small along it (no CAMB call); outside: certainly outside "
+                              "this run had evaluated (no CAMB call); inferred: from the other side of the direction by "
+                              "the quadratic model along it, where no verdict depends on it (no CAMB call); outside: "
+                              "certainly outside "
                               "the domain where the model runs (not sent to CAMB); failed: the model did not run "
                               "there or gave a non-finite data vector")
-        a["camb_runs"] = int(r.camb_runs)
+        a["camb_runs"] = int(r.camb_runs)  # Boltzmann runs made for the check, wherever they ran
         for kind in POINT_STATUSES:
             a[f"n_{kind}"] = r.count(kind)
+    if r.kinds:
+        string_dataset(group, "direction_kinds", r.kinds)
+        group["direction_kinds"].attrs["definition"] = (
+            "per direction: principal (of the whole covariance); cosmological (of the nuisance-marginalized "
+            "cosmological covariance, nuisances at their conditional best fit -F_nn^-1 F_nc delta_c); nuisance (of the "
+            "conditional nuisance covariance F_nn^-1, cosmology at the fiducial)")
     if r.width_ratio is not None:
         dataset(group, "width_ratio", r.width_ratio, "")
         group["width_ratio"].attrs["definition"] = ("1/sqrt(delta_chi2 / n_sigma^2): distance to the true "
@@ -195,6 +202,8 @@ def _read_gaussian(group) -> GaussianValidity:
                    camb_runs=int(a.get("camb_runs", -1)))
     if "width_ratio" in group:
         opt["width_ratio"] = group["width_ratio"][()]
+    if "direction_kinds" in group:
+        opt["kinds"] = _strs(group["direction_kinds"])
     if "sigma_change" in group:
         opt.update(sigma_change=group["sigma_change"][()],
                    of_interest=tuple(bool(x) for x in group["of_interest"][()]),

@@ -336,7 +336,15 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
         f.attrs["cross_probe_covariance"] = "; ".join(
             ["neglected: probe Fisher matrices are added"]
             + [str(p.covariance_note) for p in survey.probes if p.covariance_note])
+        # every Boltzmann run of the forecast, wherever it ran, and by stage; cache hits apart
         f.attrs["camb_calls"] = int(fc.camb_calls)
+        cost = getattr(fc, "camb_cost", None)
+        if cost is not None:
+            for stage, n in cost.runs.items():
+                f.attrs[f"camb_calls_{stage}"] = int(n)
+            for stage, n in cost.cache_hits.items():
+                f.attrs[f"cache_hits_{stage}"] = int(n)
+            f.attrs["cache_hits"] = int(cost.total_cache_hits)
         f.attrs["cosmology_points"] = int(fc.n_points)
         f.attrs["timings_json"] = json.dumps(fc.timings)
 

@@ -470,8 +470,10 @@ def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_ro
 
     fc = run_forecast(survey, evaluator_factory=factory, allow_degenerate=allow_degenerate)
     # the Boltzmann runs its planned points needed (computed once for the whole grid, or
-    # read from the cache), plus any this task made itself (the validity check's points)
+    # read from the cache), plus any this task made itself (the validity check's points, the
+    # rungs an adaptive sweep added)
     own_calls = int(fc.camb_calls)
+    fc.camb_cost.runs["derivatives"] += int(camb_calls)
     fc.camb_calls = int(camb_calls) + own_calls
     write_forecast(output, fc)
     names = list(fc.fisher.names)

@@ -114,9 +114,71 @@ def signals(survey: Survey, plan_: Plan, cosmos: Mapping[str, CosmologyResult]) 
     return dv, Signals(fiducial=fid, at=at)
 
 
+#: the stages of a forecast whose CAMB cost is counted apart: the fiducial and every round of
+#: the derivative sweeps, and the Gaussian-validity check
+COST_STAGES = ("derivatives", "validity")
+
+
+@dataclass
+class CambCost:
+    """What the cosmology evaluations of one forecast cost, per stage (:data:`COST_STAGES`):
+    ``runs``, the Boltzmann (CAMB transfer-function) runs made, wherever they ran -- in this
+    process or in worker processes (:func:`fishcast.cosmology.count_worker_calls`); and
+    ``cache_hits``, the cosmology points read from the cache instead of computed. A point
+    the run had already evaluated (the validity check re-using the fiducial or a stencil
+    point) costs neither. Points that differ only in primordial parameters (sigma8, A_s,
+    n_s) share one Boltzmann run."""
+
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COST_STAGES, 0))
+    cache_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COST_STAGES, 0))
+
+    @property
+    def total(self) -> int:
+        """Every Boltzmann run of the forecast."""
+        return int(sum(self.runs.values()))
+
+    @property
+    def total_cache_hits(self) -> int:
+        return int(sum(self.cache_hits.values()))
+
+    def counting(self, stage: str, factory: Callable):
+        """``factory(cache, on_point)`` (an evaluator factory) whose evaluators add their
+        Boltzmann runs and cache hits to ``stage``. Runs are read off
+        :func:`fishcast.cosmology.boltzmann_calls` around each call (it counts the runs of
+        worker processes too), so a call that fails still counts the runs it made; cache
+        hits off ``cache.stats.hits`` of the cache the evaluator is given."""
+        if stage not in self.runs:
+            raise ValueError(f"unknown stage {stage!r}: one of {', '.join(COST_STAGES)}")
+
+        def make(cache, on_point):
+            evaluate = factory(cache, on_point)
+
+            def counted(points, settings):
+                runs0 = _cosmo.boltzmann_calls()
+                hits0 = _cache_hits(cache)
+                try:
+                    return evaluate(points, settings)
+                finally:
+                    self.runs[stage] += _cosmo.boltzmann_calls() - runs0
+                    self.cache_hits[stage] += _cache_hits(cache) - hits0
+
+            return counted
+
+        return make
+
+
+def _cache_hits(cache) -> int:
+    stats = getattr(cache, "stats", None)
+    return int(getattr(stats, "hits", 0) or 0)
+
+
 @dataclass
 class Forecast:
-    """Everything a run produced (written to HDF5 by :func:`fishcast.io_forecast.write`)."""
+    """Everything a run produced (written to HDF5 by :func:`fishcast.io_forecast.write`).
+
+    ``camb_calls``: every Boltzmann run of the forecast (``camb_cost.total``, plus -- in a
+    batch design -- the runs its planned points needed, computed once for the grid);
+    ``camb_cost``: the same by stage, with the cache hits."""
 
     survey: Survey
     fisher: FisherMatrix  # all probes + priors
@@ -131,6 +193,7 @@ class Forecast:
     trust: str = "ok"
     trust_reasons: list[str] = field(default_factory=list)
     camb_calls: int = 0
+    camb_cost: CambCost = field(default_factory=CambCost)
     n_points: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
@@ -200,7 +263,6 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
 
     progress = progress or _no_progress
     t0 = time.perf_counter()
-    calls0 = _cosmo.boltzmann_calls()
     dconf = survey.config.derivatives
     specs, _ = stencils(survey)
 
@@ -209,8 +271,10 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
         from .cache import MemoryCache
 
         cache = MemoryCache()  # a retry must not recompute what finished
+    cost = CambCost()
     t1 = time.perf_counter()
-    rounds = sweep_in_rounds(survey, specs, lambda label, n: factory(cache, progress(label, n)))
+    derivative_factory = cost.counting("derivatives", factory)
+    rounds = sweep_in_rounds(survey, specs, lambda label, n: derivative_factory(cache, progress(label, n)))
     cosmos, dv, sig, sweeps = rounds.cosmos, rounds.data_vector, rounds.signals, rounds.sweeps
     specs = rounds.specs  # the ladders as the rounds left them
     fid_sig = sig.fiducial
@@ -226,7 +290,7 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     fc = Forecast(
         survey=survey, fisher=combined, probe_fisher=per_probe, prior_fisher=prior_fm,
         derivatives=derivs, sweeps=sweeps, fiducial_cosmology=fid_cosmo, products=products,
-        camb_calls=_cosmo.boltzmann_calls() - calls0, n_points=len(cosmos),
+        camb_calls=cost.total, camb_cost=cost, n_points=len(cosmos),
         probe_reports=reports, rounds=rounds.rounds,
     )
     check_cache = cache
@@ -234,8 +298,10 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
         from .cache import MemoryCache
 
         check_cache = MemoryCache()  # a retry after a failed validity point keeps what finished
+    validity_factory = cost.counting("validity", factory)
     _diagnose(fc, dv, sig, allow_degenerate,
-              lambda n: factory(check_cache, progress("validity-check evaluations", n)), cosmos, specs)
+              lambda n: validity_factory(check_cache, progress("validity-check evaluations", n)), cosmos, specs)
+    fc.camb_calls = cost.total  # every Boltzmann run, the validity check's included
     if camb_failures:
         if fc.trust == "ok":
             fc.trust = "warn"

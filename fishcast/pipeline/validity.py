@@ -1,5 +1,42 @@
 """The Gaussian-validity check of a forecast: the real Delta chi^2 at the fiducial +- n_sigma
-along each principal direction of the forecast covariance, against the Fisher prediction.
+along a set of F-orthogonal directions through the forecast's 1-sigma ellipsoid, against the
+Fisher prediction n_sigma^2.
+
+**Which directions** (``diagnostics.gaussian_directions``). The default, ``cosmological``,
+checks what the forecast reports: the marginalized errors of the cosmological parameters.
+Its directions (:func:`fishcast.diagnostics.cosmological_points`) are
+
+- the principal directions of the *nuisance-marginalized* cosmological covariance C_cc,
+  with the nuisances at their conditional best fit, delta_n = -F_nn^-1 F_nc delta_c: each
+  point lies on the marginalized 1-sigma contour of the cosmological parameters, where the
+  reported errors are read, at the nuisance values that minimize the Fisher chi^2 there.
+  There its Delta chi^2 bounds the true profile likelihood of the cosmological parameters
+  from above (minimizing over the nuisances can only lower it): a Delta chi^2 below
+  n_sigma^2 is a marginalized contour wider than Fisher's for certain; one above may be
+  partly the nuisances' own non-Gaussianity, which re-minimizing would absorb. One CAMB run
+  per direction (N_c of them, the +side), where the principal directions of the whole
+  covariance mix cosmology and nuisances in every direction (N runs per side);
+- the principal directions of the nuisances with the cosmology at the fiducial (the
+  conditional covariance F_nn^-1): the fiducial cosmology, no CAMB run. These carry no
+  cosmological component, so a non-Gaussianity found only there cannot move a cosmological
+  error: it is a note (as before), never a WARN.
+
+Both sets together are an F-orthonormal basis (the block LDL^T factorization of F): the
+outer products of the offsets sum to C, so the change of each marginalized error
+(:func:`fishcast.diagnostics.sigma_changes`) keeps its meaning. ``all`` checks the
+principal directions of the whole covariance instead (every direction mixes cosmology and
+nuisances: about one CAMB run per parameter and side).
+
+**Which sides** (``diagnostics.gaussian_sides``). ``adaptive`` (the default) evaluates the
++n_sigma side of each direction and infers the -n_sigma side from the quadratic model along
+the ray, s(t) = s0 + t J delta + t^2 w/2 with w from the +side and J the forecast's own
+derivatives (:func:`infer_minus_side`: exact for a data vector quadratic along the ray). The
+-n_sigma side is evaluated only when the direction's verdict depends on it: when the verdict
+(PASS / NOTE / WARN) with the inferred side differs from the verdict of the +side alone
+(e.g. the inferred side is flagged, or it changes whether a flagged direction moves a
+cosmological error beyond tolerance), or when the +side could not be evaluated. ``both``
+evaluates every point. The full check of earlier versions is ``gaussian_directions: all``
+with ``gaussian_sides: both`` (2N points).
 
 Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
 
@@ -10,10 +47,11 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
    Omega_b + Omega_nu, w0 + wa <= 0 for CAMB's PPF, ...). A point certainly outside is not
    sent to CAMB: it is recorded as ``outside``, with the reason.
 2. **Re-use.** A point whose cosmological part is one the run has already evaluated (the
-   fiducial, or a derivative-stencil point) re-uses it: no CAMB call. Directions along
-   nuisance parameters only are exactly such points: their cosmology is the fiducial's
-   (cosmological offsets below 1e-9 of the parameter's sigma, round-off of the
-   eigen-decomposition, are taken as zero).
+   fiducial, or a derivative-stencil point) re-uses it: no CAMB call. The nuisance
+   directions are exactly such points: their cosmology is the fiducial's (cosmological
+   offsets below 1e-9 of the parameter's sigma, round-off of the eigen-decomposition, are
+   taken as zero). Points of one direction that differ only in primordial parameters
+   (sigma8, n_s) share one Boltzmann run.
 3. **Failures degrade the check only.** A CAMB failure at a point, or a non-finite data
    vector there, marks that point ``failed`` with the reason; the other points are still
    evaluated (a failed batch is retried without the failed point; finished points are
@@ -22,7 +60,9 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
 
 An interruption (Ctrl-C, SIGTERM) during the check is never taken for a CAMB failure.
 The numerics (Delta chi^2, widths, the change of each marginalized error, the verdicts) are
-in :func:`fishcast.diagnostics.delta_chi2`.
+in :func:`fishcast.diagnostics.delta_chi2`. The check states the Boltzmann runs it made
+(``camb_runs``, wherever they ran); the forecast counts them with its own
+(:class:`fishcast.pipeline.forecast.CambCost`).
 """
 
 from __future__ import annotations
@@ -134,6 +174,8 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
 
     survey = fc.survey
     settings = survey.settings
+    dconf = survey.config.diagnostics
+    thresholds = dconf.thresholds()
     names = list(fc.fisher.names)
     cov = fc.fisher.covariance()
     if specs:
@@ -142,7 +184,11 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     else:
         contains = {n: lookup(n).domain.contains for n in names}
         dtext = {n: lookup(n).domain.text() for n in names}
-    pts = _diag.principal_points(cov, survey.fiducial, names, domains=contains)
+    if dconf.gaussian_directions == "all":
+        pts = _diag.principal_points(cov, survey.fiducial, names, domains=contains)
+    else:
+        pts = _diag.cosmological_points(cov, survey.fiducial, names, [is_cosmological(n) for n in names],
+                                        domains=contains)
     sigma = np.sqrt(np.maximum(np.diag(cov), 0.0))
     fid_theta = np.array([survey.fiducial[n] for n in names])
     n_pts = len(pts.points)
@@ -220,52 +266,59 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
                 else:
                     status[i], notes[i] = "failed", failures.get(k, "not evaluated")
 
-    sides = survey.config.diagnostics.gaussian_sides
+    def check(signals: Sequence[np.ndarray | None]):
+        return _diag.delta_chi2(signals, fid_aug, norm, thresholds=thresholds, points=pts, status=status,
+                                point_notes=notes)
+
     derivs = fc.derivatives
-    if sides == "adaptive" and derivs:
-        # the +n_sigma side first; the -n_sigma side is inferred where the +side shows the model
-        # quadratic-small along the ray (see infer_minus_side), else evaluated too
+    if dconf.gaussian_sides == "adaptive" and derivs:
+        # the +n_sigma side first; the -n_sigma side from the quadratic model through the
+        # fiducial, the +side and the forecast's derivatives (infer_minus_side), evaluated
+        # only where the direction's verdict depends on it
         evaluate([i for i in pending if i % 2 == 0])
         signals_for(range(n_pts))
-        tol = survey.config.diagnostics.thresholds().gaussian_tolerance
         D = np.stack([np.asarray(derivs[n], dtype=float) for n in names])
         later = []
         for i in [i for i in pending if i % 2 == 1]:
             plus = signals_at[i - 1]
-            delta = np.array([full[i - 1][n] for n in names]) - fid_theta
-            a = np.concatenate([delta @ D, prior_w * delta])
-            inferred = infer_minus_side(plus, fid_aug, a, norm, tol, pts.n_sigma) if plus is not None else None
-            if inferred is None:
+            if plus is None:  # the +side is outside or failed: nothing to infer from
                 later.append(i)
                 continue
-            signals_at[i], r = inferred
+            delta = np.array([full[i - 1][n] for n in names]) - fid_theta
+            a = np.concatenate([delta @ D, prior_w * delta])
+            minus = infer_minus_side(plus, fid_aug, a)
             status[i] = "inferred"
-            notes[i] = (f"from the +{pts.n_sigma:g} sigma side: quadratic along the direction "
-                        f"(|s(+) - s0 - J delta| = {r:.2g} <= {tol / 4 * pts.n_sigma:.2g}); no CAMB call")
+            without = check(signals_at).direction_verdicts[i // 2]  # this side unknown
+            trial = list(signals_at)
+            trial[i] = minus
+            with_inferred = check(trial).direction_verdicts[i // 2]
+            if with_inferred != without:
+                status[i] = "evaluated"
+                later.append(i)
+                continue
+            signals_at[i] = minus
+            notes[i] = (f"from the +{pts.n_sigma:g} sigma side by the quadratic model along the direction (no "
+                        f"verdict depends on it: {with_inferred} either way); no CAMB call")
         evaluate(later)
     else:
         evaluate(pending)
     signals_for(range(n_pts))
     camb_runs = _cosmo.boltzmann_calls() - calls0
 
-    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=survey.config.diagnostics.thresholds(), points=pts,
+    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=thresholds, points=pts,
                             status=status, point_notes=notes, camb_runs=camb_runs)
 
 
-def infer_minus_side(plus: np.ndarray, fid: np.ndarray, a: np.ndarray, norm: Callable[[np.ndarray], float],
-                     tolerance: float, n_sigma: float = 1.0) -> tuple[np.ndarray, float] | None:
-    """The data vector at fiducial - delta from the one at fiducial + delta, or None.
+def infer_minus_side(plus: np.ndarray, fid: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The data vector at fiducial - delta from the one at fiducial + delta, by the
+    quadratic model along the ray.
 
-    Along the ray, s(t) = s0 + a t + b t^2 + O(t^3) with ``a = J delta`` (the Fisher
-    derivatives; ``norm(a) = n_sigma``). The +side gives ``r = s(+1) - s0 - a = b + O(t^3)``;
-    the quadratic model then gives ``s(-1) = s0 - a + r``, so that
-    Delta chi^2(-) = n_sigma^2 + |r|^2 - 2 a.r and Delta chi^2(+) = n_sigma^2 + |r|^2 + 2 a.r.
-    Used only when ``norm(r) <= tolerance / 4 * n_sigma``: both sides are then within about
-    half the tolerance of the Fisher prediction, so only a cubic term as large as the whole
-    measured departure could flip the verdict, while a non-Gaussian direction (large r) is
-    always evaluated on both sides."""
-    r = np.asarray(plus, dtype=float) - np.asarray(fid, dtype=float) - np.asarray(a, dtype=float)
-    size = norm(r)
-    if not np.isfinite(size) or size > tolerance / 4 * n_sigma:
-        return None
-    return np.asarray(fid, dtype=float) - a + r, size
+    Along the ray, s(t) = s0 + a t + (w/2) t^2 + O(t^3) with ``a = J delta`` (the forecast's
+    derivatives). The +side gives ``r = w/2 = s(+1) - s0 - a`` (up to O(t^3)), so
+    ``s(-1) = s0 - a + r``: exact for a data vector quadratic along the ray (up to the error
+    of the derivatives ``a``), wrong by the odd terms O(t^3) otherwise. In the metric of the
+    data, Delta chi^2(-) = |a|^2 + |r|^2 - 2 a.r and Delta chi^2(+) = |a|^2 + |r|^2 + 2 a.r."""
+    plus = np.asarray(plus, dtype=float)
+    fid = np.asarray(fid, dtype=float)
+    a = np.asarray(a, dtype=float)
+    return fid - a + (plus - fid - a)
