@@ -34,6 +34,7 @@ then decided by the empirical stability check, which is the verdict that counts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -489,17 +490,31 @@ class PrincipalPoints:
     #: per direction: "principal" (of the whole covariance, :func:`principal_points`), or
     #: "cosmological" / "nuisance" (:func:`cosmological_points`)
     kinds: tuple[str, ...] = ()
+    #: per parameter: cosmological (:func:`cosmological_points`; empty otherwise)
+    cosmological: tuple[bool, ...] = ()
 
     def dominant(self, direction: int, n: int = 3) -> list[str]:
         """Parameters dominating a principal direction, measured in units of their own
-        marginalized sigma (so the answer does not depend on the parameters' units)."""
+        marginalized sigma (so the answer does not depend on the parameters' units); for a
+        cosmological direction, the cosmological parameters that dominate it."""
         off = self.offsets[direction]
         w = off / np.where(self.sigma > 0, self.sigma, 1.0) if self.sigma is not None else off
-        order = np.argsort(-np.abs(w))
-        return [self.names[j] for j in order[:n] if w[j] ** 2 >= 0.1 * w[order[0]] ** 2]
+        return _dominant(self.names, w, _only(self.kinds, direction, self.cosmological), n)
 
     def as_dicts(self) -> list[dict[str, float]]:
         return [dict(zip(self.names, map(float, p))) for p in self.points]
+
+
+def _only(kinds: Sequence[str], direction: int, cosmological: Sequence[bool]) -> np.ndarray | None:
+    if direction < len(kinds) and kinds[direction] == "cosmological" and any(cosmological):
+        return np.asarray(cosmological, dtype=bool)
+    return None
+
+
+def _dominant(names: Sequence[str], w: np.ndarray, only: np.ndarray | None, n: int) -> list[str]:
+    w = np.where(only, w, 0.0) if only is not None else np.asarray(w, dtype=float)
+    order = np.argsort(-np.abs(w))
+    return [names[j] for j in order[:n] if w[j] ** 2 >= 0.1 * w[order[0]] ** 2 and w[j] != 0]
 
 
 def principal_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[float], names: Sequence[str],
@@ -617,7 +632,8 @@ def cosmological_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequenc
             rows.append(x)
             kinds.append("nuisance")
     offsets = np.array(rows).reshape(-1, len(names)) * sig[None, :]
-    return _points_from_offsets(offsets, fid, names, n_sigma, sig, kinds, domains)
+    pts = _points_from_offsets(offsets, fid, names, n_sigma, sig, kinds, domains)
+    return dataclasses.replace(pts, cosmological=tuple(bool(x) for x in is_c))
 
 
 #: status of a Gaussian-validity point: evaluated (sent to the backend, or read from the cache), reused (a
@@ -686,14 +702,14 @@ class GaussianValidity:
         return sum(1 for s in self.status if s == status)
 
     def dominant(self, direction: int, n: int = 3) -> list[str]:
-        """Parameters dominating a principal direction, in units of their marginalized sigma."""
+        """Parameters dominating a principal direction, in units of their marginalized sigma
+        (for a cosmological direction: the parameters of interest that dominate it)."""
         if self.offsets is None or not self.names:
             return []
         o = np.asarray(self.offsets, dtype=float)
         sig = np.sqrt(np.sum(o**2, axis=0))
         w = o[direction] / np.where(sig > 0, sig, 1.0)
-        order = np.argsort(-np.abs(w))
-        return [self.names[j] for j in order[:n] if w[j] ** 2 >= 0.1 * w[order[0]] ** 2]
+        return _dominant(self.names, w, _only(self.kinds, direction, self.of_interest), n)
 
     def cost_text(self) -> str:
         """How many evaluations the check needed, and how many it avoided."""

@@ -1,0 +1,136 @@
+"""What a forecast's cosmology evaluations cost, honestly counted (issue 15): the file records
+every Boltzmann run of the whole forecast, wherever it ran (this process or worker
+processes), by stage (fiducial and derivative sweeps / Gaussian-validity check), and the
+points read from the cache apart; the count is the number of distinct cosmologies actually
+sent to CAMB (a spy on the backend's CAMB entry point, not the code's own counter).
+
+Real CAMB on a small weak-lensing survey with one nuisance parameter (A_IA), default
+(adaptive) derivatives and the default validity check.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from fishcast import cosmology as _cosmo
+
+SMALL = textwrap.dedent("""\
+    name: small-ia
+    cosmology:
+      nonlinear_model: none
+      accuracy: {k_max: 5, n_k: 100, n_z: 30}
+    parameters:
+      fiducial: {Omega_m: 0.32, Omega_b: 0.05, h: 0.67, n_s: 0.96, sigma8: 0.815583, w0: -1.0, wa: 0.0,
+                 A_IA: 1.72, eta_IA: -0.41}
+      free: [Omega_m, w0, A_IA]
+    probes:
+      weak_lensing:
+        f_sky: 0.1
+        ell: {min: 20, max: 300, n_bands: 5}
+        n_gal: 10
+        shape_noise: {sigma_e: 0.3, convention: multiplies_inverse_density}
+        nz: {type: smail, z0: 0.6363961031, alpha: 2.0, beta: 1.5}
+        bins: {type: equipopulated, n_bins: 2, z_min: 0.001, z_max: 2.5}
+        photoz: {c_b: 1.0, z_b: 0.0, sigma_b: 0.05, c_o: 1.0, z_o: 0.1, sigma_o: 0.05, f_out: 0.1}
+        intrinsic_alignment: {model: nla}
+        integration: {z_max: 3.0, n_z: 81}
+    """)
+
+COUNTS = ("camb_calls", "camb_calls_derivatives", "camb_calls_validity", "cache_hits", "cache_hits_derivatives",
+          "cache_hits_validity")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Every point this process sends to CAMB (the backend's parameter builder runs once per
+    Boltzmann run, just before it)."""
+    seen: list[dict] = []
+    real = _cosmo._camb_params
+
+    def record(p, settings, As):
+        seen.append(dict(p))
+        return real(p, settings, As)
+
+    monkeypatch.setattr(_cosmo, "_camb_params", record)
+    return seen
+
+
+def _run(tmp_path, name, *extra):
+    from fishcast.cli.main import cli
+    from fishcast.io import open_forecast
+    from fishcast.io.diagnostics import read_diagnostics
+
+    survey = tmp_path / "s.yaml"
+    if not survey.exists():
+        survey.write_text(SMALL)
+    out = tmp_path / f"{name}.h5"
+    res = CliRunner().invoke(cli, ["run", str(survey), "-o", str(out), *extra])
+    assert res.exit_code in (0, 3), res.output
+    with open_forecast(out) as f:
+        attrs = {k: int(f.attrs[k]) for k in (*COUNTS, "cosmology_points")}
+        gv = read_diagnostics(f["diagnostics"])["gaussian_validity"]
+    return attrs, gv, res.output
+
+
+def _distinct_runs(points) -> int:
+    return len({_cosmo.transfer_key(_cosmo.full_params(p)) for p in points})
+
+
+def test_workers_1_and_2_record_the_same_count_and_it_is_what_camb_ran(tmp_path, spy):
+    one, gv, output = _run(tmp_path, "one", "--no-cache", "--workers", "1")
+    # the count is what CAMB actually ran, each cosmology once
+    assert one["camb_calls"] == len(spy) == _distinct_runs(spy)
+    assert one["camb_calls"] == one["camb_calls_derivatives"] + one["camb_calls_validity"]
+    assert one["camb_calls_validity"] == gv.camb_runs >= 1
+    assert one["cache_hits"] == 0
+    # the validity check's runs: its evaluated points (each a distinct cosmology), no more
+    evaluated = [i for i, s in enumerate(gv.status) if s == "evaluated"]
+    assert one["camb_calls_validity"] == len(evaluated)
+    sent_for_check = spy[one["camb_calls_derivatives"]:]
+    assert len(sent_for_check) == one["camb_calls_validity"]
+    # the report and the summary say it
+    assert (f"CAMB: {one['camb_calls']} Boltzmann runs ({one['camb_calls_derivatives']} fiducial and derivatives, "
+            f"{one['camb_calls_validity']} Gaussian-validity check); 0 cosmology points read from the cache") in output
+    assert f"({gv.camb_runs} Boltzmann run" in output
+
+    del spy[:]
+    two, gv2, _ = _run(tmp_path, "two", "--no-cache", "--workers", "2")
+    assert spy == []  # every run was in the worker processes ...
+    assert two == one  # ... and is counted all the same
+    assert gv2.status == gv.status
+
+
+def test_cache_hits_are_counted_apart_and_the_cheaper_check(tmp_path, spy):
+    """A second run on the same cache makes no Boltzmann run: every point it needs is a
+    cache hit, by stage. The full check (all principal directions, both sides) on the same
+    cache costs one run per point that moves the cosmology; the default check one per
+    cosmological direction, plus the -1 sigma sides a verdict depends on."""
+    cache = str(tmp_path / "cache")
+    (tmp_path / "s.yaml").write_text(SMALL.replace("free: [Omega_m, w0, A_IA]",
+                                                   "free: [Omega_m, w0, A_IA]\nderivatives: {mode: fixed}"))
+    first, gv, _ = _run(tmp_path, "first", "--cache-dir", cache)
+    assert first["cache_hits"] == 0 and first["camb_calls"] == len(spy) > 0
+    del spy[:]
+    again, gv_again, output = _run(tmp_path, "again", "--cache-dir", cache)
+    assert spy == [] and again["camb_calls"] == 0
+    assert again["cache_hits_derivatives"] == first["cosmology_points"]
+    assert again["cache_hits_validity"] == gv.count("evaluated")
+    assert again["cache_hits"] == again["cache_hits_derivatives"] + again["cache_hits_validity"]
+    assert f"{again['cache_hits']} cosmology points read from the cache" in output
+    assert gv_again.status == gv.status
+
+    # the default check: the +side of each of the 2 cosmological directions (Omega_m, w0 with
+    # A_IA at its conditional best fit), the A_IA direction on the fiducial cosmology
+    assert gv.kinds == ("cosmological", "cosmological", "nuisance")
+    assert [gv.status[i] for i in (4, 5)] == ["reused", "reused"]
+    assert [gv.status[i] for i in (0, 2)] == ["evaluated", "evaluated"]
+    assert first["camb_calls_validity"] == gv.count("evaluated") <= 4
+    del spy[:]
+    full, gv_full, _ = _run(tmp_path, "full", "--cache-dir", cache, "--set", "diagnostics.gaussian_directions=all",
+                            "--set", "diagnostics.gaussian_sides=both")
+    assert gv_full.kinds == ("principal",) * 3 and gv_full.count("inferred") == 0
+    assert full["camb_calls_derivatives"] == 0 and full["camb_calls_validity"] == len(spy) == 6
+    assert gv.count("evaluated") < full["camb_calls_validity"]
