@@ -15,7 +15,10 @@ other, ``--rounds`` times), on the Euclid IST:F WL pessimistic recipe:
 
 It prints, as ratios:
   * wall time default fishcast / pyccl                                   (target <= 1.0)
-  * CAMB (Boltzmann) runs default / fixed 3-point                        (target <= 2.5)
+  * CAMB (Boltzmann) runs default / fixed 3-point                        (target <= 2.5),
+    every run of the forecast (the file's ``camb_calls``: worker processes and the
+    Gaussian-validity check included), and its breakdown by stage (``camb_calls_derivatives``,
+    ``camb_calls_validity``) with the cache hits
   * time per CAMB run with fishcast's default settings (what the probes need) relative to
     the k_max = 30/Mpc, z_max = 4 settings (fiducial point, interleaved repeats)
   * FoM(w0, wa) of all three, and their spread                           (within 2%)
@@ -57,10 +60,15 @@ def fishcast_run(out: pathlib.Path, lum: pathlib.Path, extra: list[str]) -> dict
     from fishcast.io import open_forecast
 
     with open_forecast(out) as f:
+        # every Boltzmann run of the forecast (workers included), by stage; cache hits apart
         camb_calls = int(f.attrs["camb_calls"])
+        stages = {k: int(f.attrs.get(f"camb_calls_{k}", -1)) for k in ("derivatives", "validity")}
+        hits = int(f.attrs.get("cache_hits", -1))
         fom = float(f["constraints"].attrs.get("fom_w0_wa", float("nan")))
         settings = {k: f["cosmology"].attrs[k] for k in ("k_max", "z_max", "n_z") if k in f["cosmology"].attrs}
-    return {"wall": wall, "camb": camb_calls, "fom": fom, "settings": settings}
+    if stages["derivatives"] >= 0 and stages["derivatives"] + stages["validity"] != camb_calls:
+        raise SystemExit(f"{out}: camb_calls {camb_calls} is not the sum of its stages {stages}")
+    return {"wall": wall, "camb": camb_calls, "fom": fom, "settings": settings, "stages": stages, "hits": hits}
 
 
 # ----------------------------------------------------------------------------- pyccl
@@ -238,11 +246,16 @@ def main() -> None:
                 "--set", "diagnostics.gaussian_check=false"]))
             runs["pyccl"].append(pyccl_run(script, cfg))
             for k, v in runs.items():
-                print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s  CAMB runs {v[-1]['camb']:4d}  "
+                st = v[-1].get("stages")
+                split = (f" (derivatives {st['derivatives']}, validity {st['validity']}, cache hits {v[-1]['hits']})"
+                         if st else "")
+                print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s  CAMB runs {v[-1]['camb']:4d}{split}  "
                       f"FoM(w0, wa) {v[-1]['fom']:.2f}", flush=True)
         t_def, t_ref, settings = camb_cost(args.repeats)
 
     def med(name: str, key: str) -> float:
+        if key.startswith("stages_"):
+            return float(np.median([x["stages"][key[len("stages_"):]] for x in runs[name]]))
         return float(np.median([x[key] for x in runs[name]]))
 
     print(f"\nrecipe: {RECIPE.name}; cores usable: {len(os.sched_getaffinity(0))}; rounds: {args.rounds}")
@@ -254,6 +267,10 @@ def main() -> None:
     r2 = med("default", "camb") / med("fixed", "camb")
     print(f"CAMB runs default / fixed 3-point              = {r2:.3f}   ({med('default', 'camb'):.0f} / "
           f"{med('fixed', 'camb'):.0f}; pyccl {med('pyccl', 'camb'):.0f})   (target <= 2.5)  [{'OK' if r2 <= 2.5 else 'OVER'}]")
+    for name in ("default", "fixed"):
+        print(f"CAMB runs of {name:7s} by stage: derivatives (fiducial and sweeps) "
+              f"{med(name, 'stages_derivatives'):.0f}, Gaussian-validity check {med(name, 'stages_validity'):.0f}; "
+              f"cache hits {med(name, 'hits'):.0f} (--no-cache)")
     print(f"time per CAMB run, default / k_max 30, z_max 4 = {t_def / t_ref:.3f}")
     foms = {k: med(k, "fom") for k in runs}
     spread = max(foms.values()) / min(foms.values()) - 1
