@@ -133,3 +133,28 @@ def test_cache_hits_are_counted_apart_and_the_cheaper_check(tmp_path, spy):
     assert gv_full.kinds == ("principal",) * 3 and gv_full.count("inferred") == 0
     assert full["camb_calls_derivatives"] == 0 and full["camb_calls_validity"] == len(spy) == 6
     assert gv.count("evaluated") < full["camb_calls_validity"]
+
+
+def test_a_boltzmann_run_that_fails_in_a_worker_is_counted(monkeypatch, fast_settings):
+    """A cosmology task that fails inside CAMB (here: the transfer-function call raises) made
+    its Boltzmann run all the same: the failed outcome carries it to the parent process,
+    through the same worker entry point the process pool and Dask use."""
+    import camb
+
+    from fishcast.pipeline.execute import EvaluationStats, SerialExecutor, _call, _evaluate, _outcome, Task, \
+        evaluation_task
+
+    def broken(pars):
+        raise RuntimeError("injected failure inside CAMB")
+
+    monkeypatch.setattr(camb, "get_transfer_functions", broken)
+    point = {"Omega_m": 0.31, "Omega_b": 0.05, "h": 0.67, "n_s": 0.96, "sigma8": 0.8}
+    before = _cosmo.boltzmann_calls()
+    value = _call(evaluation_task, ([point], fast_settings, None))
+    assert _cosmo.boltzmann_calls() - before == 1  # the run was made (and counted here, in-process)
+    oc = _outcome(Task("t", evaluation_task), value, 1)
+    assert not oc.ok and "injected failure" in oc.error and oc.boltzmann_calls == 1
+    # the evaluation statistics of a pool add it, as they add the successful tasks' runs
+    stats = EvaluationStats()
+    out = _evaluate(SerialExecutor(retries=0), [(point, fast_settings)], None, None, stats)
+    assert not out[0].ok and stats.boltzmann_calls == 1 and stats.failures

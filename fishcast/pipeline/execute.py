@@ -67,6 +67,9 @@ class Outcome:
     error: str = ""
     attempts: int = 1
     exit_code: int = 0
+    #: Boltzmann runs a failed cosmology task made before it failed, in its process (so
+    #: that they are counted wherever it ran; 0 for other tasks)
+    boltzmann_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class _Failed:
 
     error: str
     exit_code: int
+    boltzmann_calls: int = 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -137,12 +141,12 @@ def _call(func: Callable[..., Any], args: tuple) -> Any:
     try:
         return func(*args)
     except FishcastError as exc:
-        return _Failed(_describe(exc), exc.exit_code)
+        return _Failed(_describe(exc), exc.exit_code, int(getattr(exc, "boltzmann_calls", 0)))
 
 
 def _outcome(task: Task, value: Any, attempts: int) -> Outcome:
     if isinstance(value, _Failed):
-        return Outcome(task.name, False, None, value.error, attempts, value.exit_code)
+        return Outcome(task.name, False, None, value.error, attempts, value.exit_code, value.boltzmann_calls)
     return Outcome(task.name, True, value, "", attempts, 0)
 
 
@@ -198,7 +202,7 @@ class SerialExecutor(Executor):
                 try:
                     value = task.func(*task.args)
                 except FishcastError as exc:
-                    value = _Failed(_describe(exc), exc.exit_code)
+                    value = _Failed(_describe(exc), exc.exit_code, int(getattr(exc, "boltzmann_calls", 0)))
                 except Exception as exc:
                     if attempts <= self.retries:
                         continue
@@ -476,13 +480,19 @@ def evaluation_task(points: Sequence[Mapping[str, float]], settings, cache_root:
     the cache at ``cache_root`` as soon as it is finished. Points already in the cache
     (filled meanwhile by another run) are read, not computed.
 
-    Returns ``(results, computed, boltzmann_calls)``."""
+    Returns ``(results, computed, boltzmann_calls)``. A failure (a FishcastError) is raised
+    with the Boltzmann runs made until then as its ``boltzmann_calls`` attribute (carried
+    to :attr:`Outcome.boltzmann_calls`): a run that failed in CAMB was made all the same."""
     from .. import cosmology as _cosmo
     from .cache import cached_evaluator, Cache
 
     cache = Cache(cache_root) if cache_root else None
     before = _cosmo.boltzmann_calls()
-    results = cached_evaluator(cache)(list(points), settings)
+    try:
+        results = cached_evaluator(cache)(list(points), settings)
+    except FishcastError as exc:
+        exc.boltzmann_calls = _cosmo.boltzmann_calls() - before
+        raise
     calls = _cosmo.boltzmann_calls() - before
     computed = len(points) - (cache.stats.hits if cache is not None else 0)
     return results, computed, calls
@@ -550,6 +560,7 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
                         cache.put(key, r, items[i][1])
         else:
             stats.failures.append(oc.error)
+            stats.boltzmann_calls += oc.boltzmann_calls
             for i in idx:
                 out[i] = oc
     return out
