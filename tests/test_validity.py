@@ -664,3 +664,21 @@ def test_a_note_does_not_enter_the_forecast_verdict(monkeypatch, cache_dir, tmp_
     fc = run_forecast(load_survey(tmp_path / "s.yaml"), cache=Cache(cache_dir))
     assert fc.extra["gaussian_validity"] is note
     assert not any("principal direction" in r for r in fc.trust_reasons)
+
+
+def test_a_minus_side_sharing_the_plus_sides_transfer_functions_is_evaluated_with_it():
+    """Points that differ only in sigma8 (and nuisances) share one Boltzmann run: the
+    adaptive check evaluates such a -side together with its +side instead of inferring it
+    (one CAMB batch, no extra transfer run); the other -sides are inferred."""
+    names, sig = ["Omega_m", "sigma8", "A_IA"], np.array([0.01, 0.02, 0.3])
+    fid = np.array([FID[n] for n in names])
+    rec = Recorder()
+    gv = toy_check(names, np.diag(sig**2), linear(fid, sig), rec, sides="adaptive", jacobian=np.diag(1 / sig))
+    s8 = [j for j in range(3) if gv.dominant(j) == ["sigma8"]][0]
+    om = [j for j in range(3) if gv.dominant(j) == ["Omega_m"]][0]
+    assert gv.status[2 * s8:2 * s8 + 2] == ("evaluated", "evaluated")
+    assert gv.status[2 * om:2 * om + 2] == ("evaluated", "inferred")
+    assert rec.factories == 1 and len(rec.points) == 3
+    runs = {_cosmo.transfer_key(_cosmo.full_params(p)) for p in rec.points}
+    assert len(runs) == 2  # the two sigma8 points share the fiducial's transfer functions
+    np.testing.assert_allclose(gv.delta_chi2, 1.0, rtol=1e-10)

@@ -124,7 +124,7 @@ class CambCost:
     """What the cosmology evaluations of one forecast cost, per stage (:data:`COST_STAGES`):
     ``runs``, the Boltzmann (CAMB transfer-function) runs made, wherever they ran -- in this
     process or in worker processes (:func:`fishcast.cosmology.count_worker_calls`); and
-    ``cache_hits``, the cosmology points read from the cache instead of computed. A point
+    ``cache_hits``, the cosmology points read from the on-disk cache instead of computed. A point
     the run had already evaluated (the validity check re-using the fiducial or a stencil
     point) costs neither. Points that differ only in primordial parameters (sigma8, A_s,
     n_s) share one Boltzmann run."""
@@ -168,6 +168,12 @@ class CambCost:
 
 
 def _cache_hits(cache) -> int:
+    """Points ``cache`` has served so far: those of the on-disk cache only (a retry after a
+    CAMB failure re-reads this run's own results from a MemoryCache: no cache hit)."""
+    from .cache import MemoryCache
+
+    if cache is None or isinstance(cache, MemoryCache):
+        return 0
     stats = getattr(cache, "stats", None)
     return int(getattr(stats, "hits", 0) or 0)
 

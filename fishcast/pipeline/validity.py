@@ -50,8 +50,10 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
    fiducial, or a derivative-stencil point) re-uses it: no CAMB call. The nuisance
    directions are exactly such points: their cosmology is the fiducial's (cosmological
    offsets below 1e-9 of the parameter's sigma, round-off of the eigen-decomposition, are
-   taken as zero). Points of one direction that differ only in primordial parameters
-   (sigma8, n_s) share one Boltzmann run.
+   taken as zero). Points that differ only in primordial parameters (sigma8, n_s) share
+   one Boltzmann run: a -side that shares the +side's is evaluated with it, not inferred. A
+   direction along which only sigma8, n_s and nuisances move still costs that one run (the
+   fiducial's transfer functions are not kept by the backend).
 3. **Failures degrade the check only.** A CAMB failure at a point, or a non-finite data
    vector there, marks that point ``failed`` with the reason; the other points are still
    evaluated (a failed batch is retried without the failed point; finished points are
@@ -275,11 +277,17 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
         # the +n_sigma side first; the -n_sigma side from the quadratic model through the
         # fiducial, the +side and the forecast's derivatives (infer_minus_side), evaluated
         # only where the direction's verdict depends on it
-        evaluate([i for i in pending if i % 2 == 0])
+        first = [i for i in pending if i % 2 == 0]
+        # a -side that shares the transfer functions of a +side (only sigma8, n_s move between
+        # them) shares its Boltzmann run: evaluated with it, at no extra run
+        runs = {_cosmo.transfer_key(_cosmo.full_params(cosmo_part(full[i]))) for i in first}
+        first += [i for i in pending if i % 2 == 1
+                  and _cosmo.transfer_key(_cosmo.full_params(cosmo_part(full[i]))) in runs]
+        evaluate(sorted(first))
         signals_for(range(n_pts))
         D = np.stack([np.asarray(derivs[n], dtype=float) for n in names])
         later = []
-        for i in [i for i in pending if i % 2 == 1]:
+        for i in [i for i in pending if i % 2 == 1 and i not in first]:
             plus = signals_at[i - 1]
             if plus is None:  # the +side is outside or failed: nothing to infer from
                 later.append(i)
