@@ -248,17 +248,15 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
             signals_at[i] = np.concatenate([sv, prior_w * theta])
 
     calls0 = _cosmo.boltzmann_calls()
-    evaluator = None
 
     def evaluate(idx: list[int]) -> None:
-        nonlocal evaluator
+        """Evaluate the points ``idx`` (one batch: the evaluator's progress counts exactly them)."""
         groups: dict[str, list[int]] = {}
         for i in idx:
             groups.setdefault(_cosmo.point_key(cosmo_part(full[i]), settings), []).append(i)
         if not groups:
             return
-        if evaluator is None:
-            evaluator = evaluator_for(len(pending))
+        evaluator = evaluator_for(len(groups))
         firsts = [g[0] for g in groups.values()]
         results, failures = evaluate_tolerant(evaluator, [cosmo_part(full[i]) for i in firsts], settings)
         for k, g in enumerate(groups.values()):
