@@ -348,7 +348,8 @@ class ParameterSpec:
 
 
 def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = None,
-                 known_step: float | None = None, parameter: Parameter | None = None) -> ParameterSpec:
+                 known_step: float | None = None, parameter: Parameter | None = None,
+                 known_rungs: int | None = None) -> ParameterSpec:
     """Resolve the ladder of ``name`` at ``fiducial`` from the parameter's description and
     ``config``.
 
@@ -360,6 +361,10 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
     by an odd number); or, with a known step ``h``, the rungs ``2h, h, h/2, ...`` from the
     top (``h`` is then the chosen rung of the start, as in the run that chose it). It may grow
     over the sweep's ladder (``h_max``, ``n_rungs``) by :func:`extend_ladder`.
+    known_rungs: with ``known_step`` (not a YAML ``step``), the rungs the earlier verdict rested
+    on (``ParameterSweep.plateau_rungs``): the start has at least as many (at most
+    ``window``), so that an earlier window is the start and gives the same derivative from the
+    same points.
     parameter: the parameter's description (a survey's, e.g. a probe's own nuisance
     parameter); default: the registry's (:func:`domain_of`).
     Raises InputError if the fiducial is outside the parameter's domain.
@@ -400,6 +405,8 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
         if step is not None:
             top = 2.0 * float(step)
             offset = 0
+            if ov.step is None and known_rungs is not None:
+                start = min(max(start, int(known_rungs)), W)
         else:  # the ladder's rung nearest to start_step (exact powers of two: the same floats as the sweep's)
             k0 = int(round(math.log2(h_max / config.start_step)))
             top = full_top * 2.0 ** -min(max(k0, 0), n_rungs - W)

@@ -3,16 +3,18 @@ equals the full 8-rung sweep's, a passing derivative lies within the plateau tol
 full sweep's (in the data's own Fisher metric), a parameter that does not pass was analysed
 on the whole ladder (the full sweep's analysis, reason included), and the adaptive run's
 points are points of the full sweep (one shared cache: the full sweep after it computes only
-the rungs it skipped). A rerun with ``steps_from`` the adaptive run's file starts each window
-around the chosen steps and needs no new CAMB run.
+the rungs it skipped). The default start is two rungs (four points per parameter): a
+parameter that passes there says so (basis 'start'), and its chosen step is a rung of the
+full sweep's plateau -- every change between it and the full sweep's chosen rung is within
+tol_pass. A rerun with ``steps_from`` the adaptive run's file starts each parameter around
+its chosen step, from as many rungs as its verdict rested on, and needs no new CAMB run.
 
 On reduced grids and cheap CAMB settings (``test_recipes.CHEAP``: CAMB's AccuracyBoost 0.5,
 12 redshift nodes, k to 2/Mpc; the same as the end-to-end recipe runs, which then find every
 evaluation of their default adaptive run in the session's cache). The comparison is between
 two modes at the same settings, and the extra numerical noise gives the adaptive search work
-to do: on the Euclid recipes w0 and wa pass only after a rung up or down, and h is
-noise-limited, so its adaptive ladder grows to the whole range (checked on the pessimistic
-recipe).
+to do: on the Euclid WL pessimistic recipe h is noise-limited, so its adaptive ladder grows
+to the whole range, up and down (checked), while the other parameters pass at the start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fishcast.derivatives import START_MARGIN
 from fishcast.pipeline.cache import Cache
 from fishcast.pipeline.forecast import DataVector, run_forecast
 from fishcast.survey import load_survey
@@ -47,6 +50,11 @@ def test_adaptive_verdicts_equal_the_full_sweep(recipe, lumratio, cache_dir, tmp
         if f.verdict == "PASS":
             diff = dv.norm(fid, a.derivative - f.derivative) / dv.norm(fid, f.derivative)
             assert diff <= f.tol_pass, (name, diff)
+            assert a.basis in ("start", "window") and a.plateau_rungs == (2 if a.basis == "start" else 4)
+            if a.basis == "start":  # the start's step lies on the full sweep's plateau
+                assert a.rungs_used == 2 and a.score <= f.tol_pass / START_MARGIN
+                i, j = sorted((int(np.flatnonzero(f.steps == a.step)[0]), f.chosen))
+                assert np.all(f.deltas[i:j] <= f.tol_pass), (name, f.deltas, i, j)
         else:  # analysed on the whole ladder, as the full sweep was
             assert a.reason == f.reason and a.rungs_used == 8, name
             np.testing.assert_array_equal(a.derivative, f.derivative)
@@ -56,13 +64,15 @@ def test_adaptive_verdicts_equal_the_full_sweep(recipe, lumratio, cache_dir, tmp
         assert any(ad.sweeps[n].extended_up for n in adaptive.free)
         assert any(ad.sweeps[n].extended_down for n in adaptive.free)
         assert ad.n_points < full.n_points and ad.rounds > 2
+        assert sum(ad.sweeps[n].basis == "start" for n in adaptive.free) >= len(adaptive.free) - 2
         steps_from_an_earlier_run(recipe, over, ad, cache, tmp_path)
 
 
 def steps_from_an_earlier_run(recipe, over, earlier, cache, tmp_path):
-    """``steps_from: earlier.h5``: each window is 2h, h, h/2, h/4 around the step h the earlier
-    run chose -- the window that earlier run passed with, so a passing parameter gets the same
-    derivative from the same points, and the rerun needs no new CAMB run (the cache has them)."""
+    """``steps_from: earlier.h5``: each start is 2h, h (an earlier 2-rung start) or 2h, h, h/2,
+    h/4 (an earlier window) around the step h the earlier run chose -- the rungs that earlier
+    run passed with, so a passing parameter gets the same derivative from the same points, and
+    the rerun needs no new CAMB run (the cache has them)."""
     from fishcast import io as fio
 
     path = tmp_path / "earlier.h5"
@@ -73,5 +83,5 @@ def steps_from_an_earlier_run(recipe, over, earlier, cache, tmp_path):
         old = earlier.sweeps[name]
         assert sw.verdict == old.verdict, name
         if old.verdict == "PASS":
-            assert sw.step == old.step and sw.rungs_used == 4, name
+            assert sw.step == old.step and sw.rungs_used == old.plateau_rungs and sw.basis == old.basis, name
             np.testing.assert_array_equal(sw.derivative, old.derivative)

@@ -512,3 +512,61 @@ def test_the_start_margin_implies_a_passing_window(share):
     # a little more and the start does not pass on its own: the ladder grows to a window
     ad, _, full, _ = both(odd_rungs(e * 1.2))
     assert ad.basis == "window" and ad.verdict == full.verdict
+
+
+def test_fishcast_stability_says_what_each_verdict_rests_on(tmp_path):
+    """The derivative table of ``fishcast stability`` names, per parameter, the rungs
+    evaluated and what the verdict rests on: a 2-rung start (with a line saying what that
+    means), or a 4-rung window."""
+    import h5py
+    from click.testing import CliRunner
+
+    from fishcast.cli.main import cli
+    from fishcast.io.sweeps import write_sweeps
+
+    cfg = DerivativesConfig()
+    f3, _ = sine(3.0)
+    f40, _ = sine(40.0)
+    sweeps = [run_sweep(n, X0, resolve_spec(n, X0, cfg), f, f(X0), norm, cfg) for n, f in (("p", f3), ("q", f40))]
+    path = tmp_path / "out.h5"
+    with h5py.File(path, "w") as h:
+        write_sweeps(h.create_group("derivatives"), sweeps, cfg)
+    out = CliRunner().invoke(cli, ["stability", str(path)])
+    assert out.exit_code == 0, out.output
+    rows = {line.split()[0]: line for line in out.output.splitlines() if line.split()[:1] in (["p"], ["q"])}
+    assert "2/8" in rows["p"] and "2-rung start" in rows["p"]
+    assert "5/8" in rows["q"] and "4-rung window" in rows["q"]
+    assert "verdict rests on" in out.output
+    assert "no window of the full sweep was evaluated" in out.output
+
+
+def test_steps_from_an_earlier_file_start_with_as_many_rungs_as_its_verdicts_rested_on(tmp_path):
+    """``steps_from``: a parameter whose earlier verdict rested on a 2-rung start starts from
+    2h, h again; one whose verdict rested on a window starts from that window (2h .. h/4): in
+    both cases the same derivative from the same points, no new evaluation."""
+    import h5py
+
+    from fishcast.io.sweeps import known_rungs_from_hdf5, known_steps_from_hdf5, write_sweeps
+
+    cfg = DerivativesConfig()
+    models = {"p": sine(3.0)[0], "q": sine(40.0)[0]}
+    counted = {n: Counting(f) for n, f in models.items()}
+    earlier = {n: run_sweep(n, X0, resolve_spec(n, X0, cfg), counted[n], f(X0), norm, cfg) for n, f in models.items()}
+    assert (earlier["p"].basis, earlier["q"].basis) == ("start", "window")
+    with h5py.File(tmp_path / "e.h5", "w") as h:
+        write_sweeps(h.create_group("derivatives"), earlier, cfg)
+    with h5py.File(tmp_path / "e.h5", "r") as h:
+        steps, rungs = known_steps_from_hdf5(h["derivatives"]), known_rungs_from_hdf5(h["derivatives"])
+    assert rungs == {"p": 2, "q": 4}
+    for n, f in models.items():
+        spec = resolve_spec(n, X0, cfg, known_step=steps[n], known_rungs=rungs[n])
+        assert spec.n_rungs == rungs[n] and spec.steps[1] == earlier[n].step
+        m = Counting(f)
+        again = run_sweep(n, X0, spec, m, f(X0), norm, cfg)
+        assert set(m.seen) <= set(counted[n].seen)  # nothing the earlier run did not evaluate
+        assert again.verdict == "PASS" and again.step == earlier[n].step and again.basis == earlier[n].basis
+        np.testing.assert_array_equal(again.derivative, earlier[n].derivative)
+    # a YAML step is no earlier verdict: the start is the configured one
+    cfg_step = DerivativesConfig(parameters={"q": {"step": steps["q"]}})
+    assert resolve_spec("q", X0, cfg_step, known_step=steps["q"], known_rungs=4).n_rungs == 2
+

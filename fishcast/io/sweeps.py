@@ -47,7 +47,7 @@ from ..derivatives import START_MARGIN, DerivativesConfig, ParameterSweep
 from .h5util import dataset, normalize_unit, quotient, string_dataset, text
 
 __all__ = ["write_sweep", "read_sweep", "write_sweeps", "write_settings", "read_sweeps", "known_steps_from_hdf5",
-           "is_sweep"]
+           "known_rungs_from_hdf5", "is_sweep"]
 
 
 def is_sweep(group) -> bool:
@@ -169,3 +169,15 @@ def read_sweeps(group) -> dict[str, ParameterSweep]:
 def known_steps_from_hdf5(group) -> dict[str, float]:
     """Chosen absolute steps stored in ``group`` (for derivative mode 'fast')."""
     return {name: float(group[name].attrs["chosen_step"]) for name in group if is_sweep(group[name])}
+
+
+def known_rungs_from_hdf5(group) -> dict[str, int]:
+    """The rungs each stored verdict rested on (``window_stop - window_start``: 2 for an
+    adaptive 2-rung start, the window's size for a window; files of every version), so that
+    mode 'adaptive' with ``steps_from`` starts from as many."""
+    out = {}
+    for name in group:
+        if is_sweep(group[name]):
+            a = group[name].attrs
+            out[name] = int(a["window_stop"]) - int(a["window_start"])
+    return out

@@ -346,7 +346,8 @@ def sweep_in_rounds(survey: Survey, specs: Mapping[str, object],
         for name, spec in grown.items():
             specs[name] = spec
             values[name] = _der.plan_points(name, survey.fiducial[name], spec)
-    short = [n for n in survey.free if n not in sweeps]
+    # fewer complete rungs than a window and no way to grow (only after failed points): as before
+    short = [n for n in survey.free if n not in sweeps or getattr(sweeps[n], "basis", "") == "short"]
     if short:
         n = short[0]
         raise ComputationError(
