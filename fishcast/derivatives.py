@@ -72,7 +72,7 @@ truncation part growing like ``h^2`` (x4 per rung up) plus a noise part growing 
 contain the start pair has all its changes within ``START_MARGIN = 2.15`` times the start's
 (the worst split is 47% truncation), so the full sweep would pass too. Otherwise the ladder
 grows from the start as any adaptive ladder: first up when the even residual says the change
-is noise (``even >= delta / 4``), else down; then toward the end with the smaller change,
+is mostly noise (``even >= delta / 2``: it estimates the noise part of the change), else down; then toward the end with the smaller change,
 until a whole window of ``W`` rungs passes (fewer rungs than a window, once grown, never
 pass). A start of ``W`` rungs (``start_rungs: window``) is the earlier behaviour: the start is
 a window and is analysed as one. What a short start cannot see is a plateau narrower than a
@@ -210,7 +210,9 @@ class DerivativesConfig(BaseModel):
     plateau of relative steps 1e-3..1e-2, with noise below ~1e-4 and 3-point truncation above
     ~3e-2. Hence h_max = 0.05 and 8 rungs (0.05 .. 3.9e-4), ``tol_pass`` = 2e-3 (twice the
     worst plateau change measured) and ``tol_warn`` = 1e-2 (a 1% change of a derivative in
-    the data metric moves Fisher errors by up to ~1%).
+    the data metric moves Fisher errors by up to ~1%). Mode 'adaptive' starts from the two
+    central rungs (relative 0.00625, 0.0031: the log-centre of that plateau) of the expected
+    plateau (``start_step`` 0.0125 .. 0.0016), ``start_rungs`` = 2; see the module docstring.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -557,9 +559,9 @@ def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "Param
     whose rung-to-rung change is smaller (up on a tie: larger steps are preferred, as in the
     plateau choice), since changes fall toward the plateau (noise grows as the step shrinks,
     truncation as it grows). With a single change (a 2-rung start) the fourth difference
-    decides: up when it is at least a quarter of the change (noise: the two are about equal),
-    down otherwise (truncation: the fourth difference is a small fraction, ~ w h / 5, of the
-    change); up when it is not defined (one-sided rungs). ``sweep`` None (a ladder cut to one
+    decides: it measures the noise part of the change (about equal to the change under noise,
+    a small fraction ~ w h / 5 of it under truncation), so up when it is at least half the
+    change (noise dominates), else down; up when it is not defined (one-sided rungs). ``sweep`` None (a ladder cut to one
     rung by a failed point): down first, where the model is nearer the fiducial. A rung that
     leaves the domain, or needs a point that is not
     ``available`` (the model failed there), is not added; the ladder stays contiguous, so that
@@ -582,7 +584,7 @@ def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "Param
     if sweep is None or len(sweep.deltas) == 0:
         order = (down, up)
     elif len(sweep.deltas) == 1 and len(sweep.evens) == 1 and not np.isnan(sweep.evens[0]):
-        order = (up, down) if sweep.evens[0] >= 0.25 * sweep.deltas[0] else (down, up)
+        order = (up, down) if sweep.evens[0] >= 0.5 * sweep.deltas[0] else (down, up)
     else:
         d = np.where(np.isfinite(sweep.deltas), sweep.deltas, np.inf)
         order = (up, down) if d[0] <= d[-1] else (down, up)
