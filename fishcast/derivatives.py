@@ -85,9 +85,9 @@ rungs it rests on) is recorded with the sweep and printed by ``fishcast stabilit
 Measured (full 8-rung sweeps of every shipped recipe, replayed with each start): the start at
 the central rungs 3, 4 with the margin gives the full sweep's verdict on every parameter of
 every recipe, at the test suite's cheap CAMB settings and on the Euclid WL pessimistic recipe
-as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grows down to a window
-(24 stencil points instead of 42 from the earlier 4-rung start; tests/benchmarks/
-bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more (CAMB's noise in h sits
+as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grows down two rungs
+to a window: 25 CAMB runs, against 41 with the earlier 4-rung start and 81 for the full
+sweep (tests/benchmarks/bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more (CAMB's noise in h sits
 there) and, without the margin, passed Omega_m on two clustering recipes where the full sweep
 WARNs. A 3-point stencil comparison at one step (x+h, x-h, x+2h: central against one-sided)
 was not taken: it has a single residual (a third difference, truncation and noise together),
