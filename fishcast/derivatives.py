@@ -87,9 +87,9 @@ the central rungs 3, 4 with the margin gives the full sweep's verdict on every p
 every recipe, at the test suite's cheap CAMB settings and on the Euclid WL pessimistic recipe
 as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grows down two rungs
 to a window: 25 CAMB runs, against 41 with the earlier 4-rung start and 81 for the full
-sweep (tests/benchmarks/bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more (CAMB's noise in h sits
-there) and, without the margin, passed Omega_m on two clustering recipes where the full sweep
-WARNs. A 3-point stencil comparison at one step (x+h, x-h, x+2h: central against one-sided)
+sweep (tests/benchmarks/bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more
+(CAMB's noise in h sits there) and, without the margin, passed Omega_m on two clustering
+recipes where the full sweep WARNs. A 3-point stencil comparison at one step (x+h, x-h, x+2h: central against one-sided)
 was not taken: it has a single residual (a third difference, truncation and noise together),
 so it can neither catch a coincidence of noise nor say which way to grow, and it gives no
 5-point derivative; the 2-rung start costs one point more and has both residuals.
@@ -573,9 +573,9 @@ def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "Param
     truncation as it grows). With a single change (a 2-rung start) the fourth difference
     decides: it measures the noise part of the change (about equal to the change under noise,
     a small fraction ~ w h / 5 of it under truncation), so up when it is at least half the
-    change (noise dominates), else down; up when it is not defined (one-sided rungs). ``sweep`` None (a ladder cut to one
-    rung by a failed point): down first, where the model is nearer the fiducial. A rung that
-    leaves the domain, or needs a point that is not
+    change (noise dominates), else down; up when it is not defined (one-sided rungs).
+    ``sweep`` None (a ladder cut to one rung by a failed point): down first, where the model
+    is nearer the fiducial. A rung that leaves the domain, or needs a point that is not
     ``available`` (the model failed there), is not added; the ladder stays contiguous, so that
     side is closed.
     """
