@@ -32,16 +32,67 @@ each distinct point once, and :func:`analyse` turns the signals at those values 
 metric on a difference of derivatives.
 
 Modes (``derivatives.mode`` in the survey YAML): ``adaptive`` (the default): the same ladder,
-plateau and verdict, but only the rungs it needs: it starts from a window of ``W`` rungs
-around the expected plateau (``start_step`` times the scale, or a step chosen by an earlier
-run) and adds one rung at a time, up or down (:func:`extend_ladder`), until the plateau is
-established (PASS) or the whole ladder is evaluated -- whose analysis is then the full
+plateau and verdict, but only the rungs it needs: a short start around the expected plateau
+(below), extended one rung at a time, up or down (:func:`extend_ladder`), until a window of
+``W`` rungs passes or the whole ladder is evaluated -- whose analysis is then the full
 sweep's, so a parameter that does not pass gets the full sweep's verdict and reason;
-``sweep``: every rung of the ladder (above); ``fixed``
-(one step per parameter, ``fixed_step`` relative or the ``step`` override absolute: a single
-rung with the 3-point stencil, or the rungs ``2h, h`` with the 5-point stencil, which then
-also yields one rung-to-rung check); ``fast`` (a known step ``h`` from an earlier output file
-or the YAML: rungs ``2h, h, h/2``, chosen rung ``h``, verdict from the two changes).
+``sweep``: every rung of the ladder (above); ``fixed`` (one step per parameter,
+``fixed_step`` relative or the ``step`` override absolute: a single rung with the 3-point
+stencil, or the rungs ``2h, h`` with the 5-point stencil, which then also yields one
+rung-to-rung check); ``fast`` (a known step ``h`` from an earlier output file or the YAML:
+rungs ``2h, h, h/2``, chosen rung ``h``, verdict from the two changes).
+
+The adaptive start (``start_rungs``, default 2). The expected plateau is the window of ``W``
+rungs from ``start_step`` down (rungs 2..5 of the default ladder, relative steps 0.0125 ..
+0.0016), or ``2h, h, h/2, h/4`` around a known step ``h`` (``steps_from``, or a YAML
+``step``). The start evaluates ``start_rungs`` of them: the central ones (rungs 3 and 4 by
+default: ``2h`` = 0.00625 and ``h`` = 0.0031 relative, the log-centre of the plateau
+1e-3 .. 1e-2 measured with CAMB, notes/derivatives.md), or, around a known step, ``2h, h``
+(the rung the earlier run chose is chosen again, from the same points). Two central rungs
+cost four model evaluations, ``x +- h, x +- 2h``; with the fiducial they give five values:
+enough for the 3-point derivatives ``D3(2h)`` and ``D3(h)``, the 5-point one at ``h``, and
+the two residuals of a quadratic through five points:
+
+* the odd one, the rung-to-rung change ``delta = |D3(2h) - D3(h)| / |D3(h)|`` (data metric);
+* the even one, the fourth difference ``f(x+2h) + f(x-2h) - 4 (f(x+h) + f(x-h)) + 6 f(x)``
+  (zero for any cubic), scaled as ``even = |Delta4| / (sqrt(112) h |D3(h)|)``: for
+  independent noise of size ``s`` per evaluation both residuals then have the expected size
+  ``sqrt(0.625) s / (h |D3(h)|)`` (variances ``(2/16 + 2/4) s^2 / h^2`` and ``70 s^2``),
+  while a truncation error shows in ``delta`` (order ``h^2 f'''``) and hardly in ``even``
+  (order ``h^3 f''''``). The even residual is an independent measure of the noise: a change
+  that is small because the noise of the two rungs happens to cancel is caught by it. (On
+  CAMB's noise-limited ladders of the shipped recipes, ``even / delta`` is 0.9 .. 1.2; on
+  truncation-limited ones below 0.02.)
+
+The start establishes the plateau (verdict PASS, basis ``start``, chosen rung ``h``,
+derivative the 5-point one at ``h``) when ``max(delta, even) <= tol_pass / START_MARGIN``.
+The margin makes a start PASS imply a passing window: if the change of a pair of rungs is a
+truncation part growing like ``h^2`` (x4 per rung up) plus a noise part growing like ``1/h``
+(x2 per rung down), then, whatever their split, one of the three ``W = 4`` windows that
+contain the start pair has all its changes within ``START_MARGIN = 2.15`` times the start's
+(the worst split is 47% truncation), so the full sweep would pass too. Otherwise the ladder
+grows from the start as any adaptive ladder: first up when the even residual says the change
+is mostly noise (``even >= delta / 2``: it estimates the noise part of the change), else
+down; then toward the end with the smaller change, until a whole window of ``W`` rungs
+passes (fewer rungs than a window, once grown, never pass). A start of ``W`` rungs
+(``start_rungs: window``) is the earlier behaviour: the start is a window and is analysed as
+one. What a short start cannot see is a plateau narrower than a window that contains the
+start pair and whose changes break those growth laws one rung away; the start then says PASS
+where the full sweep would not. The basis of every verdict (``start`` or ``window``, and the
+rungs it rests on) is recorded with the sweep and printed by ``fishcast stability``;
+``start_rungs: window`` restores the window-based claim.
+
+Measured (full 8-rung sweeps of every shipped recipe, replayed with each start): the start at
+the central rungs 3, 4 with the margin gives the full sweep's verdict on every parameter of
+every recipe, at the test suite's cheap CAMB settings and on the Euclid WL pessimistic recipe
+as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grows down two rungs
+to a window: 25 CAMB runs, against 41 with the earlier 4-rung start and 81 for the full
+sweep (tests/benchmarks/bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more
+(CAMB's noise in h sits there) and, without the margin, passed Omega_m on two clustering
+recipes where the full sweep WARNs. A 3-point stencil comparison at one step (x+h, x-h, x+2h: central against one-sided)
+was not taken: it has a single residual (a third difference, truncation and noise together),
+so it can neither catch a coincidence of noise nor say which way to grow, and it gives no
+5-point derivative; the 2-rung start costs one point more and has both residuals.
 """
 
 from __future__ import annotations
@@ -87,6 +138,17 @@ def __getattr__(name: str):
 
         return getattr(sweeps, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+#: mode 'adaptive': a start of fewer than ``window`` rungs passes when its change and its
+#: fourth difference are within ``tol_pass / START_MARGIN``. 2.15: over the split of a change
+#: into a truncation part (x4 per rung up) and a noise part (x2 per rung down), the largest
+#: ratio of the best 4-rung window containing the start pair (its largest change) to the
+#: start pair's change (2.147, at a 47% truncation share; see the module docstring)
+START_MARGIN = 2.15
+
+#: the fourth difference scaled to the size of the rung-to-rung change under independent
+#: noise per evaluation: sqrt(70 / 0.625)
+_EVEN_SCALE = math.sqrt(112.0)
 
 #: fishcast.cosmology settings (``cosmology.accuracy`` in the survey YAML) whose increase
 #: lowers CAMB's numerical noise; named in the message of a noise-limited parameter.
@@ -145,7 +207,7 @@ class ParameterOverride(BaseModel):
     scale: float | None = Field(None, gt=0, description="unit of the relative step, in the parameter's unit")
     step: float | None = Field(
         None, gt=0, description="absolute step in the parameter's unit: the step of mode 'fixed', the known step of "
-        "mode 'fast', and the chosen rung of mode 'adaptive''s starting window"
+        "mode 'fast', and the chosen rung of mode 'adaptive''s start (its rungs are 2*step, step, ...)"
     )
     lower: float | None = Field(None, description="lower bound of the physical domain (inclusive)")
     upper: float | None = Field(None, description="upper bound of the physical domain (inclusive)")
@@ -160,23 +222,31 @@ class DerivativesConfig(BaseModel):
     plateau of relative steps 1e-3..1e-2, with noise below ~1e-4 and 3-point truncation above
     ~3e-2. Hence h_max = 0.05 and 8 rungs (0.05 .. 3.9e-4), ``tol_pass`` = 2e-3 (twice the
     worst plateau change measured) and ``tol_warn`` = 1e-2 (a 1% change of a derivative in
-    the data metric moves Fisher errors by up to ~1%).
+    the data metric moves Fisher errors by up to ~1%). Mode 'adaptive' starts from the two
+    central rungs (relative 0.00625, 0.0031: the log-centre of that plateau) of the expected
+    plateau (``start_step`` 0.0125 .. 0.0016), ``start_rungs`` = 2; see the module docstring.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Literal["adaptive", "sweep", "fixed", "fast"] = Field(
         "adaptive",
-        description="adaptive: a window of rungs around the expected plateau, extended rung by rung (within "
-        "the sweep's ladder) only until the plateau is established; sweep: every rung of the ladder; "
+        description="adaptive: a start of 'start_rungs' rungs around the expected plateau, extended rung by rung "
+        "(within the sweep's ladder) only until the plateau is established; sweep: every rung of the ladder; "
         "fixed: one step per parameter; fast: reuse known steps and check only the neighbouring rungs",
     )
     h_max: float = Field(0.05, gt=0, description="top relative step of the ladder (times the parameter's scale)")
     n_rungs: int = Field(8, ge=2, le=30, description="rungs of the ladder; each halves the step (mode 'adaptive': "
                          "the range it may extend over; only the rungs it needs are evaluated)")
     start_step: float = Field(0.0125, gt=0, description="mode 'adaptive': relative step (times scale) of the first "
-                              "rung of the starting window, snapped to the ladder; the window is 'window' rungs "
-                              "from there down (default rungs 2..5 of the default ladder: 0.0125 .. 0.0016)")
+                              "rung of the expected plateau, snapped to the ladder; the expected plateau is 'window' "
+                              "rungs from there down (default rungs 2..5 of the default ladder: 0.0125 .. 0.0016), "
+                              "and the start evaluates its central 'start_rungs' rungs")
+    start_rungs: int | Literal["window"] = Field(
+        2, description="mode 'adaptive': rungs evaluated first (2 .. window). 2: the central rungs 2h, h of the "
+        "expected plateau, which establish it when their rung-to-rung change and fourth difference are within "
+        "tol_pass / 2.15 (a margin that implies a passing window), else the ladder grows to a passing window; "
+        "'window' (or the window's size): start from the whole expected plateau, as before")
     window: int = Field(4, ge=2, le=10, description="plateau window (rungs); 3 can pick false plateaus at tiny steps")
     tol_pass: float = Field(2e-3, gt=0, description="PASS when the plateau's rung-to-rung change (data metric) is at most this")
     tol_warn: float = Field(1e-2, gt=0, description="WARN up to this, FAIL above")
@@ -195,7 +265,7 @@ class DerivativesConfig(BaseModel):
     )
     steps_from: str | None = Field(None, description="modes 'fast' and 'adaptive': earlier fishcast output file whose "
                                    "chosen steps are reused (fast: checked against the neighbouring rungs; adaptive: "
-                                   "the starting window is placed around them)")
+                                   "the start is placed around them)")
     parameters: dict[str, ParameterOverride] = Field(default_factory=dict, description="per-parameter overrides and declarations")
 
     @model_validator(mode="after")
@@ -204,7 +274,15 @@ class DerivativesConfig(BaseModel):
             raise ValueError("tol_warn must be >= tol_pass")
         if self.mode in ("sweep", "adaptive") and self.n_rungs < self.window:
             raise ValueError(f"n_rungs ({self.n_rungs}) must be >= window ({self.window}) in mode '{self.mode}'")
+        if self.start_rungs != "window" and not 2 <= self.start_rungs <= self.window:
+            raise ValueError(f"start_rungs ({self.start_rungs}) must be between 2 and window ({self.window}), "
+                             "or 'window'")
         return self
+
+    @property
+    def n_start(self) -> int:
+        """Rungs of the adaptive start (``start_rungs``, 'window' resolved)."""
+        return self.window if self.start_rungs == "window" else int(self.start_rungs)
 
     def override_for(self, name: str) -> ParameterOverride:
         """The override of ``name``: exact key, else the first matching glob pattern."""
@@ -227,9 +305,12 @@ class ParameterSpec:
     top_step: the largest absolute step [parameter unit]; rungs halve it ``n_rungs - 1`` times.
     chosen: fixed rung index for modes 'fixed' and 'fast' (None for 'sweep' and 'adaptive').
     max_step / min_step: mode 'adaptive': the largest and smallest step [parameter unit] the
-        ladder may be extended to (the full sweep's ladder, and the starting window); None
+        ladder may be extended to (the full sweep's ladder, and the expected plateau); None
         otherwise. ``top_step`` and ``n_rungs`` are then the rungs planned so far.
-    extended_up / extended_down: mode 'adaptive': rungs added above / below the starting window.
+    extended_up / extended_down: mode 'adaptive': rungs added above / below the start.
+    start_rungs: mode 'adaptive': the rungs of the start (``DerivativesConfig.n_start``); 0
+        otherwise.
+    window: the plateau window (rungs) of modes 'sweep' and 'adaptive'.
     """
 
     name: str
@@ -248,6 +329,20 @@ class ParameterSpec:
     min_step: float | None = None
     extended_up: int = 0
     extended_down: int = 0
+    start_rungs: int = 0
+    window: int = 4
+
+    @property
+    def at_start(self) -> bool:
+        """Mode 'adaptive': the rungs planned are the start's, none added nor dropped."""
+        return (self.mode == "adaptive" and self.start_rungs > 0 and self.n_rungs == self.start_rungs
+                and self.extended_up == 0 and self.extended_down == 0)
+
+    @property
+    def short_start(self) -> bool:
+        """Mode 'adaptive' at a start of fewer rungs than the window (judged by the start's own
+        criterion, see the module docstring)."""
+        return self.at_start and self.start_rungs < self.window
 
     @property
     def steps(self) -> np.ndarray:
@@ -267,16 +362,23 @@ class ParameterSpec:
 
 
 def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = None,
-                 known_step: float | None = None, parameter: Parameter | None = None) -> ParameterSpec:
+                 known_step: float | None = None, parameter: Parameter | None = None,
+                 known_rungs: int | None = None) -> ParameterSpec:
     """Resolve the ladder of ``name`` at ``fiducial`` from the parameter's description and
     ``config``.
 
     known_step: an absolute step from an earlier run (modes 'fast' and 'adaptive'); the YAML
     ``step`` override wins over it. In mode 'fast' a parameter without a known step is swept.
-    Mode 'adaptive' starts from ``config.window`` rungs: from ``start_step`` (snapped to the
-    sweep's ladder) down, or, with a known step ``h``, the rungs ``2h, h, h/2, ...`` (``h``
-    is then the chosen rung of the window, as in the run that chose it); it may grow over
-    the sweep's ladder (``h_max``, ``n_rungs``) by :func:`extend_ladder`.
+    Mode 'adaptive' starts from ``config.n_start`` rungs of the expected plateau, a window
+    of ``config.window`` rungs: from ``start_step`` (snapped to the sweep's ladder) down, of
+    which the start takes the central rungs (the upper-central ones when the counts differ
+    by an odd number); or, with a known step ``h``, the rungs ``2h, h, h/2, ...`` from the
+    top (``h`` is then the chosen rung of the start, as in the run that chose it). It may grow
+    over the sweep's ladder (``h_max``, ``n_rungs``) by :func:`extend_ladder`.
+    known_rungs: with ``known_step`` (not a YAML ``step``), the rungs the earlier verdict rested
+    on (``ParameterSweep.plateau_rungs``): the start has at least as many (at most
+    ``window``), so that an earlier window is the start and gives the same derivative from the
+    same points.
     parameter: the parameter's description (a survey's, e.g. a probe's own nuisance
     parameter); default: the registry's (:func:`domain_of`).
     Raises InputError if the fiducial is outside the parameter's domain.
@@ -310,16 +412,23 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
         top = scale * h_max
         if n_rungs < config.window:
             raise InputError(f"derivatives.parameters.{name}.n_rungs ({n_rungs}) must be >= window ({config.window})")
+    start = 0
     if mode == "adaptive":
         full_top, full_bottom = top, top * 2.0 ** -(n_rungs - 1)
+        W, start = config.window, config.n_start
         if step is not None:
             top = 2.0 * float(step)
+            offset = 0
+            if ov.step is None and known_rungs is not None:
+                start = min(max(start, int(known_rungs)), W)
         else:  # the ladder's rung nearest to start_step (exact powers of two: the same floats as the sweep's)
             k0 = int(round(math.log2(h_max / config.start_step)))
-            top = full_top * 2.0 ** -min(max(k0, 0), n_rungs - config.window)
-        n_rungs = config.window
+            top = full_top * 2.0 ** -min(max(k0, 0), n_rungs - W)
+            offset = (W - start) // 2  # the central rungs of the expected plateau
         max_step = max(full_top, top)
-        min_step = min(full_bottom, top * 2.0 ** -(n_rungs - 1))
+        min_step = min(full_bottom, top * 2.0 ** -(W - 1))
+        top = top * 2.0 ** -offset
+        n_rungs = start
     elif mode == "fixed":
         h = float(step) if step is not None else scale * config.fixed_step
         if config.stencil == "5-point":
@@ -331,7 +440,7 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
     spec = ParameterSpec(name=name, mode=mode, scale=scale, top_step=float(top), n_rungs=int(n_rungs),
                          lower=lower, upper=upper, lower_inclusive=lower_inc, upper_inclusive=upper_inc,
                          units=units, cosmological=dom.cosmological, chosen=chosen,
-                         max_step=max_step, min_step=min_step)
+                         max_step=max_step, min_step=min_step, start_rungs=start, window=config.window)
     if not spec.contains(fid):
         raise InputError(f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
     return spec
@@ -455,14 +564,18 @@ def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "Param
 
     Done when the mode is not 'adaptive', when ``sweep`` (the analysis of ``spec``'s rungs)
     is PASS -- the plateau is established: ``window`` consecutive rungs whose changes are all
-    within ``tol_pass`` -- or when no rung can be added: the ladder then covers the sweep's
-    whole range (``spec.max_step`` .. ``spec.min_step``), and its analysis is the full
-    sweep's. Otherwise one rung is added, a step twice the largest (up) or half the smallest
-    (down): toward the end of the ladder whose rung-to-rung change is smaller (up on a tie:
-    larger steps are preferred, as in the plateau choice), since changes fall toward the
-    plateau (noise grows as the step shrinks, truncation as it grows). ``sweep`` None (fewer
-    rungs than the window, after a failed point was dropped): down first, where the model is
-    nearer the fiducial. A rung that leaves the domain, or needs a point that is not
+    within ``tol_pass``, or the start's criterion (module docstring) -- or when no rung can be
+    added: the ladder then covers the sweep's whole range (``spec.max_step`` ..
+    ``spec.min_step``), and its analysis is the full sweep's. Otherwise one rung is added, a
+    step twice the largest (up) or half the smallest (down): toward the end of the ladder
+    whose rung-to-rung change is smaller (up on a tie: larger steps are preferred, as in the
+    plateau choice), since changes fall toward the plateau (noise grows as the step shrinks,
+    truncation as it grows). With a single change (a 2-rung start) the fourth difference
+    decides: it measures the noise part of the change (about equal to the change under noise,
+    a small fraction ~ w h / 5 of it under truncation), so up when it is at least half the
+    change (noise dominates), else down; up when it is not defined (one-sided rungs).
+    ``sweep`` None (a ladder cut to one rung by a failed point): down first, where the model
+    is nearer the fiducial. A rung that leaves the domain, or needs a point that is not
     ``available`` (the model failed there), is not added; the ladder stays contiguous, so that
     side is closed.
     """
@@ -482,6 +595,8 @@ def extend_ladder(name: str, fiducial: float, spec: ParameterSpec, sweep: "Param
         down = cand if _rung_fits(name, fiducial, cand, cand.n_rungs - 1, available) else None
     if sweep is None or len(sweep.deltas) == 0:
         order = (down, up)
+    elif len(sweep.deltas) == 1 and len(sweep.evens) == 1 and not np.isnan(sweep.evens[0]):
+        order = (up, down) if sweep.evens[0] >= 0.5 * sweep.deltas[0] else (down, up)
     else:
         d = np.where(np.isfinite(sweep.deltas), sweep.deltas, np.inf)
         order = (up, down) if d[0] <= d[-1] else (down, up)
@@ -509,8 +624,14 @@ class ParameterSweep:
     where the stencils of rungs k-1 and k differ),
     deltas (K-1,): ``|D3_k - D3_{k+1}| / |D3_{k+1}|`` in the data metric,
     window (start, stop): plateau rungs ``start .. stop-1``; chosen: rung index,
-    extended_up / extended_down: mode 'adaptive': rungs added above / below its starting
-    window; search_steps: its range (largest, smallest step) [parameter unit], else None,
+    extended_up / extended_down: mode 'adaptive': rungs added above / below its start;
+    search_steps: its range (largest, smallest step) [parameter unit], else None,
+    evens (K-1,): the fourth difference of neighbouring central rungs in the data metric,
+    scaled like ``deltas`` under noise (NaN where a rung is one-sided; see :func:`_evens`),
+    basis: what the verdict rests on -- 'window' (the best window of ``W`` rungs), 'start'
+    (mode 'adaptive': its start of fewer rungs, passing within ``tol_pass / START_MARGIN``),
+    'short' (mode 'adaptive': fewer rungs than a window, not the start: never PASS), 'fixed',
+    'fast'; the rungs it rests on are ``window`` (``plateau_rungs``),
     derivative: the reported derivative (stencil ``stencil``), plateau_width: rungs
     connected to the chosen one by changes <= tol_pass, spread: max over the window of
     ``|D3_i - D3_c| / |D3_c|``, verdict PASS|WARN|FAIL, reason, message.
@@ -546,6 +667,22 @@ class ParameterSweep:
     extended_up: int = 0
     extended_down: int = 0
     search_steps: tuple[float, float] | None = None
+    evens: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    basis: str = ""
+
+    @property
+    def plateau_rungs(self) -> int:
+        """The rungs the verdict rests on: the plateau window's (2 for an adaptive 2-rung
+        start, ``window`` for a window)."""
+        return int(self.window[1] - self.window[0])
+
+    @property
+    def claim(self) -> str:
+        """What the verdict rests on, in words (e.g. '2-rung start', '4-rung window')."""
+        n = self.plateau_rungs
+        return {"window": f"{n}-rung window", "start": f"{n}-rung start", "short": f"{n} rungs (short)",
+                "fixed": "fixed step" + (f", {n} rungs" if n > 1 else ""), "fast": f"known step, {n} rungs"
+                }.get(self.basis, self.basis or "-")
 
     @property
     def rungs_used(self) -> int:
@@ -684,14 +821,16 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
     ladder = plan_ladder(name, fiducial, spec)
     fid = np.asarray(fid_signal, dtype=float)
     d3, d5, norms, deltas = _rungs(ladder, signals, fid, norm)
-    window, chosen, score = _choose(spec, config, deltas, len(ladder.steps))
+    evens = _evens(ladder, signals, fid, norms, norm)
+    basis = _basis(spec, len(ladder.steps))
+    window, chosen, score = _choose(spec, config, deltas, evens, basis)
     use5 = config.stencil == "5-point" and chosen >= 1 and bool(np.all(np.isfinite(d5[chosen])))
     st = ladder.stencils[chosen]
     stencil = (f"5-point {st} (Richardson)" if use5 else f"3-point {st}")
     derivative = d5[chosen] if use5 else d3[chosen]
     width, spread = _plateau(config, d3, norms, deltas, window, chosen, norm)
     used = {ladder.stencils[chosen]} | ({ladder.stencils[chosen - 1]} if use5 else set())
-    verdict, reason, message = _verdict(name, spec, config, ladder, norms, deltas, window, score, used)
+    verdict, reason, message = _verdict(name, spec, config, ladder, norms, deltas, evens, window, score, used, basis)
 
     stem = stem_diff = None
     nc = norms[chosen]
@@ -709,6 +848,7 @@ def analyse(name: str, fiducial: float, spec: ParameterSpec, signals: Mapping[fl
         signal_units=signal_units, stem_derivative=stem, stem_difference=stem_diff, norms=norms,
         extended_up=spec.extended_up, extended_down=spec.extended_down,
         search_steps=None if spec.max_step is None else (float(spec.max_step), float(spec.min_step)),
+        evens=evens, basis=basis,
     )
 
 
@@ -730,14 +870,55 @@ def _rungs(ladder: Ladder, signals, fid: np.ndarray, norm) -> tuple[np.ndarray, 
     return d3, d5, norms, deltas
 
 
-def _choose(spec: ParameterSpec, config: DerivativesConfig, deltas: np.ndarray, K: int
+def _evens(ladder: Ladder, signals, fid: np.ndarray, norms: np.ndarray, norm) -> np.ndarray:
+    """Per pair of neighbouring central rungs ``(k, k+1)`` (steps ``2h, h``), the even
+    residual of the five values ``f(x), f(x +- h), f(x +- 2h)``: the fourth difference
+    ``|f(x+2h) + f(x-2h) - 4 (f(x+h) + f(x-h)) + 6 f(x)| / (sqrt(112) h |D3(h)|)`` in the data
+    metric (zero for a cubic; under independent noise per evaluation the same expected size as
+    the rung-to-rung change ``delta_k``). (K-1,); NaN where a rung of the pair is one-sided."""
+    K = len(ladder.steps)
+    out = np.full(max(K - 1, 0), np.nan)
+    for k in range(K - 1):
+        if ladder.stencils[k] != "central" or ladder.stencils[k + 1] != "central":
+            continue
+        (a_lo, a_hi), (b_lo, b_hi) = ladder.points[k], ladder.points[k + 1]
+        d4 = (_lookup(signals, a_lo, ladder) + _lookup(signals, a_hi, ladder)
+              - 4.0 * (_lookup(signals, b_lo, ladder) + _lookup(signals, b_hi, ladder)) + 6.0 * fid)
+        num = float(norm(d4))
+        den = _EVEN_SCALE * float(ladder.steps[k + 1]) * norms[k + 1]
+        out[k] = 0.0 if num == 0.0 else (num / den if den > 0 else math.inf)
+    return out
+
+
+def _basis(spec: ParameterSpec, K: int) -> str:
+    """What a verdict on ``K`` rungs of ``spec`` rests on: 'window' (the best of the windows
+    of ``spec.window`` rungs, modes 'sweep' and 'adaptive'), 'start' (an adaptive start of
+    fewer rungs than the window, judged by the start's criterion), 'short' (an adaptive ladder
+    grown, or cut by a failed point, to fewer rungs than the window: it cannot pass), 'fixed',
+    'fast'."""
+    if spec.mode == "sweep" or (spec.mode == "adaptive" and K >= spec.window):
+        return "window"
+    if spec.mode == "adaptive":
+        return "start" if spec.short_start else "short"
+    return spec.mode
+
+
+def _start_score(deltas: np.ndarray, evens: np.ndarray) -> float:
+    """The largest rung-to-rung change and fourth difference (where defined) of a short ladder."""
+    vals = [float(x) for x in deltas] + [float(x) for x in evens if not np.isnan(x)]
+    return max(vals) if vals else float("nan")
+
+
+def _choose(spec: ParameterSpec, config: DerivativesConfig, deltas: np.ndarray, evens: np.ndarray, basis: str
             ) -> tuple[tuple[int, int], int, float]:
-    """``(window, chosen rung, score)``: in a sweep (full or adaptive) the plateau window of
+    """``(window, chosen rung, score)``: on a 'window' basis the plateau window of
     ``config.window`` rungs with the smallest largest change (near ties, within
     ``tie_factor``, toward larger steps, but never from a window within ``tol_pass`` to one
-    above it) and its second rung; in modes 'fixed'/'fast' the spec's rung and every rung as
-    the window."""
-    if spec.mode in ("sweep", "adaptive"):
+    above it) and its second rung; on a 'start' or 'short' basis every rung as the window, its
+    second rung chosen, and the largest change or fourth difference as the score; in modes
+    'fixed'/'fast' the spec's rung and every rung as the window."""
+    K = len(deltas) + 1
+    if basis == "window":
         W = min(config.window, K)
         scores = np.array([np.max(deltas[k:k + W - 1]) for k in range(K - W + 1)])
         best = float(np.min(scores))
@@ -746,6 +927,8 @@ def _choose(spec: ParameterSpec, config: DerivativesConfig, deltas: np.ndarray, 
             ties = ties[scores[ties] <= config.tol_pass]
         start = int(ties[0])
         return (start, start + W), start + 1, float(scores[start])
+    if basis in ("start", "short"):
+        return (0, K), min(1, K - 1), _start_score(deltas, evens)
     chosen = int(spec.chosen if spec.chosen is not None else K - 1)
     return (0, K), chosen, (float(np.max(deltas)) if K > 1 else float("nan"))
 
@@ -766,21 +949,38 @@ def _plateau(config: DerivativesConfig, d3: np.ndarray, norms: np.ndarray, delta
 
 
 def _verdict(name: str, spec: ParameterSpec, config: DerivativesConfig, ladder: Ladder, norms: np.ndarray,
-             deltas: np.ndarray, window: tuple[int, int], score: float, used: set[str]) -> tuple[str, str, str]:
+             deltas: np.ndarray, evens: np.ndarray, window: tuple[int, int], score: float, used: set[str],
+             basis: str) -> tuple[str, str, str]:
     """``(verdict, reason, message)`` of the sweep; ``used``: the stencils of the rungs the
-    reported derivative uses (a one-sided one is named with the domain boundary)."""
+    reported derivative uses (a one-sided one is named with the domain boundary); ``basis``:
+    see :func:`_basis` (a 'start' passes within ``tol_pass / START_MARGIN``, a 'short' ladder
+    never passes)."""
     K = len(ladder.steps)
     boundary = bool(used - {"central"})
+    limit = config.tol_pass / START_MARGIN if basis == "start" else config.tol_pass
     if not np.any(norms > 0):
         verdict, reason = "FAIL", "zero derivative"
         message = _advice(reason, spec, name)
     elif K == 1:
         verdict, reason = "WARN", "unchecked"
         message = "fixed mode with one step: no convergence check (use the 5-point stencil or mode 'sweep')"
-    elif score <= config.tol_pass:
+    elif basis != "short" and score <= limit:
         verdict = "PASS"
         reason = "boundary" if boundary else "ok"
-        message = (f"plateau: changes <= {score:.2g} over rungs {window[0]}..{window[1] - 1}")
+        if basis == "start":
+            even = [float(x) for x in evens if not np.isnan(x)]
+            message = (f"plateau from the {K}-rung start (no {spec.window}-rung window evaluated): changes "
+                       f"<= {float(np.max(deltas)):.2g}" + (f", fourth difference <= {max(even):.2g}" if even else "")
+                       + f" (<= tol_pass / {START_MARGIN:g} = {limit:.2g})")
+        else:
+            message = (f"plateau: changes <= {score:.2g} over rungs {window[0]}..{window[1] - 1}")
+    elif basis in ("start", "short"):
+        verdict = "WARN" if score <= config.tol_warn else "FAIL"
+        reason = "no plateau"
+        what = (f"the {K}-rung start changes by {score:.2g} (> tol_pass / {START_MARGIN:g} = {limit:.2g})"
+                if basis == "start" else f"only {K} rungs could be evaluated (changes <= {score:.2g})")
+        message = (f"{what}; no {spec.window}-rung window could be evaluated (the ladder cannot grow: domain, range "
+                   f"or failed points); raise derivatives.parameters.{name}.n_rungs or change h_max")
     else:
         verdict = "WARN" if score <= config.tol_warn else "FAIL"
         if spec.mode == "fixed":

@@ -485,7 +485,7 @@ def compare_text(a: str, b: str, on: str, rows: Sequence[Mapping[str, Any]], n: 
 # ============================================================================ stability
 #: what the "rungs" column means in each derivatives mode
 _MODE_TEXT = {
-    "adaptive": "only the rungs the plateau needed, from a window around the expected plateau",
+    "adaptive": "only the rungs the plateau needed, from a start around the expected plateau",
     "sweep": "every rung of the ladder",
     "fixed": "one step, no ladder",
     "fast": "a known step and its neighbours",
@@ -499,21 +499,27 @@ def sweeps_text(sweeps: Sequence | Mapping) -> str:
     body, notes = [], []
     for sw in items:
         body.append([sw.name, f"{sw.step:.4g}", sw.parameter_units or "-", f"{sw.relative_step:.3g}",
-                     f"{sw.rungs_used}/{sw.search_rungs}", str(sw.plateau_width), f"{sw.spread:.2g}", sw.stencil,
-                     f"{sw.verdict} ({sw.reason})"])
+                     f"{sw.rungs_used}/{sw.search_rungs}", sw.claim, str(sw.plateau_width), f"{sw.spread:.2g}",
+                     sw.stencil, f"{sw.verdict} ({sw.reason})"])
         if sw.verdict != "PASS" or sw.reason != "ok":
             notes.append(f"  {sw.name}: {sw.message}")
         if sw.stem_difference is not None:
             notes.append(f"  {sw.name}: SteM linear-fit cross-check differs by {sw.stem_difference:.2g}")
     lines = ["Derivative steps (plateau width in rungs; spread and changes in the data's own metric)",
-             format_table(["parameter", "step", "unit", "rel. step", "rungs", "plateau", "spread", "stencil",
-                           "verdict"], body, "<><>>>><<")]
+             format_table(["parameter", "step", "unit", "rel. step", "rungs", "verdict rests on", "plateau", "spread",
+                           "stencil", "verdict"], body, "<><>><>><<")]
     if items:
         lines.append(f"(plateau: rungs within {items[0].tol_pass:g}; PASS <= {items[0].tol_pass:g}, "
                      f"WARN <= {items[0].tol_warn:g}, else FAIL)")
         modes = sorted({sw.mode for sw in items})
         text = "; ".join(f"{m}: {_MODE_TEXT.get(m, m)}" for m in modes)
         lines.append(f"(rungs: evaluated / the ladder's; {text})")
+        if any(sw.basis == "start" for sw in items):
+            from .derivatives import START_MARGIN
+
+            lines.append(f"(N-rung start: the adaptive start's rungs agree -- rung-to-rung change and fourth "
+                         f"difference <= tol_pass / {START_MARGIN:g}; no window of the full sweep was evaluated; "
+                         "derivatives.start_rungs: window judges on a window)")
     return "\n".join(lines + notes)
 
 

@@ -62,14 +62,16 @@ def test_degrade_refuses_when_too_few_rungs_are_left(camb_fails_above_omega_m_03
 
 
 def test_adaptive_degrade_grows_the_ladder_away_from_the_failed_point(camb_fails_above_omega_m_0335, cache_dir):
-    """Mode 'adaptive' starting at the top rung (start_step 0.05): the failed point takes
-    rung 0, the three rungs left are fewer than the window, and the ladder grows down (never
-    back through the failed point) to rungs 1..4 -- the points the full sweep of the test
-    above evaluated (shared cache: no new CAMB run for them)."""
+    """Mode 'adaptive' starting with a whole window at the top rung (start_step 0.05,
+    start_rungs: window, the earlier start): the failed point takes rung 0, the three rungs
+    left are fewer than the window, and the ladder grows down (never back through the failed
+    point) to rungs 1..4 -- the points the full sweep of the test above evaluated (shared
+    cache: no new CAMB run for them)."""
     from fishcast.pipeline.cache import Cache
 
     text = BASE.replace("derivatives: {mode: fixed}",
-                        "derivatives: {mode: adaptive, n_rungs: 5, start_step: 0.05, on_camb_failure: degrade}")
+                        "derivatives: {mode: adaptive, n_rungs: 5, start_step: 0.05, start_rungs: window, "
+                        "on_camb_failure: degrade}")
     fc = run_forecast(survey_from_text(text, "adaptive-degrade.yaml"), cache=Cache(cache_dir))
     sw = fc.sweeps["Omega_m"]
     assert sw.mode == "adaptive" and len(sw.steps) == 4

@@ -144,7 +144,8 @@ def cubic_sweep(stencil="3-point"):
     t = np.linspace(0.0, 1.0, 20)
     c, q = 1.0 + t, 0.5 * np.cos(3 * t)
     model = lambda x: c * x + q * x**3  # noqa: E731
-    cfg = DerivativesConfig(stencil=stencil, h_max=0.4)
+    # a 4-rung window (the adaptive mode's earlier start): neighbouring rungs on both sides
+    cfg = DerivativesConfig(stencil=stencil, h_max=0.4, start_rungs="window")
     spec = resolve_spec("p", 1.0, cfg)
     sig = {v: model(v) for v in plan_points("p", 1.0, spec)}
     sw = analyse("p", 1.0, spec, sig, model(1.0), lambda d: float(np.linalg.norm(d)), cfg)

@@ -119,14 +119,16 @@ def test_toy_probe_end_to_end(toy_registered, tmp_path, cache_dir):
         np.testing.assert_allclose(f["fisher/matrix"][()], expect, rtol=1e-5)
         assert "toy" in f["fisher/probes"]
         sweep = f["derivatives/A_toy"]  # swept: a ladder of steps in the parameter's unit
-        # adaptive (the default): the 4-rung starting window passes (the signal is linear in A_toy)
-        assert sweep.attrs["mode"] == "adaptive" and sweep["steps"].shape[0] == 4
+        # adaptive (the default): the 2-rung start passes (the signal is linear in A_toy)
+        assert sweep.attrs["mode"] == "adaptive" and sweep["steps"].shape[0] == 2
+        assert sweep.attrs["basis"] == "start" and sweep.attrs["plateau_rungs"] == 2
         assert sweep["steps"].attrs["units"] == "uK"
         assert sweep.attrs["verdict"] == "PASS"
         # the declared step scale: top of the ladder = h_max (0.05) x scale (|fiducial| 1.5, not
-        # an offset); the window starts at start_step (0.0125) x scale
+        # an offset); the expected plateau starts at start_step (0.0125) x scale, and the start
+        # is its two central rungs, from 0.00625 x scale
         assert sweep.attrs["search_max_step"] == pytest.approx(0.05 * 1.5)
-        assert sweep["steps"][0] == pytest.approx(0.0125 * 1.5)
+        assert sweep["steps"][0] == pytest.approx(0.00625 * 1.5)
 
     res = runner.invoke(cli, ["show", str(out)])
     assert res.exit_code == 0, res.output

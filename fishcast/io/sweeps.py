@@ -2,7 +2,8 @@
 
 Group ``/derivatives``: attribute ``names`` (JSON list, parameter order), with the
 derivative settings when known (``config`` as JSON, ``mode``, ``stencil``, ``h_max``,
-``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``, ``n_rungs``, ``window``; in a
+``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``, ``n_rungs``, ``window``,
+``start_rungs`` (the rungs of an adaptive start, 'window' resolved), ``start_margin``; in a
 forecast file also ``rounds``, the rounds of evaluation the sweeps took); dataset ``names``
 (UTF-8) in a forecast file. One subgroup per parameter, attribute
 ``fishcast_type = "ParameterSweep"``:
@@ -15,10 +16,21 @@ forecast file also ``rounds``, the rounds of evaluation the sweeps took); datase
   ``search_rungs`` (mode 'adaptive': rungs of the range it could extend over, the full
   sweep's ladder; else ``rungs_used``), ``extended_up`` / ``extended_down`` (rungs added
   above / below the adaptive starting window), ``search_max_step`` / ``search_min_step``
-  [parameter unit] (the adaptive range; NaN in other modes);
+  [parameter unit] (the adaptive range; NaN in other modes); what the verdict rests on:
+  ``basis`` (``window``: the best window of ``window`` rungs; ``start``: an adaptive start of
+  fewer rungs, passing when its change and fourth difference are within
+  ``tol_pass / start_margin``; ``short``: an adaptive ladder of fewer rungs than a window
+  that is not its start, never PASS; ``fixed``; ``fast``), ``plateau_rungs`` (the rungs of
+  that window, ``window_stop - window_start``) and ``claim`` (both in words, e.g.
+  ``2-rung start``, ``4-rung window``);
 * datasets: ``steps`` [parameter unit], ``relative_steps`` [""], ``stencils`` (UTF-8),
   ``derivatives_3pt``, ``derivatives_5pt``, ``derivative``, ``stem_derivative``
-  [signal unit / parameter unit], ``deltas``, ``norms`` [""].
+  [signal unit / parameter unit], ``deltas``, ``norms``, ``even_changes`` [""] (the fourth
+  difference of neighbouring central rungs, scaled like ``deltas`` under noise; NaN where a
+  rung is one-sided).
+
+Files written before ``basis`` existed read as ``window`` (modes 'sweep', 'adaptive') or
+their mode ('fixed', 'fast'), with no ``even_changes``.
 
 The numerics (:mod:`fishcast.derivatives`) keep no HDF5 code; this module is the contract.
 """
@@ -31,11 +43,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..derivatives import DerivativesConfig, ParameterSweep
+from ..derivatives import START_MARGIN, DerivativesConfig, ParameterSweep
 from .h5util import dataset, normalize_unit, quotient, string_dataset, text
 
 __all__ = ["write_sweep", "read_sweep", "write_sweeps", "write_settings", "read_sweeps", "known_steps_from_hdf5",
-           "is_sweep"]
+           "known_rungs_from_hdf5", "is_sweep"]
 
 
 def is_sweep(group) -> bool:
@@ -64,6 +76,7 @@ def write_sweep(group, sw: ParameterSweep) -> None:
     a["extended_up"], a["extended_down"] = int(sw.extended_up), int(sw.extended_down)
     hi, lo = sw.search_steps if sw.search_steps is not None else (float("nan"), float("nan"))
     a["search_max_step"], a["search_min_step"] = float(hi), float(lo)
+    a["basis"], a["plateau_rungs"], a["claim"] = str(sw.basis), int(sw.plateau_rungs), sw.claim
     dataset(group, "steps", sw.steps, pu)
     dataset(group, "relative_steps", sw.relative_steps, "")
     string_dataset(group, "stencils", sw.stencils)
@@ -72,13 +85,14 @@ def write_sweep(group, sw: ParameterSweep) -> None:
     dataset(group, "deltas", sw.deltas, "")
     dataset(group, "derivative", sw.derivative, du)
     dataset(group, "norms", sw.norms, "")
+    dataset(group, "even_changes", sw.evens, "")
     if sw.stem_derivative is not None:
         dataset(group, "stem_derivative", sw.stem_derivative, du)
 
 
 def read_sweep(group) -> ParameterSweep:
-    """Read what :func:`write_sweep` wrote (schema 1.0 and 1.1; the rungs-used attributes are
-    optional)."""
+    """Read what :func:`write_sweep` wrote (schema 1.0 and 1.1; the rungs-used attributes,
+    ``basis`` and ``even_changes`` are optional)."""
     a = group.attrs
 
     def s(key):
@@ -101,6 +115,8 @@ def read_sweep(group) -> ParameterSweep:
         norms=group["norms"][()] if "norms" in group else np.zeros(0),
         extended_up=int(a.get("extended_up", 0)), extended_down=int(a.get("extended_down", 0)),
         search_steps=_search_steps(a),
+        evens=group["even_changes"][()] if "even_changes" in group else np.zeros(0),
+        basis=s("basis") if "basis" in a else ("window" if s("mode") in ("sweep", "adaptive") else s("mode")),
     )
 
 
@@ -126,7 +142,7 @@ def write_sweeps(group, sweeps: Mapping[str, ParameterSweep] | Sequence[Paramete
 def write_settings(group, config: DerivativesConfig, rounds: int | None = None) -> None:
     """The derivative settings as attributes of ``group``: ``config`` (JSON), ``mode``,
     ``stencil``, ``h_max``, ``tol_pass``, ``tol_warn``, ``tie_factor``, ``start_step``,
-    ``n_rungs``, ``window``; and ``rounds`` (plan -> evaluate -> analyse -> extend rounds the
+    ``n_rungs``, ``window``, ``start_rungs`` ('window' resolved), ``start_margin``; and ``rounds`` (plan -> evaluate -> analyse -> extend rounds the
     run took; 1 unless adaptive) when given."""
     group.attrs["config"] = config.model_dump_json()
     for key in ("mode", "stencil"):
@@ -135,6 +151,8 @@ def write_settings(group, config: DerivativesConfig, rounds: int | None = None) 
         group.attrs[key] = float(getattr(config, key))
     for key in ("n_rungs", "window"):
         group.attrs[key] = int(getattr(config, key))
+    group.attrs["start_rungs"] = int(config.n_start)
+    group.attrs["start_margin"] = float(START_MARGIN)
     if rounds is not None:
         group.attrs["rounds"] = int(rounds)
 
@@ -151,3 +169,15 @@ def read_sweeps(group) -> dict[str, ParameterSweep]:
 def known_steps_from_hdf5(group) -> dict[str, float]:
     """Chosen absolute steps stored in ``group`` (for derivative mode 'fast')."""
     return {name: float(group[name].attrs["chosen_step"]) for name in group if is_sweep(group[name])}
+
+
+def known_rungs_from_hdf5(group) -> dict[str, int]:
+    """The rungs each stored verdict rested on (``window_stop - window_start``: 2 for an
+    adaptive 2-rung start, the window's size for a window; files of every version), so that
+    mode 'adaptive' with ``steps_from`` starts from as many."""
+    out = {}
+    for name in group:
+        if is_sweep(group[name]):
+            a = group[name].attrs
+            out[name] = int(a["window_stop"]) - int(a["window_start"])
+    return out

@@ -407,8 +407,8 @@ def sweep_in_rounds(survey: Survey, specs: Mapping[str, object],
                              if is_cosmological(name) else fid_cosmo)
                     at[name][float(v)] = dv.signal(cosmo, params)
             spec = specs[name]
-            if spec.mode == "adaptive" and spec.n_rungs < dconf.window:
-                sweeps.pop(name, None)  # too few rungs left after a failure: grow first
+            if spec.mode == "adaptive" and spec.n_rungs < 2:
+                sweeps.pop(name, None)  # one rung left after a failure: no change to judge, grow first
             else:
                 sweeps[name] = _der.analyse(name, survey.fiducial[name], spec, at[name], fid_sig, norm, dconf)
         grown = extend_plan(survey, {n: specs[n] for n in survey.free if n not in done}, sweeps, failed)
@@ -418,7 +418,8 @@ def sweep_in_rounds(survey: Survey, specs: Mapping[str, object],
         for name, spec in grown.items():
             specs[name] = spec
             values[name] = _der.plan_points(name, survey.fiducial[name], spec)
-    short = [n for n in survey.free if n not in sweeps]
+    # fewer complete rungs than a window and no way to grow (only after failed points): as before
+    short = [n for n in survey.free if n not in sweeps or getattr(sweeps[n], "basis", "") == "short"]
     if short:
         n = short[0]
         raise ComputationError(

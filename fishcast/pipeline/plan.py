@@ -3,10 +3,13 @@
 :func:`plan` lists every distinct cosmological point the derivative stencils need (the
 fiducial plus each rung of each cosmological parameter's ladder), so that each is computed
 once (and, with a cache, once ever). Nuisance parameters re-use the fiducial cosmology: they
-cost no CAMB call. Adaptive sweeps are planned in rounds: :func:`extend_plan` adds the rungs
-the analysis of the previous round asks for, and only their points are evaluated (the
-rounds are run by :func:`fishcast.pipeline.forecast.sweep_in_rounds`). When CAMB fails at a
-planned point, :func:`where_failed` says which
+cost no CAMB call. Adaptive sweeps are planned in rounds: the first plans each parameter's
+start (by default its two central rungs ``2h, h`` of the expected plateau: four points, see
+:mod:`fishcast.derivatives`), :func:`extend_plan` adds the rungs the analysis of the
+previous round asks for, and only their points are evaluated (the rounds are run by
+:func:`fishcast.pipeline.forecast.sweep_in_rounds`). With ``steps_from`` the start is placed
+around the earlier run's steps, with as many rungs as its verdicts rested on
+(:func:`known_starts`). When CAMB fails at a planned point, :func:`where_failed` says which
 parameter, rung and step needed it, and :func:`drop_failed` re-plans without the rungs that
 need it (``derivatives.on_camb_failure: degrade``).
 
@@ -27,7 +30,7 @@ from ..survey import Survey
 
 __all__ = [
     "Plan", "Evaluator", "point_for", "cosmo_part", "stencils", "plan", "plan_survey", "evaluate",
-    "known_steps", "extend_plan", "failed_key", "where_failed", "drop_failed",
+    "known_steps", "known_starts", "extend_plan", "failed_key", "where_failed", "drop_failed",
 ]
 
 
@@ -119,12 +122,14 @@ def evaluate(plan_: Plan, settings: CosmologySettings, evaluator: Evaluator | No
 
 def stencils(survey: Survey) -> tuple[dict[str, object], dict[str, tuple[float, ...]]]:
     """The derivative spec of every free parameter (``derivatives`` section, and the steps of
-    an earlier run in mode 'fast') and the parameter values its stencils need."""
+    an earlier run in modes 'fast' and 'adaptive', with the rungs its verdicts rested on) and
+    the parameter values its stencils need."""
     from .. import derivatives as _der
 
     dconf = survey.config.derivatives
-    known = known_steps(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n))
+    known, rungs = known_starts(survey)
+    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n),
+                                  known_rungs=rungs.get(n))
              for n in survey.free}
     values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
     return specs, values
@@ -138,14 +143,21 @@ def plan_survey(survey: Survey) -> Plan:
 
 def known_steps(survey: Survey) -> dict[str, float]:
     """Chosen steps of an earlier run (derivatives modes 'fast' and 'adaptive', ``steps_from``)."""
+    return known_starts(survey)[0]
+
+
+def known_starts(survey: Survey) -> tuple[dict[str, float], dict[str, int]]:
+    """Chosen steps of an earlier run (derivatives modes 'fast' and 'adaptive',
+    ``steps_from``) and the rungs each of its verdicts rested on (2 for an adaptive 2-rung
+    start, the window's size for a window: mode 'adaptive' starts from as many)."""
     dconf = survey.config.derivatives
     if dconf.mode not in ("fast", "adaptive") or not dconf.steps_from:
-        return {}
+        return {}, {}
     import pathlib
 
     from ..errors import FileFormatError
     from ..io import open_forecast
-    from ..io.sweeps import known_steps_from_hdf5
+    from ..io.sweeps import known_rungs_from_hdf5, known_steps_from_hdf5
 
     path = pathlib.Path(dconf.steps_from)
     if not path.is_absolute():
@@ -160,11 +172,16 @@ def known_steps(survey: Survey) -> dict[str, float]:
         except (TypeError, ValueError, KeyError) as exc:
             raise FileFormatError(f"{path}: /derivatives: a chosen step is not a number ({exc}) "
                                   "(derivatives.steps_from)") from None
+        try:
+            rungs = known_rungs_from_hdf5(f["derivatives"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FileFormatError(f"{path}: /derivatives: a plateau window (window_start, window_stop) is not "
+                                  f"a whole number ({exc}) (derivatives.steps_from)") from None
     for name, step in steps.items():
         if not (math.isfinite(step) and step > 0):
             raise FileFormatError(f"{path}: /derivatives/{name}: chosen_step = {step!r} is not a positive, "
                                   "finite step (derivatives.steps_from)")
-    return steps
+    return steps, rungs
 
 
 def extend_plan(survey: Survey, specs: Mapping[str, object], sweeps: Mapping[str, object],

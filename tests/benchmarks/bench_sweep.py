@@ -4,7 +4,8 @@ step), ratios and counts from one run.
 On the Euclid IST:F WL pessimistic recipe (Gaussian-validity check off, so that only the
 derivatives are counted), each mode with its own empty cache:
   * CAMB Boltzmann calls of the default (adaptive) run / of the full 8-rung sweep, the rungs
-    each parameter used, the rounds, and whether every verdict is the same;
+    each parameter used and what its verdict rests on (the 2-rung start or a 4-rung window),
+    the rounds, and whether every verdict is the same;
   * CAMB calls made / distinct transfer-function points needed, per mode     (must be 1.0)
   * sweep wall time / (mean CAMB call time x calls / workers)                 (target <= 1.15)
   * fast mode (steps from the full sweep's file, neighbouring rungs only): its CAMB calls as
@@ -87,13 +88,13 @@ def main() -> None:
     print(f"CAMB calls, default (adaptive) / full sweep = {ad.camb_calls} / {full.camb_calls} = "
           f"{ad.camb_calls / full.camb_calls:.3f}   ({ad.rounds} rounds)")
     print(f"{'parameter':<10} {'rungs used':>10} {'up':>3} {'down':>4}  {'adaptive':<8} {'full':<8} "
-          f"{'rel. step (ad/full)':>20}")
+          f"{'rel. step (ad/full)':>20}  adaptive verdict rests on")
     same = True
     for name in survey.free:
         a, f = ad.sweeps[name], full.sweeps[name]
         same &= a.verdict == f.verdict
         print(f"{name:<10} {a.rungs_used:>5} / {f.rungs_used:<2} {a.extended_up:>3} {a.extended_down:>4}  "
-              f"{a.verdict:<8} {f.verdict:<8} {a.relative_step:>9.4g} / {f.relative_step:<9.4g}")
+              f"{a.verdict:<8} {f.verdict:<8} {a.relative_step:>9.4g} / {f.relative_step:<9.4g}  {a.claim}")
     print(f"verdicts equal: {'yes' if same else 'NO'}")
     for mode, (sv, fc, wall, timer) in runs.items():
         needed = distinct_transfer_points(sv, fc)
