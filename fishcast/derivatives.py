@@ -85,9 +85,26 @@ rungs it rests on) is recorded with the sweep and printed by ``fishcast stabilit
 Measured (full 8-rung sweeps of every shipped recipe, replayed with each start): the start at
 the central rungs 3, 4 with the margin gives the full sweep's verdict on every parameter of
 every recipe, at the test suite's cheap CAMB settings and on the Euclid WL pessimistic recipe
-as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grows down two rungs
+as shipped, where Omega_m, Omega_b, w0 and wa pass at the start and h grew down two rungs
 to a window: 25 CAMB runs, against 41 with the earlier 4-rung start and 81 for the full
-sweep (tests/benchmarks/bench_sweep.py). The pair one rung higher (rungs 2, 3) costs more
+sweep (tests/benchmarks/bench_sweep.py).
+
+A parameter's expected plateau may lie lower: the registry's ``start_halvings`` hint
+(:class:`fishcast.parameters.Parameter`) moves the start that many rungs down the same ladder
+(the expected plateau becomes rungs ``2 + k .. 5 + k``, clipped to the ladder). It is used by
+the adaptive start only: the ladder, modes 'sweep', 'fixed' and 'fast', a known step
+(``step``, ``steps_from``) and a user's ``start_step`` otherwise stay as they are. h has 1:
+P(k in 1/Mpc) moves strongly with h, so the 3-point truncation dominates the changes down to
+lower steps. Full 8-rung sweeps of h as shipped (rung-to-rung changes from relative step 0.05
+down): Euclid WL pessimistic 1.3e-3, 1.4e-3, 3.3e-3, 1.6e-3, 7.9e-4, 1.6e-4, 3.7e-4 and WL
+optimistic 3.5e-3, 1.4e-2, 1.5e-3, 1.5e-3, 7.0e-4, 2.3e-4, 5.6e-4 (both PASS at relative
+step 0.0016, the window of rungs 4..7); the start at rungs 4, 5 (0.0031, 0.0016) has change
+7.9e-4 / 7.0e-4 and fourth difference 1.6e-4 / 1.5e-4, within ``tol_pass / START_MARGIN`` =
+9.3e-4: PASS at the start, at the full sweep's own step and derivative, 4 CAMB runs for h
+where the start at rungs 3, 4 (change 1.6e-3) needed 8. On the 3x2pt optimistic recipe h
+WARNs in the full sweep (best window 2.7e-3) and the adaptive ladder grows to the whole
+ladder from either start (the full sweep's verdict). The Euclid WL pessimistic sweeps then
+take 21 CAMB runs. The pair one rung higher (rungs 2, 3) costs more
 (CAMB's noise in h sits there) and, without the margin, passed Omega_m on two clustering
 recipes where the full sweep WARNs. A 3-point stencil comparison at one step (x+h, x-h, x+2h: central against one-sided)
 was not taken: it has a single residual (a third difference, truncation and noise together),
@@ -169,6 +186,8 @@ class ParameterDomain:
     lower / upper: domain bounds (None: unbounded); ``*_inclusive`` False means strict.
     cosmological: the parameter enters through the Boltzmann code (noise advice names the
         CAMB accuracy settings).
+    start_halvings: mode 'adaptive': the expected plateau lies this many halvings below
+        ``start_step`` (the registry's hint; the ladder itself does not move).
     """
 
     scale: float = 1.0
@@ -179,13 +198,14 @@ class ParameterDomain:
     upper_inclusive: bool = False
     units: str = ""
     cosmological: bool = False
+    start_halvings: int = 0
 
     @classmethod
     def of(cls, param: Parameter) -> "ParameterDomain":
         d = param.domain
         return cls(scale=param.step_scale, scale_always=param.offset, lower=d.lower, upper=d.upper,
                    lower_inclusive=d.lower_inclusive, upper_inclusive=d.upper_inclusive, units=param.unit,
-                   cosmological=param.cosmological)
+                   cosmological=param.cosmological, start_halvings=param.start_halvings)
 
 
 def domain_of(name: str) -> ParameterDomain:
@@ -422,7 +442,7 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
             if ov.step is None and known_rungs is not None:
                 start = min(max(start, int(known_rungs)), W)
         else:  # the ladder's rung nearest to start_step (exact powers of two: the same floats as the sweep's)
-            k0 = int(round(math.log2(h_max / config.start_step)))
+            k0 = int(round(math.log2(h_max / config.start_step))) + dom.start_halvings
             top = full_top * 2.0 ** -min(max(k0, 0), n_rungs - W)
             offset = (W - start) // 2  # the central rungs of the expected plateau
         max_step = max(full_top, top)

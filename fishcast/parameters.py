@@ -121,6 +121,11 @@ class Parameter:
     derived: a function of other parameters (:mod:`fishcast.reparam`), never a model input.
     primordial: changes only the primordial spectrum (stencil points re-use the fiducial's
         transfer functions: no new Boltzmann run).
+    start_halvings: derivatives mode 'adaptive' only: the expected plateau of this parameter
+        lies this many halvings of the step below ``derivatives.start_step`` (0: at it). The
+        adaptive start is placed there; the sweep's ladder, modes 'fixed' / 'fast' and a
+        known step (``step``, ``steps_from``) ignore it. Set from full sweeps (h: 1, see
+        :mod:`fishcast.derivatives`).
     cosmosis: CosmoSIS ``section--name`` (None: ``fishcast_parameters--<name>``).
     aliases: names other codes (IST:F, CosmicFish) use for it; unambiguous ones only.
     """
@@ -138,8 +143,11 @@ class Parameter:
     cosmosis: str | None = None
     aliases: tuple[str, ...] = ()
     description: str = ""
+    start_halvings: int = 0
 
     def __post_init__(self) -> None:
+        if self.start_halvings < 0:
+            raise ValueError(f"parameter {self.name}: start_halvings must be >= 0")
         if self.latex is None:
             object.__setattr__(self, "latex", _default_latex(self.name))
         if not self.step_scale > 0:
@@ -404,8 +412,10 @@ for _p in (
               description="total matter density today: baryons + CDM + massive neutrinos"),
     Parameter("Omega_b", latex=r"\Omega_{\rm b}", domain=POSITIVE, cosmological=True,
               cosmosis=_CP + "omega_b", aliases=("Omegab", "OmegaB", "Ob"), description="baryon density today"),
+    # h: P(k in 1/Mpc) moves strongly with h, so 3-point truncation reaches lower steps than for
+    # the other parameters: the full sweeps choose relative step 0.0031 (fishcast.derivatives)
     Parameter("h", latex="h", domain=POSITIVE, cosmological=True, cosmosis=_CP + "h0",
-              description="H0 / (100 km/s/Mpc)"),
+              description="H0 / (100 km/s/Mpc)", start_halvings=1),
     Parameter("n_s", latex=r"n_{\rm s}", cosmological=True, primordial=True, cosmosis=_CP + "n_s",
               aliases=("ns",), description="scalar spectral index"),
     Parameter("sigma8", latex=r"\sigma_8", domain=POSITIVE, cosmological=True, primordial=True,

@@ -113,6 +113,40 @@ def test_default_mode_is_adaptive_and_starts_from_two_central_rungs_of_the_sweep
     assert list(resolve_spec("p", X0, DerivativesConfig(start_rungs=3)).steps) == list(full.steps[2:5])
 
 
+def test_the_registry_start_hint_moves_only_the_adaptive_start():
+    """h's registry hint (start_halvings = 1): its adaptive start is the rungs 4, 5 (relative
+    0.0031, 0.0016) of the same ladder, one rung below the others'; the ladder (the range it
+    may grow over), modes 'sweep', 'fixed', 'fast' and a known step do not move."""
+    from fishcast.parameters import Parameter, lookup
+
+    assert lookup("h").start_halvings == 1 and lookup("Omega_m").start_halvings == 0
+    cfg = DerivativesConfig()
+    full = resolve_spec("h", 0.67, DerivativesConfig(mode="sweep"))
+    spec = resolve_spec("h", 0.67, cfg)
+    assert list(spec.steps) == list(full.steps[4:6]) and spec.steps[1] / 0.67 == pytest.approx(0.0015625)
+    assert spec.max_step == full.steps[0] and spec.min_step == full.steps[-1]
+    # the same ladder as a parameter without the hint
+    plain = resolve_spec("h", 0.67, cfg, parameter=Parameter("h", step_scale=1.0))
+    assert list(plain.steps) == list(full.steps[3:5])
+    assert plain.max_step == spec.max_step and plain.min_step == spec.min_step
+    # the full sweep is the one of a parameter without the hint (the golden forecast's ladders)
+    plain_full = resolve_spec("h", 0.67, DerivativesConfig(mode="sweep"), parameter=Parameter("h"))
+    assert list(full.steps) == list(plain_full.steps)
+    for mode in ("fixed", "fast"):
+        a = resolve_spec("h", 0.67, DerivativesConfig(mode=mode), known_step=0.01)
+        b = resolve_spec("h", 0.67, DerivativesConfig(mode=mode), known_step=0.01, parameter=Parameter("h"))
+        assert list(a.steps) == list(b.steps)
+    # a known step places the start around it, hint or not
+    assert list(resolve_spec("h", 0.67, cfg, known_step=0.004).steps) == [0.008, 0.004]
+    # the whole window: rungs 3..6, one rung below the default's 2..5
+    assert list(resolve_spec("h", 0.67, DerivativesConfig(start_rungs="window")).steps) == list(full.steps[3:7])
+    # never below the ladder: the expected plateau is clipped to its last window
+    low = resolve_spec("h", 0.67, DerivativesConfig(start_step=0.001))
+    assert low.steps[-1] >= full.steps[-1]
+    with pytest.raises(ValueError, match="start_halvings"):
+        Parameter("q", start_halvings=-1)
+
+
 @pytest.mark.parametrize("bad", [1, 5, 0, "all"])
 def test_start_rungs_must_be_between_two_and_the_window(bad):
     with pytest.raises(ValueError, match="start_rungs"):
