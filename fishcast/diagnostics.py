@@ -488,7 +488,8 @@ class PrincipalPoints:
     inside: np.ndarray
     sigma: np.ndarray | None = None
     #: per direction: "principal" (of the whole covariance, :func:`principal_points`), or
-    #: "cosmological" / "nuisance" (:func:`cosmological_points`)
+    #: "cosmological" / "nuisance" (:func:`cosmological_points`: a cosmological direction of
+    #: either level, transfer or primordial, is "cosmological")
     kinds: tuple[str, ...] = ()
     #: per parameter: cosmological (:func:`cosmological_points`; empty otherwise)
     cosmological: tuple[bool, ...] = ()
@@ -566,10 +567,12 @@ def _points_from_offsets(offsets: np.ndarray, fid: np.ndarray, names: list[str],
 
 def cosmological_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequence[float], names: Sequence[str],
                         cosmological: Sequence[bool], n_sigma: float = 1.0,
-                        domains: Mapping[str, Callable[[float], bool]] | None = None) -> PrincipalPoints:
-    """The 2N points fiducial +- n_sigma along the principal directions of the
-    *marginalized cosmological* errors, with the nuisances at their conditional best fit,
-    then along the principal directions of the nuisances with the cosmology held fixed.
+                        domains: Mapping[str, Callable[[float], bool]] | None = None,
+                        transfer: Sequence[bool] | None = None) -> PrincipalPoints:
+    """The 2N points fiducial +- n_sigma along an F-orthonormal basis of directions that
+    checks the marginalized errors of the cosmological parameters: the principal directions
+    of their *marginalized* covariance, with every later parameter at its conditional best
+    fit, then the nuisance directions with the cosmology held fixed.
 
     With c the cosmological parameters (``cosmological[j]`` true), n the nuisances, F the
     Fisher matrix and C = F^-1 (``cov``):
@@ -586,14 +589,32 @@ def cosmological_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequenc
        nuisances, F_nn^-1 = C_nn - C_nc C_cc^-1 C_cn, with delta_c = 0 (the fiducial
        cosmology: no CAMB run).
 
-    The N directions are F-orthogonal (v_c^T F u_n = delta_c^T (F_cn - F_cn) delta_n = 0: the
-    block LDL^T factorization of F) and each has delta^T F delta = n_sigma^2, so the outer
+    transfer: per parameter, whether it needs a Boltzmann run of its own (it enters
+    :func:`fishcast.cosmology.transfer_key`; n_s, sigma8 and A_s do not). When given, step 1
+    is split in two (the cheaper basis of ``gaussian_directions: cosmological``), with t the
+    transfer parameters and p the other cosmological ones:
+
+    1a. the principal directions of the marginalized C_tt, every other parameter (p and the
+        nuisances) at its conditional best fit given delta_t: one Boltzmann run each;
+    1b. the principal directions of the p block of the conditional covariance with t fixed,
+        G = (F_{(pn)(pn)})^-1 = C_{(pn)(pn)} - C_{(pn)t} C_tt^-1 C_{t(pn)}: of G_pp (the
+        nuisances marginalized), delta_t = 0, nuisances at their conditional best fit
+        delta_n = G_np G_pp^-1 delta_p. These points keep the fiducial's transfer functions:
+        all of them share one Boltzmann run.
+
+    Each level is the same step (:func:`_conjugate_offsets`): the principal directions of
+    the level's block of the current conditional covariance, later levels at their
+    conditional best fit, earlier levels fixed; the conditional covariance of the later
+    levels is then the Schur complement. Every level's directions are F-orthogonal to every
+    other level's (the block LDL^T factorization of F: u^T F w = 0 for u of an earlier level
+    and w of a later one, shown in :func:`_conjugate_offsets`), and each has delta^T F delta = n_sigma^2, so the outer
     products of the offsets sum to n_sigma^2 C, as for :func:`principal_points`, and
-    :func:`sigma_changes` applies unchanged. A nuisance direction has no cosmological
-    component: the width measured along it cannot move a cosmological error. With no
-    nuisance (or no cosmological) parameter, the directions are those of
-    :func:`principal_points`. Rows of ``offsets``: the cosmological directions, then the
-    nuisance ones; ``kinds`` says which.
+    :func:`sigma_changes` (which needs only that) applies unchanged. A nuisance direction has
+    no cosmological component: the width measured along it cannot move a cosmological
+    error. With no nuisance (or no cosmological) parameter and no split, the directions are
+    those of :func:`principal_points`. Rows of ``offsets``: level by level (transfer,
+    other cosmological, nuisance); ``kinds`` says "cosmological" (levels 1, 1a, 1b) or
+    "nuisance".
     """
     names = [str(x) for x in names]
     cov = np.asarray(cov, dtype=float)
@@ -602,38 +623,76 @@ def cosmological_points(cov: np.ndarray, fiducial: Mapping[str, float] | Sequenc
     is_c = np.asarray(cosmological, dtype=bool)
     if is_c.shape != (len(names),):
         raise InputError(f"cosmological: one flag per parameter ({len(names)}), got {is_c.shape}")
+    if transfer is None:
+        levels = np.where(is_c, 0, 1)
+    else:
+        is_t = np.asarray(transfer, dtype=bool)
+        if is_t.shape != (len(names),):
+            raise InputError(f"transfer: one flag per parameter ({len(names)}), got {is_t.shape}")
+        levels = np.where(is_c & is_t, 0, np.where(is_c, 1, 2))
+    n_levels = int(levels.max()) + 1 if levels.size else 0
     sig = np.sqrt(np.maximum(np.diag(cov), 0.0))
     safe = np.where(sig > 0, sig, 1.0)
     K = cov / np.outer(safe, safe)  # correlation form: the choice does not depend on units
-    c, n = np.nonzero(is_c)[0], np.nonzero(~is_c)[0]
-    rows, kinds = [], []
-    cond = K[np.ix_(n, n)]
-    if c.size:
-        mu, U = np.linalg.eigh(K[np.ix_(c, c)])
-        if np.any(mu <= 0):
-            raise DegenerateFisherError("the marginalized covariance of the cosmological parameters is not positive "
-                                        "definite", [])
-        KncU = K[np.ix_(n, c)] @ U  # (n_n, n_c)
-        for i in range(c.size):
-            x = np.zeros(len(names))
-            x[c] = n_sigma * np.sqrt(mu[i]) * U[:, i]
-            x[n] = n_sigma * KncU[:, i] / np.sqrt(mu[i])  # C_nc C_cc^-1 delta_c
-            rows.append(x)
-            kinds.append("cosmological")
-        cond = cond - (KncU / mu[None, :]) @ KncU.T  # C_nn - C_nc C_cc^-1 C_cn
-    if n.size:
-        cond = 0.5 * (cond + cond.T)
-        t = np.sqrt(np.maximum(np.diag(cond), 0.0))
-        ts = np.where(t > 0, t, 1.0)
-        nu, V = np.linalg.eigh(cond / np.outer(ts, ts))
-        for j in range(n.size):
-            x = np.zeros(len(names))
-            x[n] = n_sigma * np.sqrt(max(nu[j], 0.0)) * V[:, j] * t
-            rows.append(x)
-            kinds.append("nuisance")
+    rows, lv = _conjugate_offsets(K, levels, n_sigma, strict=[lev < n_levels - 1 or bool(np.all(is_c))
+                                                               for lev in range(n_levels)])
+    kinds = ["nuisance" if not is_c[levels == lev].any() else "cosmological" for lev in lv]
     offsets = np.array(rows).reshape(-1, len(names)) * sig[None, :]
     pts = _points_from_offsets(offsets, fid, names, n_sigma, sig, kinds, domains)
     return dataclasses.replace(pts, cosmological=tuple(bool(x) for x in is_c))
+
+
+def _conjugate_offsets(K: np.ndarray, levels: np.ndarray, n_sigma: float, strict: Sequence[bool]
+                       ) -> tuple[list[np.ndarray], list[int]]:
+    """F-orthonormal directions of the covariance ``K``, level by level (``levels[j]``: the
+    level of parameter j, 0 first; empty levels are skipped).
+
+    At level l with parameters g, later parameters r and S the covariance of (g, r) given the
+    earlier levels fixed (S = K at level 0): the principal directions of the correlation form
+    of S_gg, x_g = n_sigma sqrt(nu_i) t v_i (t = sqrt(diag S_gg)), with the later levels at
+    their conditional best fit x_r = S_rg S_gg^-1 x_g and the earlier ones at zero; then
+    S_rr <- S_rr - S_rg S_gg^-1 S_gr (the covariance of r given g fixed too).
+
+    Conjugacy, with F = K^-1, E the earlier levels and x a direction of level l (x_E = 0):
+    z = F x solves K z = x; z = (z_E, z_g, z_r) = (-K_EE^-1 K_Eg z_g, S_gg^-1 x_g, 0) does,
+    since S (the Schur complement of K_EE) gives S_gg z_g = x_g on g and S_rg z_g = x_r on r.
+    A direction w of a later level has w_E = w_g = 0, so x^T F w = z_r^T w_r = 0; within the
+    level, x_i^T F x_j = x_gi^T S_gg^-1 x_gj = n_sigma^2 sqrt(nu_i nu_j) v_i^T M^-1 v_j
+    = n_sigma^2 delta_ij (M = V diag(nu) V^T, the correlation form of S_gg). ``strict[l]``: a level
+    whose block is not positive definite raises :class:`DegenerateFisherError` (else its
+    null directions get zero length, as for the nuisances before). Returns the rows (in K's
+    units) and the level of each."""
+    n_par = K.shape[0]
+    rows: list[np.ndarray] = []
+    lv: list[int] = []
+    rest = np.arange(n_par)
+    S = K.copy()  # the covariance of the parameters ``rest`` given the earlier levels fixed
+    for level in range(len(strict)):
+        in_g = levels[rest] == level
+        if not in_g.any():
+            continue
+        g, r = rest[in_g], rest[~in_g]
+        Sgg, Srg, Srr = S[np.ix_(in_g, in_g)], S[np.ix_(~in_g, in_g)], S[np.ix_(~in_g, ~in_g)]
+        t = np.sqrt(np.maximum(np.diag(Sgg), 0.0))
+        ts = np.where(t > 0, t, 1.0)
+        nu, V = np.linalg.eigh(0.5 * (Sgg + Sgg.T) / np.outer(ts, ts))
+        if np.any(nu <= 0) and (strict[level] or r.size):
+            raise DegenerateFisherError("the marginalized covariance of the cosmological parameters is not positive "
+                                        "definite", [])
+        for i in range(g.size):
+            x = np.zeros(n_par)
+            x[g] = n_sigma * np.sqrt(max(nu[i], 0.0)) * V[:, i] * t
+            if r.size:
+                x[r] = n_sigma * (Srg @ (V[:, i] / ts)) / np.sqrt(nu[i])  # S_rg S_gg^-1 x_g
+            rows.append(x)
+            lv.append(level)
+        if r.size:
+            W = (V / ts[:, None]) / np.sqrt(nu)[None, :]  # S_gg^-1 = W W^T
+            SrgW = Srg @ W
+            S = Srr - SrgW @ SrgW.T
+            S = 0.5 * (S + S.T)
+        rest = r
+    return rows, lv
 
 
 #: status of a Gaussian-validity point: evaluated (sent to the backend, or read from the cache), reused (a

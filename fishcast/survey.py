@@ -84,10 +84,12 @@ class DiagnosticsSection(DiagnosticsConfig):
     and whether to run the Gaussian-validity check (2N extra cosmology evaluations)."""
 
     gaussian_check: bool = Field(True, description="evaluate the real Delta chi^2 at +-1 sigma along each principal direction")
-    gaussian_directions: Literal["cosmological", "all"] = Field(
-        "cosmological", description="cosmological: the principal directions of the nuisance-marginalized cosmological "
-        "errors (nuisances at their conditional best fit; one CAMB run each) and of the nuisances at the fiducial "
-        "cosmology (no CAMB run); all: the principal directions of the whole covariance")
+    gaussian_directions: Literal["cosmological", "cosmological_principal", "all"] = Field(
+        "cosmological", description="cosmological: the principal directions of the marginalized errors of the "
+        "parameters that need a Boltzmann run (one CAMB run each), then of n_s / sigma8 with those fixed (one CAMB run "
+        "for all), every later parameter at its conditional best fit, then the nuisances at the fiducial cosmology "
+        "(no CAMB run); cosmological_principal: the principal directions of all the nuisance-marginalized cosmological "
+        "errors (one CAMB run each), then the nuisances; all: the principal directions of the whole covariance")
     gaussian_sides: Literal["adaptive", "both"] = Field(
         "adaptive", description="adaptive: evaluate the +1 sigma side of each direction, and the -1 sigma side only where "
         "the direction's verdict depends on it (else it is inferred from the quadratic model); both: always evaluate "

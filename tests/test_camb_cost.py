@@ -158,3 +158,37 @@ def test_a_boltzmann_run_that_fails_in_a_worker_is_counted(monkeypatch, fast_set
     stats = EvaluationStats()
     out = _evaluate(SerialExecutor(retries=0), [(point, fast_settings)], None, None, stats)
     assert not out[0].ok and stats.boltzmann_calls == 1 and stats.failures
+
+
+def test_the_default_check_evaluates_n_s_and_sigma8_directions_in_one_run(tmp_path, spy):
+    """The default basis (gaussian_directions: cosmological) on the small survey with n_s and
+    sigma8 free too: one Boltzmann run per direction of the transfer parameters (Omega_m, w0;
+    the +side, and a -side only where a verdict depends on it), one run for both n_s / sigma8
+    directions (their points keep the fiducial's transfer functions: one batch, both sides),
+    none for A_IA: 2 + 1 = 3, where the previous basis (cosmological_principal: every
+    cosmological direction moves Omega_m and w0) costs one run per direction, 4. Counted by
+    the spy on CAMB's entry point (distinct transfer functions), on the same cache (the
+    derivatives are read from it)."""
+    (tmp_path / "s.yaml").write_text(SMALL.replace("free: [Omega_m, w0, A_IA]", "free: [Omega_m, w0, n_s, sigma8, A_IA]"))
+    cache = str(tmp_path / "cache")
+    first, gv, _ = _run(tmp_path, "split", "--cache-dir", cache)
+    checked = spy[first["camb_calls_derivatives"]:]
+    assert first["camb_calls_validity"] == gv.camb_runs == len(checked) == _distinct_runs(checked)
+    assert gv.kinds == ("cosmological",) * 4 + ("nuisance",)
+    # directions 2, 3: n_s / sigma8 with Omega_m, w0 at the fiducial; both sides evaluated, in one run
+    fid = {"Omega_m": 0.32, "w0": -1.0}
+    assert [gv.status[i] for i in (4, 5, 6, 7)] == ["evaluated"] * 4 and [gv.status[i] for i in (8, 9)] == ["reused"] * 2
+    for i in (2, 3):
+        assert all(gv.offsets[i][j] == 0.0 for j in (0, 1)), gv.offsets[i]
+    shared = [p for p in checked if all(p[k] == v for k, v in fid.items())]
+    assert len(shared) == 1  # one Boltzmann run for the four n_s / sigma8 points
+    # Omega_m, w0 directions: one run per side evaluated (a +side outside CAMB's domain, w0 + wa > 0,
+    # is not sent: its -side is evaluated instead); the n_s / sigma8 directions: one run
+    transfer_sides = sum(gv.status[i] == "evaluated" for i in range(4))
+    assert 2 <= transfer_sides and first["camb_calls_validity"] == transfer_sides + 1
+    del spy[:]
+    old, gv_old, _ = _run(tmp_path, "principal", "--cache-dir", cache, "--set",
+                          "diagnostics.gaussian_directions=cosmological_principal")
+    assert old["camb_calls_derivatives"] == 0 and gv_old.kinds == ("cosmological",) * 4 + ("nuisance",)
+    assert old["camb_calls_validity"] == len(spy) == _distinct_runs(spy) >= 4
+    assert first["camb_calls_validity"] < old["camb_calls_validity"]

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from fishcast import cosmology as _cosmo
-from fishcast.cosmology import CosmologySettings, describe_point, full_params, point_key
+from fishcast.cosmology import CosmologySettings, describe_point, full_params, point_key, transfer_key
 from fishcast.diagnostics import DiagnosticsConfig, GaussianValidity, delta_chi2, principal_points, sigma_changes
 from fishcast.errors import ComputationError
 from fishcast.fisher import FisherMatrix
@@ -65,11 +65,19 @@ class Recorder:
         self.points: list[dict] = []
         self.fail = fail
         self.factories = 0
+        self.batches: list[list[dict]] = []
+
+    @property
+    def boltzmann_runs(self) -> int:
+        """Boltzmann runs the real backend would make for these batches: one per distinct set
+        of transfer functions in a batch (fishcast.cosmology groups a batch by transfer_key)."""
+        return sum(len({transfer_key(full_params(p)) for p in b}) for b in self.batches)
 
     def __call__(self, n):
         self.factories += 1
 
         def evaluate(points, settings):
+            self.batches.append([dict(p) for p in points])
             out = []
             for p in points:
                 why = self.fail(p)
@@ -277,23 +285,34 @@ def test_adaptive_sides_infer_the_minus_side_unless_the_verdict_depends_on_it():
     np.testing.assert_allclose(pair, [1.04**2, 0.96**2], rtol=1e-10)
 
 
-def test_corrected_errors_equal_the_exact_errors_of_the_true_likelihood():
+@pytest.mark.parametrize("directions, d", [("cosmological_principal", 1), ("cosmological", 1), ("cosmological", 2)])
+def test_corrected_errors_equal_the_exact_errors_of_the_true_likelihood(directions, d):
     """Reference: a linear model whose true Fisher matrix differs from the forecast's along one
-    principal direction o (F_true = F + (k^2 - 1) F o o^T F). Its exact covariance is, by
-    Sherman-Morrison, C + (1/k^2 - 1) o o^T; the check must measure Delta chi^2 = k^2 along o,
-    1 along the others, and give exactly those errors."""
+    direction o of the check's basis (F_true = F + (k^2 - 1) F o o^T F). Its exact covariance
+    is, by Sherman-Morrison, C + (1/k^2 - 1) o o^T; the check must measure Delta chi^2 = k^2
+    along o, 1 along the others, and give exactly those errors. The calculation needs only an
+    F-orthonormal basis: the principal directions (all parameters cosmological here:
+    'cosmological_principal' is principal_points), or the split basis of 'cosmological'
+    (Omega_m, w0 need a Boltzmann run: directions 0, 1; sigma8 does not: direction 2)."""
+    from fishcast.diagnostics import cosmological_points
+
     names = ["Omega_m", "sigma8", "w0"]
     C = np.array([[0.02**2, -0.8 * 0.02 * 0.03, 0.3 * 0.02 * 0.2],
                   [-0.8 * 0.02 * 0.03, 0.03**2, 0.0],
                   [0.3 * 0.02 * 0.2, 0.0, 0.2**2]])
     F = np.linalg.inv(C)
     fid = np.array([FID[n] for n in names])
-    pts = principal_points(C, fid, names)
-    k, d = 2.5, 1
+    if directions == "cosmological":
+        pts = cosmological_points(C, fid, names, [True] * 3, transfer=[True, False, True])
+        np.testing.assert_allclose(pts.offsets[2, [0, 2]], 0.0)  # the sigma8 direction: transfer at the fiducial
+    else:
+        pts = principal_points(C, fid, names)
     o = pts.offsets[d]
+    k = 2.5
     F_true = F + (k**2 - 1) * np.outer(F @ o, F @ o)
     L = np.linalg.cholesky(F_true)
-    gv = toy_check(names, C, lambda th: L.T @ (np.asarray(th) - fid), Recorder())
+    gv = toy_check(names, C, lambda th: L.T @ (np.asarray(th) - fid), Recorder(), directions=directions)
+    np.testing.assert_allclose(np.abs(gv.offsets @ F @ pts.offsets.T), np.eye(3), atol=1e-10)  # the same basis (signs apart)
     expect = np.ones(6)
     expect[2 * d:2 * d + 2] = k**2
     np.testing.assert_allclose(gv.delta_chi2, expect, rtol=1e-8)
@@ -433,6 +452,90 @@ def test_cosmological_points_lie_on_the_marginalized_contour_at_the_conditional_
         np.testing.assert_allclose(a.offsets, principal_points(C, fid, MIXED).offsets, atol=1e-12)
 
 
+SPLIT = ["Omega_m", "Omega_b", "w0", "n_s", "sigma8", "A_IA", "eta_IA"]  # 3 transfer, 2 primordial, 2 nuisances
+
+
+def _random_fisher(seed=20261127):
+    """A random SPD Fisher matrix of SPLIT, correlated, in the parameters' own units."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(7, 7))
+    s = np.array([0.02, 0.003, 0.1, 0.01, 0.02, 0.3, 0.5])
+    return (A @ A.T + 0.5 * np.eye(7)) / np.outer(s, s)
+
+
+def test_split_basis_is_F_orthonormal_for_a_random_SPD_matrix():
+    """The default basis (gaussian_directions: cosmological), checked algebraically on a random
+    SPD Fisher matrix, every reference written out from F directly (not from the code's Schur
+    recursion): (a) transfer directions: principal axes of the marginalized C_tt, every other
+    parameter at its conditional best fit -F_rr^-1 F_rt delta_t; (b) n_s / sigma8 directions:
+    delta_t = 0, principal axes of the p block of (F_{(pn)(pn)})^-1, nuisances at
+    -F_nn^-1 F_np delta_p; (c) nuisances: delta_c = 0, axes of F_nn^-1. Between the groups
+    u^T F w = 0; within a group too; every direction on the 1-sigma ellipsoid; so the outer
+    products sum to C (what sigma_changes needs)."""
+    from fishcast.diagnostics import cosmological_points
+
+    F = _random_fisher()
+    C = np.linalg.inv(F)
+    fid = np.array([FID[k] for k in SPLIT])
+    t, p, n = [0, 1, 2], [3, 4], [5, 6]
+    pts = cosmological_points(C, fid, SPLIT, [True] * 5 + [False] * 2, transfer=[True] * 3 + [False] * 4)
+    O = pts.offsets
+    assert O.shape == (7, 7) and pts.kinds == ("cosmological",) * 5 + ("nuisance",) * 2
+    groups = {"transfer": [0, 1, 2], "primordial": [3, 4], "nuisance": [5, 6]}
+    G = O @ F @ O.T
+    for a, ia in groups.items():
+        for b, ib in groups.items():
+            if a != b:  # conjugate between the groups
+                np.testing.assert_allclose(G[np.ix_(ia, ib)], 0.0, atol=1e-9)
+    np.testing.assert_allclose(G, np.eye(7), atol=1e-9)
+    np.testing.assert_allclose(O.T @ O, C, rtol=1e-8, atol=1e-14 * np.abs(C).max())
+    # (a)
+    r = p + n
+    Ctt = C[np.ix_(t, t)]
+    st = np.sqrt(np.diag(Ctt))
+    mu, U = np.linalg.eigh(Ctt / np.outer(st, st))
+    np.testing.assert_allclose(np.abs((O[:3][:, t] / st) @ U), np.diag(np.sqrt(mu)), atol=1e-9)
+    for i in range(3):
+        dt = O[i, t]
+        np.testing.assert_allclose(O[i, r], -np.linalg.solve(F[np.ix_(r, r)], F[np.ix_(r, t)] @ dt), rtol=1e-8,
+                                   atol=1e-12 * np.abs(O[i]).max())
+    # (b)
+    np.testing.assert_allclose(O[3:5][:, t], 0.0, atol=0)
+    Gpn = np.linalg.inv(F[np.ix_(r, r)])
+    Gpp = Gpn[:2, :2]
+    sp = np.sqrt(np.diag(Gpp))
+    nu, V = np.linalg.eigh(Gpp / np.outer(sp, sp))
+    np.testing.assert_allclose(np.abs((O[3:5][:, p] / sp) @ V), np.diag(np.sqrt(nu)), atol=1e-9)
+    for i in (3, 4):
+        np.testing.assert_allclose(O[i, n], -np.linalg.solve(F[np.ix_(n, n)], F[np.ix_(n, p)] @ O[i, p]), rtol=1e-8,
+                                   atol=1e-12 * np.abs(O[i]).max())
+    # (c)
+    np.testing.assert_allclose(O[5:][:, t + p], 0.0, atol=0)
+    np.testing.assert_allclose(O[5:][:, n].T @ O[5:][:, n], np.linalg.inv(F[np.ix_(n, n)]), rtol=1e-8)
+
+
+def test_split_basis_costs_one_run_per_transfer_direction_and_one_for_n_s_and_sigma8():
+    """The default check on a linear toy (Delta chi^2 = 1 everywhere): the 3 transfer
+    directions cost a Boltzmann run each (+side; -side inferred), the n_s / sigma8 directions
+    share the fiducial's transfer functions and are evaluated in one batch (both sides: one
+    run), the nuisances re-use the fiducial: 4 runs, against 5 for the previous basis (every
+    cosmological direction moves the transfer parameters)."""
+    F = _random_fisher()
+    C = np.linalg.inv(F)
+    L = np.linalg.cholesky(F)
+    fid = np.array([FID[k] for k in SPLIT])
+    model = lambda th: L.T @ (np.asarray(th) - fid)  # noqa: E731
+    rec = Recorder()
+    gv = toy_check(SPLIT, C, model, rec, sides="adaptive", jacobian=L.T)
+    np.testing.assert_allclose(gv.delta_chi2, 1.0, rtol=1e-9)
+    assert gv.verdict == "PASS"
+    assert gv.status == ("evaluated", "inferred") * 3 + ("evaluated", "evaluated") * 2 + ("reused",) * 4
+    assert rec.boltzmann_runs == 4 and len(rec.batches) == 1
+    old = Recorder()
+    gv_old = toy_check(SPLIT, C, model, old, sides="adaptive", jacobian=L.T, directions="cosmological_principal")
+    assert gv_old.verdict == "PASS" and old.boltzmann_runs == 5
+
+
 def _quadratic_in_w0(C, q=0.35):
     """A data vector whitened in the forecast's own metric, plus a term quadratic in w0 alone:
     s(theta) = L^T delta + q (delta_w0 / sigma_w0)^2 e_0 with F = L L^T. Its derivatives at the
@@ -465,11 +568,12 @@ def test_the_inferred_side_is_exact_for_a_data_vector_quadratic_in_one_parameter
                       for o in O])
     assert np.any(np.abs(exact - 1) > 0.05)  # the quadratic term shows
     rec = Recorder()
-    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J)
+    # the previous basis (every cosmological direction at once), whose points are O above
+    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J, directions="cosmological_principal")
     # no verdict depends on a -side here: each is inferred
     assert ad.status == ("evaluated", "inferred") * 3 + ("reused",) * 4
     np.testing.assert_allclose(ad.delta_chi2, exact, rtol=1e-10, atol=1e-12)
-    both = toy_check(MIXED, C, model, Recorder(), sides="both")
+    both = toy_check(MIXED, C, model, Recorder(), sides="both", directions="cosmological_principal")
     np.testing.assert_allclose(both.delta_chi2, exact, rtol=1e-10, atol=1e-12)
     assert both.direction_verdicts == ad.direction_verdicts
     # the cost: one point per cosmological direction (its +side); the nuisance directions
@@ -482,7 +586,7 @@ def test_the_inferred_side_is_exact_for_a_data_vector_quadratic_in_one_parameter
     exact = np.ravel([[np.sum((model(fid + o) - model(fid)) ** 2), np.sum((model(fid - o) - model(fid)) ** 2)]
                       for o in O])
     rec = Recorder()
-    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J)
+    ad = toy_check(MIXED, C, model, rec, sides="adaptive", jacobian=J, directions="cosmological_principal")
     assert ad.count("evaluated") == 4 and len(rec.points) == 4 and ad.count("inferred") == 2
     np.testing.assert_allclose(ad.delta_chi2, exact, rtol=1e-10, atol=1e-12)
 
@@ -600,7 +704,10 @@ def test_run_with_an_injected_camb_failure_at_a_validity_point(tmp_path, spy_cam
     assert res.exit_code in (0, 3), res.output
     assert out.is_file()
     gv, trust = _stored_check(out)
-    assert gv.count("failed") == 4 and gv.count("outside") == 0
+    # the Omega_m direction (sigma8 at its conditional best fit) moves both: its two sides fail;
+    # the sigma8 direction keeps Omega_m at the fiducial (the default basis) and runs
+    assert gv.count("failed") == 2 and gv.count("outside") == 0
+    assert [gv.status[i] for i in range(4)] == ["failed", "failed", "evaluated", "evaluated"]
     assert "outside the domain where the model runs" in res.output and "injected CAMB failure" in res.output
     assert gv.verdict == "WARN" and str(trust) in ("warn", "fail")
     # the Fisher results are written as usual

@@ -4,28 +4,41 @@ Fisher prediction n_sigma^2.
 
 **Which directions** (``diagnostics.gaussian_directions``). The default, ``cosmological``,
 checks what the forecast reports: the marginalized errors of the cosmological parameters.
-Its directions (:func:`fishcast.diagnostics.cosmological_points`) are
+Its directions (:func:`fishcast.diagnostics.cosmological_points` with ``transfer``) split the
+cosmological parameters into those that need a Boltzmann run of their own (those in
+:func:`fishcast.cosmology.transfer_key`: Omega_m, Omega_b, h, w0, wa, m_nu, ...) and those
+that do not (n_s, sigma8 / A_s):
 
-- the principal directions of the *nuisance-marginalized* cosmological covariance C_cc,
-  with the nuisances at their conditional best fit, delta_n = -F_nn^-1 F_nc delta_c: each
-  point lies on the marginalized 1-sigma contour of the cosmological parameters, where the
-  reported errors are read, at the nuisance values that minimize the Fisher chi^2 there.
-  There its Delta chi^2 bounds the true profile likelihood of the cosmological parameters
-  from above (minimizing over the nuisances can only lower it): a Delta chi^2 below
-  n_sigma^2 is a marginalized contour wider than Fisher's for certain; one above may be
-  partly the nuisances' own non-Gaussianity, which re-minimizing would absorb. One CAMB run
-  per direction (N_c of them, the +side), where the principal directions of the whole
-  covariance mix cosmology and nuisances in every direction (N runs per side);
+- the principal directions of the *marginalized* covariance of the transfer parameters
+  C_tt, every other parameter (n_s, sigma8 and the nuisances) at its conditional best fit:
+  each point lies on the marginalized 1-sigma contour of the transfer parameters, where
+  their reported errors are read, at the values of the others that minimize the Fisher
+  chi^2 there. There its Delta chi^2 bounds the true profile likelihood from above
+  (minimizing over the others can only lower it): a Delta chi^2 below n_sigma^2 is a
+  marginalized contour wider than Fisher's for certain; one above may be partly the others'
+  own non-Gaussianity, which re-minimizing would absorb. One CAMB run per direction (the
+  +side);
+- the principal directions of the n_s / sigma8 block with the transfer parameters at the
+  fiducial and the nuisances at their conditional best fit: these points keep the
+  fiducial's transfer functions, so they are evaluated in one batch, both sides: one CAMB
+  run for all of them;
 - the principal directions of the nuisances with the cosmology at the fiducial (the
   conditional covariance F_nn^-1): the fiducial cosmology, no CAMB run. These carry no
   cosmological component, so a non-Gaussianity found only there cannot move a cosmological
   error: it is a note (as before), never a WARN.
 
-Both sets together are an F-orthonormal basis (the block LDL^T factorization of F): the
-outer products of the offsets sum to C, so the change of each marginalized error
-(:func:`fishcast.diagnostics.sigma_changes`) keeps its meaning. ``all`` checks the
-principal directions of the whole covariance instead (every direction mixes cosmology and
-nuisances: about one CAMB run per parameter and side).
+The three sets together are an F-orthonormal basis (the block LDL^T factorization of F,
+level by level: u^T F w = 0 between the sets, shown in
+:func:`fishcast.diagnostics._conjugate_offsets` and tested on a random SPD matrix): the outer
+products of the offsets sum to C, so the change of each marginalized error
+(:func:`fishcast.diagnostics.sigma_changes`, which needs nothing else) keeps its meaning. On
+the Euclid WL pessimistic recipe (5 transfer parameters, n_s, sigma8, 3 IA nuisances) the
+check costs 5 + 1 = 6 CAMB runs. ``cosmological_principal`` (the default before) takes the
+principal directions of the whole nuisance-marginalized cosmological covariance instead, the
+nuisances at their conditional best fit, then the same nuisance directions: one CAMB run per
+cosmological direction (7 on that recipe), since each moves the transfer parameters.
+``all`` checks the principal directions of the whole covariance (every direction mixes
+cosmology and nuisances: about one CAMB run per parameter and side).
 
 **Which sides** (``diagnostics.gaussian_sides``). ``adaptive`` (the default) evaluates the
 +n_sigma side of each direction and infers the -n_sigma side from the quadratic model along
@@ -51,9 +64,9 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
    directions are exactly such points: their cosmology is the fiducial's (cosmological
    offsets below 1e-9 of the parameter's sigma, round-off of the eigen-decomposition, are
    taken as zero). Points that differ only in primordial parameters (sigma8, n_s) share
-   one Boltzmann run: a -side that shares the +side's is evaluated with it, not inferred. A
-   direction along which only sigma8, n_s and nuisances move still costs that one run (the
-   fiducial's transfer functions are not kept by the backend).
+   one Boltzmann run: a -side that shares the +side's is evaluated with it, not inferred, and
+   the n_s / sigma8 directions of the default basis are evaluated together. Those still cost
+   that one run (the fiducial's transfer functions are not kept by the backend).
 3. **Failures degrade the check only.** A CAMB failure at a point, or a non-finite data
    vector there, marks that point ``failed`` with the reason; the other points are still
    evaluated (a failed batch is retried without the failed point; finished points are
@@ -171,7 +184,7 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     derivative specs of the free parameters (their domains; default: the registry's).
     Returns a :class:`fishcast.diagnostics.GaussianValidity`."""
     from .. import diagnostics as _diag
-    from ..parameters import is_cosmological, lookup
+    from ..parameters import PRIMORDIAL, is_cosmological, lookup
     from .plan import cosmo_part
 
     survey = fc.survey
@@ -189,8 +202,12 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     if dconf.gaussian_directions == "all":
         pts = _diag.principal_points(cov, survey.fiducial, names, domains=contains)
     else:
+        # 'cosmological': the transfer parameters first, then n_s / sigma8 (their points share the
+        # fiducial's transfer functions); 'cosmological_principal': all cosmological ones at once
+        transfer = ([is_cosmological(n) and n not in PRIMORDIAL for n in names]
+                    if dconf.gaussian_directions == "cosmological" else None)
         pts = _diag.cosmological_points(cov, survey.fiducial, names, [is_cosmological(n) for n in names],
-                                        domains=contains)
+                                        domains=contains, transfer=transfer)
     sigma = np.sqrt(np.maximum(np.diag(cov), 0.0))
     fid_theta = np.array([survey.fiducial[n] for n in names])
     n_pts = len(pts.points)
