@@ -355,28 +355,33 @@ class BatchPlan:
 
 def shared_settings(surveys: list[Survey]) -> list[Survey]:
     """Designs whose CAMB settings differ only in the k_max and z_max their probes ask for
-    (e.g. a grid over ell_max) are given the largest of each, so that every cosmology point
-    is computed once for the whole grid. A k_max or z_max the user gave
-    (``cosmology.accuracy``) is kept as given."""
+    (e.g. a grid over ell_max) are given the largest of each (a derived k_max with its n_k:
+    the reference table's nodes up to it), so that every cosmology point is computed once
+    for the whole grid. A k_max, n_k or z_max the user gave (``cosmology.accuracy``) is kept
+    as given."""
     import dataclasses
 
-    def free_fields(sv: Survey) -> tuple[bool, bool]:
+    def free_fields(sv: Survey) -> tuple[bool, bool, bool]:
         given = sv.config.cosmology.accuracy.model_fields_set
-        return "k_max" not in given, "z_max" not in given
+        # a derived k_max comes with its n_k (the reference table's nodes up to it:
+        # fishcast.cosmology.reference_k_nodes), unless the user gave n_k
+        return "k_max" not in given, "z_max" not in given, "k_max" not in given and "n_k" not in given
 
     groups: dict[tuple, list[int]] = {}
     for i, sv in enumerate(surveys):
-        kf, zf = free_fields(sv)
+        kf, zf, nf = free_fields(sv)
         rest = dataclasses.replace(sv.settings, k_max=0.0 if kf else sv.settings.k_max,
-                                   z_max=0.0 if zf else sv.settings.z_max)
-        groups.setdefault((rest, kf, zf), []).append(i)
+                                   z_max=0.0 if zf else sv.settings.z_max, n_k=0 if nf else sv.settings.n_k)
+        groups.setdefault((rest, kf, zf, nf), []).append(i)
     out = list(surveys)
-    for (_, kf, zf), idx in groups.items():
-        k_max = max(surveys[i].settings.k_max for i in idx)
+    for (_, kf, zf, nf), idx in groups.items():
+        top = max(idx, key=lambda i: surveys[i].settings.k_max)
+        k_max, n_k = surveys[top].settings.k_max, surveys[top].settings.n_k
         z_max = max(surveys[i].settings.z_max for i in idx)
         for i in idx:
             st = surveys[i].settings
-            new = dataclasses.replace(st, k_max=k_max if kf else st.k_max, z_max=z_max if zf else st.z_max)
+            new = dataclasses.replace(st, k_max=k_max if kf else st.k_max, z_max=z_max if zf else st.z_max,
+                                      n_k=n_k if nf else st.n_k)
             if new != st:
                 out[i] = dataclasses.replace(surveys[i], settings=new)
     return out
