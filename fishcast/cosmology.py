@@ -534,9 +534,13 @@ def _spectra(p: Mapping[str, float], data, settings: CosmologySettings) -> Cosmo
         ip.set_params(As=_AS_REFERENCE, ns=p["n_s"], pivot_scalar=K_PIVOT)
         data.power_spectra_from_transfer(ip, silent=True)
         As = _AS_REFERENCE * (s8 / _camb_linear_sigma8(data)) ** 2
+        sigma8 = float(s8)  # the linear sigma8 scales as sqrt(A_s): exactly the requested value
+    else:
+        sigma8 = None
     ip.set_params(As=As, ns=p["n_s"], pivot_scalar=K_PIVOT)
     data.power_spectra_from_transfer(ip, silent=True)
-    sigma8 = _camb_linear_sigma8(data)
+    if sigma8 is None:
+        sigma8 = _camb_linear_sigma8(data)
 
     z = settings.z_grid()
     k = settings.k_grid()
