@@ -419,7 +419,7 @@ def sweep_in_rounds(survey: Survey, specs: Mapping[str, object],
             specs[name] = spec
             values[name] = _der.plan_points(name, survey.fiducial[name], spec)
     # fewer complete rungs than a window and no way to grow (only after failed points): as before
-    short = [n for n in survey.free if n not in sweeps or getattr(sweeps[n], "basis", "") == "short"]
+    short = [n for n in survey.free if n not in sweeps or sweeps[n].basis == "short"]
     if short:
         n = short[0]
         raise ComputationError(
