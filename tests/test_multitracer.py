@@ -678,14 +678,11 @@ def test_density_file_and_per_shell_kmax(tmp_path):
     cosmo = _FakeCosmo()
     V = probe.volumes(cosmo)
     np.testing.assert_allclose(probe.densities(cosmo)[:, 1], 1000.0 * 500.0 * 0.3 / V, rtol=1e-10)
-    # k_max [1/Mpc]: the largest shell k (0.25 h/Mpc), dilated by the AP margin when AP is on,
-    # converted with the largest h a point may have (requirements() docstring)
-    from fishcast.camb_ranges import SAFE_RANGES
-
+    # k_max [1/Mpc]: the largest shell k (0.25 h/Mpc) x 1.25 (the AP margin: AP is on) x 2
+    # (the largest h a point may have), as the requirements() docstring states
     req = probe.requirements()
-    margin = mt.AP_K_MARGIN if probe.config.alcock_paczynski else 1.0
-    assert req.z_max == 1.1 and not req.nonlinear
-    assert req.k_max == pytest.approx(0.25 * margin * SAFE_RANGES["h"].hi)
+    assert probe.config.alcock_paczynski and req.z_max == 1.1 and not req.nonlinear
+    assert req.k_max == pytest.approx(0.25 * 1.25 * 2.0)
     from fishcast.errors import FileFormatError
 
     (tmp_path / "bad.txt").write_text("0.4 500 3\n1.2 500 3\n")
