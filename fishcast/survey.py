@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -624,6 +625,7 @@ def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int 
         loc = tuple(err.get("loc", ()))
         path = _data_path(loc, data)
         msg = err.get("msg", "invalid")
+        path = _refine_to_named_key(path, err)
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling; see `fishcast schema`)"
         elif err.get("type") == "missing":
@@ -636,6 +638,22 @@ def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int 
                 msg = f"{msg} (got {inp!r})"
         out.append((line_of(lines, path), dotted(path), msg))
     return out
+
+
+def _refine_to_named_key(path: tuple, err: Mapping) -> tuple:
+    """A check across several keys of one mapping (a model validator) is reported by pydantic
+    at the mapping itself; when its message starts with the name of a key that the mapping
+    holds ("start_rungs (7) must be ...", "tol_warn must be >= tol_pass"), the error is
+    located at that key, so that the file's line is the key's own."""
+    inp = err.get("input")
+    if err.get("type") != "value_error" or not isinstance(inp, dict):
+        return path
+    text = str(err.get("msg", ""))
+    text = text[len("Value error, "):] if text.startswith("Value error, ") else text
+    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    if m and m.group(0) in inp:
+        return tuple(path) + (m.group(0),)
+    return path
 
 
 def _looks_like_tag(part) -> bool:

@@ -261,3 +261,21 @@ def test_derived_files_keep_every_fiducial_and_the_provenance(small_run, tmp_pat
         assert f["fiducial"].attrs["A_IA"] == pytest.approx(1.72)  # fixed by the operation
         ops = [step["operation"] for step in json.loads(f.attrs["provenance"])]
         assert "forecast" in ops and "read" in ops and any("fix" in o for o in ops)
+
+
+@pytest.mark.parametrize("block, key, line_offset", [
+    ("derivatives:\n  mode: adaptive\n  start_rungs: 7\n", "derivatives.start_rungs", 2),
+    ("derivatives:\n  mode: sweep\n  tol_warn: 1.0e-4\n  tol_pass: 2.0e-3\n", "derivatives.tol_warn", 2),
+])
+def test_a_check_across_keys_is_located_at_the_key_it_names(block, key, line_offset, tmp_path):
+    """A model-level check (two keys of one mapping compared) names the first key in its
+    message: the error is located at that key's own line, not at the mapping's."""
+    text = SMALL.replace("derivatives: {mode: fixed}\n", "")
+    assert text != SMALL
+    lines = text.splitlines()
+    start = len(lines) + 1  # the block starts on the line after the last
+    survey = tmp_path / "bad.yaml"
+    survey.write_text(text + ("\n" if not text.endswith("\n") else "") + block)
+    res = CliRunner().invoke(cli, ["run", str(survey), "-o", str(tmp_path / "o.h5"), "--no-cache", "-q"])
+    assert res.exit_code == 2, res.output
+    assert f"{survey}:{start + line_offset}: {key}:" in res.output, res.output
