@@ -381,6 +381,32 @@ class ParameterSpec:
         return Domain(self.lower, self.upper, self.lower_inclusive, self.upper_inclusive)
 
 
+def effective_domain(name: str, config: DerivativesConfig | None = None,
+                     parameter: Parameter | None = None) -> Domain:
+    """The physical domain of ``name`` the derivative engine keeps to: the parameter's
+    description (``parameter``, else the registry's), narrowed or widened by the YAML
+    override ``derivatives.parameters.<name>.lower`` / ``upper`` (inclusive bounds)."""
+    config = config or DerivativesConfig()
+    dom = ParameterDomain.of(parameter) if parameter is not None else domain_of(name)
+    ov = config.override_for(name)
+    lower, lower_inc = dom.lower, dom.lower_inclusive
+    upper, upper_inc = dom.upper, dom.upper_inclusive
+    if ov.lower is not None:
+        lower, lower_inc = float(ov.lower), True
+    if ov.upper is not None:
+        upper, upper_inc = float(ov.upper), True
+    return Domain(lower, upper, lower_inc, upper_inc)
+
+
+def fiducial_outside_domain(name: str, fiducial: float, config: DerivativesConfig | None = None,
+                            parameter: Parameter | None = None) -> str | None:
+    """Why the fiducial of ``name`` is outside its :func:`effective_domain`, or None."""
+    dom = effective_domain(name, config, parameter)
+    if dom.contains(float(fiducial)):
+        return None
+    return f"fiducial {name} = {float(fiducial):g} is outside its physical domain {dom.text()}"
+
+
 def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = None,
                  known_step: float | None = None, parameter: Parameter | None = None,
                  known_rungs: int | None = None) -> ParameterSpec:
@@ -461,8 +487,9 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
                          lower=lower, upper=upper, lower_inclusive=lower_inc, upper_inclusive=upper_inc,
                          units=units, cosmological=dom.cosmological, chosen=chosen,
                          max_step=max_step, min_step=min_step, start_rungs=start, window=config.window)
-    if not spec.contains(fid):
-        raise InputError(f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
+    why = fiducial_outside_domain(name, fid, config, parameter)
+    if why is not None or not spec.contains(fid):
+        raise InputError(why or f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
     return spec
 
 

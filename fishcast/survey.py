@@ -261,6 +261,7 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     _check_one_bias_source(config.parameters.fiducial, described, config, problem)
     _check_flat(fiducial, config.parameters.free, problem)
     free = _free_names(config.parameters, described, problem)
+    _check_domains(config, fiducial, free, sections, described, problem)
     priors = _priors(config.parameters, free, problem)
     problem.raise_any()
     settings = _settings(config, probes, problem)
@@ -339,6 +340,30 @@ def _declared_parameters(probes: Mapping[str, Probe], problem: _Problems) -> dic
                 problem(("probes", section), f"{clash}: the parameter registry already describes it")
             out[name] = desc
     return out
+
+
+def _check_domains(config, fiducial: Mapping[str, float], free: Sequence[str], sections: Mapping[str, Probe],
+                   described: Mapping[str, Parameter], problem: _Problems) -> None:
+    """Every free parameter's fiducial inside the physical domain its derivatives keep to
+    (:func:`fishcast.derivatives.fiducial_outside_domain`, YAML overrides included), located
+    where the value was given: ``parameters.fiducial.<name>``, or the section of the probe
+    whose configuration sets it (a bias's ``values``, ...)."""
+    from .derivatives import fiducial_outside_domain
+
+    for name in free:
+        if name not in fiducial:
+            continue
+        why = fiducial_outside_domain(name, fiducial[name], config.derivatives,
+                                      described.get(name) or _params.lookup(name))
+        if why is None:
+            continue
+        if name in config.parameters.fiducial:
+            problem(("parameters", "fiducial", name), why)
+            continue
+        owner = next((s for s, pr in sections.items() if name in pr.nuisance_parameters()), None)
+        where = ("probes", owner) if owner is not None else ("parameters", "free")
+        problem(where, f"{why} (its fiducial comes from {'probes.' + owner if owner else 'the registry'}; "
+                f"give another value there, or widen the domain with derivatives.parameters.{name}.lower/upper)")
 
 
 def _known(described: Mapping[str, Parameter]) -> list[str]:

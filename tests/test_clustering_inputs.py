@@ -72,3 +72,38 @@ def test_non_flat_refused_by_the_cli_with_exit_2(tmp_path):
     root = pathlib.Path(__file__).parent.parent / "recipes"
     for recipe in root.glob("*.yaml"):
         assert "Omega_k" not in recipe.read_text() or "Omega_k: 0" in recipe.read_text(), recipe
+
+
+def _polynomial(values: str, free: str = "sigma8, b_A_c0, b_A_c1"):
+    text = BASE.format(extra="", free=free).replace("{form: per_shell, values: [1.3]}",
+                                                   f"{{form: polynomial, values: [{values}]}}")
+    assert "polynomial" in text
+    return survey_from_text(text, "s.yaml")
+
+
+def test_a_polynomial_bias_may_fall_with_redshift():
+    """b(z) = c0 + c1 z with c1 < 0 (a bias falling with z) is a valid model: only c0 = b(0) and
+    b itself in every shell must be positive. The domain the derivatives keep to follows."""
+    from fishcast.derivatives import effective_domain
+
+    s = _polynomial("2.5, -0.5")
+    assert s.fiducial["b_A_c1"] == -0.5 and "b_A_c1" in s.free
+    c1 = effective_domain("b_A_c1", s.config.derivatives, s.parameters["b_A_c1"])
+    c0 = effective_domain("b_A_c0", s.config.derivatives, s.parameters["b_A_c0"])
+    assert c1.contains(-1e6) and c1.contains(1e6)
+    assert not c0.contains(0.0) and c0.contains(1e-9)
+
+
+def test_a_free_fiducial_outside_its_domain_is_located_where_it_was_given():
+    """A probe's nuisance fiducial (here c0 of the bias form, from the tracer's bias.values)
+    outside its domain: a located error at the probe's section (line 7), naming the parameter
+    and how to change it -- not an unlocated message from the derivative engine at run time."""
+    with pytest.raises(SurveyError) as err:
+        _polynomial("-0.2, 1.0")
+    msg = str(err.value)
+    assert "s.yaml:7: probes.counts_in_cells" in msg and "b_A_c0 = -0.2" in msg and "(0, inf)" in msg
+    # a widened domain (the YAML override) accepts it
+    text = BASE.format(extra="", free="sigma8, b_A_c0").replace(
+        "{form: per_shell, values: [1.3]}", "{form: polynomial, values: [-0.2, 1.0]}")
+    s = survey_from_text(text + "derivatives:\n  parameters:\n    b_A_c0: {lower: -1.0}\n", "s.yaml")
+    assert s.fiducial["b_A_c0"] == -0.2

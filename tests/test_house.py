@@ -270,6 +270,9 @@ OLD_DEFAULT_DOMAINS = (
     ("beta_IA", 1.0, False, None, None, False, False, "", False),
     (r"m_\d+", 0.01, True, -1.0, None, False, False, "", False),
     (r"dz_\d+", 0.01, True, None, None, False, False, "", False),
+    # changed on purpose since: c_j (j >= 1) of a polynomial b(z) may be negative (a bias that
+    # falls with z); only c_0 and b itself are positive (probes/multitracer_clustering.py)
+    (r"b_[A-Za-z][A-Za-z0-9]*_c[1-9][0-9]*", 1.0, False, None, None, False, False, "", False),
     (r"b\w*", 1.0, False, 0.0, None, False, False, "", False),
 )
 

@@ -526,9 +526,17 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 BIAS_PER_SHELL = register(ParameterFamily(
     "b_{tracer}_{shell}", "", r"b_{\rm {tracer},{shell}}", domain=Domain(lower=0.0),
     description="linear bias of tracer {tracer} in shell {shell}"))
-#: coefficient j of a tracer's b(z) form (inverse_growth: b = c0/D(z); polynomial: sum c_j z^j)
+#: the leading coefficient of a tracer's b(z) form (inverse_growth: b = c0/D(z) > 0;
+#: polynomial: b(0) = c0 > 0); registered before :data:`BIAS_COEFFICIENT`, which it shadows
+#: for j = 0
+BIAS_LEADING_COEFFICIENT = register(ParameterFamily(
+    "b_{tracer}_c0", "", r"c^{\rm {tracer}}_{0}", domain=Domain(lower=0.0),
+    description="coefficient c_0 of the b(z) form of tracer {tracer} (b at z = 0, or b D for inverse_growth)"))
+#: coefficient j >= 1 of a tracer's polynomial b(z) = sum c_j z^j: any sign (a bias that
+#: falls with z over the shells has c_1 < 0); b itself must stay positive in every shell,
+#: checked at each point (:meth:`CountsInCellsProbe.biases`)
 BIAS_COEFFICIENT = register(ParameterFamily(
-    "b_{tracer}_c{j}", "", r"c^{\rm {tracer}}_{{j}}", domain=Domain(lower=0.0),
+    "b_{tracer}_c{j}", "", r"c^{\rm {tracer}}_{{j}}",
     description="coefficient c_{j} of the b(z) form of tracer {tracer}"))
 #: ln b of a tracer in a shell (``bias.parameter: lnb``, as Euclid IST:F)
 LN_BIAS_PER_SHELL = register(ParameterFamily(
@@ -899,7 +907,8 @@ class CountsInCellsProbe(Probe):
                 out += [fam.member(conv(float(v)), tracer=t.name, shell=i + 1)
                         for i, v in enumerate(t.bias.values) if self.present[i, a]]
             else:
-                out += [BIAS_COEFFICIENT.member(float(v), tracer=t.name, j=j) for j, v in enumerate(t.bias.values)]
+                out += [(BIAS_LEADING_COEFFICIENT if j == 0 else BIAS_COEFFICIENT).member(float(v), tracer=t.name, j=j)
+                        for j, v in enumerate(t.bias.values)]
         if self.config.residual_shot_noise:
             for a, t in enumerate(self.config.tracers):
                 out += [RESIDUAL_SHOT_NOISE.member(0.0, tracer=t.name, shell=i + 1)
