@@ -177,6 +177,19 @@ class Survey:
         """Unit of parameter ``name`` ("" for dimensionless)."""
         return self.parameter(name).unit
 
+    def where(self, *paths: tuple) -> str:
+        """``file:line: key`` of the first of ``paths`` (key paths, e.g. ``("derivatives",
+        "parameters", "h")``) that the survey file holds, else of the last one at the line of
+        its nearest key in the file: how a problem found after loading (at planning) is
+        located, as the loader locates its own."""
+        try:
+            _, lines = load_yaml(self.text, self.path)
+        except FishcastError:  # pragma: no cover - the text was parsed once already
+            return f"{self.path}: {dotted(paths[-1])}"
+        path = next((p for p in paths if tuple(p) in lines), paths[-1])
+        line = line_of(lines, path)
+        return f"{self.path}{f':{line}' if line is not None else ''}: {dotted(path)}"
+
 
 def schema() -> dict:
     """JSON Schema of the survey format (every registered probe included)."""
@@ -348,14 +361,29 @@ def _check_domains(config, fiducial: Mapping[str, float], free: Sequence[str], s
     (:func:`fishcast.derivatives.fiducial_outside_domain`, YAML overrides included), located
     where the value was given: ``parameters.fiducial.<name>``, or the section of the probe
     whose configuration sets it (a bias's ``values``, ...)."""
-    from .derivatives import fiducial_outside_domain
+    from .derivatives import fiducial_outside_domain, plan_ladder, resolve_spec
 
+    d = config.derivatives
     for name in free:
         if name not in fiducial:
             continue
-        why = fiducial_outside_domain(name, fiducial[name], config.derivatives,
-                                      described.get(name) or _params.lookup(name))
+        desc = described.get(name) or _params.lookup(name)
+        why = fiducial_outside_domain(name, fiducial[name], d, desc)
         if why is None:
+            # the ladder the YAML asks for (overrides included; a step from an earlier file,
+            # steps_from, is checked when that file is read): a bad one is this file's problem
+            try:
+                plan_ladder(name, fiducial[name], resolve_spec(name, fiducial[name], d, parameter=desc))
+            except FishcastError as exc:
+                msg = str(exc)
+                m = re.match(r"derivatives\.parameters\.([^.\s]+)\.([A-Za-z_]+)", msg)
+                if m and m.group(1) in d.parameters:
+                    where: tuple = ("derivatives", "parameters", m.group(1), m.group(2))
+                elif name in d.parameters:
+                    where = ("derivatives", "parameters", name)
+                else:
+                    where = ("derivatives",)
+                problem(where, msg)
             continue
         if name in config.parameters.fiducial:
             problem(("parameters", "fiducial", name), why)

@@ -279,3 +279,29 @@ def test_a_check_across_keys_is_located_at_the_key_it_names(block, key, line_off
     res = CliRunner().invoke(cli, ["run", str(survey), "-o", str(tmp_path / "o.h5"), "--no-cache", "-q"])
     assert res.exit_code == 2, res.output
     assert f"{survey}:{start + line_offset}: {key}:" in res.output, res.output
+
+
+@pytest.mark.parametrize("block, where, expect", [
+    ("derivatives:\n  mode: sweep\n  parameters:\n    sigma8: {n_rungs: 2}\n",
+     (3, "derivatives.parameters.sigma8.n_rungs"), "must be >= window"),
+    ("derivatives:\n  mode: sweep\n  parameters:\n    sigma8:\n      lower: 0.81\n      upper: 0.82\n",
+     (3, "derivatives.parameters.sigma8"), "no stencil"),
+    ("derivatives:\n  mode: sweep\n  parameters:\n    Omega_m:\n      lower: 0.33\n",
+     (None, "parameters.fiducial.Omega_m"), "outside its physical domain [0.33, inf)"),
+])
+def test_a_ladder_the_file_cannot_have_is_refused_at_load_with_its_line(block, where, expect, tmp_path):
+    """A per-parameter derivative setting that no ladder can satisfy (too few rungs for the
+    window, a domain narrower than the step, a fiducial outside a narrowed domain) is found
+    when the file is read, located at the key (was: an unlocated message once the run had
+    started)."""
+    text = SMALL.replace("derivatives: {mode: fixed}\n", "")
+    start = len(text.splitlines()) + 1
+    survey = tmp_path / "bad.yaml"
+    survey.write_text(text + block)
+    res = CliRunner().invoke(cli, ["run", str(survey), "-o", str(tmp_path / "o.h5"), "--no-cache", "-q"])
+    assert res.exit_code == 2, res.output
+    offset, key = where
+    line = start + offset if offset is not None else SMALL.splitlines().index(
+        next(ln for ln in SMALL.splitlines() if ln.lstrip().startswith("fiducial:"))) + 1
+    assert f"{survey}:{line}: {key}:" in res.output and expect in res.output, res.output
+    assert not (tmp_path / "o.h5").exists()

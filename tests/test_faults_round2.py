@@ -141,6 +141,7 @@ def test_stencil_points_outside_what_camb_may_be_given_are_refused_before_camb(o
     res = invoke("run", s, "-o", tmp_path / "o.h5", "--no-cache", "-q")
     assert res.exit_code == 2, res.output
     assert what in res.output, res.output
+    assert re.search(r"s\.yaml:\d+: ", res.output), res.output  # located: file, line and key
     assert not (tmp_path / "o.h5").exists()
     assert no_camb == []
 

@@ -90,11 +90,14 @@ def check_planned_point(survey: Survey, name: str | None, value: float | None,
     from .. import camb_ranges
     from ..errors import InputError
 
+    def at(name_: str) -> str:  # the line of the parameter's derivative settings, else of its fiducial
+        return survey.where(("derivatives", "parameters", name_), ("parameters", "fiducial", name_))
+
     if name is not None and (value is None or not math.isfinite(float(value))):
-        raise InputError(f"{survey.path}: derivatives: a stencil value of {name} is {value!r} "
+        raise InputError(f"{at(name)}: a stencil value of {name} is {value!r} "
                          f"(fiducial {survey.fiducial[name]:g}); lower derivatives.parameters.{name}.h_max (or step)")
     if name is not None and float(value) == float(survey.fiducial[name]):
-        raise InputError(f"{survey.path}: derivatives: a step of {name} is lost in rounding (the stencil value "
+        raise InputError(f"{at(name)}: a step of {name} is lost in rounding (the stencil value "
                          f"equals the fiducial {survey.fiducial[name]:.17g} in double precision); raise "
                          f"derivatives.parameters.{name}.h_max (or step)")
     found = camb_ranges.problems(point) if point is not None else []
@@ -102,8 +105,9 @@ def check_planned_point(survey: Survey, name: str | None, value: float | None,
         return
     what = "; ".join(m for _, m in found)
     if name is None:
-        raise InputError(f"{survey.path}: parameters.fiducial: the fiducial cosmology cannot be given to CAMB: {what}")
-    raise InputError(f"{survey.path}: derivatives: the stencil point {name} = {value:.8g} (fiducial "
+        raise InputError(f"{survey.where(('parameters', 'fiducial'))}: the fiducial cosmology cannot be given to "
+                         f"CAMB: {what}")
+    raise InputError(f"{at(name)}: the stencil point {name} = {value:.8g} (fiducial "
                      f"{survey.fiducial[name]:.8g}) cannot be given to CAMB: {what}; lower "
                      f"derivatives.parameters.{name}.h_max (or step), or set its domain "
                      f"(derivatives.parameters.{name}.lower / upper) so that the stencil turns one-sided")
