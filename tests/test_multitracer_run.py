@@ -75,3 +75,28 @@ def test_show_prints_the_multi_tracer_gain(toy):
     assert cells[1] == "-" and cells[2] == "-"
     joint, naive = float(cells[-1]), float(cells[-2])
     assert joint < naive  # the joint analysis beats the naive sum of single-tracer Fishers
+
+
+def test_every_unit_in_the_file_is_a_unit_or_a_per_parameter_rule(toy):
+    """Schema 1.1 (fishcast/io/h5util.py): a ``units`` attribute is one plain unit; a dataset
+    with one unit per parameter (the tracer-comparison Fisher matrices) carries
+    ``units_from`` + ``units_rule`` instead. A rule written as a unit string (it was
+    "1/(unit_i unit_j)") is caught here for every dataset of the file."""
+    from fishcast.io.h5util import UNITS_RULES
+
+    seen = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            units = obj.attrs.get("units")
+            if units is not None:
+                assert "unit_" not in str(units), (name, units)
+            if "units_rule" in obj.attrs:
+                assert obj.attrs["units_rule"] in UNITS_RULES, name
+                seen.append(name)
+
+    with h5py.File(toy, "r") as f:
+        f.visititems(visit)
+        joint = f["fisher/probes/counts_in_cells/tracer_comparison/joint"]
+        assert joint.attrs["units_rule"] == "1/(unit_i*unit_j)" and "units" not in joint.attrs
+    assert any(s.endswith("tracer_comparison/single_tracer") for s in seen)

@@ -372,6 +372,9 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
                 grp = g2.require_group(parent) if parent else g2
                 if units in UNITS_RULES:  # one unit per parameter (a Fisher matrix of a report)
                     per_parameter_units(dataset(grp, leaf, arr), units)
+                elif "unit_" in str(units):  # a misspelt rule must not become a unit string
+                    raise ValueError(f"probe {name}: report {dpath}: units {units!r} is neither a unit nor one "
+                                     f"of the per-parameter rules {UNITS_RULES}")
                 else:
                     dataset(grp, leaf, arr, units)
         write_constraints(f, fc.fisher, fc.extra.get("projection"))

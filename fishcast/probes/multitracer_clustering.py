@@ -1330,9 +1330,9 @@ class CountsInCellsProbe(Probe):
         single = self.gram_by_tracer(fiducial_signal, derivs, context)
         out["tracer_comparison/parameter_names"] = (np.array(list(parameter_names), dtype="S"), "")
         out["tracer_comparison/tracers"] = (np.array(list(self.tracers), dtype="S"), "")
-        out["tracer_comparison/single_tracer"] = (single, "1/(unit_i unit_j)")
-        out["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i unit_j)")
-        out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i unit_j)")
+        out["tracer_comparison/single_tracer"] = (single, "1/(unit_i*unit_j)")
+        out["tracer_comparison/naive_sum"] = (single.sum(axis=0), "1/(unit_i*unit_j)")
+        out["tracer_comparison/joint"] = (self.gram(fiducial_signal, derivs, context), "1/(unit_i*unit_j)")
         return out
 
     def _shell(self, s: int, pk, f, b, n, sig, V, tracers=slice(None), kernel=None) -> Shell:
