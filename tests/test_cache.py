@@ -56,6 +56,25 @@ def test_key_is_content_address():
     assert point_key(POINT, CosmologySettings(n_z=60, k_max=10.0, n_k=200, accuracy_boost=2.0)) != k0
 
 
+def test_an_entry_of_an_older_scheme_is_not_reused(tmp_path, monkeypatch):
+    """The key carries fishcast.cosmology.CACHE_SCHEME, raised when the same inputs give other
+    results (3: the growth rate of baryons + CDM): an entry written by scheme 2 is a miss."""
+    from fishcast import cosmology
+
+    assert cosmology.CACHE_SCHEME >= 3
+    c = Cache(tmp_path)
+    now = key_of()
+    with monkeypatch.context() as m:
+        m.setattr(cosmology, "CACHE_SCHEME", 2)
+        old = key_of()
+        c.put(old, fake_result(), S)
+        assert same(c.get(old), fake_result())
+    assert old != now
+    assert c.get(now) is None  # the same point and settings: not the old entry
+    with pytest.warns(UserWarning, match="not used"):  # nor under its old name: its content
+        assert c.get(old) is None                      # hashes to today's key
+
+
 def test_round_trip_is_exact_and_damage_is_a_miss(tmp_path):
     c = Cache(tmp_path)
     r = fake_result()

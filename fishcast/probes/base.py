@@ -73,10 +73,13 @@ class Cosmology(Protocol):
         """Hubble rate H(z) [km/s/Mpc]."""
 
     def growth_of(self, z) -> np.ndarray:
-        """Linear growth factor D(z) / D(0) (dimensionless)."""
+        """Linear growth factor of total matter D(z) / D(0) (dimensionless), the amplitude of
+        ``pk``."""
 
     def growth_rate_of(self, z) -> np.ndarray:
-        """Linear growth rate f(z) = d ln D / d ln a (dimensionless)."""
+        """Linear growth rate of baryons + CDM f(z) = d ln D_cb / d ln a (dimensionless), the f
+        of the velocities of galaxies (Kaiser RSD); with massive neutrinos slightly below the
+        total matter's d ln D / d ln a."""
 
     def pk(self, z, k, nonlinear: bool = True) -> np.ndarray:
         """Matter power spectrum P(k, z) [Mpc^3] at k [1/Mpc]; z and k broadcast."""
