@@ -51,8 +51,8 @@ What is reproduced, measured with these recipes (ratio fishcast / IST:F of the 1
 errors; "conditional": nuisances marginalized, the other cosmological parameters fixed):
 
 * optimistic (`observed_h: varying`, sigma_v = sigma_p from the linear P at each point, ln b
-  nuisances, no residual shot noise): every marginalized error and FoM(w0, wa) within 7 %
-  (0.91-1.05; FoM 60.0 against 55.1) -- the issue's 10 % target, asserted. This structure
+  nuisances, no residual shot noise): every marginalized error within 9 % (0.91-1.05) and
+  FoM(w0, wa) 59.9 against 55.1 (1.09) -- the issue's 10 % target, asserted. This structure
   is inferred from the matrix, not from a source: its conditional errors differ by up to 2x
   (n_s 0.53, sigma8 0.85). With the structure of the codes above (sigma_v, sigma_p fixed,
   P_s free) the marginalized errors are 0.61-1.43x IST:F's (FoM 88.8).
@@ -60,16 +60,17 @@ errors; "conditional": nuisances marginalized, the other cosmological parameters
   sigma_v = sigma_p for every shell, the fiducial's at the survey's mean redshift 1.31,
   times two free ratios sv_survey, sp_survey -- FisherMathica's single survey sigma_p,
   free): conditional errors within 4 % (0.96-1.01); marginalized Omega_m 0.93, Omega_b 0.95,
-  w0 0.91, wa 0.94, h 1.07, n_s 0.93, sigma8 0.88; FoM(w0, wa) 14.5 against 14.5 (1.00).
-  Short of the 10 % target by sigma(sigma8), 12 % too small (the xfail test): the official
+  w0 0.91, wa 0.94, h 1.07, n_s 0.93, sigma8 0.898; FoM(w0, wa) 14.5 against 14.5 (1.00).
+  Short of the 10 % target by sigma(sigma8), 10.2 % too small (the xfail test): the official
   matrix is nearly degenerate (correlations up to 0.99) and its sigma8 row in correlation
   form differs from ours by 0.08 (w0), 0.06 (wa), 0.04 (Omega_m). IST:F's own growth and
   no-wiggle inputs (its CAMB f(z), D(z) and P_nw files) sit behind an external link, not in
   the public repository. Every sourced alternative for them was measured (the growth budget
-  below): none brings sigma(sigma8) within 10 % -- the closest, the scale-independent growth
-  of baryons + CDM that MontePython takes from CLASS "like in IST:Fisher", gives 0.8975.
+  below): none brings sigma(sigma8) within 10 %. The growth rate of baryons + CDM (issue 11,
+  adopted) moved it from 0.880 to 0.898.
 
-Which ingredient moves what (pessimistic, the same CAMB points, ratios as above):
+Which ingredient moves what (pessimistic, the same CAMB points, ratios as above; measured
+with the previous growth rate, sigma8 0.880, see the growth budget):
 
 * the dispersions: fixed (with P_s free) 0.18-0.39, FoM 71.2; free per shell (sv_<i>,
   sp_<i>, the recipe before) 1.02-1.21, FoM 6.7 (conditional within 4 % too); one free
@@ -96,17 +97,28 @@ The growth budget (issue 11, the last 2 %): sigma(sigma8) of the pessimistic rec
 IST:F's, each alternative swapped into the recipe as shipped, on the same CAMB points (FAST
 below; the other six errors and FoM(w0, wa) are given where they move by more than 1 %):
 
-* the recipe: f = CAMB's f sigma8 / sigma8 at R = 8 Mpc/h -- CAMB's f sigma8 is the Planck 2015
-  velocity-density one, sigma_vd^2 / sigma_dd of CDM + baryons, divided by the total-matter
-  sigma8, so f sits 0.45 % above the baryon + CDM growth rate f sigma8 / sigma8_cb (m_nu =
-  0.06 eV; 0.14 % above the flat-LCDM growth integral, test below): 0.880;
+* the recipe (adopted, issue 11; cache scheme 3): f of baryons + CDM, CAMB's velocity-density
+  f sigma8_cb over sigma8_cb (fishcast.cosmology.cb_growth_rate), the consistent f of a
+  tracer of baryons + CDM (Castorina et al. 2015; MontePython's euclid_spectroscopic with
+  `use_tracer: clustering`), within 1.5e-4 of the growth equation sourced by baryons + CDM
+  as CLASS's background.c solves it (tests/test_cosmology.py,
+  test_growth_rate_against_the_growth_equation): 0.898; the other errors 0.91-1.07
+  (h 1.073), FoM 14.46 (1.00); the optimistic recipe stays within 10 % (sigma8 1.004, FoM
+  59.9). With the Savitzky-Golay no-wiggle spectrum as well: 0.897 (measured with the
+  growth equation's f, equal to this one within 1.5e-4);
+* the previous recipe: CAMB's f sigma8 over the total-matter sigma8, 0.42-0.44 % above the
+  baryon + CDM f at m_nu = 0.06 eV: 0.880 (optimistic sigma8 0.994, FoM 60.0); the
+  alternatives below were measured against it (0.880);
 * f = d ln D / d ln a of the scale-independent growth equation D'' + (2 + d ln H / d ln a) D'
-  = 3/2 Omega_src(a) D with CAMB's H(z): source all matter (neutrinos included) 0.886;
-  source baryons + CDM only, as CLASS's background.c (MontePython's euclid_spectroscopic
-  takes it, "scale-independent growth factor f (like in IST:Fisher)") 0.8975 -- equal to
-  CAMB's f sigma8 / sigma8_cb within 1e-4, the consistent f of a tracer of baryons + CDM; the
-  other errors 0.91-1.07 (h 1.073), FoM 14.5; the optimistic recipe stays within 10 %
-  (sigma8 1.004, FoM 59.9). With the Savitzky-Golay no-wiggle spectrum as well: 0.897;
+  = 3/2 Omega_src(a) D with CAMB's H(z), the source all matter (neutrinos included): 0.886;
+* the tracer's spectrum P_cb (CAMB's delta_nonu: baryons + CDM; sigma8 still that of all
+  matter, sigma_v from P_cb too) instead of the total-matter P_m, with the f above: 0.8835,
+  the other errors within 0.5 %, FoM 14.44; optimistic sigma8 0.995 (-1 %), the others within
+  0.5 %. Not adopted: MontePython's euclid_spectroscopic takes P_cb (`use_tracer:
+  clustering`: the bias defined against P_cb, with f_cb and sigma8_cb(z) in the Kaiser
+  term, P_m for sigma_v), cosmicfishpie's Euclid validation settings take P_m
+  (`GCsp_Tracer: matter`, its default), IST:F's own choice could not be read here, and it
+  moves sigma(sigma8) away from IST:F's;
 * the growth index f = Omega_m(z)^0.545 (cosmicfishpie's gamma option, Linder 2005): 0.837
   (h 1.108, FoM 14.1);
 * f and D from D(z, k) = sqrt(P(k, z) / P(k, 0)) at a fixed k (cosmicfishpie's growth,
@@ -117,10 +129,10 @@ below; the other six errors and FoM(w0, wa) are given where they move by more th
   enter D, and d f / d w0 falls by 11 %: not the growth of sub-horizon modes;
 * f held at the fiducial everywhere 0.577, h 1.17, FoM 11.0 (the response of f sigma8(z)
   to w0, wa and Omega_m is where sigma8's information sits); in the damping terms only
-  (MontePython,
-  cosmicfishpie's fix_cosmo_nl_terms) 0.832, w0 0.88, FoM 17.1 (with the baryon + CDM f:
-  0.851); f of the survey's mean redshift in the Fingers of God (one sigma_p including f for
-  the survey) 0.857, the others 0.89-0.99, FoM 18.1; in the BAO damping 0.878;
+  (MontePython, cosmicfishpie's fix_cosmo_nl_terms) 0.832, w0 0.88, FoM 17.1 (with the
+  baryon + CDM f: 0.851; MontePython keeps the all-matter f there); f of the survey's mean
+  redshift in the Fingers of God (one sigma_p including f for the survey) 0.857, the others
+  0.89-0.99, FoM 18.1; in the BAO damping 0.878;
 * sigma8(z): fishcast rescales P(k, z) of each point by (sigma8 / CAMB's sigma8)^2 at every
   z, so sigma8(z) = sigma8 D(z) with D of that point -- what IST:F's files hold (P/sigma8^2(z)
   and sigma8^2(z) at every step, fisher_for_public's README); with D held at the fiducial's:
@@ -134,9 +146,10 @@ below; the other six errors and FoM(w0, wa) are given where they move by more th
   to swap.
 
 Why so small a change matters: the matrix is nearly degenerate. Fixing any one of the other
-six parameters in both matrices brings sigma(sigma8) within 4.4 % (0.98-1.04); the
+six parameters in both matrices brings sigma(sigma8) within 4.8 % (0.99-1.05); the
 nuisance-marginalized Fisher elements agree within 8 % on the diagonal, while F(sigma8, w0)
-is 0.65x, F(sigma8, Omega_m) and F(sigma8, Omega_b) 0.80x IST:F's. No sourced input
+is 0.65x, F(sigma8, Omega_m) 0.78x and F(sigma8, Omega_b) 0.80x IST:F's (the recipe with the
+baryon + CDM f). No sourced input
 reproduces that row; tuning one (a growth definition, sigma_z, a smoothing width) to pass
 would be a fit.
 """
@@ -254,35 +267,11 @@ def test_survey_dispersions_one_value_at_the_mean_redshift(gcsp, fiducial_cosmo)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 target not met for the pessimistic setting: sigma(sigma8) is "
-                                       "0.880x IST:F's (the other errors 0.91-1.07x, FoM 1.00); no sourced growth, "
-                                       "sigma8(z), no-wiggle or redshift-error input reaches 0.90 (best: CLASS's "
-                                       "baryon + CDM growth, 0.8975; the growth budget of the module docstring); "
-                                       "IST:F's own f(z), D(z), P_nw files are not public")
+                                       "0.898x IST:F's with the baryon + CDM growth rate (0.880x before; the other "
+                                       "errors 0.91-1.07x, FoM 1.00); no sourced growth, sigma8(z), tracer spectrum, "
+                                       "no-wiggle or redshift-error input reaches 0.90 (the growth budget of the "
+                                       "module docstring); IST:F's own f(z), D(z), P_nw files are not public")
 def test_euclid_gcsp_pessimistic_within_ten_percent_of_istf(gcsp):
     ours, ref, _ = gcsp["pessimistic"]
     marg, _, fom = _ratios(ours, ref)
     assert all(abs(v - 1) < 0.10 for v in marg.values()) and abs(fom - 1) < 0.10, (marg, fom)
-
-
-def test_growth_rate_against_the_growth_integral(fiducial_cosmo):
-    """The growth rate the recipes use (CAMB's f sigma8 / sigma8, fishcast.cosmology) at the
-    shells' redshifts against the growth of a flat LCDM background, Heath (1977):
-    D(a) proportional to E(a) Int_0^a da' / (a' E(a'))^3, so that
-    f = d ln D / d ln a = d ln E / d ln a + 1 / (a^2 E^3 Int), with E^2 = Omega_m a^-3 +
-    1 - Omega_m (Omega_m with the neutrinos, no radiation), integrated here by scipy's quad.
-    Measured +0.14 %: the definitions of f (CAMB's velocity-density ratio at 8 Mpc/h, the
-    growth equation with or without the neutrinos as a source) differ by 0.1-0.5 %, which moves
-    the pessimistic sigma(sigma8) by at most 2 % (the growth budget above)."""
-    from scipy.integrate import quad
-
-    om = 0.32
-
-    def heath_f(z):
-        a = 1.0 / (1.0 + z)
-        E = lambda x: math.sqrt(om * x**-3 + 1.0 - om)
-        integral, _ = quad(lambda x: 1.0 / (x * E(x)) ** 3, 0.0, a, epsabs=0.0, epsrel=1e-12)
-        return -1.5 * om * a**-3 / E(a) ** 2 + 1.0 / (a**2 * E(a) ** 3 * integral)
-
-    z = np.array([1.0, 1.2, 1.4, 1.65])
-    ref = np.array([heath_f(zz) for zz in z])
-    np.testing.assert_allclose(fiducial_cosmo.growth_rate_of(z), ref, rtol=3e-3)
