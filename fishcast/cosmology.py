@@ -194,8 +194,8 @@ class CosmologyResult:
     growth (dimensionless): the total-matter linear growth factor D(z)/D(0), CAMB's
         sigma8(z)/sigma8(0) (R = 8 Mpc/h).
     growth_rate (dimensionless): f(z) of baryons + CDM, f sigma8_cb / sigma8_cb at R = 8 Mpc/h
-        (:func:`cb_growth_rate`); with massive neutrinos it is not d ln growth / d ln a
-        (which is the total matter's).
+        (:func:`cb_growth_rate`); with massive neutrinos not exactly d ln growth / d ln a
+        (the total matter's).
     sigma8_z (dimensionless): total-matter sigma8 D(z).
     """
 

@@ -78,8 +78,8 @@ class Cosmology(Protocol):
 
     def growth_rate_of(self, z) -> np.ndarray:
         """Linear growth rate of baryons + CDM f(z) = d ln D_cb / d ln a (dimensionless), the f
-        of the velocities of galaxies (Kaiser RSD); with massive neutrinos slightly below the
-        total matter's d ln D / d ln a."""
+        of the velocities of galaxies (Kaiser RSD); with massive neutrinos not exactly
+        d ln D / d ln a of ``growth_of`` (total matter)."""
 
     def pk(self, z, k, nonlinear: bool = True) -> np.ndarray:
         """Matter power spectrum P(k, z) [Mpc^3] at k [1/Mpc]; z and k broadcast."""
