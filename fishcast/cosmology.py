@@ -106,13 +106,37 @@ class CosmologySettings:
 #: The k_max [1/Mpc] of CAMB's transfer functions before the probes' requirements were read
 #: (the reference of the accuracy tests, tests/test_requirements.py).
 DEFAULT_K_MAX = 30.0
-#: The smallest k_max [1/Mpc] of CAMB's transfer functions whatever the probes need: the
-#: backend's own need. sigma8 (which sets A_s when sigma8 is a parameter) is CAMB's
-#: top-hat integral over P(k) up to k_max; measured with CAMB 2.0.5 against k_max = 30/Mpc it
-#: is off by 2e-3 at 0.5/Mpc, 4e-4 at 1/Mpc, ~2e-4 at 5/Mpc and 2e-5 at 10/Mpc (CAMB's own k
-#: sampling), and at 5/Mpc that moved marginalized errors by 1.7 % (sigma8, DESI recipe);
-#: halofit/HMcode also take their nonlinear scale from the linear P(k).
-MIN_K_MAX = 10.0
+#: The smallest k_max [1/Mpc] of a table with the nonlinear spectrum, whatever the probes need
+#: and at any redshift: halofit and HMcode take their nonlinear scale, effective slope and
+#: curvature at each redshift from CAMB's linear P(k) up to k_max (CAMB itself warns below
+#: 5/Mpc). At higher redshifts they need more: :data:`NONLINEAR_K_FLOOR`. (Until issue 15 this
+#: floor was 10/Mpc for CAMB's own sigma8 integral, which set A_s; sigma8 is now fishcast's
+#: quadrature, :func:`linear_sigma8`, with P(k) a power law beyond k_max: within 1e-5 of the
+#: 30/Mpc value for k_max >= 4/Mpc, measured with CAMB 2.0.5 on the IST:F fiducial.)
+MIN_K_MAX = 5.0
+#: The smallest k_max [1/Mpc] of a nonlinear table by model and by the largest redshift of the
+#: table: (z_max, k_max) nodes, ln k_max linear in z between them, :data:`MIN_K_MAX` below the
+#: first, :data:`DEFAULT_K_MAX` above the last (not measured). Measured with CAMB 2.0.5 on the
+#: IST:F fiducial (m_nu = 0.06 eV), tables on the reference's k nodes against k_max = 30/Mpc:
+#: the first k_max at which P_nl at k <= k_max/3 (no extrapolation) stays within 1e-4 and
+#: d ln P_nl/d n_s within 1e-3 at that redshift. Below it the errors grow fast:
+#:
+#: * takahashi: 4.1/Mpc is enough up to z = 2 (5e-6, 5e-6); at z = 2.6 5.1/Mpc (2e-5, 6e-4;
+#:   4.1/Mpc: 3e-4, 7e-3); z = 3.27 8.8/Mpc (8e-6, 2e-4; 7.15/Mpc: 1e-4, 3e-3); z = 4 15/Mpc
+#:   (4e-6, 8e-5; 12.4/Mpc: 4e-5, 2e-3; 10/Mpc: 4e-4, 1e-2);
+#: * mead2020 (HMcode) needs more: z = 0.92 5.1/Mpc (4e-5, 9e-5); z = 1.41 7.2/Mpc (4e-5,
+#:   3e-4); z = 1.98 8.8/Mpc (7e-5, 7e-4); z = 2.6 18/Mpc (6e-5, 2e-4; 15/Mpc: 7e-5, 2e-3). At
+#:   z >= 3.27 it is not converged below 30/Mpc (25/Mpc: 1e-4, 4e-3 at z = 3.27; 9e-4, 1e-2
+#:   at z = 4), nor, likely, at 30: the nodes there are the cheapest k_max measured within
+#:   half the accuracy test's thresholds on LSST Y10 WL (z_max = 4; tests/test_requirements.py):
+#:   21.4/Mpc (C_ell 1.6e-4, errors 2.4e-3; 15.3/Mpc: 6.2e-4, 2.6e-3; 25.3/Mpc: 6.8e-5,
+#:   3.4e-3 -- the errors scatter, they do not converge, against the 30/Mpc reference).
+#:
+#: The Euclid IST:F recipes (takahashi, z_max = 3.0) get 7.1/Mpc from this table.
+NONLINEAR_K_FLOOR = {
+    "takahashi": ((2.0, MIN_K_MAX), (2.6, 5.1), (3.27, 8.8), (4.0, 15.3)),
+    "mead2020": ((0.92, MIN_K_MAX), (1.41, 7.2), (1.98, 8.8), (2.6, 18.1), (3.27, 21.4), (4.0, 21.4)),
+}
 #: The smallest k_max [1/Mpc] when no probe uses the nonlinear spectrum (BAO-scale clustering
 #: probes, which need k < 1/Mpc), whose P(k, z) table then keeps the nodes of the reference
 #: table (:func:`reference_k_nodes`). Measured with CAMB 2.0.5 against k_max = 30/Mpc
@@ -123,13 +147,18 @@ MIN_K_MAX = 10.0
 #:   fishcast's own table did: when its log-spaced nodes move, the bicubic spline of ln P
 #:   between them changes d ln P/d Omega_m at the BAO scale by ~2e-3 (absolute), as much as
 #:   300 against 1000 nodes. Keeping the reference nodes removes that;
-#: * what remains moves with k_max as noise, not as a convergence: CAMB's sigma8 integral
-#:   (which sets A_s at every point, sampled at a few nodes per e-fold above 0.3/Mpc) and its
-#:   time stepping (which starts earlier for larger k_max) move d ln A_s/d h by 1e-2 at k_max
-#:   2-3/Mpc, 5e-3 at 5-7/Mpc, 1e-3 at 10/Mpc, and d ln P/d wa by ~1e-3 (relative) at 10/Mpc.
-#:   The largest change of a marginalized error: DESI recipe 1.7 % (3/Mpc), 0.6 % (5, 10/Mpc),
-#:   0.15 % (15/Mpc), 0.17 % (20/Mpc); Euclid GCsp optimistic 0.6 % (10/Mpc), 0.12 % (15/Mpc),
-#:   0.05 % (20/Mpc). Signals within 1e-4 at all of them.
+#: * what remains moves with k_max as noise, not as a convergence. It was blamed on CAMB's
+#:   sigma8 integral (A_s from sigma8, summed on CAMB's transfer nodes), now replaced by
+#:   fishcast's quadrature (:func:`linear_sigma8`: d ln A_s/d h within 1.5e-5 for every
+#:   k_max); the scatter stays: CAMB's transfer functions themselves (its time stepping starts
+#:   earlier, its k sampling above 0.3/Mpc changes, for a larger k_max) move d ln P/d wa and
+#:   d ln P/d Omega_b at the BAO scale. Re-measured with the quadrature (CAMB 2.0.5, 3-point
+#:   stencils, the floor patched, against the 30/Mpc reference): the largest change of a
+#:   marginalized error, DESI recipe 5.0e-3 (1.0/Mpc), 2.6e-3 (2.0), 5.4e-3 (3.1), 1.3e-3
+#:   (5.1), 5.8e-3 (10), 9.3e-4 (15.3), 1.4e-3 (20.5) (wa, Omega_b or n_s); Euclid GCsp
+#:   optimistic (which needs 10/Mpc itself, sigma_v) 6.3e-3 at 10/Mpc; the two-tracer toy
+#:   (fixed cosmology) 1e-6 at all of them; signals within 2e-6 at all of them. Below 15/Mpc
+#:   the scatter reaches the 0.5 % of the accuracy test, at 15/Mpc it is within half of it.
 #:
 #: A CAMB run at 15/Mpc costs ~0.7 of one at 30/Mpc (tests/benchmarks/bench_3x2pt.py prints
 #: the ratio).
@@ -148,8 +177,9 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
     k_max [1/Mpc]: the user's ``cosmology.accuracy.k_max`` (an override, even below what a
         probe asks: P(k) is extrapolated as a power law beyond it), else the largest
         ``requirements.k_max`` (CAMB computes what the probes need), and at least
-        :data:`MIN_K_MAX` (the sigma8 normalization), or :data:`MIN_K_MAX_LINEAR` when no
-        probe needs the nonlinear spectrum; then (linear or nonlinear) raised to the next node
+        :func:`nonlinear_k_floor` of the model and z_max (halofit/HMcode read their nonlinear
+        scale from the linear table), or :data:`MIN_K_MAX_LINEAR` when no probe needs the
+        nonlinear spectrum; then (linear or nonlinear) raised to the next node
         of the reference table and ``n_k`` lowered to the nodes up to it (:func:`reference_k_nodes`: the
         table keeps the reference's nodes, ``n_k`` over [k_min, DEFAULT_K_MAX]).
     z_max: the user's, else ``requirements.z_max`` (at least :data:`MIN_Z_MAX`).
@@ -157,14 +187,29 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
     The settings are recorded in the output (``/cosmology`` attributes).
     """
     model = nonlinear_model if requirements.nonlinear else "none"
-    floor = MIN_K_MAX if requirements.nonlinear else MIN_K_MAX_LINEAR
-    kmax = float(k_max) if k_max is not None else max(floor, float(requirements.k_max))
     zmax = float(z_max) if z_max is not None else max(float(requirements.z_max), MIN_Z_MAX)
+    floor = nonlinear_k_floor(model, zmax) if requirements.nonlinear else MIN_K_MAX_LINEAR
+    kmax = float(k_max) if k_max is not None else max(floor, float(requirements.k_max))
     if k_max is None:  # linear and nonlinear tables alike keep the reference's nodes
         k_min = float(accuracy.get("k_min", CosmologySettings.k_min))
         n_k = int(accuracy.get("n_k", CosmologySettings.n_k))
         kmax, accuracy["n_k"] = reference_k_nodes(kmax, k_min, n_k)
     return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, **accuracy)
+
+
+def nonlinear_k_floor(nonlinear_model: str, z_max: float) -> float:
+    """The smallest k_max [1/Mpc] of a table whose nonlinear spectrum (``nonlinear_model``)
+    is computed up to redshift ``z_max``: :data:`NONLINEAR_K_FLOOR`, ln k_max linear in z
+    between its nodes, :data:`MIN_K_MAX` below the first node (and for ``none``, a linear
+    table of a nonlinear probe: nothing reads the table but the probe), :data:`DEFAULT_K_MAX`
+    above the last (not measured there)."""
+    nodes = NONLINEAR_K_FLOOR.get(nonlinear_model)
+    if nodes is None:
+        return MIN_K_MAX
+    z, k = (np.array(c, dtype=float) for c in zip(*nodes))
+    if z_max > z[-1] + 1e-9:
+        return DEFAULT_K_MAX
+    return max(MIN_K_MAX, float(np.exp(np.interp(z_max, z, np.log(k)))))
 
 
 def reference_k_nodes(k_need: float, k_min: float, n_k: int) -> tuple[float, int]:

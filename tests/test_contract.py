@@ -19,9 +19,11 @@ from fishcast.cosmology import (
     DEFAULT_K_MAX,
     MIN_K_MAX,
     MIN_K_MAX_LINEAR,
+    NONLINEAR_K_FLOOR,
     CosmologyResult,
     CosmologySettings,
     compute,
+    nonlinear_k_floor,
     settings_for,
 )
 from fishcast.pipeline.forecast import DataVector
@@ -237,12 +239,36 @@ def test_settings_for_reads_the_requirements():
     np.testing.assert_allclose(s_lin.k_grid(), ref[:s_lin.n_k], rtol=1e-12)
     assert settings_for(lin, k_max=2.0, n_k=300).n_k == 300  # a k_max the user gives: n_k as given
     assert 12.0 <= settings_for(dataclasses.replace(nl, k_max=12.0)).k_max < 12.0 * 1.05  # what the probe needs
-    assert MIN_K_MAX <= settings_for(dataclasses.replace(nl, k_max=1.0)).k_max < MIN_K_MAX * 1.05  # the floor
+    # the floor: the nonlinear model's need at the table's z_max (takahashi, z_max = 3)
+    floor = nonlinear_k_floor("takahashi", 3.0)
+    assert floor > MIN_K_MAX
+    assert floor <= settings_for(dataclasses.replace(nl, k_max=1.0)).k_max < floor * 1.05
+    low = dataclasses.replace(nl, k_max=1.0, z_max=1.0)
+    assert MIN_K_MAX <= settings_for(low).k_max < MIN_K_MAX * 1.05
+    assert settings_for(low, nonlinear_model="mead2020", z_max=2.6).k_max >= nonlinear_k_floor("mead2020", 2.6)
     s_nl = settings_for(dataclasses.replace(nl, k_max=12.0), n_k=300)
     np.testing.assert_allclose(s_nl.k_grid(), ref[:s_nl.n_k], rtol=1e-12)  # the reference's nodes
     assert settings_for(nl, k_max=10.0).k_max == 10.0  # the user's accuracy.k_max overrides
     assert settings_for(lin).z_max == pytest.approx(1.1)
     assert settings_for(lin, z_max=2.0).z_max == 2.0
+
+
+def test_the_nonlinear_floor_table():
+    """nonlinear_k_floor: the table's nodes, ln k_max linear in z between them (the midpoint
+    is the geometric mean), MIN_K_MAX below the first node and for a linear table,
+    DEFAULT_K_MAX above the last (not measured), never decreasing with z_max."""
+    for model, nodes in NONLINEAR_K_FLOOR.items():
+        z, k = (np.array(c) for c in zip(*nodes))
+        assert np.all(np.diff(z) > 0) and np.all(np.diff(k) >= 0) and k[0] >= MIN_K_MAX
+        for zi, ki in nodes:
+            assert nonlinear_k_floor(model, zi) == pytest.approx(ki, rel=1e-12)
+        mid = 0.5 * (z[-2] + z[-1])
+        assert nonlinear_k_floor(model, mid) == pytest.approx(np.sqrt(k[-2] * k[-1]), rel=1e-12)
+        assert nonlinear_k_floor(model, z[0] / 2) == MIN_K_MAX
+        assert nonlinear_k_floor(model, z[-1] + 0.1) == DEFAULT_K_MAX
+        grid = np.linspace(0.0, z[-1], 50)
+        assert np.all(np.diff([nonlinear_k_floor(model, x) for x in grid]) >= 0)
+    assert nonlinear_k_floor("none", 3.0) == MIN_K_MAX
 
 
 def test_survey_settings_follow_the_probes():
@@ -253,7 +279,7 @@ def test_survey_settings_follow_the_probes():
     derived = survey_from_text(no_override, "s.yaml")
     # what WL needs (issue 15), at least the backend's floor
     # (raised to the next node of the reference table: < one node spacing, 6.5 % at n_k 200)
-    need = max(derived.probes[0].requirements().k_max, MIN_K_MAX)
+    need = max(derived.probes[0].requirements().k_max, nonlinear_k_floor("takahashi", derived.settings.z_max))
     assert need <= derived.settings.k_max < need * 1.07 and derived.settings.k_max < 30.0
     more = no_override.replace("integration: {z_max: 3.0, n_z: 121}", "integration: {z_max: 3.0, n_z: 121, k_max: 50}")
     assert 50.0 <= survey_from_text(more, "s.yaml").settings.k_max < 50.0 * 1.07

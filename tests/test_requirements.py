@@ -134,10 +134,12 @@ def test_weak_lensing_asks_for_what_it_needs(recipe):
     probe = sv.probes[0]
     req = probe.requirements()
     assert req.nonlinear and s.nonlinear
-    # k_max: the requirement raised to the next node of the reference table (at most one
-    # node spacing, ~3 % in k at n_k 300), so that the table keeps the reference's nodes
+    # k_max: the requirement (at least the backend's floor for the model at z_max) raised to
+    # the next node of the reference table (at most one node spacing, ~4 % in k at n_k 300),
+    # so that the table keeps the reference's nodes
+    need = max(req.k_max, cosmology.nonlinear_k_floor(s.nonlinear_model, s.z_max))
     dlnk = np.log(cosmology.DEFAULT_K_MAX / s.k_min) / (cosmology.CosmologySettings.n_k - 1)
-    assert req.k_max <= s.k_max < req.k_max * np.exp(dlnk) * (1 + 1e-9) and s.z_max == pytest.approx(req.z_max)
+    assert need <= s.k_max < need * np.exp(dlnk) * (1 + 1e-9) and s.z_max == pytest.approx(req.z_max)
     assert req.k_max > 5.0 and req.k_max != 30.0
     assert req.z_max <= probe.z[-1]
     if recipe.startswith("euclid"):  # IST:F's n_i(z) are negligible above z ~ 3 (LSST's reach 4)
@@ -290,7 +292,8 @@ def test_3x2pt_asks_for_what_its_kernels_need(recipe):
     probe = sv.probes[0]
     req = probe.requirements()
     assert req.nonlinear and sv.settings.nonlinear
-    need = max(req.k_max, cosmology.MIN_K_MAX)  # then raised to the next reference node (< 1 spacing)
+    # the backend's floor for the model at z_max, then raised to the next reference node (< 1 spacing)
+    need = max(req.k_max, cosmology.nonlinear_k_floor(sv.settings.nonlinear_model, sv.settings.z_max))
     dlnk = np.log(cosmology.DEFAULT_K_MAX / sv.settings.k_min) / (cosmology.CosmologySettings.n_k - 1)
     assert need <= sv.settings.k_max < need * np.exp(dlnk) * (1 + 1e-9) and req.k_max != 30.0
     assert sv.settings.z_max == pytest.approx(req.z_max) and req.z_max <= probe.z[-1]
