@@ -111,8 +111,9 @@ DEFAULT_K_MAX = 30.0
 #: curvature at each redshift from CAMB's linear P(k) up to k_max (CAMB itself warns below
 #: 5/Mpc). At higher redshifts they need more: :data:`NONLINEAR_K_FLOOR`. (Until issue 15 this
 #: floor was 10/Mpc for CAMB's own sigma8 integral, which set A_s; sigma8 is now fishcast's
-#: quadrature, :func:`linear_sigma8`, with P(k) a power law beyond k_max: within 1e-5 of the
-#: 30/Mpc value for k_max >= 4/Mpc, measured with CAMB 2.0.5 on the IST:F fiducial.)
+#: quadrature, :func:`linear_sigma8`, with P(k) a power law beyond k_max: the linear P(k)
+#: with A_s from sigma8 is within 2e-5 of the 30/Mpc table for k_max >= 4/Mpc, 3e-4 at
+#: 3/Mpc, measured with CAMB 2.0.5 on the IST:F fiducial.)
 MIN_K_MAX = 5.0
 #: The smallest k_max [1/Mpc] of a nonlinear table by model and by the largest redshift of the
 #: table: (z_max, k_max) nodes, ln k_max linear in z between them, :data:`MIN_K_MAX` below the
@@ -132,7 +133,7 @@ MIN_K_MAX = 5.0
 #:   21.4/Mpc (C_ell 1.6e-4, errors 2.4e-3; 15.3/Mpc: 6.2e-4, 2.6e-3; 25.3/Mpc: 6.8e-5,
 #:   3.4e-3 -- the errors scatter, they do not converge, against the 30/Mpc reference).
 #:
-#: The Euclid IST:F recipes (takahashi, z_max = 3.0) get 7.1/Mpc from this table.
+#: The Euclid IST:F recipes (takahashi, z_max = 3.0) get 7.06/Mpc from this table.
 NONLINEAR_K_FLOOR = {
     "takahashi": ((2.0, MIN_K_MAX), (2.6, 5.1), (3.27, 8.8), (4.0, 15.3)),
     "mead2020": ((0.92, MIN_K_MAX), (1.41, 7.2), (1.98, 8.8), (2.6, 18.1), (3.27, 21.4), (4.0, 21.4)),

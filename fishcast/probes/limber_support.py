@@ -19,7 +19,7 @@ ell). :func:`chi_min` finds, for every pair, the distance chi_min [Mpc] below wh
 ``share`` of the integral lies; a spectrum up to ell_max then needs P up to
 k_max = (ell_max + 1/2) / chi_min [1/Mpc]. Beyond the k_max of the table the backend
 extrapolates P as a power law with its local slope, so the share is not lost, only
-approximated (to a few per cent of itself).
+approximated (to 0.1-2 % of itself, :data:`K_SHARE`).
 
 The estimates use a fixed flat LCDM reference background (:data:`REF_OMEGA_M`,
 :data:`REF_H`): requirements are known before any cosmology is computed. Kernels are given
@@ -49,15 +49,39 @@ C_KMS = 299792.458
 Z_TAIL = 1e-5
 #: Largest share of any C_ij(ell) allowed to come from wavenumbers above the k_max of the
 #: cosmology table (``integration.k_share``). That share is not dropped: P(k) is extrapolated
-#: beyond k_max as a power law with its local slope there, good to a few per cent on the
-#: nonlinear spectrum over the factor ~2-3 in k concerned, so the C_ell error is a few per
-#: cent of the share, ~1e-4 (measured on the Euclid IST:F recipe: 6e-5 at k_max = 10/Mpc,
-#: 1.6e-3 at 5/Mpc, against 30/Mpc; tests/test_requirements.py checks 1e-3 on every recipe).
-K_SHARE = 2e-2
+#: beyond k_max as a power law with its local slope there, so the C_ell error is the share
+#: times the extrapolation's relative error, which grows with the running of the slope
+#: (d n/d ln k of P_nl near z = 0, where k > k_max comes from: -0.17 at 7/Mpc, -0.05 at
+#: 20/Mpc for halofit takahashi; -0.28, -0.22 for HMcode 2020). Measured with CAMB 2.0.5,
+#: 3-point stencils, against the k_max = 30/Mpc, z_max = 4 reference of
+#: tests/test_requirements.py (C_ell error, largest change of a marginalized error):
+#:
+#: * Euclid WL pessimistic (ell <= 1500), share 0.02 -> 10.45/Mpc: 8e-5, 6.8e-4; 0.035 ->
+#:   8.46: 1.8e-4, 1.1e-3; 0.04 -> 8.11: 2.1e-4, 7.9e-4; 0.045 -> 7.78: 2.5e-4, 9.4e-4; 0.05
+#:   -> 7.15: 3.7e-4, 6.9e-4; 6.57/Mpc: 5.3e-4, 2.3e-3; 6.04: 7.7e-4, 7.7e-3 (n_s). The 3x2pt
+#:   recipe has the same k_max (its shear spectra decide) and smaller error changes;
+#: * Euclid WL optimistic (ell <= 5000), 0.02 -> 35.5/Mpc: 2.6e-5, 3.3e-3; 0.035 -> 27.6:
+#:   2.5e-5, 1.8e-3; 0.04 -> 26.4: 2.4e-5, 1.3e-3; 0.045 -> 25.3: 2.4e-5, 9.3e-4; 0.05 -> 23.3:
+#:   3.7e-5, 4.1e-3. Its errors scatter by a few 1e-3 with k_max (n_s, Omega_b, wa), the 30/Mpc
+#:   reference's too: against a 45/Mpc one, 35.5/Mpc is off by 1.9e-3, 30/Mpc by 3.5e-3,
+#:   25.3/Mpc by 1.4e-3 (share 0.05), 20.5/Mpc by 4.7e-3;
+#: * LSST Y10 WL (ell <= 3000, HMcode), 0.02 -> 21.4/Mpc: 1.6e-4, 2.4e-3; 15.3/Mpc: 6.2e-4,
+#:   2.6e-3; 12.4/Mpc: 1.3e-3, 1.0e-3. HMcode at z >= 3.3 sets its k_max (21.4/Mpc, see
+#:   fishcast.cosmology.NONLINEAR_K_FLOOR), not the share.
+#:
+#: 0.045 is the largest share measured at which every shipped WL and 3x2pt recipe stays within
+#: half the accuracy test's thresholds (C_ell 5e-4, errors 2.5e-3); at 0.05 the optimistic
+#: recipe's errors do not. The C_ell error is 0.5-1 % of the share at 7-10/Mpc (takahashi),
+#: 0.1 % at 25/Mpc, ~2 % for HMcode at 14/Mpc.
+K_SHARE = 4.5e-2
 #: Logarithmic slope of P(k) in the k_max estimate. Halofit/HMcode P_nl falls as k^-1.8 to
 #: k^-2.3 for 3 < k < 30 /Mpc (and as k^-1.2 to k^-1.8 for 0.5 < k < 3 /Mpc); a shallower
 #: slope gives the small distances (large k) more weight than they have, so the estimate
-#: errs toward a larger k_max where the spectrum is steeper.
+#: errs toward a larger k_max where the spectrum is steeper. A realistic slope for the shear
+#: spectra (-2) does not make the estimate better: it moves the k_max of every WL recipe by
+#: the same factor (with share 0.02: 7.48, 24.8, 14.5/Mpc for Euclid pessimistic, optimistic,
+#: LSST Y10, against 10.4, 34.4, 20.6 at -1.5), which the share absorbs, and it would be too
+#: steep for galaxy counts, whose k_max is ~1/Mpc where P_nl falls as k^-1.2.
 P_SLOPE = -1.5
 #: Photo-z shift allowed for in the redshift support when the shifts dz_i are free: n_i is
 #: moved up by this much before its tail is measured (priors on dz_i are ~0.002-0.01).
