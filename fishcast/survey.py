@@ -48,8 +48,9 @@ class AccuracyConfig(_Model):
     accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB AccuracyBoost")
     l_accuracy_boost: float = Field(1.0, ge=0.5, le=8.0, description="CAMB lAccuracyBoost")
     k_max: float | None = Field(None, gt=0.1, le=500.0, description="largest k [1/Mpc] of CAMB's transfer functions and of the P(k, z) "
-                                "table; P(k) is extrapolated as a power law beyond (default: what the probes need, at least 10; 15 when "
-                                "no probe is nonlinear)")
+                                "table; P(k) is extrapolated as a power law beyond (default: what the probes need, at least what the "
+                                "nonlinear model needs at z_max: 5 to 15 for halofit, 5 to 21.4 for HMcode; 15 when no probe is "
+                                "nonlinear)")
     n_k: int = Field(300, ge=50, le=5000, description="number of log-spaced k nodes of the P(k, z) table "
                      "(no probe nonlinear and k_max not given: n_k nodes over 1e-4 .. 30/Mpc, those up to k_max kept)")
     z_max: float | None = Field(None, gt=0.0, le=20.0, description="largest tabulated redshift (default: what the probes need)")
