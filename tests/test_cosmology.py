@@ -276,3 +276,14 @@ def test_halofit_reads_the_linear_table_up_to_the_floor():
     assert off(at_floor, z_top) < 1e-4
     assert off(low, z_top) > 1e-3
     assert off(low, 0.5) < 1e-4
+
+
+def test_tophat_window_against_its_series_and_the_closed_form():
+    """W(x) = 3 j1(x)/x = 3 (sin x - x cos x)/x^3 = 1 - x^2/10 + x^4/280 - x^6/15120 + ...
+    (the series of j1, Abramowitz & Stegun 10.1.2): the series to x^6 on both sides of the
+    switch at x = 1e-2, the closed form at large x."""
+    x = np.array([1e-4, 1e-3, 5e-3, 1e-2 * (1 - 1e-9), 1e-2, 2e-2])
+    np.testing.assert_allclose(cosmology.tophat_window(x), 1 - x**2 / 10 + x**4 / 280 - x**6 / 15120, rtol=1e-11)
+    big = np.array([0.5, 4.4934, 30.0])  # 4.4934: the first zero, tan x = x
+    np.testing.assert_allclose(cosmology.tophat_window(big), 3 * (np.sin(big) - big * np.cos(big)) / big**3, rtol=1e-14)
+    assert abs(cosmology.tophat_window(4.493409457909064)) < 1e-12
