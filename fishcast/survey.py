@@ -52,7 +52,8 @@ class AccuracyConfig(_Model):
                                 "nonlinear model needs at z_max: 5 to 15 for halofit, 5 to 21.4 for HMcode; 15 when no probe is "
                                 "nonlinear)")
     n_k: int = Field(300, ge=50, le=5000, description="number of log-spaced k nodes of the P(k, z) table "
-                     "(no probe nonlinear and k_max not given: n_k nodes over 1e-4 .. 30/Mpc, those up to k_max kept)")
+                     "(k_max not given, linear or nonlinear tables alike: n_k nodes over 1e-4 .. 30/Mpc, those up to k_max "
+                     "kept)")
     z_max: float | None = Field(None, gt=0.0, le=20.0, description="largest tabulated redshift (default: what the probes need)")
     n_z: int = Field(100, ge=10, le=250, description="number of redshift nodes of the P(k, z) table (CAMB allows at most 250)")
     k_per_logint: int = Field(0, ge=0, le=100, description="CAMB k sampling of the transfer functions (0: CAMB's default)")
