@@ -13,6 +13,8 @@ Exit statuses used by the CLI:
 
 from __future__ import annotations
 
+import contextlib
+
 
 class FishcastError(Exception):
     """Base class of every error fishcast raises on purpose."""
@@ -21,9 +23,29 @@ class FishcastError(Exception):
 
 
 class InputError(FishcastError):
-    """Bad input from the user: a survey file, an option, a file to read."""
+    """Bad input from the user: a survey file, an option, a file to read.
+
+    ``key``: the key path in the survey YAML the problem is about, relative to where the
+    error is caught (e.g. ``("nz", "file")`` inside a probe's section), when the code that
+    raised it knows it (see :func:`at_key`); the survey loader and the CLI turn it into
+    ``file:line: key``. Empty when unknown.
+    """
 
     exit_code = 2
+    key: tuple = ()
+
+
+@contextlib.contextmanager
+def at_key(*prefix):
+    """Inside this block, an :class:`InputError` is about the YAML key ``prefix`` (or a key
+    below it): the prefix is put in front of the error's ``key`` and the error raised on. A
+    probe's build function wraps the reading of a table its YAML names with the key that
+    names it (``with at_key("nz", "file"): ...``); the loader adds the probe's section."""
+    try:
+        yield
+    except InputError as exc:
+        exc.key = tuple(prefix) + tuple(exc.key)
+        raise
 
 
 class SurveyError(InputError):
@@ -60,6 +82,12 @@ def printable(text: str) -> str:
 
 class FileFormatError(InputError):
     """A file given to fishcast (HDF5, text matrix, table) is not what it must be."""
+
+
+def relocated(exc: InputError, message: str) -> InputError:
+    """An error of the kind of ``exc`` (:class:`FileFormatError` or :class:`InputError`) with
+    ``message`` (``exc``'s message with its location in front)."""
+    return FileFormatError(message) if isinstance(exc, FileFormatError) else InputError(message)
 
 
 class ComputationError(FishcastError):

@@ -35,7 +35,7 @@ from .errors import FishcastError, SurveyError
 from .parameters import AMPLITUDES, COSMOLOGICAL_DEFAULTS, COSMOLOGICAL_REQUIRED, Parameter, expand_patterns
 from .probes import registered_probes, registry_version
 from .probes.base import Probe, combined_requirements
-from .yamlio import dotted, line_of, load_yaml
+from .yamlio import dotted, line_of, load_yaml, where_in
 
 
 class _Model(BaseModel):
@@ -184,13 +184,7 @@ class Survey:
         "parameters", "h")``) that the survey file holds, else of the last one at the line of
         its nearest key in the file: how a problem found after loading (at planning) is
         located, as the loader locates its own."""
-        try:
-            _, lines = load_yaml(self.text, self.path)
-        except FishcastError:  # pragma: no cover - the text was parsed once already
-            return f"{self.path}: {dotted(paths[-1])}"
-        path = next((p for p in paths if tuple(p) in lines), paths[-1])
-        line = line_of(lines, path)
-        return f"{self.path}{f':{line}' if line is not None else ''}: {dotted(path)}"
+        return where_in(self.text, self.path, *paths)
 
 
 def schema() -> dict:
@@ -211,8 +205,10 @@ def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None
     return survey_from_text(text, str(path), p.parent, overrides)
 
 
-def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) -> dict:
-    """A copy of ``data`` with dotted keys replaced. List items are addressed by index."""
+def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str, lines=None) -> dict:
+    """A copy of ``data`` with dotted keys replaced. List items are addressed by index.
+    A key that cannot be set is located at the line of its longest prefix the file holds
+    (``lines``: the file's line index, :func:`fishcast.yamlio.load_yaml`)."""
     import copy
 
     out = copy.deepcopy(data)
@@ -225,7 +221,7 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) 
             elif isinstance(node, list) and isinstance(part, int) and part < len(node):
                 node = node[part]
             else:
-                raise SurveyError(filename, [(None, dotted_key, "cannot set this key: "
+                raise SurveyError(filename, [(_line(lines, parts), dotted_key, "cannot set this key: "
                                               f"{'.'.join(map(str, parts[:i + 1]))} is not a mapping")])
         last = parts[-1]
         if isinstance(node, dict):
@@ -233,8 +229,14 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str) 
         elif isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = copy.deepcopy(value)
         else:
-            raise SurveyError(filename, [(None, dotted_key, "cannot set this key")])
+            raise SurveyError(filename, [(_line(lines, parts), dotted_key, "cannot set this key")])
     return out
+
+
+def _line(lines, parts) -> int | None:
+    """Line of the longest prefix of the key path ``parts`` in the line index (1, the top of
+    the file, when none is: an override's key is then not in the file at all)."""
+    return (line_of(lines, tuple(parts)) or 1) if lines is not None else None
 
 
 class _Problems:
@@ -261,7 +263,7 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     problem it finds (file, line, key) before the run stops at its end."""
     data, lines = _parse(text, filename)
     if overrides:
-        data, text = _with_overrides(data, text, overrides, filename)
+        data, text = _with_overrides(data, text, overrides, filename, lines)
     config = _validate(data, lines, filename)
     problem = _Problems(filename, lines)
     check_numbers(config, data, (), problem)  # finite, and no YAML boolean taken for a number
@@ -296,9 +298,10 @@ def _parse(text: str, filename: str) -> tuple[dict, object]:
     return data, lines
 
 
-def _with_overrides(data: dict, text: str, overrides: Mapping[str, object], filename: str) -> tuple[dict, str]:
+def _with_overrides(data: dict, text: str, overrides: Mapping[str, object], filename: str,
+                    lines=None) -> tuple[dict, str]:
     """The data with the overrides applied, and the text with them recorded as comments."""
-    data = apply_overrides(data, overrides, filename)
+    data = apply_overrides(data, overrides, filename, lines)
     text = text + "\n# overrides applied by fishcast:\n" + "".join(
         f"#   {k} = {json.dumps(v)}\n" for k, v in overrides.items())
     return data, text
@@ -322,8 +325,8 @@ def _build_probes(config, survey_dir: pathlib.Path, problem: _Problems) -> dict[
             continue
         try:
             probes[section] = entry.build(cfg, survey_dir)
-        except FishcastError as exc:
-            problem(("probes", section), str(exc))
+        except FishcastError as exc:  # at the key the error names (a table's file: the key naming it), else the section
+            problem(("probes", section) + tuple(getattr(exc, "key", ())), str(exc))
     if not probes and not problem.items:
         problem(("probes",), f"at least one probe is needed: {', '.join(entries)}")
     return probes
@@ -698,16 +701,29 @@ def pydantic_problems(exc: ValidationError, lines, data=None) -> list[tuple[int 
 def _refine_to_named_key(path: tuple, err: Mapping) -> tuple:
     """A check across several keys of one mapping (a model validator) is reported by pydantic
     at the mapping itself; when its message starts with the name of a key that the mapping
-    holds ("start_rungs (7) must be ...", "tol_warn must be >= tol_pass"), the error is
-    located at that key, so that the file's line is the key's own."""
+    holds ("start_rungs (7) must be ...", "tol_warn must be >= tol_pass"), or a dotted path
+    below it ("integration.z_max (3) must exceed ..."), the error is located at that key (as
+    deep as the mapping holds it), so that the file's line is the key's own; a message
+    "tracer NAME: ..." is located in the item of ``tracers`` of that name first."""
     inp = err.get("input")
     if err.get("type") != "value_error" or not isinstance(inp, dict):
         return path
     text = str(err.get("msg", ""))
     text = text[len("Value error, "):] if text.startswith("Value error, ") else text
-    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text)
-    if m and m.group(0) in inp:
-        return tuple(path) + (m.group(0),)
+    path = tuple(path)
+    # "tracer B: bias.values needs ...": the item of the list of tracers named B
+    m = re.match(r"tracer (\S+): ", text)
+    if m and isinstance(inp.get("tracers"), list):
+        i = next((i for i, t in enumerate(inp["tracers"]) if isinstance(t, dict) and str(t.get("name")) == m.group(1)),
+                 None)
+        if i is not None:
+            path, inp, text = path + ("tracers", i), inp["tracers"][i], text[m.end():]
+    # a key, or a dotted key path ("integration.z_max (3) must ..."), as deep as the input holds it
+    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", text)
+    for part in (m.group(0).split(".") if m else ()):
+        if not (isinstance(inp, dict) and part in inp):
+            break
+        path, inp = path + (part,), inp[part]
     return path
 
 

@@ -257,3 +257,16 @@ def line_of(lines: dict[Path, int], path: Path) -> int | None:
 
 
 dotted = _dotted
+
+
+def where_in(text: str, filename: str, *paths: Path) -> str:
+    """``file:line: key`` of the first of the key ``paths`` that the YAML ``text`` holds,
+    else of the last one at the line of its nearest key: how a problem found after a file
+    was loaded is located, as the loader locates its own."""
+    try:
+        _, lines = load_yaml(text, filename)
+    except SurveyError:  # pragma: no cover - the text was parsed once already
+        return f"{filename}: {_dotted(paths[-1])}"
+    path = next((p for p in paths if tuple(p) in lines), paths[-1])
+    line = line_of(lines, path)
+    return f"{filename}{f':{line}' if line is not None else ''}: {_dotted(path)}"

@@ -561,7 +561,10 @@ def run_batch(grid: Grid, output: str | os.PathLike, *, executor=None, cache=Non
     t0 = time.perf_counter()
     bp = plan_batch(grid)
     if not bp.planned:
-        raise InputError("no design of the grid is valid:\n" + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
+        from ..yamlio import where_in
+
+        raise InputError(f"{where_in(grid.text, grid.path, ('survey',))}: no design of the grid is valid:\n"
+                         + "\n".join(f"{f.name}: {f.reason}" for f in bp.failed))
 
     bp, resumed = _resume(bp, grid, out)
 

@@ -90,16 +90,28 @@ def check_planned_point(survey: Survey, name: str | None, value: float | None,
     from .. import camb_ranges
     from ..errors import InputError
 
-    def at(name_: str) -> str:  # the line of the parameter's derivative settings, else of its fiducial
-        return survey.where(("derivatives", "parameters", name_), ("parameters", "fiducial", name_))
+    dconf = survey.config.derivatives
+    from_file = [("derivatives", "steps_from")] if dconf.steps_from and dconf.mode in ("fast", "adaptive") else []
+
+    def at(name_: str) -> str:
+        # the line of the parameter's derivative settings, else of the file its step comes
+        # from (steps_from), else of its fiducial
+        return survey.where(("derivatives", "parameters", name_), *from_file, ("parameters", "fiducial", name_))
+
+    def source(name_: str) -> str:  # where a step of a mode 'fast' / 'adaptive' ladder came from
+        ov = dconf.parameters.get(name_)
+        if not from_file or (ov is not None and ov.step is not None):
+            return ""
+        return f" (derivatives.steps_from gives the steps of mode '{dconf.mode}': {dconf.steps_from})"
 
     if name is not None and (value is None or not math.isfinite(float(value))):
         raise InputError(f"{at(name)}: a stencil value of {name} is {value!r} "
-                         f"(fiducial {survey.fiducial[name]:g}); lower derivatives.parameters.{name}.h_max (or step)")
+                         f"(fiducial {survey.fiducial[name]:g}); lower derivatives.parameters.{name}.h_max (or step)"
+                         f"{source(name)}")
     if name is not None and float(value) == float(survey.fiducial[name]):
         raise InputError(f"{at(name)}: a step of {name} is lost in rounding (the stencil value "
                          f"equals the fiducial {survey.fiducial[name]:.17g} in double precision); raise "
-                         f"derivatives.parameters.{name}.h_max (or step)")
+                         f"derivatives.parameters.{name}.h_max (or step){source(name)}")
     found = camb_ranges.problems(point) if point is not None else []
     if not found:
         return
@@ -110,7 +122,8 @@ def check_planned_point(survey: Survey, name: str | None, value: float | None,
     raise InputError(f"{at(name)}: the stencil point {name} = {value:.8g} (fiducial "
                      f"{survey.fiducial[name]:.8g}) cannot be given to CAMB: {what}; lower "
                      f"derivatives.parameters.{name}.h_max (or step), or set its domain "
-                     f"(derivatives.parameters.{name}.lower / upper) so that the stencil turns one-sided")
+                     f"(derivatives.parameters.{name}.lower / upper) so that the stencil turns one-sided"
+                     f"{source(name)}")
 
 
 Evaluator = Callable[[Sequence[Mapping[str, float]], CosmologySettings], list[CosmologyResult]]
@@ -130,12 +143,23 @@ def stencils(survey: Survey) -> tuple[dict[str, object], dict[str, tuple[float, 
     the parameter values its stencils need."""
     from .. import derivatives as _der
 
+    from ..errors import InputError, relocated
+
     dconf = survey.config.derivatives
     known, rungs = known_starts(survey)
-    specs = {n: _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n),
-                                  known_rungs=rungs.get(n))
-             for n in survey.free}
-    values = {n: _der.plan_points(n, survey.fiducial[n], specs[n]) for n in survey.free}
+    specs, values = {}, {}
+    for n in survey.free:
+        try:
+            specs[n] = _der.resolve_spec(n, survey.fiducial[n], dconf, known.get(n), survey.parameter(n),
+                                         known_rungs=rungs.get(n))
+            values[n] = _der.plan_points(n, survey.fiducial[n], specs[n])
+        except InputError as exc:
+            # the YAML's own settings were checked at load: what is left comes from a step of
+            # steps_from, else from the parameter's derivative settings
+            paths = [("derivatives", "parameters", n)] + ([("derivatives", "steps_from")] if n in known else [])
+            raise relocated(exc, f"{survey.where(*paths)}: {exc}"
+                            + (f" (the step {known[n]:.6g} of {n} comes from derivatives.steps_from)"
+                               if n in known else "")) from None
     return specs, values
 
 
@@ -157,6 +181,18 @@ def known_starts(survey: Survey) -> tuple[dict[str, float], dict[str, int]]:
     dconf = survey.config.derivatives
     if dconf.mode not in ("fast", "adaptive") or not dconf.steps_from:
         return {}, {}
+    from ..errors import InputError, relocated
+
+    try:
+        return _read_steps_from(survey)
+    except InputError as exc:  # the HDF5 file's own message, after the YAML key that names it
+        raise relocated(exc, f"{survey.where(('derivatives', 'steps_from'))}: {exc}") from None
+
+
+def _read_steps_from(survey: Survey) -> tuple[dict[str, float], dict[str, int]]:
+    """:func:`known_starts` from the file ``derivatives.steps_from`` names (its errors name
+    the HDF5 file and the group; the caller puts the YAML key in front)."""
+    dconf = survey.config.derivatives
     import pathlib
 
     from ..errors import FileFormatError
@@ -174,17 +210,16 @@ def known_starts(survey: Survey) -> tuple[dict[str, float], dict[str, int]]:
         try:
             steps = known_steps_from_hdf5(f["derivatives"])
         except (TypeError, ValueError, KeyError) as exc:
-            raise FileFormatError(f"{path}: /derivatives: a chosen step is not a number ({exc}) "
-                                  "(derivatives.steps_from)") from None
+            raise FileFormatError(f"{path}: /derivatives: a chosen step is not a number ({exc})") from None
         try:
             rungs = known_rungs_from_hdf5(f["derivatives"])
         except (TypeError, ValueError, KeyError) as exc:
             raise FileFormatError(f"{path}: /derivatives: a plateau window (window_start, window_stop) is not "
-                                  f"a whole number ({exc}) (derivatives.steps_from)") from None
+                                  f"a whole number ({exc})") from None
     for name, step in steps.items():
         if not (math.isfinite(step) and step > 0):
             raise FileFormatError(f"{path}: /derivatives/{name}: chosen_step = {step!r} is not a positive, "
-                                  "finite step (derivatives.steps_from)")
+                                  "finite step")
     return steps, rungs
 
 

@@ -64,7 +64,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError
+from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError, at_key
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
 from fishcast.probes import rsd_model
 from fishcast.probes.base import Cosmology, CosmologyRequirements, Probe
@@ -855,7 +855,8 @@ class CountsInCellsProbe(Probe):
         bad = np.nonzero(kmax <= kmin)[0]
         if bad.size:
             i = int(bad[0])
-            raise InputError(f"shell {i + 1}: k_max = {kmax[i]:.4g} h/Mpc is not above k_min = {kmin[i]:.4g} h/Mpc")
+            with at_key("k_max"):
+                raise InputError(f"shell {i + 1}: k_max = {kmax[i]:.4g} h/Mpc is not above k_min = {kmin[i]:.4g} h/Mpc")
         bands = [k_bands(lo, hi, config.n_k, config.k_spacing) for lo, hi in zip(kmin, kmax)]
         self.k_edges = np.array([b[0] for b in bands])  # (n_shell, n_k+1) [h/Mpc]
         self.k = np.array([b[1] for b in bands])  # (n_shell, n_k) [h/Mpc]
@@ -877,7 +878,8 @@ class CountsInCellsProbe(Probe):
                 zt, vt = self._tables[t.name]
                 out[:, a] = np.any(np.interp(zz, zt, vt, left=0.0, right=0.0) > 0, axis=1)
             if not out[:, a].any():
-                raise InputError(f"tracer {t.name} has no objects in any shell")
+                with at_key("tracers", a, "density"):
+                    raise InputError(f"tracer {t.name} has no objects in any shell")
         return out
 
     def _check_biases(self) -> None:
@@ -885,11 +887,12 @@ class CountsInCellsProbe(Probe):
             if t.bias.form != "per_shell":
                 continue
             vals = t.bias.values
-            if len(vals) != self.n_shell:
-                raise InputError(f"tracer {t.name}: bias.values needs one value per shell ({self.n_shell})")
-            missing = [i + 1 for i in range(self.n_shell) if self.present[i, a] and vals[i] is None]
-            if missing:
-                raise InputError(f"tracer {t.name}: no bias given for shell(s) {missing}, where it has objects")
+            with at_key("tracers", a, "bias", "values"):
+                if len(vals) != self.n_shell:
+                    raise InputError(f"tracer {t.name}: bias.values needs one value per shell ({self.n_shell})")
+                missing = [i + 1 for i in range(self.n_shell) if self.present[i, a] and vals[i] is None]
+                if missing:
+                    raise InputError(f"tracer {t.name}: no bias given for shell(s) {missing}, where it has objects")
 
     # --- parameters ------------------------------------------------------------------------
     def nuisance_parameters(self) -> NuisanceParameters:
@@ -1474,11 +1477,12 @@ def build(config: CountsInCellsConfig, survey_dir: pathlib.Path) -> CountsInCell
     """Make the probe from its validated configuration (relative table files are resolved
     against ``survey_dir``).  Raises InputError / FileFormatError on bad input."""
     tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for t in config.tracers:
+    for i, t in enumerate(config.tracers):
         d = t.density
         if d.file is not None:
             path = d.file if d.file.is_absolute() else pathlib.Path(survey_dir) / d.file
-            tables[t.name] = _read_table(path)
+            with at_key("tracers", i, "density", "file"):
+                tables[t.name] = _read_table(path)
         elif d.table is not None:
             tables[t.name] = (np.asarray(d.z, dtype=float), np.asarray(d.table, dtype=float))
     if config.fisher_method == "exact_cells":

@@ -72,9 +72,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import ComputationError, InputError
+from ..errors import ComputationError, InputError, at_key
 from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
-from ..redshift import SmailNz, TabulatedNz, TomographicBins, equipopulated_edges
+from ..redshift import TomographicBins
 from . import limber_support as _support
 from . import weak_lensing as _wl
 from .base import Cosmology, CosmologyRequirements, Probe
@@ -473,8 +473,9 @@ class PhotometricProbe(Probe):
                            & (self.ell <= self.ell_ranges[s][1] * (1 + 1e-12)) for s in spectra}
         for s, use in self._band_uses.items():
             if not use.any():
-                raise InputError(f"no multipole band centre lies in the range of {s} "
-                                 f"({self.ell_ranges[s][0]:g}-{self.ell_ranges[s][1]:g}): raise ell.n_bands")
+                with at_key("ell", s):
+                        raise InputError(f"no multipole band centre lies in the range of {s} "
+                                     f"({self.ell_ranges[s][0]:g}-{self.ell_ranges[s][1]:g}): raise ell.n_bands")
         self._noise = self._noise_matrix()
         #: number of leading nodes integrated over (every n_i(z) is negligible above them)
         self.n_eval = _support.redshift_support(self.z, self._support_nz(), z_tail)
@@ -765,17 +766,7 @@ class PhotometricProbe(Probe):
 
 
 def _make_bins(nz, bins, photoz, z: np.ndarray, survey_dir: pathlib.Path) -> TomographicBins:
-    if isinstance(nz, _wl.SmailNzConfig):
-        parent = SmailNz(nz.z0, nz.alpha, nz.beta)
-    else:
-        parent = TabulatedNz.from_file(_wl._resolve(nz.file, survey_dir))
-    if isinstance(bins, _wl.EquipopulatedBinsConfig):
-        edges = equipopulated_edges(parent, bins.n_bins, bins.z_min, bins.z_max)
-        equi = True
-    else:
-        edges = np.array(bins.edges, dtype=float)
-        equi = False
-    return TomographicBins(parent=parent, edges=edges, photoz=photoz.model(), z=z, equipopulated=equi)
+    return _wl.tomographic_bins(nz, bins, photoz, z, survey_dir)
 
 
 def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricProbe:
@@ -792,18 +783,21 @@ def build(config: PhotometricConfig, survey_dir: pathlib.Path) -> PhotometricPro
             # every node, as the 3x2pt probe itself integrates (no cut of the n_i(z) tails)
             integration=integ.model_copy(update={"z_tail": 0.0}),
         )
-        shear = _wl.build(wl_cfg, survey_dir)
+        with at_key("sources"):
+            shear = _wl.build(wl_cfg, survey_dir)
     z = np.linspace(0.0, integ.z_max, integ.n_z)
     samples = []
     for c in config.counts:
         own = c.bins is not None
         if own:
-            bins = _make_bins(c.nz, c.bins, c.photoz, z, survey_dir)
+            with at_key("counts", len(samples)):
+                bins = _make_bins(c.nz, c.bins, c.photoz, z, survey_dir)
         else:
             bins = shear.bins
         b = c.bias
-        samples.append(CountsSample(name=c.name, bins=bins, n_gal=c.n_gal, bias_model=b.model, bias_values=b.values,
-                                    amp=b.amp, index=b.index, shares_source_bins=not own, photoz_shift=c.photoz_shift))
+        with at_key("counts", len(samples), "bias"):
+            samples.append(CountsSample(name=c.name, bins=bins, n_gal=c.n_gal, bias_model=b.model, bias_values=b.values,
+                                        amp=b.amp, index=b.index, shares_source_bins=not own, photoz_shift=c.photoz_shift))
     ranges = {s: (getattr(config.ell, s).min, getattr(config.ell, s).max) for s in config.spectra}
     return PhotometricProbe(shear=shear, samples=samples, spectra=config.spectra, ell_ranges=ranges,
                             n_bands=config.ell.n_bands, f_sky=config.sky_fraction,

@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.integrate import cumulative_simpson
 
-from ..errors import ComputationError, FileFormatError, InputError
+from ..errors import ComputationError, FileFormatError, InputError, at_key
 from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import (
     PhotoZModel,
@@ -663,19 +663,32 @@ def make_bins(config: WeakLensingConfig, survey_dir: pathlib.Path) -> Tomographi
     """The tomographic bins of the redshift sections (nz, bins, photoz, integration) on the
     fixed nodes z = linspace(0, integration.z_max, integration.n_z). Raises FileFormatError
     (an InputError) for an unreadable n(z) table."""
-    if isinstance(config.nz, SmailNzConfig):
-        parent = SmailNz(config.nz.z0, config.nz.alpha, config.nz.beta)
+    return tomographic_bins(config.nz, config.bins, config.photoz,
+                            np.linspace(0.0, config.integration.z_max, config.integration.n_z), survey_dir)
+
+
+def tomographic_bins(nz, bins, photoz, z: np.ndarray, survey_dir: pathlib.Path) -> TomographicBins:
+    """The tomographic bins of the redshift sections ``nz``, ``bins`` and ``photoz`` of a
+    probe's YAML on the nodes ``z``. An InputError (an unreadable n(z) table, an empty bin)
+    carries the key of the section it comes from (:func:`fishcast.errors.at_key`): the n(z)
+    table's file at ``nz.file``."""
+    if isinstance(nz, SmailNzConfig):
+        with at_key("nz"):
+            parent = SmailNz(nz.z0, nz.alpha, nz.beta)
     else:
-        parent = TabulatedNz.from_file(_resolve(config.nz.file, survey_dir))
-    if isinstance(config.bins, EquipopulatedBinsConfig):
-        edges = equipopulated_edges(parent, config.bins.n_bins, config.bins.z_min, config.bins.z_max)
-        equi = True
-    else:
-        edges = np.array(config.bins.edges, dtype=float)
-        equi = False
-    integ = config.integration
-    z = np.linspace(0.0, integ.z_max, integ.n_z)
-    return TomographicBins(parent=parent, edges=edges, photoz=config.photoz.model(), z=z, equipopulated=equi)
+        with at_key("nz", "file"):
+            parent = TabulatedNz.from_file(_resolve(nz.file, survey_dir))
+    with at_key("bins"):
+        if isinstance(bins, EquipopulatedBinsConfig):
+            edges = equipopulated_edges(parent, bins.n_bins, bins.z_min, bins.z_max)
+            equi = True
+        else:
+            edges = np.array(bins.edges, dtype=float)
+            equi = False
+    with at_key("photoz"):
+        model = photoz.model()
+    with at_key("bins"):
+        return TomographicBins(parent=parent, edges=edges, photoz=model, z=z, equipopulated=equi)
 
 
 def read_luminosity_ratio(config: WeakLensingConfig, survey_dir: pathlib.Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -686,14 +699,15 @@ def read_luminosity_ratio(config: WeakLensingConfig, survey_dir: pathlib.Path) -
     if ia.model != "nla" or ia.luminosity_ratio_file is None:
         return None
     path = _resolve(ia.luminosity_ratio_file, survey_dir)
-    zt, rt = read_table(path, what="<L>/L* table")
-    if np.any(rt <= 0):
-        raise FileFormatError(f"{path}: <L>/L* must be positive")
-    top = float(config.integration.z_max)
-    if zt[-1] < top - 1e-9:
-        raise FileFormatError(
-            f"{path}: the <L>/L* table ends at z = {zt[-1]:g}; it must reach integration.z_max = {top:g}"
-        )
+    with at_key("intrinsic_alignment", "luminosity_ratio_file"):
+        zt, rt = read_table(path, what="<L>/L* table")
+        if np.any(rt <= 0):
+            raise FileFormatError(f"{path}: <L>/L* must be positive")
+        top = float(config.integration.z_max)
+        if zt[-1] < top - 1e-9:
+            raise FileFormatError(
+                f"{path}: the <L>/L* table ends at z = {zt[-1]:g}; it must reach integration.z_max = {top:g}"
+            )
     return zt, rt
 
 
