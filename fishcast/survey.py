@@ -222,14 +222,17 @@ def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str, 
                 node = node[part]
             else:
                 raise SurveyError(filename, [(_line(lines, parts), dotted_key, "cannot set this key: "
-                                              f"{'.'.join(map(str, parts[:i + 1]))} is not a mapping")])
+                                              f"{'.'.join(map(str, parts[:i]))} is not a mapping"
+                                              f"{' (or the list is shorter)' if isinstance(node, list) else ''}")])
         last = parts[-1]
         if isinstance(node, dict):
             node[last] = copy.deepcopy(value)
         elif isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = copy.deepcopy(value)
         else:
-            raise SurveyError(filename, [(_line(lines, parts), dotted_key, "cannot set this key")])
+            raise SurveyError(filename, [(_line(lines, parts), dotted_key, "cannot set this key: "
+                                          f"{'.'.join(map(str, parts[:-1]))} is not a mapping"
+                                          f"{' (or the list is shorter)' if isinstance(node, list) else ''}")])
     return out
 
 

@@ -308,7 +308,10 @@ def test_set_a_key_through_a_value_is_located_at_the_value(tmp_path, no_camb):
     res = invoke(*run_args(s, out, "--set", "probes.counts_in_cells.f_sky.x=1"))
     # the line of the longest prefix the file holds: f_sky's
     assert_refused(res, s, line_with(CELLS, "f_sky:"), "probes.counts_in_cells.f_sky.x",
-                   "cannot set this key", out=out)
+                   "cannot set this key: probes.counts_in_cells.f_sky is not a mapping", out=out)
+    res = invoke(*run_args(s, out, "--set", "probes.counts_in_cells.f_sky.x.y=1"))
+    assert_refused(res, s, line_with(CELLS, "f_sky:"), "probes.counts_in_cells.f_sky.x.y",
+                   "cannot set this key: probes.counts_in_cells.f_sky is not a mapping", out=out)
 
 
 # =================================================================== 4. steps_from
