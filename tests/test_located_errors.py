@@ -65,9 +65,11 @@ any other InputError out of run_forecast          bare message                  
                                                                                                  [test_cli_locates_a_late_input_error]
 batch.load_grid (grid file: pydantic, axes,       file:line: key                                 unchanged (test_fuzz_inputs grids)
 set, survey key)
-batch.plan_batch: a design's load or planning     each design's reason located in the base       unchanged per design; the header line
-error; run_batch "no design of the grid is        survey; the header line bare                   "GRID:LINE: survey: no design of the grid
-valid"                                                                                           is valid" [test_batch_...]
+batch.plan_batch: a design's load or planning     each design's reason located in the base       the same, and where the grid sets a value
+error                                             survey, at the line of the value the grid      of the key: "(this design sets KEY = V:
+                                                  replaced                                       GRID:LINE: axes.KEY)" [test_a_design_...]
+batch.run_batch "no design of the grid is         the header line bare                           "GRID:LINE: survey: no design of the grid
+valid"                                                                                           is valid:" [test_batch_...]
 cosmology.CosmologySettings nonlinear_model,      --                                             unreachable: the schema (Literal) and the
 cosmology "exactly one of sigma8 and A_s"                                                        loader (_fiducials) refuse first
 fisher.FisherMatrix, diagnostics (shapes, non-    --                                             unreachable from input content: matrices
@@ -507,3 +509,27 @@ def test_every_mutation_of_a_small_survey_is_located(tmp_path, no_camb):
     assert counts["refused"] > counts["planned"] > 0, counts  # the mutations bite, and some still plan
     assert no_camb == []
     assert time.process_time() - t0 < 30
+
+
+def test_a_design_whose_grid_value_is_bad_names_the_grid_line(tmp_path, no_camb):
+    """A value the grid sets is refused in the base survey's line of the key it replaced; the
+    reason adds where the grid sets it (axes or set), so the user finds the value."""
+    s = write(tmp_path, WL)
+    grid_text = textwrap.dedent(f"""\
+        name: g
+        survey: {s.name}
+        set:
+          probes.weak_lensing.ell.n_bands: 3
+        axes:
+          probes.weak_lensing.f_sky: [0.1, 2.0]
+        """)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(grid_text)
+    from fishcast.pipeline.batch import load_grid, plan_batch
+
+    bp = plan_batch(load_grid(grid))
+    (failure,) = bp.failed
+    assert failure.exit_code == 2
+    assert failure.reason.startswith(f"{s}:{line_with(WL, 'f_sky:')}: probes.weak_lensing.f_sky: "), failure.reason
+    assert failure.reason.endswith(f"(this design sets probes.weak_lensing.f_sky = 2: {grid}:6: "
+                                   "axes.probes.weak_lensing.f_sky)"), failure.reason

@@ -54,6 +54,7 @@ instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -387,6 +388,39 @@ def shared_settings(surveys: list[Survey]) -> list[Survey]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _where_in_grid(text: str, path: str, section: str, key: str) -> str:
+    """``GRID:LINE: section.key`` of the grid file ``path`` (its ``text`` parsed once per
+    key, not once per design)."""
+    from ..yamlio import where_in
+
+    return where_in(text, path, (section, key))
+
+
+def set_by_grid(grid: Grid, design: Design, message: str) -> str:
+    """``message`` (a design's located error, ``BASE:LINE: KEY: ...`` per line) with, after
+    each line whose key the design sets from the grid (the key, a key below it, or the
+    mapping that holds it), where the grid sets it: ``(this design sets KEY = VALUE:
+    GRID:LINE: axes.KEY)`` -- the line of the base survey holds the value the grid replaced."""
+    def norm(key: str) -> str:
+        return re.sub(r"\[(\d+)\]", r".\1", key)
+
+    out = []
+    for line in message.splitlines():
+        out.append(line)
+        m = re.match(r"^.*?:\d+: (\S+?): ", line)
+        if not m:
+            continue
+        key = norm(m.group(1))
+        for ok, value in design.overrides.items():
+            o = norm(str(ok))
+            if key == o or key.startswith(o + ".") or o.startswith(key + "."):
+                section = "axes" if ok in grid.config.axes else "set"
+                out[-1] += f" (this design sets {ok} = {format_value(value)}: {_where_in_grid(grid.text, grid.path, section, ok)})"
+                break
+    return "\n".join(out)
+
+
 def plan_batch(grid: Grid) -> BatchPlan:
     """Validate and plan every design; collect the distinct cosmology points (designs that
     differ only in what their probes need share settings: :func:`shared_settings`)."""
@@ -397,12 +431,12 @@ def plan_batch(grid: Grid) -> BatchPlan:
         try:
             loaded.append((d, load_survey(grid.base, d.overrides)))
         except FishcastError as exc:
-            failed.append(DesignFailure(d.name, d.values, "validation", str(exc), exc.exit_code))
+            failed.append(DesignFailure(d.name, d.values, "validation", set_by_grid(grid, d, str(exc)), exc.exit_code))
     for d, survey in zip([d for d, _ in loaded], shared_settings([sv for _, sv in loaded])):
         try:
             p = plan_survey(survey)
         except FishcastError as exc:
-            failed.append(DesignFailure(d.name, d.values, "validation", str(exc), exc.exit_code))
+            failed.append(DesignFailure(d.name, d.values, "validation", set_by_grid(grid, d, str(exc)), exc.exit_code))
             continue
         for key, pt in zip(p.keys, p.points):
             points.setdefault(key, (pt, survey.settings))
