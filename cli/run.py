@@ -64,22 +64,6 @@ def _progress_factory(quiet: bool):
     return progress, close
 
 
-def locate_in(sv, exc):
-    """``exc`` (an InputError raised after ``sv`` was loaded, while planning or computing)
-    with ``file:line: key`` in front of its message, or None when it is located already (it
-    starts with the survey's file name) or is a :class:`~fishcast.errors.SurveyError`. The
-    line is that of the key path the error carries (``exc.key``, see
-    :func:`fishcast.errors.at_key`); without one, only the file is named (a site to locate:
-    tests/test_located_errors.py finds such sites)."""
-    from fishcast.errors import SurveyError, relocated
-
-    text = str(exc)
-    if isinstance(exc, SurveyError) or text.startswith(f"{sv.path}:"):
-        return None
-    where = sv.where(tuple(exc.key)) if getattr(exc, "key", ()) else sv.path
-    return relocated(exc, f"{where}: {text}")
-
-
 @click.command()
 @click.argument("survey", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
@@ -131,8 +115,8 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
             fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate,
                               evaluator_factory=factory)
         except InputError as exc:  # found after loading: named by file, line and key as the loader's
-            located = locate_in(sv, exc)
-            if located is None:
+            located = sv.locate(exc)
+            if located is exc:
                 raise
             raise located from None
     finally:

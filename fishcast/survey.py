@@ -186,6 +186,21 @@ class Survey:
         located, as the loader locates its own."""
         return where_in(self.text, self.path, *paths)
 
+    def locate(self, exc: Exception) -> Exception:
+        """``exc`` when it is located already (a SurveyError, or its message starts with this
+        survey's file name) or is no InputError; else an error of its kind with
+        ``file:line: key`` in front of its message, the line that of the key path the error
+        carries (``exc.key``, :func:`fishcast.errors.at_key`), or the file alone when it
+        carries none (tests/test_located_errors.py finds such sites). For an InputError
+        found after loading, that no site located (``fishcast run``, a batch design)."""
+        from .errors import InputError, relocated
+
+        text = str(exc)
+        if not isinstance(exc, InputError) or isinstance(exc, SurveyError) or text.startswith(f"{self.path}:"):
+            return exc
+        where = self.where(tuple(exc.key)) if exc.key else self.path
+        return relocated(exc, f"{where}: {text}")
+
 
 def schema() -> dict:
     """JSON Schema of the survey format (every registered probe included)."""

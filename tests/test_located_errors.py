@@ -16,8 +16,9 @@ brackets).
 ================================================  =============================================  ===========================================
 site                                              before                                         now
 ================================================  =============================================  ===========================================
-yamlio.load_yaml / _convert (syntax, tags,        file:line: key (the YAML node's line)          unchanged [structural test]
-duplicate keys, nesting, alias bombs)
+yamlio.load_yaml / _convert (syntax, tags,        file:line: key (the YAML node's line); an      unchanged [structural test]
+duplicate keys, nesting, alias bombs)             empty file, or nesting past Python's
+                                                  recursion limit: the file alone (no key)
 yamlio.read_yaml_file (the survey file itself     file (no key exists: the file as a whole)      unchanged (not content of a key)
 unreadable, too big, control characters)          / file:line for a control character
 survey.apply_overrides ``--set`` a key through    file: key (no line)                            file:line: key -- the line of the longest
@@ -60,9 +61,9 @@ derivatives.resolve_spec / plan_ladder from       bare message (no file): "Omega
 plan.stencils (a step from steps_from that no     with step ... fits"                            (if the YAML has it), else
 ladder fits; the YAML's own settings are                                                         derivatives.steps_from [test_steps_from_...]
 refused at load since a255cb7)
-any other InputError out of run_forecast          bare message                                   cli.run.locate_in: file:line: key from the
-(a site not listed here)                                                                         error's key; the file at least
-                                                                                                 [test_cli_locates_a_late_input_error]
+any other InputError out of run_forecast          bare message                                   Survey.locate (run; batch design tasks):
+(a site not listed here)                                                                         file:line: key from the error's key; the
+                                                                                                 file at least [test_cli_locates_a_late_...]
 batch.load_grid (grid file: pydantic, axes,       file:line: key                                 unchanged (test_fuzz_inputs grids)
 set, survey key)
 batch.plan_batch: a design's load or planning     each design's reason located in the base       the same, and where the grid sets a value
@@ -533,3 +534,23 @@ def test_a_design_whose_grid_value_is_bad_names_the_grid_line(tmp_path, no_camb)
     assert failure.reason.startswith(f"{s}:{line_with(WL, 'f_sky:')}: probes.weak_lensing.f_sky: "), failure.reason
     assert failure.reason.endswith(f"(this design sets probes.weak_lensing.f_sky = 2: {grid}:6: "
                                    "axes.probes.weak_lensing.f_sky)"), failure.reason
+
+
+def test_a_batch_design_task_locates_a_late_input_error(tmp_path, monkeypatch, no_camb):
+    """The same net in a batch design's task (it runs the design's forecast)."""
+    import fishcast.pipeline.forecast as fc
+    from fishcast.pipeline.batch import design_task
+    from fishcast.survey import load_survey
+
+    def late(*a, **kw):
+        exc = InputError("k_max is too large for this test")
+        exc.key = ("probes", "counts_in_cells", "k_max")
+        raise exc
+
+    monkeypatch.setattr(fc, "run_forecast", late)
+    s = write(tmp_path, CELLS)
+    with pytest.raises(InputError) as info:
+        design_task(load_survey(s), {}, str(tmp_path / "d.h5"), None, False, ("w0", "wa"), 0)
+    assert str(info.value) == (f"{s}:{line_with(CELLS, 'k_max: 0.10')}: probes.counts_in_cells.k_max: "
+                               "k_max is too large for this test")
+    assert not (tmp_path / "d.h5").exists()

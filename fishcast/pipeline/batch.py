@@ -507,7 +507,15 @@ def design_task(survey: Survey, cosmos: Mapping[str, Any], output: str, cache_ro
 
         return evaluate
 
-    fc = run_forecast(survey, evaluator_factory=factory, allow_degenerate=allow_degenerate)
+    from ..errors import InputError
+
+    try:
+        fc = run_forecast(survey, evaluator_factory=factory, allow_degenerate=allow_degenerate)
+    except InputError as exc:  # found after loading: named by file, line and key (as `fishcast run` does)
+        located = survey.locate(exc)
+        if located is exc:
+            raise
+        raise located from None
     # the Boltzmann runs its planned points needed (computed once for the whole grid, or
     # read from the cache), plus any this task made itself (the validity check's points, the
     # rungs an adaptive sweep added)
