@@ -474,7 +474,7 @@ class PhotometricProbe(Probe):
         for s, use in self._band_uses.items():
             if not use.any():
                 with at_key("ell", s):
-                        raise InputError(f"no multipole band centre lies in the range of {s} "
+                    raise InputError(f"no multipole band centre lies in the range of {s} "
                                      f"({self.ell_ranges[s][0]:g}-{self.ell_ranges[s][1]:g}): raise ell.n_bands")
         self._noise = self._noise_matrix()
         #: number of leading nodes integrated over (every n_i(z) is negligible above them)
