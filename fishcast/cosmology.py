@@ -45,6 +45,7 @@ import numpy as np
 from scipy.integrate import simpson
 from scipy.interpolate import CubicSpline, RectBivariateSpline
 
+from .bspline import bicubic_shared_rows
 from .errors import ComputationError, InputError
 from .parameters import COSMOLOGICAL_DEFAULTS, PRIMORDIAL, camb_background_inputs
 from .probes.base import CosmologyRequirements
@@ -304,18 +305,29 @@ class CosmologyResult:
 
         Bicubic spline of ln P in (z, ln k); beyond the tabulated k range a power law with the
         local logarithmic slope at the edge.
+
+        When ``z`` has fewer values than the broadcast points (a Limber integral: each z node
+        with one k per multipole), the spline's z direction is contracted once per value of
+        ``z`` (:func:`fishcast.bspline.bicubic_shared_rows`): the same spline, equal to the
+        point-by-point evaluation to rounding (1e-15 relative in P), several times faster.
         """
         spl = self._lnpk_nl if nonlinear else self._lnpk_lin
-        z_b, k_b = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(k, dtype=float))
-        lnk = np.log(k_b)
+        z_in = np.asarray(z, dtype=float)
+        z_b, k_b = np.broadcast_arrays(z_in, np.asarray(k, dtype=float))
+        lnk = np.log(k_b).ravel()
         lo, hi = math.log(self.k[0]), math.log(self.k[-1])
         lnk_c = np.clip(lnk, lo, hi)
-        zz = np.clip(z_b, self.z[0], self.z[-1])
-        out = spl.ev(zz.ravel(), lnk_c.ravel())
-        outside = lnk != lnk_c
-        if np.any(outside):
-            slope = spl.ev(zz.ravel(), lnk_c.ravel(), dy=1)
-            out = out + np.where(outside.ravel(), slope * (lnk - lnk_c).ravel(), 0.0)
+        if z_b.size and 4 * z_in.size <= z_b.size and spl.degrees == (3, 3):
+            rows = np.broadcast_to(np.arange(z_in.size).reshape(z_in.shape), z_b.shape)
+            tz, tk = spl.get_knots()
+            out = bicubic_shared_rows(tz, tk, spl.get_coeffs(), np.clip(z_in.ravel(), self.z[0], self.z[-1]),
+                                      lnk_c, rows)
+        else:
+            out = spl.ev(np.clip(z_b, self.z[0], self.z[-1]).ravel(), lnk_c)
+        outside = np.flatnonzero(lnk != lnk_c)
+        if outside.size:  # the power law beyond the table, with the slope at its edge
+            zo = np.clip(z_b.ravel()[outside], self.z[0], self.z[-1])
+            out[outside] += spl.ev(zo, lnk_c[outside], dy=1) * (lnk[outside] - lnk_c[outside])
         return np.exp(out).reshape(z_b.shape)
 
     def pk_h(self, z, k_h, nonlinear: bool = False) -> np.ndarray:
