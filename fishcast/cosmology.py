@@ -40,6 +40,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import simpson
@@ -48,7 +49,10 @@ from scipy.interpolate import CubicSpline, RectBivariateSpline
 from .bspline import bicubic_shared_rows
 from .errors import ComputationError, InputError
 from .parameters import COSMOLOGICAL_DEFAULTS, PRIMORDIAL, camb_background_inputs
-from .probes.base import CosmologyRequirements
+
+if TYPE_CHECKING:  # not imported at run time: a worker process that only computes points
+    # then loads no probe module (nor pydantic, nor their scipy modules)
+    from .probes.base import CosmologyRequirements
 
 #: Reference primordial amplitude used to find A_s for a requested sigma8.
 _AS_REFERENCE = 2.1e-9
