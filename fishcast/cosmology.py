@@ -39,7 +39,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -446,8 +446,10 @@ def describe_point(params: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.6g}" for k, v in sorted(params.items()))
 
 
+@lru_cache(maxsize=256)
 def neutrino_omnuh2(m_nu: float) -> float:
-    """CAMB's Omega_nu h^2 for a sum of masses m_nu [eV] (one massive eigenstate)."""
+    """CAMB's Omega_nu h^2 for a sum of masses m_nu [eV] (one massive eigenstate). Kept per
+    m_nu (a pure function of it): every point asks for it twice, at 2 ms a CAMBparams."""
     import camb
 
     pars = camb.CAMBparams()
