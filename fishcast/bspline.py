@@ -13,8 +13,9 @@ per distinct x (four non-zero B_i), then four non-zero B_j(y) per point. The B-s
 come from the Cox-de Boor recurrence (C. de Boor, A Practical Guide to Splines, 1978, ch. IX),
 vectorized over the points. It is the same function as FITPACK's ``bispeu`` (scipy's
 ``RectBivariateSpline.ev``) with the sums taken in another order: the values agree to
-rounding (a few 1e-15 of the largest coefficient; tests/test_bspline.py), at about a sixth of
-its cost for the Limber shape. Numerics only: no I/O, no physics.
+rounding (a few 1e-15 of the largest coefficient; tests/test_bspline.py), at under a third of
+its cost for the Limber shape (1.2 ms against 4.1 ms for 100 multipoles on 225 nodes, measured
+on the Euclid WL recipe's table). Numerics only: no I/O, no physics.
 """
 
 from __future__ import annotations
