@@ -39,15 +39,20 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import simpson
 from scipy.interpolate import CubicSpline, RectBivariateSpline
 
+from .bspline import bicubic_shared_rows
 from .errors import ComputationError, InputError
 from .parameters import COSMOLOGICAL_DEFAULTS, PRIMORDIAL, camb_background_inputs
-from .probes.base import CosmologyRequirements
+
+if TYPE_CHECKING:  # not imported at run time: a worker process that only computes points
+    # then loads no probe module (nor pydantic, nor their scipy modules)
+    from .probes.base import CosmologyRequirements
 
 #: Reference primordial amplitude used to find A_s for a requested sigma8.
 _AS_REFERENCE = 2.1e-9
@@ -304,18 +309,29 @@ class CosmologyResult:
 
         Bicubic spline of ln P in (z, ln k); beyond the tabulated k range a power law with the
         local logarithmic slope at the edge.
+
+        When ``z`` has fewer values than the broadcast points (a Limber integral: each z node
+        with one k per multipole), the spline's z direction is contracted once per value of
+        ``z`` (:func:`fishcast.bspline.bicubic_shared_rows`): the same spline, equal to the
+        point-by-point evaluation to rounding (1e-15 relative in P), several times faster.
         """
         spl = self._lnpk_nl if nonlinear else self._lnpk_lin
-        z_b, k_b = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(k, dtype=float))
-        lnk = np.log(k_b)
+        z_in = np.asarray(z, dtype=float)
+        z_b, k_b = np.broadcast_arrays(z_in, np.asarray(k, dtype=float))
+        lnk = np.log(k_b).ravel()
         lo, hi = math.log(self.k[0]), math.log(self.k[-1])
         lnk_c = np.clip(lnk, lo, hi)
-        zz = np.clip(z_b, self.z[0], self.z[-1])
-        out = spl.ev(zz.ravel(), lnk_c.ravel())
-        outside = lnk != lnk_c
-        if np.any(outside):
-            slope = spl.ev(zz.ravel(), lnk_c.ravel(), dy=1)
-            out = out + np.where(outside.ravel(), slope * (lnk - lnk_c).ravel(), 0.0)
+        if z_b.size and 4 * z_in.size <= z_b.size and spl.degrees == (3, 3):
+            rows = np.broadcast_to(np.arange(z_in.size).reshape(z_in.shape), z_b.shape)
+            tz, tk = spl.get_knots()
+            out = bicubic_shared_rows(tz, tk, spl.get_coeffs(), np.clip(z_in.ravel(), self.z[0], self.z[-1]),
+                                      lnk_c, rows)
+        else:
+            out = spl.ev(np.clip(z_b, self.z[0], self.z[-1]).ravel(), lnk_c)
+        outside = np.flatnonzero(lnk != lnk_c)
+        if outside.size:  # the power law beyond the table, with the slope at its edge
+            zo = np.clip(z_b.ravel()[outside], self.z[0], self.z[-1])
+            out[outside] += spl.ev(zo, lnk_c[outside], dy=1) * (lnk[outside] - lnk_c[outside])
         return np.exp(out).reshape(z_b.shape)
 
     def pk_h(self, z, k_h, nonlinear: bool = False) -> np.ndarray:
@@ -430,8 +446,10 @@ def describe_point(params: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.6g}" for k, v in sorted(params.items()))
 
 
+@lru_cache(maxsize=256)
 def neutrino_omnuh2(m_nu: float) -> float:
-    """CAMB's Omega_nu h^2 for a sum of masses m_nu [eV] (one massive eigenstate)."""
+    """CAMB's Omega_nu h^2 for a sum of masses m_nu [eV] (one massive eigenstate). Kept per
+    m_nu (a pure function of it): every point asks for it twice, at 2 ms a CAMBparams."""
     import camb
 
     pars = camb.CAMBparams()

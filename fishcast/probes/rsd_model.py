@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 #: speed of light [km/s]
 C_KMS = 299792.458
@@ -131,6 +130,8 @@ def nowiggle_power(k_mpc, pk_lin, omega_m: float, omega_b: float, h: float, n_s:
         raise ValueError("nowiggle_power needs log-spaced k nodes")
     shape = k**n_s * eisenstein_hu_nowiggle_transfer(k, omega_m, omega_b, h) ** 2
     ratio = np.log(np.asarray(pk_lin, dtype=float) / shape)
+    from scipy.ndimage import gaussian_filter1d  # here: scipy.ndimage costs 40 ms to import
+
     smooth = gaussian_filter1d(ratio, width / dlnk[0], axis=-1, mode="nearest", truncate=6.0)
     return shape * np.exp(smooth)
 

@@ -420,15 +420,24 @@ def knox_fisher(cl_total: np.ndarray, derivs: np.ndarray, modes: np.ndarray) -> 
     derivs = np.asarray(derivs, dtype=float)
     if derivs.ndim != 4 or derivs.shape[1:] != cl_total.shape:
         raise InputError(f"derivatives must have shape (n_par, {cl_total.shape}), got {derivs.shape}")
+    n_par, n_ell, n = derivs.shape[0], derivs.shape[1], derivs.shape[2]
+    # X_a = Cb^-1 dC_a for every a at once: one factorization of Cb per band, the n_par n
+    # columns of the derivatives as its right-hand sides
+    rhs = np.moveaxis(derivs, 0, 2).reshape(n_ell, n, n_par * n)
     try:
-        x = np.linalg.solve(cl_total[None, ...], derivs)  # Cb^-1 dC_a
+        x = np.linalg.solve(cl_total, rhs)
     except np.linalg.LinAlgError as exc:
         raise ComputationError(f"the C_ell + noise matrix is singular: {exc}") from exc
-    n_par = derivs.shape[0]
-    xw = x * np.sqrt(0.5 * np.asarray(modes, dtype=float))[None, :, None, None]
-    a = xw.reshape(n_par, -1)
-    b = np.swapaxes(xw, -1, -2).reshape(n_par, -1)  # Tr[X_a X_b] = sum_ij X_a[i,j] X_b[j,i]
-    f = a @ b.T
+    x *= np.sqrt(0.5 * np.asarray(modes, dtype=float))[:, None, None]
+    y = x.reshape(n_ell, n, n_par, n)  # y[l, i, a, j] = sqrt(modes_l / 2) X_a[l, i, j]
+    a = y.transpose(2, 0, 1, 3).reshape(n_par, -1)  # [a, (l, i, j)]: X_a[l, i, j]
+    b = y.transpose(2, 0, 3, 1).reshape(n_par, -1)  # [b, (l, i, j)]: X_b[l, j, i]
+    # Tr[X_a X_b] = sum_ij X_a[i, j] X_b[j, i], summed over the bands. einsum, not a @ b.T:
+    # BLAS spreads this long product over its threads, which cost more CPU than the product
+    # itself while the cores are busy with CAMB workers (measured on 2 busy cores, 10
+    # parameters, 100 bands, 10 bins: 8 ms per call with BLAS, 2 ms with einsum; equal to
+    # 4e-15 relative)
+    f = np.einsum("ap,bp->ab", a, b)
     return 0.5 * (f + f.T)
 
 
