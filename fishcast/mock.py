@@ -114,24 +114,13 @@ def spectra_covariance(Cb: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def trace_form(probe, signal: np.ndarray, cosmo) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(Cb (M, n, n), w (M,))`` of a probe's trace-form Fisher metric at its fiducial signal,
-    or None for a probe that is not known to have one. A probe may say it itself with a method
-    ``trace_form(signal, cosmo) -> (Cb, w)``."""
-    from .probes.multitracer_clustering import CountsInCellsProbe
-    from .probes.weak_lensing import WeakLensingProbe
-
-    if hasattr(probe, "trace_form"):
-        Cb, w = probe.trace_form(signal, cosmo)
-        return np.asarray(Cb, dtype=float), np.asarray(w, dtype=float).reshape(-1)
-    if isinstance(probe, WeakLensingProbe):
-        return np.asarray(signal) + probe.noise()[None, :, :], np.asarray(probe.modes, dtype=float)
-    if isinstance(probe, CountsInCellsProbe):
-        n = len(probe.tracers)
-        # the probe's weights V k^2dk w_mu / (8 pi^2) multiply Tr[...] without the 1/2: they are
-        # half the number of independent modes of each (k band, mu node) cell
-        w = 2.0 * probe.mode_weights(probe.volumes(cosmo))
-        return np.asarray(signal).reshape(-1, n, n), np.asarray(w, dtype=float).reshape(-1)
-    return None
+    """``(Cb (M, n, n), w (M,))`` of a probe's trace-form Fisher metric at its fiducial signal
+    (:meth:`fishcast.probes.base.Probe.trace_form`), or None for a probe without one."""
+    form = probe.trace_form(signal, cosmo)
+    if form is None:
+        return None
+    Cb, w = form
+    return np.asarray(Cb, dtype=float), np.asarray(w, dtype=float).reshape(-1)
 
 
 #: largest flat signal for which the generic form (one eigen-decomposition of the metric) is built

@@ -220,6 +220,17 @@ class Probe(ABC):
         g = self.gram(fiducial_signal, d[None, ...], context)[0, 0]
         return float(np.sqrt(max(g, 0.0)))
 
+    def trace_form(self, signal: np.ndarray, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray] | None:
+        """The probe's Fisher metric in trace form, when it has one: ``(Cb, w)`` with Cb (M, n,
+        n) the covariance of each of M independent Gaussian blocks (a band's spectra, a
+        cell's tracers) at the fiducial ``signal`` and w (M,) their weights, so that
+
+            F_ab = sum_m w_m / 2 Tr[Cb_m^-1 dC_m/da Cb_m^-1 dC_m/db]
+
+        (the form :mod:`fishcast.mock` draws Wishart realizations from). Default None: no
+        trace form known (the mocks then use the metric's eigen-decomposition)."""
+        return None
+
     # --- outputs ----------------------------------------------------------------------------
     def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         """Arrays written to ``/data/<probe name>/`` of the HDF5 file: name -> (array, units)."""

@@ -1241,6 +1241,15 @@ class CountsInCellsProbe(Probe):
                                    f"shell volumes, the probe has {self.n_shell} shells")
         return context.volumes
 
+    def trace_form(self, signal: np.ndarray, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
+        """(the tracers' covariance P_ab + delta_ab/n_a of each (shell, k band, mu node) cell,
+        (M, N, N); twice the probe's weights V k^2 dk w_mu / (8 pi^2), (M,)): the weights
+        multiply Tr[...] without the 1/2 in :meth:`gram`, they are half the number of
+        independent modes of each cell (see :meth:`fishcast.probes.base.Probe.trace_form`)."""
+        n = len(self.tracers)
+        w = 2.0 * self.mode_weights(self.volumes(cosmo))
+        return np.asarray(signal).reshape(-1, n, n), np.asarray(w, dtype=float).reshape(-1)
+
     def mode_weights(self, volumes: np.ndarray) -> np.ndarray:
         """Trace-formula weights V_s/(8 pi^2) k^2dk w_mu per shell, (n_shell, n_k, n_mu)."""
         return volumes[:, None, None] / (8.0 * np.pi**2) * self.k2dk[:, :, None] * self.w_mu[None, None, :]

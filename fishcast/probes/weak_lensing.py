@@ -617,6 +617,11 @@ class WeakLensingProbe(Probe):
         """Source density of each bin [sr^-1]."""
         return per_arcmin2_to_per_sr(self.n_gal * self.bins.fractions)
 
+    def trace_form(self, signal: np.ndarray, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
+        """(C_ell + N (n_ell, n_bins, n_bins), modes per band (n_ell,)): the Knox metric of
+        :meth:`gram` in trace form (see :meth:`fishcast.probes.base.Probe.trace_form`)."""
+        return np.asarray(signal) + self.noise()[None, :, :], np.asarray(self.modes, dtype=float)
+
     def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
         """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N (no fiducial
         context: everything else is fixed at construction)."""
