@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import C_KMS
+
 __all__ = [
     "C_KMS", "Z_TAIL", "K_SHARE", "P_SLOPE", "DZ_MARGIN", "REF_OMEGA_M", "REF_H",
     "ReferenceGrid", "reference_grid", "redshift_support", "chi_min", "limber_k_max_of_pairs",
 ]
 
-#: speed of light [km/s]
-C_KMS = 299792.458
 #: Largest weight of any n_i(z) allowed above the last redshift node a probe integrates over
 #: (``integration.z_tail``); dropping a tail of weight t changes C_ij by ~2t or less.
 Z_TAIL = 1e-5

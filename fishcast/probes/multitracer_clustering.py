@@ -64,6 +64,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fishcast.constants import C_KMS  # noqa: F401 (public here too)
 from fishcast.errors import ComputationError, FileFormatError, InputError, NumericalError, at_key
 from fishcast.parameters import Domain, NuisanceParameters, ParameterFamily, register
 from fishcast.probes import rsd_model
@@ -513,8 +514,6 @@ def geometry_band_fisher(k, k2dk, mu, w_mu, pk, n_eff, b, f: float, n, volume: f
 # Configuration (the ``probes.counts_in_cells`` section of a survey YAML)
 # =============================================================================================
 
-#: speed of light [km/s]
-C_KMS = 299792.458
 #: Omega_m of the flat LCDM reference used only for the *default* k_min of each shell (so
 #: that the k nodes are fixed in h/Mpc and do not move with the cosmology)
 REFERENCE_OMEGA_M = 0.3

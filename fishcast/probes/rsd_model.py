@@ -43,8 +43,8 @@ import math
 
 import numpy as np
 
-#: speed of light [km/s]
-C_KMS = 299792.458
+from ..constants import C_KMS
+
 #: CMB temperature [K] used by the Eisenstein-Hu shape (CAMB's default)
 T_CMB = 2.7255
 #: width of the Gaussian smoothing of ln(P_lin / P_EH) in ln k (Vlah et al. 2016)

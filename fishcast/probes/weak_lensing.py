@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.integrate import cumulative_simpson
 
+from ..constants import C_KMS
 from ..errors import ComputationError, FileFormatError, InputError, at_key
 from ..parameters import Domain, NuisanceParameter, NuisanceParameters, ParameterFamily, register
 from ..redshift import (
@@ -81,8 +82,6 @@ __all__ = [
     "FULL_SKY_DEG2",
 ]
 
-#: speed of light [km/s]
-C_KMS = 299792.458
 
 #: default fiducial values of the nuisance parameters (Euclid IST:F, Blanchard et al. 2020)
 IA_DEFAULTS = {"A_IA": 1.72, "eta_IA": -0.41, "beta_IA": 2.17}
