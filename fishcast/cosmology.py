@@ -12,6 +12,10 @@ output. Dark energy uses CAMB's PPF model so that a derivative step may cross w 
 
 Points that differ only in primordial parameters (n_s, A_s, sigma8) share one transfer
 function computation (:func:`compute_many`): only the first of them costs a Boltzmann run.
+Within a :func:`transfer_store` (a forecast opens one), CAMB's transfer objects are kept
+in this process for a while, so that a later call at a held transfer function (the
+Gaussian-validity check's n_s / sigma8 directions at the fiducial) costs no Boltzmann run
+either (:func:`transfer_reuses` counts those points).
 
 Growth. Two tracers of the density field are distinguished where massive neutrinos make them
 differ (by f_nu = Omega_nu / Omega_m ~ 0.5 % at m_nu = 0.06 eV):
@@ -37,7 +41,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
@@ -395,6 +401,7 @@ class CosmologyResult:
 # ---------------------------------------------------------------------------------------
 
 _BOLTZMANN_CALLS = 0
+_TRANSFER_REUSES = 0
 
 
 def boltzmann_calls() -> int:
@@ -409,6 +416,88 @@ def count_worker_calls(n: int) -> None:
     whether it ran here or in a pool."""
     global _BOLTZMANN_CALLS
     _BOLTZMANN_CALLS += int(n)
+
+
+def transfer_reuses() -> int:
+    """Number of points this process computed from a CAMB transfer object held by the active
+    :func:`transfer_store` since an earlier call (no Boltzmann run: only the primordial
+    spectrum, sigma8 and the nonlinear correction were computed again)."""
+    return _TRANSFER_REUSES
+
+
+class TransferStore:
+    """CAMB transfer objects (``CAMBdata`` after ``get_transfer_functions``) held in this
+    process, keyed by ``(settings, transfer_key)``: a point with the same settings and the
+    same non-primordial parameters needs no Boltzmann run of its own. Bounded: the keys in
+    ``keep`` (e.g. the fiducial's) are held once computed; at most ``capacity`` others, the
+    most recently used. A held object is ~a few MB (n_z x CAMB's k nodes x the transfer
+    variables).
+
+    Reusing an object gives bit-identical results (checked with CAMB 2.0.5 on the Euclid
+    IST:F fiducial: a point computed from a transfer object that already served other
+    primordial parameters equals, array for array, the same point from a fresh run;
+    tests/test_exec_pool.py checks it)."""
+
+    def __init__(self, capacity: int = 2, keep: Iterable[tuple] = ()):
+        self.capacity = max(0, int(capacity))
+        self.keep: set[tuple] = set(keep)
+        self._held: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple):
+        data = self._held.get(key)
+        if data is not None:
+            self._held.move_to_end(key)
+        return data
+
+    def put(self, key: tuple, data) -> None:
+        self._held[key] = data
+        self._held.move_to_end(key)
+        others = [k for k in self._held if k not in self.keep]
+        for k in others[:max(0, len(others) - self.capacity)]:
+            del self._held[k]
+
+    def holds(self, key: tuple) -> bool:
+        return key in self._held
+
+    def wants(self, key: tuple) -> bool:
+        """Whether ``key`` is held, or is one the store keeps once computed."""
+        return key in self._held or key in self.keep
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+_STORE: TransferStore | None = None
+
+
+def store_key(params: Mapping[str, float], settings: CosmologySettings) -> tuple:
+    """The key of a point's transfer object: the settings and :func:`transfer_key`."""
+    return (settings, transfer_key(full_params(params)))
+
+
+@contextlib.contextmanager
+def transfer_store(keep: Iterable[tuple[Mapping[str, float], CosmologySettings]] = (),
+                   capacity: int = 2) -> Iterator[TransferStore]:
+    """Hold CAMB transfer objects in this process while the block runs (see
+    :class:`TransferStore`): :func:`compute_many` reads and fills it. ``keep``: (point,
+    settings) pairs whose transfer objects are kept once computed (the fiducial's). Nested,
+    the outer store is used (with ``keep`` added). Released (memory freed) at the end."""
+    global _STORE
+    keys = [store_key(p, s) for p, s in keep]
+    if _STORE is not None:
+        _STORE.keep.update(keys)
+        yield _STORE
+        return
+    _STORE = TransferStore(capacity, keys)
+    try:
+        yield _STORE
+    finally:
+        _STORE = None
+
+
+def active_store() -> TransferStore | None:
+    """The store of the enclosing :func:`transfer_store`, or None."""
+    return _STORE
 
 
 def camb_version() -> str:
@@ -543,27 +632,36 @@ def compute_many(
     on_done: Callable[[int, CosmologyResult], None] | None = None,
 ) -> list[CosmologyResult]:
     """Evaluate several points; points differing only in (n_s, A_s, sigma8) share one
-    Boltzmann run. ``on_done(i, result)`` is called as soon as point ``i`` is finished
-    (so a cache can keep it even if a later point fails)."""
+    Boltzmann run, and none is made for those whose transfer object the active
+    :func:`transfer_store` holds (counted by :func:`transfer_reuses`). ``on_done(i,
+    result)`` is called as soon as point ``i`` is finished (so a cache can keep it even if a
+    later point fails)."""
     import camb
 
-    global _BOLTZMANN_CALLS
+    global _BOLTZMANN_CALLS, _TRANSFER_REUSES
     full = [full_params(p) for p in points]
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(full):
         groups.setdefault(transfer_key(p), []).append(i)
     out: list[CosmologyResult | None] = [None] * len(full)
-    for idx in groups.values():
+    store = _STORE
+    for tkey, idx in groups.items():
         p0 = full[idx[0]]
-        As0, _ = _primordial(p0)
-        try:
-            pars = _camb_params(p0, settings, As0 if As0 is not None else _AS_REFERENCE)
-            _BOLTZMANN_CALLS += 1
-            data = camb.get_transfer_functions(pars)
-        except ComputationError:
-            raise
-        except Exception as exc:  # CAMB raises CAMBError, CAMBValueError, ... and ValueError
-            raise ComputationError(f"CAMB failed at the point {describe_point(p0)}: {exc}") from exc
+        data = store.get((settings, tkey)) if store is not None else None
+        if data is not None:
+            _TRANSFER_REUSES += len(idx)
+        else:
+            As0, _ = _primordial(p0)
+            try:
+                pars = _camb_params(p0, settings, As0 if As0 is not None else _AS_REFERENCE)
+                _BOLTZMANN_CALLS += 1
+                data = camb.get_transfer_functions(pars)
+            except ComputationError:
+                raise
+            except Exception as exc:  # CAMB raises CAMBError, CAMBValueError, ... and ValueError
+                raise ComputationError(f"CAMB failed at the point {describe_point(p0)}: {exc}") from exc
+            if store is not None:
+                store.put((settings, tkey), data)
         for i in idx:
             try:
                 out[i] = _spectra(full[i], data, settings)

@@ -270,8 +270,9 @@ def constraints_text(path: str, c: Constraints, meta: Mapping[str, Any]) -> str:
 def camb_cost_text(meta: Mapping[str, Any]) -> str | None:
     """What a forecast's cosmology evaluations cost, from its file's root attributes: every
     Boltzmann run (``camb_calls``), by stage (``camb_calls_derivatives``,
-    ``camb_calls_validity``) and the points read from the cache (``cache_hits``); None for a
-    file that records none (a combined or derived file)."""
+    ``camb_calls_validity``), the points read from the cache (``cache_hits``) and those
+    computed from a CAMB transfer object the process still held (``transfer_reuses``, no
+    Boltzmann run); None for a file that records none (a combined or derived file)."""
     if meta.get("camb_calls") is None:
         return None
 
@@ -286,6 +287,10 @@ def camb_cost_text(meta: Mapping[str, Any]) -> str | None:
     if meta.get("cache_hits") is not None:
         hits = n("cache_hits")
         out += f"; {hits} cosmology point{'s' if hits != 1 else ''} read from the cache"
+    if meta.get("transfer_reuses") is not None:
+        reused = n("transfer_reuses")
+        out += (f"; {reused} point{'s' if reused != 1 else ''} computed from a transfer function already held "
+                f"(no Boltzmann run)")
     return out
 
 

@@ -41,7 +41,7 @@ SMALL = textwrap.dedent("""\
     """)
 
 COUNTS = ("camb_calls", "camb_calls_derivatives", "camb_calls_validity", "cache_hits", "cache_hits_derivatives",
-          "cache_hits_validity")
+          "cache_hits_validity", "transfer_reuses", "transfer_reuses_derivatives", "transfer_reuses_validity")
 
 
 @pytest.fixture
@@ -99,8 +99,12 @@ def test_workers_1_and_2_record_the_same_count_and_it_is_what_camb_ran(tmp_path,
 
     del spy[:]
     two, gv2, _ = _run(tmp_path, "two", "--no-cache", "--workers", "2")
-    assert spy == []  # every run was in the worker processes ...
-    assert two == one  # ... and is counted all the same
+    # the fiducial is computed in this process (while the workers start: its transfer
+    # functions are kept here), every other run in the worker processes ...
+    fid = _cosmo.transfer_key(_cosmo.full_params(spy[0])) if spy else None
+    assert len(spy) == 1 and fid == _cosmo.transfer_key(_cosmo.full_params(
+        {"Omega_m": 0.32, "Omega_b": 0.05, "h": 0.67, "n_s": 0.96, "sigma8": 0.815583, "w0": -1.0, "wa": 0.0}))
+    assert two == one  # ... and they are counted all the same
     assert gv2.status == gv.status
 
 
@@ -163,15 +167,20 @@ def test_a_boltzmann_run_that_fails_in_a_worker_is_counted(monkeypatch, fast_set
 def test_the_default_check_evaluates_n_s_and_sigma8_directions_in_one_run(tmp_path, spy):
     """The default basis (gaussian_directions: cosmological) on the small survey with n_s and
     sigma8 free too: one Boltzmann run per direction of the transfer parameters (Omega_m, w0;
-    the +side, and a -side only where a verdict depends on it), one run for both n_s / sigma8
+    the +side, and a -side only where a verdict depends on it), at most one run for both n_s / sigma8
     directions (their points keep the fiducial's transfer functions: one batch, both sides),
     none for A_IA: 2 + 1 = 3, where the previous basis (cosmological_principal: every
     cosmological direction moves Omega_m and w0) costs one run per direction, 4. Counted by
     the spy on CAMB's entry point (distinct transfer functions), on the same cache (the
-    derivatives are read from it)."""
+    derivatives are read from it).
+
+    The first run computed the fiducial itself and still holds its CAMB transfer object
+    (fishcast.cosmology.transfer_store): the n_s / sigma8 points cost no Boltzmann run at all
+    there (counted as transfer reuses, in the file and the printed line); a run that read
+    the fiducial from the cache pays the one run."""
     (tmp_path / "s.yaml").write_text(SMALL.replace("free: [Omega_m, w0, A_IA]", "free: [Omega_m, w0, n_s, sigma8, A_IA]"))
     cache = str(tmp_path / "cache")
-    first, gv, _ = _run(tmp_path, "split", "--cache-dir", cache)
+    first, gv, output = _run(tmp_path, "split", "--cache-dir", cache)
     checked = spy[first["camb_calls_derivatives"]:]
     assert first["camb_calls_validity"] == gv.camb_runs == len(checked) == _distinct_runs(checked)
     assert gv.kinds == ("cosmological",) * 4 + ("nuisance",)
@@ -181,11 +190,35 @@ def test_the_default_check_evaluates_n_s_and_sigma8_directions_in_one_run(tmp_pa
     for i in (2, 3):
         assert all(gv.offsets[i][j] == 0.0 for j in (0, 1)), gv.offsets[i]
     shared = [p for p in checked if all(p[k] == v for k, v in fid.items())]
-    assert len(shared) == 1  # one Boltzmann run for the four n_s / sigma8 points
+    assert shared == []  # no Boltzmann run for the four n_s / sigma8 points: the fiducial's is held
+    assert first["transfer_reuses_validity"] == first["transfer_reuses"] == 4
+    assert "; 4 points computed from a transfer function already held (no Boltzmann run)" in output
     # Omega_m, w0 directions: one run per side evaluated (a +side outside CAMB's domain, w0 + wa > 0,
-    # is not sent: its -side is evaluated instead); the n_s / sigma8 directions: one run
+    # is not sent: its -side is evaluated instead); the n_s / sigma8 directions: none
     transfer_sides = sum(gv.status[i] == "evaluated" for i in range(4))
-    assert 2 <= transfer_sides and first["camb_calls_validity"] == transfer_sides + 1
+    assert 2 <= transfer_sides and first["camb_calls_validity"] == transfer_sides
+
+    # the same check with the fiducial read from the cache (its transfer functions are not held):
+    # one Boltzmann run for the four n_s / sigma8 points (both moved: not a stencil point), none
+    # for the rest (cache hits)
+    import pathlib
+
+    from fishcast.pipeline.cache import Cache
+
+    held = Cache(cache)
+    forgot = 0
+    for e in pathlib.Path(cache).glob("*/*.npz"):
+        r = held.get(e.stem)
+        if (r is not None and all(r.params[k] == v for k, v in fid.items())
+                and r.params["n_s"] != 0.96 and r.params["sigma8"] != 0.815583):
+            e.unlink()
+            forgot += 1
+    assert forgot == 4
+    del spy[:]
+    again, gv_again, _ = _run(tmp_path, "again", "--cache-dir", cache)
+    assert again["camb_calls_derivatives"] == 0 and again["transfer_reuses"] == 0
+    assert again["camb_calls_validity"] == len(spy) == 1 and again["cache_hits_validity"] == transfer_sides
+    assert [gv_again.status[i] for i in (4, 5, 6, 7)] == ["evaluated"] * 4
     del spy[:]
     old, gv_old, _ = _run(tmp_path, "principal", "--cache-dir", cache, "--set",
                           "diagnostics.gaussian_directions=cosmological_principal")

@@ -345,6 +345,10 @@ def write_forecast(path, fc, inputs=()) -> pathlib.Path:
             for stage, n in cost.cache_hits.items():
                 f.attrs[f"cache_hits_{stage}"] = int(n)
             f.attrs["cache_hits"] = int(cost.total_cache_hits)
+            # points computed from a CAMB transfer object still held in the process: no Boltzmann run
+            for stage, n in getattr(cost, "reused", {}).items():
+                f.attrs[f"transfer_reuses_{stage}"] = int(n)
+            f.attrs["transfer_reuses"] = int(sum(getattr(cost, "reused", {}).values()))
         f.attrs["cosmology_points"] = int(fc.n_points)
         f.attrs["timings_json"] = json.dumps(fc.timings)
 

@@ -26,14 +26,27 @@ so a Slurm or ``taskset`` allocation is respected), so that workers x threads = 
 they do not oversubscribe them. Dask workers run one thread each. CAMB 2.0.5 results were
 checked to be bitwise identical for 1, 2 and 3 OpenMP threads (background, P_lin and P_nl
 with halofit and HMcode): the thread count affects speed, not the numbers.
+
+Packing (:class:`ProcessExecutor`): the pool keeps a budget of workers x threads CAMB
+threads and never runs more at once. The last tasks of a list, fewer than the workers
+(21 Boltzmann runs on 2 workers: the 21st), would leave cores idle: each is given
+budget // (tasks left) threads instead (``camb.config.ThreadNum`` per task), started when
+that many are free -- when waiting for them is expected to finish it sooner than starting
+it now with the usual threads (estimated from the tasks finished so far). Tasks the caller
+marks ``local`` (the cosmologies whose CAMB transfer object this process holds or keeps:
+:func:`fishcast.cosmology.transfer_store`) run in this process, in a thread, inside the
+same budget: the fiducial of a forecast is computed here while the workers start, and the
+Gaussian-validity check's n_s / sigma8 points re-use its transfer functions here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +83,14 @@ class Outcome:
     #: Boltzmann runs a failed cosmology task made before it failed, in its process (so
     #: that they are counted wherever it ran; 0 for other tasks)
     boltzmann_calls: int = 0
+    #: CAMB (OpenMP) threads the task ran with (0: not set by the executor), whether it ran
+    #: in this process (``here``: a ``local`` task of :meth:`ProcessExecutor.run`), and when
+    #: it started and finished (``time.monotonic()`` of the process that ran it: one clock
+    #: for every process of a machine) [s]
+    threads: int = 0
+    here: bool = False
+    started: float = 0.0
+    finished: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,10 +165,85 @@ def _call(func: Callable[..., Any], args: tuple) -> Any:
         return _Failed(_describe(exc), exc.exit_code, int(getattr(exc, "boltzmann_calls", 0)))
 
 
+@dataclass(frozen=True)
+class _Ran:
+    """What a task of the pool returns: its value, the threads it ran with and when."""
+
+    value: Any
+    threads: int
+    started: float
+    finished: float
+    here: bool = False
+
+
+def set_camb_threads(threads: int) -> None:
+    """CAMB's OpenMP thread count in this process (``camb.config.ThreadNum``: CAMB sets it
+    before each parallel part of a run)."""
+    import camb
+
+    camb.config.ThreadNum = int(threads)
+
+
+def camb_threads() -> int:
+    """CAMB's thread setting in this process (0: OpenMP's default)."""
+    import camb
+
+    return int(camb.config.ThreadNum)
+
+
+def _call_with_threads(func: Callable[..., Any], args: tuple, threads: int) -> _Ran:
+    """The pool's worker entry point: :func:`_call` with ``threads`` CAMB threads, timed."""
+    if not _CONFIGURED:
+        configure_worker(threads)
+    set_camb_threads(threads)
+    t0 = time.monotonic()
+    value = _call(func, args)
+    return _Ran(value, threads, t0, time.monotonic())
+
+
+def _run_here(func: Callable[..., Any], args: tuple, threads: int) -> _Ran:
+    """A ``local`` task in this process with ``threads`` CAMB threads (this process's setting
+    is restored afterwards). A FishcastError comes back as a value, as from a worker."""
+    old = camb_threads()
+    set_camb_threads(threads)
+    t0 = time.monotonic()
+    try:
+        value = func(*args)
+    except FishcastError as exc:
+        value = _Failed(_describe(exc), exc.exit_code, int(getattr(exc, "boltzmann_calls", 0)))
+    finally:
+        set_camb_threads(old)
+    return _Ran(value, threads, t0, time.monotonic(), here=True)
+
+
+def _start_here(func: Callable[..., Any], *args: Any):
+    """``func(*args)`` in a daemon thread of this process, as a ``concurrent.futures.Future``
+    (waited for with the pool's). A daemon: an interrupted run does not wait for it (its
+    results are only kept by the caller, in this thread, once it finished)."""
+    import concurrent.futures as cf
+
+    fut: cf.Future = cf.Future()
+
+    def body() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(func(*args))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting thread
+            fut.set_exception(exc)
+
+    threading.Thread(target=body, name="fishcast-local-task", daemon=True).start()
+    return fut
+
+
 def _outcome(task: Task, value: Any, attempts: int) -> Outcome:
+    extra = {}
+    if isinstance(value, _Ran):
+        extra = dict(threads=value.threads, here=value.here, started=value.started, finished=value.finished)
+        value = value.value
     if isinstance(value, _Failed):
-        return Outcome(task.name, False, None, value.error, attempts, value.exit_code, value.boltzmann_calls)
-    return Outcome(task.name, True, value, "", attempts, 0)
+        return Outcome(task.name, False, None, value.error, attempts, value.exit_code, value.boltzmann_calls, **extra)
+    return Outcome(task.name, True, value, "", attempts, 0, **extra)
 
 
 OnDone = Callable[[Outcome], None]
@@ -165,9 +261,11 @@ class Executor:
             raise InputError(f"retries must be >= 0, got {retries}")
         self.retries = int(retries)
 
-    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None, local: Collection[int] = ()) -> list[Outcome]:
         """Run every task; ``on_done(outcome)`` as each finishes (for progress bars).
-        Returns the outcomes in the order of ``tasks``."""
+        Returns the outcomes in the order of ``tasks``. ``local``: indices of tasks to run in
+        this process (a process pool runs them here, alongside its workers; the serial
+        executor runs every task here; Dask runs them on its workers)."""
         raise NotImplementedError
 
     def share(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -193,7 +291,7 @@ class SerialExecutor(Executor):
 
     backend = "serial"
 
-    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None, local: Collection[int] = ()) -> list[Outcome]:
         out = []
         for task in tasks:
             attempts = 0
@@ -238,12 +336,19 @@ class ProcessExecutor(Executor):
     per usable core. Each runs CAMB with ``threads`` threads (default
     :func:`threads_per_worker`: workers x threads = usable cores).
 
+    At most workers x threads CAMB threads run at once (the budget), ``local`` tasks (run in
+    this process) included. The tail of a list -- fewer tasks left than the budget holds at
+    ``threads`` each -- gets budget // (tasks left) threads per task (see the module
+    docstring); :attr:`Outcome.threads` says what each task ran with.
+
     A worker that dies (killed, out of memory, a crash in Fortran) breaks the pool: the pool
     is started again and the unfinished tasks run one at a time from then on, so that the
     task that kills its worker is known; it fails after ``retries`` retries, the others run.
     """
 
     backend = "process"
+    #: completed tasks whose cost (thread-seconds) estimates the next ones'
+    _COST_WINDOW = 8
 
     def __init__(self, workers: int | None = None, retries: int = 1, threads: int | None = None):
         super().__init__(retries)
@@ -254,7 +359,10 @@ class ProcessExecutor(Executor):
         self.threads = int(threads) if threads is not None else threads_per_worker(self.workers)
         if self.threads < 1:
             raise InputError(f"the number of threads per worker must be >= 1, got {threads}")
+        #: CAMB threads that may run at once (workers x threads: the usable cores by default)
+        self.budget = self.workers * self.threads
         self._pool = None
+        self._costs: list[float] = []  # thread-seconds of recent pool tasks
 
     def describe(self) -> str:
         return f"process ({self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads} thread" \
@@ -274,15 +382,59 @@ class ProcessExecutor(Executor):
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+    # --- packing ---------------------------------------------------------------------
+    def _cost(self) -> float | None:
+        """Thread-seconds of one task (median of the recent pool tasks), or None."""
+        if not self._costs:
+            return None
+        c = sorted(self._costs[-self._COST_WINDOW:])
+        return c[len(c) // 2]
+
+    def tail_threads(self, left: int) -> int:
+        """Threads for each of the last ``left`` tasks: budget // left when fewer tasks are
+        left than the budget holds at ``threads`` each, else ``threads``."""
+        if left < 1 or left * self.threads >= self.budget:
+            return self.threads
+        return max(self.threads, self.budget // left)
+
+    def _worth_waiting(self, want: int, free: int, running: Sequence[tuple[float, int]], now: float) -> bool:
+        """Whether a task finishes sooner waiting until ``want`` threads are free than started
+        now with ``threads``: ``running`` lists (start, threads) of the tasks in flight, whose
+        ends are estimated from the cost of those finished so far (none yet: do not wait)."""
+        cost = self._cost()
+        if cost is None:
+            return False
+        wait = None
+        for end, t in sorted((start + cost / t, t) for start, t in running):
+            free += t
+            if free >= want:
+                wait = max(0.0, end - now)
+                break
+        if wait is None:
+            return False
+        return wait + cost / want < cost / self.threads
+
+    def _next_threads(self, left: int, used: int, running: Sequence[tuple[float, int]]) -> int | None:
+        """Threads to start the next task with, or None: wait for a task to finish."""
+        free = self.budget - used
+        want = self.tail_threads(left)
+        if want <= free:
+            return want
+        if want > self.threads and self.threads <= free and not self._worth_waiting(want, free, running, time.monotonic()):
+            return self.threads
+        return None
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None, local: Collection[int] = ()) -> list[Outcome]:
         import concurrent.futures as cf
         from concurrent.futures.process import BrokenProcessPool
 
         died = "a worker process died (killed, out of memory, or crashed)"
+        local = {int(i) for i in local}
         results: list[Outcome | None] = [None] * len(tasks)
         attempts = [0] * len(tasks)
-        pending: dict[cf.Future, int] = {}
-        todo = list(range(len(tasks)))
+        pending: dict[cf.Future, tuple[int, int, float]] = {}  # future -> (task, threads, start)
+        # tasks run here first: they start at once, while the workers start
+        todo = sorted(range(len(tasks)), key=lambda i: i not in local)
         isolated = False  # after a crash: one task at a time, so that a crash has a culprit
 
         def finish(i: int, oc: Outcome) -> None:
@@ -296,16 +448,39 @@ class ProcessExecutor(Executor):
             else:
                 finish(i, Outcome(tasks[i].name, False, None, error, attempts[i], 1))
 
+        def submit(i: int, t: int) -> None:
+            attempts[i] += 1
+            if i in local:
+                fut = _start_here(_run_here, tasks[i].func, tasks[i].args, t)
+            else:
+                with _thread_env(self.threads):  # a worker started now inherits the usual setting
+                    fut = self._start().submit(_call_with_threads, tasks[i].func, tasks[i].args, t)
+            pending[fut] = (i, t, time.monotonic())
+
+        def startable(i: int) -> bool:
+            """A worker process (or, for a local task, this process's one slot) is free."""
+            here = [j for j, _, _ in pending.values() if j in local]
+            if i in local:
+                return not here
+            return len(pending) - len(here) < self.workers
+
         while todo or pending:
             while todo and not (isolated and pending):
-                i = todo.pop(0)
-                attempts[i] += 1
-                with _thread_env(self.threads):
-                    pending[self._start().submit(_call, tasks[i].func, tasks[i].args)] = i
+                if not startable(todo[0]):
+                    # a local task waits for this process's slot, a pool task for a worker
+                    nxt = next((k for k, i in enumerate(todo) if startable(i)), None)
+                    if nxt is None:
+                        break
+                    todo.insert(0, todo.pop(nxt))
+                t = self._next_threads(len(todo), sum(t for _, t, _ in pending.values()),
+                                       [(st, t) for _, t, st in pending.values()])
+                if t is None:
+                    break
+                submit(todo.pop(0), t)
             done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
             broken = []
             for fut in done:
-                i = pending.pop(fut)
+                i, t, _ = pending.pop(fut)
                 try:
                     value = fut.result()
                 except BrokenProcessPool:
@@ -313,10 +488,12 @@ class ProcessExecutor(Executor):
                 except Exception as exc:  # raised in the worker, not a FishcastError
                     retry_or_fail(i, _describe(exc))
                 else:
+                    if isinstance(value, _Ran) and not value.here:
+                        self._costs.append((value.finished - value.started) * value.threads)
                     finish(i, _outcome(tasks[i], value, attempts[i]))
             if broken:
-                # every unfinished future of a broken pool fails with it: start a new pool
-                broken.extend(pending.pop(f) for f in list(pending))
+                # every unfinished pool future of a broken pool fails with it: start a new pool
+                broken.extend(pending.pop(f)[0] for f in [f for f, (j, _, _) in pending.items() if j not in local])
                 self._restart()
                 if isolated:
                     for i in broken:
@@ -383,7 +560,7 @@ class DaskExecutor(Executor):
         futures = self.client.scatter([values[k] for k in keys], hash=True)
         return dict(zip(keys, futures))
 
-    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list[Outcome]:
+    def run(self, tasks: Sequence[Task], on_done: OnDone | None = None, local: Collection[int] = ()) -> list[Outcome]:
         from dask.distributed import as_completed
 
         index = {}
@@ -473,6 +650,10 @@ class EvaluationStats:
     boltzmann_calls: int = 0
     tasks: int = 0
     failures: list[str] = field(default_factory=list)
+    #: of ``boltzmann_calls``, those made in this process (``local`` tasks: already counted
+    #: by :func:`fishcast.cosmology.boltzmann_calls` here) and the tasks run here
+    boltzmann_calls_here: int = 0
+    tasks_here: int = 0
 
 
 def evaluation_task(points: Sequence[Mapping[str, float]], settings, cache_root: str | None):
@@ -532,35 +713,56 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
         else:
             groups.setdefault((settings, _cosmo.transfer_key(_cosmo.full_params(p))), []).append(i)
     stats.points += len(items)
-    root = str(cache.root) if cache is not None else None
+    root = str(cache.root) if cache is not None and hasattr(cache, "root") else None
     members = list(groups.values())
+    # groups whose CAMB transfer object this process holds, or keeps once computed (the
+    # fiducial's, see fishcast.cosmology.transfer_store), are computed here by a pool
+    store = _cosmo.active_store()
+    here = ({j for j, idx in enumerate(members) if store.wants(_cosmo.store_key(*items[idx[0]]))}
+            if store is not None and executor.backend == "process" else set())
     tasks = [Task(f"cosmology task {j + 1} at {_cosmo.describe_point(_cosmo.full_params(items[idx[0]][0]))}", evaluation_task,
-                  ([items[i][0] for i in idx], items[idx[0]][1], root))
+                  ([items[i][0] for i in idx], items[idx[0]][1], None if j in here else root))
              for j, idx in enumerate(members)]
     stats.tasks += len(tasks)
-    sizes = {t.name: len(idx) for t, idx in zip(tasks, members)}
+    stats.tasks_here += len(here)
+    which = {t.name: j for j, t in enumerate(tasks)}
+
+    def keep(j: int, results: Sequence) -> None:
+        """Keep a copy of a task's results in ``cache`` (a task run here, or workers on other
+        machines that may not share this disk)."""
+        if cache is None or not hasattr(cache, "path"):
+            return
+        for i, r in zip(members[j], results):
+            key = _cosmo.point_key(items[i][0], items[i][1])
+            if not cache.path(key).exists():
+                cache.put(key, r, items[i][1])
 
     def tick(oc: Outcome) -> None:
+        j = which.get(oc.name)
+        if j is None:
+            return
+        if oc.ok and j in here:
+            keep(j, oc.value[0])  # at once: a run interrupted later keeps it
         if on_point:
-            for _ in range(sizes.get(oc.name, 0)):
+            for _ in range(len(members[j])):
                 on_point()
 
-    outcomes = executor.run(tasks, on_done=tick)
-    for idx, oc in zip(members, outcomes):
+    outcomes = executor.run(tasks, on_done=tick, local=sorted(here))
+    for j, (idx, oc) in enumerate(zip(members, outcomes)):
         if oc.ok:
             results, computed, calls = oc.value
             stats.computed += computed
             stats.boltzmann_calls += calls
+            if j in here:
+                stats.boltzmann_calls_here += calls
             for i, r in zip(idx, results):
                 out[i] = r
-                if cache is not None:
-                    # workers on other machines may not share this disk: keep a copy here
-                    key = _cosmo.point_key(items[i][0], items[i][1])
-                    if not cache.path(key).exists():
-                        cache.put(key, r, items[i][1])
+            keep(j, results)
         else:
             stats.failures.append(oc.error)
             stats.boltzmann_calls += oc.boltzmann_calls
+            if j in here:
+                stats.boltzmann_calls_here += oc.boltzmann_calls
             for i in idx:
                 out[i] = oc
     return out
@@ -579,9 +781,10 @@ def executor_evaluator_factory(executor: Executor, stats: EvaluationStats | None
             st = EvaluationStats()
             res = evaluate_points(executor, points, settings, cache, on_point, st)
             if executor.backend != "serial":  # runs in other processes: count them here too
-                _cosmo.count_worker_calls(st.boltzmann_calls)
+                _cosmo.count_worker_calls(st.boltzmann_calls - st.boltzmann_calls_here)
             if stats is not None:
-                for name in ("points", "cache_hits", "computed", "boltzmann_calls", "tasks"):
+                for name in ("points", "cache_hits", "computed", "boltzmann_calls", "tasks", "boltzmann_calls_here",
+                             "tasks_here"):
                     setattr(stats, name, getattr(stats, name) + getattr(st, name))
                 stats.failures.extend(st.failures)
             bad = [r for r in res if isinstance(r, Outcome)]

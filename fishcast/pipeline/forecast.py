@@ -127,10 +127,13 @@ class CambCost:
     ``cache_hits``, the cosmology points read from the on-disk cache instead of computed. A point
     the run had already evaluated (the validity check re-using the fiducial or a stencil
     point) costs neither. Points that differ only in primordial parameters (sigma8, A_s,
-    n_s) share one Boltzmann run."""
+    n_s) share one Boltzmann run; ``reused``, the points computed from a CAMB transfer object
+    this process still held from an earlier call (:func:`fishcast.cosmology.transfer_store`:
+    e.g. the validity check's n_s / sigma8 directions on the fiducial's): no Boltzmann run."""
 
     runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COST_STAGES, 0))
     cache_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COST_STAGES, 0))
+    reused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COST_STAGES, 0))
 
     @property
     def total(self) -> int:
@@ -140,6 +143,11 @@ class CambCost:
     @property
     def total_cache_hits(self) -> int:
         return int(sum(self.cache_hits.values()))
+
+    @property
+    def total_reused(self) -> int:
+        """Points computed from a held transfer object (no Boltzmann run), every stage."""
+        return int(sum(self.reused.values()))
 
     def counting(self, stage: str, factory: Callable):
         """``factory(cache, on_point)`` (an evaluator factory) whose evaluators add their
@@ -155,11 +163,13 @@ class CambCost:
 
             def counted(points, settings):
                 runs0 = _cosmo.boltzmann_calls()
+                reused0 = _cosmo.transfer_reuses()
                 hits0 = _cache_hits(cache)
                 try:
                     return evaluate(points, settings)
                 finally:
                     self.runs[stage] += _cosmo.boltzmann_calls() - runs0
+                    self.reused[stage] += _cosmo.transfer_reuses() - reused0
                     self.cache_hits[stage] += _cache_hits(cache) - hits0
 
             return counted
@@ -263,7 +273,20 @@ def run_forecast(survey: Survey, *, cache=None, progress: Progress | None = None
     ``cache``: a :class:`fishcast.pipeline.cache.Cache` or None. ``progress``: see :data:`Progress`.
     ``evaluator_factory(cache, on_point)`` builds the evaluator (serial by default; the batch
     module passes a parallel one).
+
+    The fiducial's CAMB transfer object is kept in this process for the whole run
+    (:func:`fishcast.cosmology.transfer_store`): the points that differ from it only in
+    primordial parameters (n_s, sigma8: later sweep rounds, the Gaussian-validity check's
+    n_s / sigma8 directions) cost no Boltzmann run. With a process pool, the fiducial is
+    computed in this process while the workers start
+    (:func:`fishcast.pipeline.execute.executor_evaluator_factory`), so that it is held here.
     """
+    with _cosmo.transfer_store(keep=[(cosmo_part(survey.fiducial), survey.settings)]):
+        return _run_forecast(survey, cache=cache, progress=progress, evaluator_factory=evaluator_factory,
+                             allow_degenerate=allow_degenerate)
+
+
+def _run_forecast(survey: Survey, *, cache, progress, evaluator_factory, allow_degenerate) -> Forecast:
     from .. import derivatives as _der
     from .cache import cached_evaluator
 
