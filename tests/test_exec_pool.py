@@ -1,0 +1,152 @@
+"""The execution of the Boltzmann runs (issue 15, the process pool): held transfer objects,
+tasks run in this process, and the packing of a stage's tail into the idle cores.
+
+* a point whose CAMB transfer object this process still holds costs no Boltzmann run and
+  gives the same numbers, bit for bit, as a fresh run (and as a run with another CAMB
+  thread count): real CAMB, the session's small settings;
+* the pool never runs more CAMB threads at once than workers x threads, the tasks run here
+  included; the last task of a list, alone, runs with every thread of the budget; each task
+  runs with the thread count it is said to (read back inside the task). Checked on tasks
+  that only sleep and report ``camb.config.ThreadNum``: the scheduling, not CAMB's speed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from fishcast import cosmology as _cosmo
+from fishcast.cosmology import CosmologyResult, TransferStore
+from fishcast.pipeline.execute import ProcessExecutor, Task, camb_threads
+
+from .conftest import ISTF_FIDUCIAL
+
+
+def _same(a: CosmologyResult, b: CosmologyResult) -> bool:
+    arrays = all(np.array_equal(getattr(a, n), getattr(b, n)) for n in CosmologyResult.ARRAYS
+                 if getattr(a, n) is not None or getattr(b, n) is not None)
+    return arrays and dict(a.derived) == dict(b.derived)
+
+
+# ------------------------------------------------------------------------ held transfer objects
+def test_a_held_transfer_object_costs_no_boltzmann_run_and_gives_the_same_numbers(fast_settings):
+    import camb
+
+    ns_point = dict(ISTF_FIDUCIAL, n_s=0.97, sigma8=0.80)
+    fresh = _cosmo.compute_many([ns_point], fast_settings)[0]  # no store: a run of its own
+    old = camb.config.ThreadNum
+    try:
+        with _cosmo.transfer_store(keep=[(ISTF_FIDUCIAL, fast_settings)]) as store:
+            runs, reused = _cosmo.boltzmann_calls(), _cosmo.transfer_reuses()
+            camb.config.ThreadNum = 2  # the fiducial's run with two CAMB threads ...
+            fid, s8 = _cosmo.compute_many([ISTF_FIDUCIAL, dict(ISTF_FIDUCIAL, sigma8=0.83)], fast_settings)
+            assert _cosmo.boltzmann_calls() - runs == 1 and _cosmo.transfer_reuses() == reused  # one group: shared
+            assert store.holds(_cosmo.store_key(ISTF_FIDUCIAL, fast_settings))
+            camb.config.ThreadNum = 1  # ... re-used later with one, after serving other primordial parameters
+            again = _cosmo.compute_many([ns_point, ISTF_FIDUCIAL], fast_settings)
+            assert _cosmo.boltzmann_calls() - runs == 1  # no further Boltzmann run
+            assert _cosmo.transfer_reuses() - reused == 2  # two points re-used the held transfer object
+        assert _cosmo.active_store() is None  # released with the block
+        after = _cosmo.boltzmann_calls()
+        _cosmo.compute_many([ns_point], fast_settings)
+        assert _cosmo.boltzmann_calls() - after == 1  # outside a store nothing is held
+    finally:
+        camb.config.ThreadNum = old
+    # the same numbers as the fresh runs, bit for bit
+    assert _same(again[0], fresh) and _same(again[1], fid)
+    assert not _same(again[0], fid)  # (the comparison can fail)
+
+
+def test_the_store_keeps_the_kept_keys_and_a_few_recent_ones():
+    st = TransferStore(capacity=2, keep=[("fid",)])
+    st.put(("fid",), "F")
+    for k in "abc":
+        st.put((k,), k.upper())
+    assert st.holds(("fid",)) and not st.holds(("a",)) and st.holds(("b",)) and st.holds(("c",)) and len(st) == 3
+    assert st.get(("b",)) == "B"  # used: now the most recent
+    st.put(("d",), "D")
+    assert st.holds(("b",)) and not st.holds(("c",)) and st.holds(("fid",))
+    assert st.wants(("fid",)) and not st.wants(("x",))
+    assert TransferStore(capacity=0, keep=[("y",)]).wants(("y",))  # kept once computed, not yet held
+
+
+def test_a_nested_store_is_the_outer_one(fast_settings):
+    with _cosmo.transfer_store() as outer:
+        with _cosmo.transfer_store(keep=[(ISTF_FIDUCIAL, fast_settings)]) as inner:
+            assert inner is outer and outer.wants(_cosmo.store_key(ISTF_FIDUCIAL, fast_settings))
+        assert _cosmo.active_store() is outer
+    assert _cosmo.active_store() is None
+
+
+# ------------------------------------------------------------------------ packing
+def _sleep_and_report(seconds: float) -> tuple[int, int]:
+    """Sleep; return (CAMB's thread setting here, this process's id)."""
+    time.sleep(seconds)
+    return camb_threads(), os.getpid()
+
+
+def _max_threads_at_once(outcomes) -> int:
+    """The largest sum of threads of tasks running at the same moment (their own clocks:
+    time.monotonic is one clock for every process of the machine)."""
+    edges = sorted([(o.started, o.threads) for o in outcomes] + [(o.finished, -o.threads) for o in outcomes],
+                   key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
+    now = peak = 0
+    for _, d in edges:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+def test_the_tail_runs_with_the_idle_threads_and_the_budget_is_never_exceeded():
+    """Three equal tasks on 2 workers x 1 thread: the first two together, the third alone with
+    both threads (waiting for the second is sooner than running it on one). Every task ran
+    with the threads the pool says (CAMB's setting read inside it), and never more than 2
+    threads at once."""
+    tasks = [Task(f"t{i}", _sleep_and_report, (1.0,)) for i in range(3)]
+    with ProcessExecutor(2, threads=1, retries=0) as ex:
+        assert ex.budget == 2 and ex.tail_threads(1) == 2 and ex.tail_threads(2) == 1
+        out = ex.run(tasks)
+    assert all(o.ok for o in out), [o.error for o in out]
+    assert [o.value[0] for o in out] == [o.threads for o in out]  # what CAMB was set to, inside the task
+    assert [o.threads for o in out] == [1, 1, 2]
+    assert _max_threads_at_once(out) <= 2
+    assert not any(o.here for o in out) and all(o.value[1] != os.getpid() for o in out)
+
+
+def test_local_tasks_run_here_inside_the_budget():
+    """Tasks marked local run in this process (a thread), with the other tasks in the pool,
+    and count against the same budget of CAMB threads; this process's CAMB setting is left
+    as it was."""
+    before = camb_threads()
+    tasks = [Task(f"t{i}", _sleep_and_report, (0.6,)) for i in range(5)]
+    with ProcessExecutor(2, threads=1, retries=0) as ex:
+        out = ex.run(tasks, local=[3])
+    assert all(o.ok for o in out), [o.error for o in out]
+    assert out[3].here and out[3].value[1] == os.getpid()
+    assert all(not o.here and o.value[1] != os.getpid() for i, o in enumerate(out) if i != 3)
+    assert [o.value[0] for o in out] == [o.threads for o in out]
+    assert _max_threads_at_once(out) <= 2
+    assert camb_threads() == before
+
+
+def test_a_single_task_gets_every_thread_and_many_tasks_one_each():
+    with ProcessExecutor(2, threads=1, retries=0) as ex:
+        one = ex.run([Task("only", _sleep_and_report, (0.1,))])
+        many = ex.run([Task(f"m{i}", _sleep_and_report, (0.3,)) for i in range(4)])
+    assert one[0].threads == 2 and one[0].value[0] == 2
+    assert [o.threads for o in many][:2] == [1, 1] and _max_threads_at_once(many) <= 2
+
+
+@pytest.mark.parametrize("cost, running, expect", [
+    (None, [(0.0, 1)], False),  # nothing finished yet: no estimate, no waiting
+    (1.0, [(0.0, 1)], True),    # the other task ends now: wait, then 2 threads (0.5 s < 1 s)
+    (1.0, [(0.9, 1)], False),   # it just started: 0.9 s + 0.5 s > 1 s on one thread now
+])
+def test_waiting_for_threads_only_when_it_finishes_sooner(cost, running, expect):
+    ex = ProcessExecutor(2, threads=1)
+    if cost is not None:
+        ex._costs.append(cost)
+    assert ex._worth_waiting(2, 1, running, now=1.0) is expect
