@@ -692,7 +692,10 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
     """Evaluate ``(point, settings)`` items: cache hits are read here; misses are grouped by
     settings and transfer function (points that differ only in n_s, A_s, sigma8 share one
     Boltzmann run) and each group is one task, which stores its results in the cache as it
-    finishes them (so a run that dies keeps them).
+    finishes them (so a run that dies keeps them). With a process pool, a group whose
+    transfer object the active :func:`fishcast.cosmology.transfer_store` holds or keeps is a
+    ``local`` task (run in this process; its results are put in the cache here, as soon as
+    it finishes).
 
     Returns, per item, a CosmologyResult or -- when its group failed -- the failed
     :class:`Outcome` (its ``error`` names the point). ``stats`` (if given) is updated;
@@ -771,7 +774,13 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
 def executor_evaluator_factory(executor: Executor, stats: EvaluationStats | None = None):
     """An ``evaluator_factory(cache, on_point)`` for :func:`fishcast.pipeline.forecast.run_forecast`
     that spreads the evaluations over ``executor`` (``fishcast run --workers N``).
-    A failed point raises :class:`~fishcast.errors.ComputationError` naming it."""
+    A failed point raises :class:`~fishcast.errors.ComputationError` naming it.
+
+    With a process pool, the points whose CAMB transfer object the forecast's
+    :func:`fishcast.cosmology.transfer_store` holds or keeps (the fiducial's) are computed in
+    this process, alongside the workers (:func:`_evaluate`): the fiducial while the workers
+    start, the validity check's n_s / sigma8 points on its held transfer functions. Their
+    Boltzmann runs are counted here once (not again as the workers' runs)."""
     from ..errors import ComputationError
 
     from .. import cosmology as _cosmo

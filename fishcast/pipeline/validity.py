@@ -20,8 +20,8 @@ that do not (n_s, sigma8 / A_s):
   +side);
 - the principal directions of the n_s / sigma8 block with the transfer parameters at the
   fiducial and the nuisances at their conditional best fit: these points keep the
-  fiducial's transfer functions, so they are evaluated in one batch, both sides: one CAMB
-  run for all of them;
+  fiducial's transfer functions, so they are evaluated in one batch, both sides: at most one
+  CAMB run for all of them (none while the fiducial's transfer functions are held);
 - the principal directions of the nuisances with the cosmology at the fiducial (the
   conditional covariance F_nn^-1): the fiducial cosmology, no CAMB run. These carry no
   cosmological component, so a non-Gaussianity found only there cannot move a cosmological
@@ -33,7 +33,7 @@ level by level: u^T F w = 0 between the sets, shown in
 products of the offsets sum to C, so the change of each marginalized error
 (:func:`fishcast.diagnostics.sigma_changes`, which needs nothing else) keeps its meaning. On
 the Euclid WL pessimistic recipe (5 transfer parameters, n_s, sigma8, 3 IA nuisances) the
-check costs 5 + 1 = 6 CAMB runs. ``cosmological_principal`` (the default before) takes the
+check costs 5 CAMB runs (5 + 1 when the fiducial came from the cache). ``cosmological_principal`` (the default before) takes the
 principal directions of the whole nuisance-marginalized cosmological covariance instead, the
 nuisances at their conditional best fit, then the same nuisance directions: one CAMB run per
 cosmological direction (7 on that recipe), since each moves the transfer parameters.
@@ -65,8 +65,11 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
    offsets below 1e-9 of the parameter's sigma, round-off of the eigen-decomposition, are
    taken as zero). Points that differ only in primordial parameters (sigma8, n_s) share
    one Boltzmann run: a -side that shares the +side's is evaluated with it, not inferred, and
-   the n_s / sigma8 directions of the default basis are evaluated together. Those still cost
-   that one run (the fiducial's transfer functions are not kept by the backend).
+   the n_s / sigma8 directions of the default basis are evaluated together. Those cost no
+   run when the forecast computed the fiducial itself: its CAMB transfer object is kept for
+   the whole run (:func:`fishcast.cosmology.transfer_store`; with a process pool the
+   fiducial is computed in the main process, and so are these points), one run when the
+   fiducial was read from the cache.
 3. **Failures degrade the check only.** A CAMB failure at a point, or a non-finite data
    vector there, marks that point ``failed`` with the reason; the other points are still
    evaluated (a failed batch is retried without the failed point; finished points are

@@ -25,6 +25,11 @@ It prints, as ratios:
     the 10.45/Mpc of K_SHARE 0.02 (0.85, 0.98 and 2.09 CPU s, measured with CAMB 2.0.5, 5
     interleaved repeats)
   * FoM(w0, wa) of all three, and their spread                           (within 2%)
+  * how well the default run packs its Boltzmann runs into the cores: its wall time over
+    (its Boltzmann runs x the time of one run on one thread / usable cores) -- 1.0 would be
+    every core busy with CAMB from start to end (imports, the analysis and idle cores make
+    it larger) -- and the CPU time of each run's process tree (user + system, from
+    ``getrusage(RUSAGE_CHILDREN)``), less noisy than wall times on a shared machine
 
 Run:  python tests/benchmarks/bench_vs_pyccl.py [--rounds N] [--repeats M]
 """
@@ -35,6 +40,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -56,8 +62,10 @@ def fishcast_run(out: pathlib.Path, lum: pathlib.Path, extra: list[str]) -> dict
     cmd = [str(exe) if exe.exists() else "fishcast", "run", str(RECIPE), "-o", str(out), "--no-cache", "-q",
            "--allow-unstable", "--set", f"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file={lum}", *extra]
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if res.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     from fishcast.io import open_forecast
@@ -71,7 +79,14 @@ def fishcast_run(out: pathlib.Path, lum: pathlib.Path, extra: list[str]) -> dict
         settings = {k: f["cosmology"].attrs[k] for k in ("k_max", "z_max", "n_z") if k in f["cosmology"].attrs}
     if stages["derivatives"] >= 0 and stages["derivatives"] + stages["validity"] != camb_calls:
         raise SystemExit(f"{out}: camb_calls {camb_calls} is not the sum of its stages {stages}")
-    return {"wall": wall, "camb": camb_calls, "fom": fom, "settings": settings, "stages": stages, "hits": hits}
+    return {"wall": wall, "cpu": cpu, "camb": camb_calls, "fom": fom, "settings": settings, "stages": stages,
+            "hits": hits}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes of this one (and theirs)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # ----------------------------------------------------------------------------- pyccl
@@ -194,12 +209,14 @@ def pyccl_config(path: pathlib.Path, lum: pathlib.Path) -> dict:
 
 def pyccl_run(script: pathlib.Path, cfg: pathlib.Path) -> dict:
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     res = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if res.returncode != 0:
         raise SystemExit(f"the pyccl script failed:\n{res.stderr}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    return {"wall": wall, "camb": out["camb"], "fom": out["fom"]}
+    return {"wall": wall, "cpu": cpu, "camb": out["camb"], "fom": out["fom"]}
 
 
 # ----------------------------------------------------------------------------- CAMB cost
@@ -253,7 +270,8 @@ def main() -> None:
                 st = v[-1].get("stages")
                 split = (f" (derivatives {st['derivatives']}, validity {st['validity']}, cache hits {v[-1]['hits']})"
                          if st else "")
-                print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s  CAMB runs {v[-1]['camb']:4d}{split}  "
+                print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s (CPU {v[-1]['cpu']:6.1f} s)  "
+                      f"CAMB runs {v[-1]['camb']:4d}{split}  "
                       f"FoM(w0, wa) {v[-1]['fom']:.2f}", flush=True)
         t_def, t_ref, settings = camb_cost(args.repeats)
 
@@ -276,6 +294,13 @@ def main() -> None:
               f"{med(name, 'stages_derivatives'):.0f}, Gaussian-validity check {med(name, 'stages_validity'):.0f}; "
               f"cache hits {med(name, 'hits'):.0f} (--no-cache)")
     print(f"time per CAMB run, default / k_max 30, z_max 4 = {t_def / t_ref:.3f}")
+    cores = len(os.sched_getaffinity(0))
+    ideal = med("default", "camb") * t_def / cores
+    print(f"packing of the default run: wall / (Boltzmann runs x one run's time on 1 thread / {cores} cores) = "
+          f"{med('default', 'wall') / ideal:.3f}   ({med('default', 'wall'):.1f} s / {ideal:.1f} s; 1.0 = every "
+          f"core busy with CAMB throughout)")
+    print(f"CPU time default fishcast / pyccl 3-point      = {med('default', 'cpu') / med('pyccl', 'cpu'):.3f}   "
+          f"({med('default', 'cpu'):.1f} s / {med('pyccl', 'cpu'):.1f} s, user + system of the process trees)")
     foms = {k: med(k, "fom") for k in runs}
     spread = max(foms.values()) / min(foms.values()) - 1
     print("FoM(w0, wa): " + ", ".join(f"{k} {v:.2f}" for k, v in foms.items())
