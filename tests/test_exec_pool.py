@@ -150,3 +150,39 @@ def test_waiting_for_threads_only_when_it_finishes_sooner(cost, running, expect)
     if cost is not None:
         ex._costs.append(cost)
     assert ex._worth_waiting(2, 1, running, now=1.0) is expect
+
+
+# ------------------------------------------------------------------------ worker start-up
+def _threads_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line for line in fh if line.startswith("Threads:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_the_forkserver_forks_a_single_thread_that_has_imported_the_worker_modules():
+    """The default start method on Linux: the server process imported numpy, scipy, camb and
+    fishcast once (preloaded) and runs one thread only (no BLAS thread pool, no OpenMP
+    threads) when it forks a worker; the workers compute with the threads they are given."""
+    from multiprocessing import forkserver
+
+    from fishcast.pipeline.execute import WORKER_MODULES, default_start_method
+
+    assert default_start_method() == "forkserver"
+    with ProcessExecutor(2, threads=1, retries=0) as ex:
+        assert ex.start_method == "forkserver"
+        out = ex.run([Task(f"t{i}", _sleep_and_report, (0.2,)) for i in range(3)])
+        server = forkserver._forkserver._forkserver_pid
+        assert _threads_of(server) == 1
+        with open(f"/proc/{server}/maps") as fh:
+            assert "camblib.so" in fh.read()  # CAMB's library is loaded in the server, before any fork
+    assert "camb" in WORKER_MODULES and "fishcast.cosmology" in WORKER_MODULES
+    assert all(o.ok for o in out), [o.error for o in out]
+    assert [o.value[0] for o in out] == [o.threads for o in out]
+
+
+def test_spawned_workers_work_too():
+    with ProcessExecutor(1, threads=1, retries=0, start_method="spawn") as ex:
+        out = ex.run([Task("t", _sleep_and_report, (0.0,))])
+    assert out[0].ok and out[0].value[1] != os.getpid()
+    with pytest.raises(Exception, match="start_method"):
+        ProcessExecutor(1, start_method="fork")

@@ -6,7 +6,7 @@ task, in the order given, whatever the order of completion:
 
 * :class:`SerialExecutor` -- in this process, one task after the other.
 * :class:`ProcessExecutor` -- ``concurrent.futures.ProcessPoolExecutor`` (standard library,
-  ``spawn`` start method) with N worker processes: the default of ``fishcast batch``. Needs
+  ``forkserver`` or ``spawn`` start method) with N worker processes: the default of ``fishcast batch``. Needs
   no Dask.
 * :class:`DaskExecutor` -- ``dask.distributed``: an existing scheduler (``tcp://host:8786``),
   a ``LocalCluster`` of N worker processes, or a batch-system cluster started by
@@ -57,6 +57,28 @@ WORKER_THREADS = 1
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 BACKENDS = ("serial", "process", "dask")
+#: how a local pool starts its workers: ``spawn`` (a fresh interpreter each, which imports
+#: numpy, scipy, camb and fishcast itself) or ``forkserver`` (forks of one server process
+#: that imported :data:`WORKER_MODULES` once)
+START_METHODS = ("spawn", "forkserver")
+
+
+def default_start_method() -> str:
+    """``forkserver`` where the platform has it (Linux, the BSDs; measured on 2 cores: a
+    2-worker pool's start costs 0.6 s of CPU instead of 1.2 s, the workers' imports made once
+    -- tests/benchmarks/bench_pool_start.py), else ``spawn`` (macOS and Windows: a forked
+    child of a process that loaded system frameworks is not safe there)."""
+    import multiprocessing as mp
+    import sys
+
+    if sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods():
+        return "forkserver"
+    return "spawn"
+
+
+#: what a worker imports to compute cosmologies
+WORKER_MODULES = ("numpy", "scipy.integrate", "scipy.interpolate", "camb", "fishcast.cosmology",
+                  "fishcast.pipeline.cache", "fishcast.pipeline.execute")
 CLUSTERS = ("local", "slurm", "pbs")
 
 
@@ -331,10 +353,12 @@ def _thread_env(threads: int) -> Iterator[None]:
 
 
 class ProcessExecutor(Executor):
-    """A local pool of ``workers`` processes (``concurrent.futures``, spawn start method:
-    a script that uses it needs the usual ``if __name__ == "__main__":`` guard); default: one
-    per usable core. Each runs CAMB with ``threads`` threads (default
-    :func:`threads_per_worker`: workers x threads = usable cores).
+    """A local pool of ``workers`` processes (``concurrent.futures``; started by
+    ``start_method``, default :func:`default_start_method`: forks of a forkserver that
+    imported the worker modules once, or spawned interpreters -- either way a script that
+    uses it needs the usual ``if __name__ == "__main__":`` guard); default: one per usable
+    core. Each runs CAMB with ``threads`` threads (default :func:`threads_per_worker`:
+    workers x threads = usable cores; with a forkserver, BLAS keeps the server's one thread).
 
     At most workers x threads CAMB threads run at once (the budget), ``local`` tasks (run in
     this process) included. The tail of a list -- fewer tasks left than the budget holds at
@@ -350,8 +374,13 @@ class ProcessExecutor(Executor):
     #: completed tasks whose cost (thread-seconds) estimates the next ones'
     _COST_WINDOW = 8
 
-    def __init__(self, workers: int | None = None, retries: int = 1, threads: int | None = None):
+    def __init__(self, workers: int | None = None, retries: int = 1, threads: int | None = None,
+                 start_method: str | None = None):
         super().__init__(retries)
+        start_method = start_method or default_start_method()
+        if start_method not in START_METHODS:
+            raise InputError(f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}")
+        self.start_method = start_method
         n = workers if workers is not None else usable_cores()
         if n < 1:
             raise InputError(f"the number of workers must be >= 1, got {n}")
@@ -373,7 +402,17 @@ class ProcessExecutor(Executor):
         import multiprocessing as mp
 
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+            ctx = mp.get_context(self.start_method)
+            if self.start_method == "forkserver":
+                # one server process imports the worker modules once; each worker is a fork of
+                # it. It never runs CAMB, and starts with one thread everywhere (no OpenBLAS
+                # thread pool, OpenMP not initialised): nothing but a single thread is forked
+                ctx.set_forkserver_preload(list(WORKER_MODULES))
+                with _thread_env(1):
+                    from multiprocessing import forkserver
+
+                    forkserver.ensure_running()
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                                 initializer=configure_worker, initargs=(self.threads, True))
         return self._pool
 
