@@ -186,3 +186,29 @@ def test_spawned_workers_work_too():
     assert out[0].ok and out[0].value[1] != os.getpid()
     with pytest.raises(Exception, match="start_method"):
         ProcessExecutor(1, start_method="fork")
+
+
+# ------------------------------------------------------------------------ Ctrl-C with a pool
+@pytest.mark.parametrize("sig,code,word", [(__import__("signal").SIGINT, 130, "interrupted"),
+                                           (__import__("signal").SIGTERM, 143, "terminated (SIGTERM)")])
+def test_an_interrupt_with_workers_and_a_task_here_keeps_what_it_says(sig, code, word, tmp_path, monkeypatch):
+    """`fishcast run --workers 2` (the fiducial computed in this process while the workers
+    run the others) interrupted once the first evaluation is in the cache: exit 130 / 143, one
+    line, the count of kept evaluations is what the cache holds after the exit (the task here
+    writes nothing once interrupted), every entry whole, no output."""
+    from .test_faults import SLOW, _interrupt, entries_whole
+
+    monkeypatch.delenv("FISHCAST_WORKERS", raising=False)
+    (tmp_path / "slow.yaml").write_text(SLOW)
+    cache_root = tmp_path / "cache"
+    out = tmp_path / "out.h5"
+    status, err, seconds = _interrupt(["run", "slow.yaml", "-o", out, "--cache-dir", cache_root, "-q",
+                                       "--workers", "2"], cache_root, tmp_path, sig=sig)
+    assert status == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    kept = entries_whole(cache_root)
+    assert lines[0] == (f"{word}: {kept} cosmology evaluation{'s' if kept != 1 else ''} of this run kept in "
+                        f"the cache at {cache_root} ({kept} in all; a rerun starts from them); no output written")
+    assert kept >= 1 and seconds < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "slow.yaml"]

@@ -84,9 +84,32 @@ def fishcast_run(out: pathlib.Path, lum: pathlib.Path, extra: list[str]) -> dict
 
 
 def _children_cpu() -> float:
-    """User + system CPU seconds of the finished child processes of this one (and theirs)."""
+    """User + system CPU seconds of the finished child processes of this one (and theirs).
+
+    A process pool's forkserver is not waited for by the ``fishcast`` process that started
+    it (it exits after it): this process is made a child subreaper (Linux), so such orphans
+    become its children, and are waited for here, their CPU time counted with the rest."""
+    _reap_orphans()
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def _become_subreaper() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: orphans are not counted
+        pass
+
+
+def _reap_orphans() -> None:
+    """Wait for every remaining child (orphans of a finished run: they exit on their own)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 # ----------------------------------------------------------------------------- pyccl
@@ -251,6 +274,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the three runs")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the CAMB cost measurement")
     args = ap.parse_args()
+    _become_subreaper()
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = pathlib.Path(tmpdir)
