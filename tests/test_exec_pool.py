@@ -212,3 +212,33 @@ def test_an_interrupt_with_workers_and_a_task_here_keeps_what_it_says(sig, code,
                         f"the cache at {cache_root} ({kept} in all; a rerun starts from them); no output written")
     assert kept >= 1 and seconds < 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "slow.yaml"]
+
+
+def test_the_forkserver_imports_the_fishcast_this_process_runs(tmp_path):
+    """A folder named fishcast in the current directory (a checkout, say) is not what the
+    forkserver preloads: it searches this process's path, not the current folder first. Run
+    in a fresh process (the forkserver is one per process), from a folder with such a decoy."""
+    import subprocess
+    import sys
+
+    import fishcast
+
+    (tmp_path / "fishcast").mkdir()
+    (tmp_path / "fishcast" / "__init__.py").write_text("DECOY = True\n")
+    (tmp_path / "bin").mkdir()
+    script = tmp_path / "bin" / "pool.py"
+    script.write_text(
+        "from fishcast.pipeline.execute import ProcessExecutor, Task\n"
+        "def where():\n"
+        "    import fishcast\n"
+        "    return fishcast.__file__\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessExecutor(1, threads=1, retries=0, start_method='forkserver') as ex:\n"
+        "        out = ex.run([Task('where', where)])\n"
+        "    print(out[0].ok, out[0].value if out[0].ok else out[0].error)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    ok, where = res.stdout.split()
+    assert ok == "True" and where == fishcast.__file__, res.stdout + res.stderr

@@ -76,6 +76,40 @@ def default_start_method() -> str:
     return "spawn"
 
 
+def _preload_modules() -> tuple[str, ...]:
+    """What the forkserver imports: :data:`WORKER_MODULES`; fishcast's own only where the
+    server finds the modules where this process does (Python >= 3.11, see
+    :func:`_server_path`), else the third-party ones (numpy, scipy, camb: most of the cost)."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        return WORKER_MODULES
+    return tuple(m for m in WORKER_MODULES if not m.startswith("fishcast"))
+
+
+@contextlib.contextmanager
+def _server_path() -> Iterator[None]:
+    """While the forkserver starts: its module search path is this process's ``sys.path``
+    (``PYTHONPATH``) without the current folder in front (``PYTHONSAFEPATH``, Python >= 3.11):
+    multiprocessing (3.11) starts the server with ``python -c`` and does not give it this
+    process's path, so a ``fishcast`` folder in the current directory would otherwise be
+    preloaded instead of the one this process runs."""
+    import sys
+
+    path = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    try:
+        os.environ["PYTHONPATH"] = path
+        os.environ["PYTHONSAFEPATH"] = "1"
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 #: what a worker imports to compute cosmologies
 WORKER_MODULES = ("numpy", "scipy.integrate", "scipy.interpolate", "camb", "fishcast.cosmology",
                   "fishcast.pipeline.cache", "fishcast.pipeline.execute")
@@ -407,8 +441,8 @@ class ProcessExecutor(Executor):
                 # one server process imports the worker modules once; each worker is a fork of
                 # it. It never runs CAMB, and starts with one thread everywhere (no OpenBLAS
                 # thread pool, OpenMP not initialised): nothing but a single thread is forked
-                ctx.set_forkserver_preload(list(WORKER_MODULES))
-                with _thread_env(1):
+                ctx.set_forkserver_preload(list(_preload_modules()))
+                with _thread_env(1), _server_path():
                     from multiprocessing import forkserver
 
                     forkserver.ensure_running()
