@@ -789,7 +789,10 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
         else:
             groups.setdefault((settings, _cosmo.transfer_key(_cosmo.full_params(p))), []).append(i)
     stats.points += len(items)
-    root = str(cache.root) if cache is not None and hasattr(cache, "root") else None
+    from .cache import Cache
+
+    on_disk = cache if isinstance(cache, Cache) else None  # (a MemoryCache has no folder to share)
+    root = str(on_disk.root) if on_disk is not None else None
     members = list(groups.values())
     # groups whose CAMB transfer object this process holds, or keeps once computed (the
     # fiducial's, see fishcast.cosmology.transfer_store), are computed here by a pool
@@ -806,12 +809,12 @@ def _evaluate(executor: Executor, items: Sequence[tuple[Mapping[str, float], Any
     def keep(j: int, results: Sequence) -> None:
         """Keep a copy of a task's results in ``cache`` (a task run here, or workers on other
         machines that may not share this disk)."""
-        if cache is None or not hasattr(cache, "path"):
+        if on_disk is None:
             return
         for i, r in zip(members[j], results):
             key = _cosmo.point_key(items[i][0], items[i][1])
-            if not cache.path(key).exists():
-                cache.put(key, r, items[i][1])
+            if not on_disk.path(key).exists():
+                on_disk.put(key, r, items[i][1])
 
     def tick(oc: Outcome) -> None:
         j = which.get(oc.name)
