@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -219,6 +220,18 @@ def test_the_default_check_evaluates_n_s_and_sigma8_directions_in_one_run(tmp_pa
     assert again["camb_calls_derivatives"] == 0 and again["transfer_reuses"] == 0
     assert again["camb_calls_validity"] == len(spy) == 1 and again["cache_hits_validity"] == transfer_sides
     assert [gv_again.status[i] for i in (4, 5, 6, 7)] == ["evaluated"] * 4
+
+    # with a pool (--workers 2, a cold cache): the fiducial computed in this process, the n_s /
+    # sigma8 points there on its transfer functions, the rest in the workers (the last of a
+    # stage on both threads): the same counts, and the same numbers bit for bit
+    from fishcast.io import read_fisher
+
+    del spy[:]
+    pooled, gv_pooled, _ = _run(tmp_path, "pooled", "--cache-dir", str(tmp_path / "cold"), "--workers", "2")
+    assert pooled == first and len(spy) == 1  # only the fiducial ran in this process
+    assert read_fisher(tmp_path / "pooled.h5")[0].matrix.tobytes() == read_fisher(tmp_path / "split.h5")[0].matrix.tobytes()
+    assert gv_pooled.status == gv.status
+    assert np.asarray(gv_pooled.delta_chi2).tobytes() == np.asarray(gv.delta_chi2).tobytes()
     del spy[:]
     old, gv_old, _ = _run(tmp_path, "principal", "--cache-dir", cache, "--set",
                           "diagnostics.gaussian_directions=cosmological_principal")
