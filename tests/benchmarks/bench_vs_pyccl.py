@@ -26,7 +26,7 @@ It prints, as ratios:
     interleaved repeats)
   * FoM(w0, wa) of all three, and their spread                           (within 2%)
   * how well the default run packs its Boltzmann runs into the cores: its wall time over
-    (its Boltzmann runs x the time of one run on one thread / usable cores) -- 1.0 would be
+    (its Boltzmann runs x the CPU time of one run on one thread / usable cores) -- 1.0 would be
     every core busy with CAMB from start to end (imports, the analysis and idle cores make
     it larger) -- and the CPU time of each run's process tree (user + system, from
     ``getrusage(RUSAGE_CHILDREN)``), less noisy than wall times on a shared machine
@@ -320,7 +320,7 @@ def main() -> None:
     print(f"time per CAMB run, default / k_max 30, z_max 4 = {t_def / t_ref:.3f}")
     cores = len(os.sched_getaffinity(0))
     ideal = med("default", "camb") * t_def / cores
-    print(f"packing of the default run: wall / (Boltzmann runs x one run's time on 1 thread / {cores} cores) = "
+    print(f"packing of the default run: wall / (Boltzmann runs x one run's CPU time on 1 thread / {cores} cores) = "
           f"{med('default', 'wall') / ideal:.3f}   ({med('default', 'wall'):.1f} s / {ideal:.1f} s; 1.0 = every "
           f"core busy with CAMB throughout)")
     print(f"CPU time default fishcast / pyccl 3-point      = {med('default', 'cpu') / med('pyccl', 'cpu'):.3f}   "
