@@ -88,10 +88,30 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     """
     import pathlib
 
+    from fishcast.pipeline.execute import executor_evaluator_factory, make_executor, usable_cores
+
+    # the worker pool's server starts first: it imports numpy, scipy, CAMB and fishcast on the
+    # other core while this process imports and loads the survey (closed in every case below)
+    n_workers = workers if workers is not None else usable_cores()
+    executor = make_executor(n_workers) if n_workers > 1 else None
+    try:
+        if executor is not None:
+            executor.prestart()
+        return _run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet, overrides,
+                    executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet, overrides, executor):
+    import pathlib
+
     from fishcast import io as fio
     from fishcast import report
     from fishcast.errors import InputError
     from fishcast.pipeline.cache import Cache, default_cache_dir
+    from fishcast.pipeline.execute import executor_evaluator_factory
     from fishcast.pipeline.forecast import run_forecast
     from fishcast.survey import load_survey
 
@@ -102,15 +122,8 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     cache = None if no_cache else Cache(cache_dir or default_cache_dir())
     track(cache, output)
     progress, close = _progress_factory(quiet)
-    executor = None
     try:
-        factory = None
-        from fishcast.pipeline.execute import executor_evaluator_factory, make_executor, usable_cores
-
-        n_workers = workers if workers is not None else usable_cores()
-        if n_workers > 1:
-            executor = make_executor(n_workers)
-            factory = executor_evaluator_factory(executor)
+        factory = executor_evaluator_factory(executor) if executor is not None else None
         try:
             fc = run_forecast(sv, cache=cache, progress=progress, allow_degenerate=allow_degenerate,
                               evaluator_factory=factory)
@@ -121,7 +134,7 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
             raise located from None
     finally:
         if executor is not None:
-            executor.close()
+            executor.close()  # the pool is done: free its workers before writing and reporting
         close()
     if cache is not None and cache.stats.write_failed:
         click.echo(f"warning: {cache.stats.write_failed} cosmology evaluations could not be kept in the cache at "

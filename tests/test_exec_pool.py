@@ -242,3 +242,45 @@ def test_the_forkserver_imports_the_fishcast_this_process_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     ok, where = res.stdout.split()
     assert ok == "True" and where == fishcast.__file__, res.stdout + res.stderr
+
+
+_PRESTART_SCRIPT = r"""
+import os, signal, sys, time
+from multiprocessing import forkserver
+from fishcast.pipeline.execute import ProcessExecutor, Task
+
+def main():
+    ex = ProcessExecutor(2, threads=1, retries=0)
+    ex.prestart()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored here at once
+    pid = forkserver._forkserver._forkserver_pid
+    time.sleep(0.15)  # the server runs Python and imports numpy, scipy, CAMB (~0.5 s)
+    os.kill(pid, signal.SIGINT)  # Ctrl-C reaches the whole group while the server imports
+    time.sleep(1.5)
+    with open(f"/proc/{pid}/status") as fh:
+        state = next(line for line in fh if line.startswith("State:"))
+    assert "Z" not in state.split()[1], state  # not dead (a zombie not yet reaped)
+    out = ex.run([Task("t", os.getpid)])
+    assert forkserver._forkserver._forkserver_pid == pid  # the same server, not a restarted one
+    ex.close()
+    print("ok", out[0].ok)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_prestarted_forkserver_ignores_ctrl_c_while_it_imports(tmp_path):
+    """``fishcast run`` starts the worker pool's server before it loads the survey, so that
+    its imports overlap this process's. Ctrl-C goes to the whole process group: the server,
+    still importing (it ignores SIGINT itself only afterwards), must neither die nor print a
+    traceback; this process's own SIGINT handler is untouched."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "prestart.py"
+    script.write_text(_PRESTART_SCRIPT)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok True"
+    assert "Traceback" not in res.stderr and "KeyboardInterrupt" not in res.stderr, res.stderr

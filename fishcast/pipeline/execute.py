@@ -110,6 +110,26 @@ def _server_path() -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """While the forkserver starts, SIGINT is ignored (an ignored signal stays ignored across
+    fork and exec): Ctrl-C reaches the whole process group, and the server would otherwise
+    print a KeyboardInterrupt traceback of its own while it imports its modules (it ignores
+    SIGINT itself only once they are imported). This process's handler is restored at once.
+    Outside the main thread (where signals cannot be set) nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 #: what a worker imports to compute cosmologies
 WORKER_MODULES = ("numpy", "scipy.integrate", "scipy.interpolate", "camb", "fishcast.cosmology",
                   "fishcast.pipeline.cache", "fishcast.pipeline.execute")
@@ -431,21 +451,34 @@ class ProcessExecutor(Executor):
         return f"process ({self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads} thread" \
                f"{'s' if self.threads != 1 else ''})"
 
-    def _start(self):
-        import concurrent.futures as cf
+    def prestart(self) -> None:
+        """Start the forkserver now, without waiting for it: it imports the worker modules
+        while this process goes on (imports, loading the survey, planning), so that the
+        workers fork from a ready server when the first task comes. Nothing for ``spawn``
+        (the pool starts with its first task). Idempotent; :meth:`close` is still needed."""
+        if self.start_method == "forkserver":
+            self._ensure_server()
+
+    def _ensure_server(self):
         import multiprocessing as mp
 
-        if self._pool is None:
-            ctx = mp.get_context(self.start_method)
-            if self.start_method == "forkserver":
-                # one server process imports the worker modules once; each worker is a fork of
-                # it. It never runs CAMB, and starts with one thread everywhere (no OpenBLAS
-                # thread pool, OpenMP not initialised): nothing but a single thread is forked
-                ctx.set_forkserver_preload(list(_preload_modules()))
-                with _thread_env(1), _server_path():
-                    from multiprocessing import forkserver
+        ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            # one server process imports the worker modules once; each worker is a fork of
+            # it. It never runs CAMB, and starts with one thread everywhere (no OpenBLAS
+            # thread pool, OpenMP not initialised): nothing but a single thread is forked
+            ctx.set_forkserver_preload(list(_preload_modules()))
+            with _thread_env(1), _server_path(), _sigint_ignored():
+                from multiprocessing import forkserver
 
-                    forkserver.ensure_running()
+                forkserver.ensure_running()
+        return ctx
+
+    def _start(self):
+        import concurrent.futures as cf
+
+        if self._pool is None:
+            ctx = self._ensure_server()
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                                 initializer=configure_worker, initargs=(self.threads, True))
         return self._pool
