@@ -459,6 +459,8 @@ def set_at(data, path, value):
     data[path[-1]] = value
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning", "error::UserWarning")  # no numpy overflow or loadtxt
+# warning may reach the terminal on the way to the located message (k_max 1e300, ell.max 1e308, an empty table)
 def test_every_mutation_of_a_small_survey_is_located(tmp_path, no_camb):
     """Every leaf of each small survey replaced by each bad value of :data:`BAD_VALUES`, and
     every table it names by each bad content of :data:`BAD_TABLES`, through the loader and

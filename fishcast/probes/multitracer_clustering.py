@@ -514,6 +514,10 @@ def geometry_band_fisher(k, k2dk, mu, w_mu, pk, n_eff, b, f: float, n, volume: f
 # Configuration (the ``probes.counts_in_cells`` section of a survey YAML)
 # =============================================================================================
 
+#: Largest k_max [h/Mpc] of the shells: far beyond where a linear (Kaiser) model of the
+#: spectrum holds (~0.3 h/Mpc), and such that the probe's k need stays inside what the
+#: backend tabulates (500/Mpc); a huge value (1e300) overflowed the band arithmetic before
+K_MAX_LIMIT = 100.0
 #: Omega_m of the flat LCDM reference used only for the *default* k_min of each shell (so
 #: that the k nodes are fixed in h/Mpc and do not move with the cosmology)
 REFERENCE_OMEGA_M = 0.3
@@ -733,6 +737,9 @@ class CountsInCellsConfig(SkyAreaConfig):
             raise ValueError(f"k_max: one value, or one per shell ({n_shell})")
         if any(not v > 0 for v in kmax):
             raise ValueError("k_max must be > 0")
+        if any(v > K_MAX_LIMIT for v in kmax):
+            raise ValueError(f"k_max must be at most {K_MAX_LIMIT:g} h/Mpc (far beyond linear clustering; the "
+                             "backend tabulates P(k) to 500/Mpc at most)")
         if self.k_min is not None and any(v <= self.k_min for v in kmax):
             raise ValueError("k_max must exceed k_min in every shell")
         if self.fisher_method == "exact_cells":
@@ -1469,8 +1476,12 @@ def _read_table(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
 
     from ..io.reading import read_text
 
+    import warnings
+
     try:
-        data = np.loadtxt(io.StringIO(read_text(path, "density table")), ndmin=2)
+        with warnings.catch_warnings():  # an empty table: numpy warns, then the shape check refuses it
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(io.StringIO(read_text(path, "density table")), ndmin=2)
     except (OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: cannot read a two-column (z, value) table: {exc}") from None
     if data.shape[1] != 2 or data.shape[0] < 2:

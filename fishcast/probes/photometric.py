@@ -126,7 +126,8 @@ class EllRangeConfig(_Model):
     """The multipole range of one spectrum type: bands whose centre lies in [min, max]."""
 
     min: float = Field(..., ge=2.0, description="lowest multipole used")
-    max: float = Field(..., description="highest multipole used (> min)")
+    max: float = Field(..., le=_wl.ELL_MAX_LIMIT, description="highest multipole used (> min; at most 100000: "
+                       "beyond, the Limber spectra need P(k) past the largest k fishcast tabulates)")
 
     @model_validator(mode="after")
     def _order(self):

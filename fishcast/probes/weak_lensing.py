@@ -116,13 +116,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: Largest multipole a Limber probe accepts (ell.max). Far beyond any survey's (Euclid 5000);
+#: the probe's k_max need, (ell_max + 1/2)/chi_min, is checked against the largest k fishcast
+#: tabulates afterwards. Without a bound a huge ell.max (1e308) overflowed the band and mode
+#: arithmetic (numpy RuntimeWarnings on the terminal) before that check refused "k = inf".
+ELL_MAX_LIMIT = 1.0e5
+
+
 class EllBandsConfig(_Model):
     """Multipole bands: n_bands log-spaced bands between min and max. Band k has edges
     e_k = min (max/min)^(k/n_bands), centre sqrt(e_k e_{k+1}) (geometric mean) and width
     Delta_ell = e_{k+1} - e_k; the Knox covariance counts (2 ell + 1) f_sky Delta_ell modes."""
 
     min: float = Field(..., ge=2.0, description="lowest band edge ell_min (>= 2: shear is spin 2)")
-    max: float = Field(..., description="highest band edge ell_max (> ell_min)")
+    max: float = Field(..., le=ELL_MAX_LIMIT, description="highest band edge ell_max (> ell_min; at most 100000: "
+                       "beyond, the Limber spectra need P(k) past the largest k fishcast tabulates)")
     n_bands: int = Field(..., ge=1, le=10_000, description="number of log-spaced bands")
 
     @model_validator(mode="after")
