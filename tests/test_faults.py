@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fishcast.pipeline.cache import Cache
+from fishcast.pipeline.cache import Cache, CacheWarning
 from fishcast.cli.main import cli
 from fishcast.errors import SurveyError
 from fishcast.io import read_fisher
@@ -512,7 +512,8 @@ def test_nothing_from_a_file_is_unpickled_or_executed(toy_h5, tmp_path):
     key = "ab" + "0" * 62
     cache.path(key).parent.mkdir(parents=True)
     np.savez(cache.path(key), pk_lin=np.array([trap], dtype=object))
-    assert cache.get(key) is None and cache.stats.damaged == 1
+    with pytest.warns(CacheWarning, match="not used"):  # said, not silent
+        assert cache.get(key) is None and cache.stats.damaged == 1
     # a survey with an object-constructing tag
     survey = tmp_path / "s.yaml"
     survey.write_text(f"name: !!python/object/apply:pathlib.Path.touch [{str(marker)!r}]\n")
