@@ -439,12 +439,8 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
         scale = dom.scale
     else:
         scale = abs(fid)
-    lower, lower_inc = dom.lower, dom.lower_inclusive
-    upper, upper_inc = dom.upper, dom.upper_inclusive
-    if ov.lower is not None:
-        lower, lower_inc = float(ov.lower), True
-    if ov.upper is not None:
-        upper, upper_inc = float(ov.upper), True
+    bounds = effective_domain(name, config, parameter)
+    lower, lower_inc, upper, upper_inc = bounds.lower, bounds.lower_inclusive, bounds.upper, bounds.upper_inclusive
     units = ov.units if ov.units is not None else dom.units
     h_max = ov.h_max if ov.h_max is not None else config.h_max
     n_rungs = ov.n_rungs if ov.n_rungs is not None else config.n_rungs
@@ -487,9 +483,8 @@ def resolve_spec(name: str, fiducial: float, config: DerivativesConfig | None = 
                          lower=lower, upper=upper, lower_inclusive=lower_inc, upper_inclusive=upper_inc,
                          units=units, cosmological=dom.cosmological, chosen=chosen,
                          max_step=max_step, min_step=min_step, start_rungs=start, window=config.window)
-    why = fiducial_outside_domain(name, fid, config, parameter)
-    if why is not None or not spec.contains(fid):
-        raise InputError(why or f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
+    if not spec.contains(fid):
+        raise InputError(f"fiducial {name} = {fid:g} is outside its physical domain {spec.domain_text()}")
     return spec
 
 

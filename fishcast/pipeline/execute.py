@@ -97,10 +97,17 @@ def _server_path() -> Iterator[None]:
     import sys
 
     path = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
-    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    with _environ({"PYTHONPATH": path, "PYTHONSAFEPATH": "1"}):
+        yield
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore this process's
+    environment (variables that were unset are removed again)."""
+    old = {k: os.environ.get(k) for k in values}
     try:
-        os.environ["PYTHONPATH"] = path
-        os.environ["PYTHONSAFEPATH"] = "1"
+        os.environ.update(values)
         yield
     finally:
         for k, v in old.items():
@@ -393,17 +400,8 @@ class SerialExecutor(Executor):
 def _thread_env(threads: int) -> Iterator[None]:
     """Set the thread variables while worker processes are spawned (they inherit them before
     numpy or CAMB are imported), then restore this process's environment."""
-    old = {k: os.environ.get(k) for k in _THREAD_ENV}
-    try:
-        for k in _THREAD_ENV:
-            os.environ[k] = str(threads)
+    with _environ({k: str(threads) for k in _THREAD_ENV}):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class ProcessExecutor(Executor):
