@@ -34,6 +34,35 @@ differ (by f_nu = Omega_nu / Omega_m ~ 0.5 % at m_nu = 0.06 eV):
   fiducial (m_nu = 0.06 eV), this f is 0.42-0.44 % below the previous definition (CAMB's
   f sigma8 over the total-matter sigma8) and within 1.5e-4 of the scale-independent growth
   equation sourced by baryons + CDM (tests/test_cosmology.py).
+
+Transfer sampling. What CAMB's dense transfer sampling (``Transfer.high_precision``, which
+``CAMBparams.set_matter_power`` switches on; :attr:`CosmologySettings.transfer_high_precision`)
+costs and buys, measured with CAMB 2.0.5 on the IST:F fiducial at the Euclid WL pessimistic
+settings (takahashi, k_max 7.78/Mpc, z_max 3, n_z 100, one thread):
+
+* cost: 0.87 CPU s per Boltzmann run with it, 0.50 s without (-42 %); 193 transfer k nodes
+  instead of 129 (125 instead of 84 at 0.01-0.4/Mpc);
+* what it buys is not the k sampling alone: P(k) without it moves by 2.4e-3 at
+  0.01-0.05/Mpc, 1.3e-3 at 0.05-0.5/Mpc and 1.4e-3 at 0.5-7/Mpc (linear, z = 0 and 1,
+  after the sigma8 normalization; 8e-3 at 0.01-0.05/Mpc with m_nu = 0), and the same
+  without it with CAMB's k sampling boosted as much (TransferkBoost 1.5: 0.75 s) or with a
+  100x tighter ODE tolerance (IntTolBoost 5.6: 1.27 s). Against a converged run (with it,
+  AccuracyBoost 2, lAccuracyBoost 2) P is within 9e-4 with it and 3.1e-3 without
+  (4e-4 / 1.8e-3 above 0.5/Mpc); AccuracyBoost 1.5 without it (0.87 s, its cost) gives
+  1.6e-3. A k_per_logint > 0 is no intermediate either: it replaces CAMB's optimized
+  spacing by a uniform one in ln k, with fewer nodes on the BAO wiggles (k_per_logint 8:
+  29 nodes at 0.01-0.4/Mpc, 0.79 s; 10: 37 nodes, 0.96 s);
+* on the accuracy test (tests/test_requirements.py: against k_max 30/Mpc, z_max 4 with it;
+  thresholds 1e-3 on every signal element, 5e-3 on every marginalized error; fixed
+  3-point stencils), largest signal change / largest change of a marginalized error, with
+  it -> without it: Euclid WL pessimistic 2.5e-4 / 9.4e-4 -> 7.9e-4 / 2.3e-3 (the C_ell of
+  the lowest bin at ell 1463: the amplitude at k ~ 1-7/Mpc, not the BAO); Euclid WL
+  optimistic 2.4e-5 / 9.3e-4 -> 7.0e-4 / 6.9e-3 (Omega_b); Euclid 3x2pt pessimistic
+  2.5e-4 / 3.1e-4 -> 2.1e-3 / 8.1e-3 (Omega_b, h). Without it no shipped weak-lensing or
+  3x2pt recipe stays within half the thresholds (two exceed them), so the probes keep it
+  (their ``requirements()``); so do the clustering probes, which resolve the BAO wiggles.
+  It stays a setting: a user may switch it off (``cosmology.accuracy``) for a forecast
+  that tolerates errors of this size at ~0.6 of the CAMB cost.
 """
 
 from __future__ import annotations
@@ -84,6 +113,12 @@ class CosmologySettings:
     accuracy_boost, l_accuracy_boost: CAMB's AccuracyBoost and lAccuracyBoost. Raise them
         when a derivative is noise-limited.
     k_per_logint: CAMB's k sampling of the transfer functions (0 = CAMB's default).
+    transfer_high_precision: CAMB's ``Transfer.high_precision``, the dense k sampling of the
+        transfer functions (which ``CAMBparams.set_matter_power`` always switches on). True
+        (the default, and fishcast's only choice before) for probes that resolve the BAO
+        wiggles; :func:`settings_for` switches it off when no probe needs it
+        (:attr:`fishcast.probes.base.CosmologyRequirements.transfer_high_precision`). See
+        :data:`TRANSFER_SAMPLING_NOTE` for what it costs and changes.
     """
 
     nonlinear_model: str = "takahashi"
@@ -95,10 +130,14 @@ class CosmologySettings:
     accuracy_boost: float = 1.0
     l_accuracy_boost: float = 1.0
     k_per_logint: int = 0
+    transfer_high_precision: bool = True
 
     def __post_init__(self):
         if self.nonlinear_model not in NONLINEAR_MODELS:
             raise InputError(f"nonlinear_model must be one of {NONLINEAR_MODELS}, got {self.nonlinear_model!r}")
+        if not isinstance(self.transfer_high_precision, (bool, np.bool_)):
+            raise InputError(f"transfer_high_precision must be true or false, got {self.transfer_high_precision!r}")
+        object.__setattr__(self, "transfer_high_precision", bool(self.transfer_high_precision))
 
     @property
     def nonlinear(self) -> bool:
@@ -179,8 +218,10 @@ MIN_K_MAX_LINEAR = 15.0
 MIN_Z_MAX = 0.5
 
 
+
 def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = "takahashi",
-                 k_max: float | None = None, z_max: float | None = None, **accuracy) -> CosmologySettings:
+                 k_max: float | None = None, z_max: float | None = None,
+                 transfer_high_precision: bool | None = None, **accuracy) -> CosmologySettings:
     """The settings the backend computes with, for probes with these (combined, see
     :func:`fishcast.probes.base.combined_requirements`) requirements.
 
@@ -195,6 +236,9 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
         of the reference table and ``n_k`` lowered to the nodes up to it (:func:`reference_k_nodes`: the
         table keeps the reference's nodes, ``n_k`` over [k_min, DEFAULT_K_MAX]).
     z_max: the user's, else ``requirements.z_max`` (at least :data:`MIN_Z_MAX`).
+    transfer_high_precision: the user's ``cosmology.accuracy.transfer_high_precision``, else
+        ``requirements.transfer_high_precision`` (any probe's need: every shipped probe keeps
+        it, see the module docstring, *Transfer sampling*).
     accuracy: the other fields of :class:`CosmologySettings` (n_z, n_k, accuracy_boost, ...).
     The settings are recorded in the output (``/cosmology`` attributes).
     """
@@ -206,7 +250,9 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
         k_min = float(accuracy.get("k_min", CosmologySettings.k_min))
         n_k = int(accuracy.get("n_k", CosmologySettings.n_k))
         kmax, accuracy["n_k"] = reference_k_nodes(kmax, k_min, n_k)
-    return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, **accuracy)
+    dense = (bool(requirements.transfer_high_precision) if transfer_high_precision is None
+             else bool(transfer_high_precision))
+    return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, transfer_high_precision=dense, **accuracy)
 
 
 def nonlinear_k_floor(nonlinear_model: str, z_max: float) -> float:
@@ -596,6 +642,7 @@ def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float)
     zs = settings.z_grid()[::-1].copy()  # CAMB wants decreasing redshift
     pars.set_matter_power(redshifts=list(zs), kmax=settings.k_max * 1.05, nonlinear=settings.nonlinear,
                           k_per_logint=settings.k_per_logint or None, silent=True)
+    pars.Transfer.high_precision = settings.transfer_high_precision  # set_matter_power switches it on
     if settings.nonlinear_model == "takahashi":
         pars.NonLinearModel.set_params(halofit_version="takahashi")
     elif settings.nonlinear_model == "mead2020":

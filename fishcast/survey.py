@@ -57,6 +57,9 @@ class AccuracyConfig(_Model):
     z_max: float | None = Field(None, gt=0.0, le=20.0, description="largest tabulated redshift (default: what the probes need)")
     n_z: int = Field(100, ge=10, le=250, description="number of redshift nodes of the P(k, z) table (CAMB allows at most 250)")
     k_per_logint: int = Field(0, ge=0, le=100, description="CAMB k sampling of the transfer functions (0: CAMB's default)")
+    transfer_high_precision: bool | None = Field(
+        None, description="CAMB's dense k sampling of the transfer functions (Transfer.high_precision; default: what "
+        "the probes need -- on for clustering, off for weak lensing alone, ~1.7x the cost of a Boltzmann run)")
 
 
 class CosmologyConfig(_Model):
@@ -507,6 +510,7 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
         accuracy_boost=acc.accuracy_boost,
         l_accuracy_boost=acc.l_accuracy_boost,
         k_per_logint=acc.k_per_logint,
+        transfer_high_precision=acc.transfer_high_precision,
     )
 
 

@@ -56,6 +56,29 @@ def test_key_is_content_address():
     assert point_key(POINT, CosmologySettings(n_z=60, k_max=10.0, n_k=200, accuracy_boost=2.0)) != k0
 
 
+def test_an_entry_of_other_transfer_sampling_is_not_reused(tmp_path):
+    """CAMB's dense transfer sampling (transfer_high_precision) moves P(k) by ~1e-3: an entry
+    computed with it is never served for a point without it, nor the other way round -- not
+    under its own name (another key), nor copied under the other's name (its stored settings
+    do not hash to that name: a CacheWarning, a miss)."""
+    import dataclasses
+    import shutil
+
+    from fishcast.pipeline.cache import CacheWarning
+
+    dense, sparse = S, dataclasses.replace(S, transfer_high_precision=False)
+    assert dense.transfer_high_precision and point_key(POINT, dense) != point_key(POINT, sparse)
+    cache = Cache(tmp_path)
+    cache.put(point_key(POINT, dense), fake_result(1), dense)
+    assert cache.get(point_key(POINT, sparse)) is None
+    assert same(cache.get(point_key(POINT, dense)), fake_result(1))
+    forged = cache.path(point_key(POINT, sparse))
+    forged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cache.path(point_key(POINT, dense)), forged)
+    with pytest.warns(CacheWarning, match="not those of its name"):
+        assert cache.get(point_key(POINT, sparse)) is None
+
+
 def test_an_entry_of_an_older_scheme_is_not_reused(tmp_path, monkeypatch):
     """The key carries fishcast.cosmology.CACHE_SCHEME, raised when the same inputs give other
     results (3: the growth rate of baryons + CDM): an entry written by scheme 2 is a miss."""

@@ -222,6 +222,23 @@ def test_combined_requirements():
     assert not combined_requirements([CosmologyRequirements(1.0, 0.2, False)]).nonlinear
 
 
+def test_the_dense_transfer_sampling_is_needed_when_any_probe_needs_it():
+    """combined_requirements ORs the probes' need for CAMB's dense transfer sampling; a probe
+    that does not say keeps it (the default); settings_for derives the setting from the
+    requirements, and the user's cosmology.accuracy.transfer_high_precision overrides it
+    either way."""
+    assert CosmologyRequirements(1.0, 0.2, False).transfer_high_precision  # not stated: kept
+    sparse = CosmologyRequirements(3.0, 7.0, True, transfer_high_precision=False)
+    dense = CosmologyRequirements(1.0, 0.2, False, transfer_high_precision=True)
+    assert not combined_requirements([sparse, sparse]).transfer_high_precision
+    assert combined_requirements([sparse, dense]).transfer_high_precision
+    assert combined_requirements([dense, sparse]).transfer_high_precision
+    assert not settings_for(sparse).transfer_high_precision
+    assert settings_for(dense).transfer_high_precision
+    assert settings_for(sparse, transfer_high_precision=True).transfer_high_precision
+    assert not settings_for(dense, transfer_high_precision=False).transfer_high_precision
+
+
 def test_settings_for_reads_the_requirements():
     lin = CosmologyRequirements(z_max=1.1, k_max=0.1, nonlinear=False)
     nl = CosmologyRequirements(z_max=3.0, k_max=50.0, nonlinear=True)

@@ -357,32 +357,37 @@ class BatchPlan:
 def shared_settings(surveys: list[Survey]) -> list[Survey]:
     """Designs whose CAMB settings differ only in the k_max and z_max their probes ask for
     (e.g. a grid over ell_max) are given the largest of each (a derived k_max with its n_k:
-    the reference table's nodes up to it), so that every cosmology point is computed once
-    for the whole grid. A k_max, n_k or z_max the user gave (``cosmology.accuracy``) is kept
-    as given."""
+    the reference table's nodes up to it), and CAMB's dense transfer sampling when any of
+    them needs it, so that every cosmology point is computed once for the whole grid. A
+    k_max, n_k, z_max or transfer_high_precision the user gave (``cosmology.accuracy``) is
+    kept as given."""
     import dataclasses
 
-    def free_fields(sv: Survey) -> tuple[bool, bool, bool]:
+    def free_fields(sv: Survey) -> tuple[bool, bool, bool, bool]:
         given = sv.config.cosmology.accuracy.model_fields_set
         # a derived k_max comes with its n_k (the reference table's nodes up to it:
         # fishcast.cosmology.reference_k_nodes), unless the user gave n_k
-        return "k_max" not in given, "z_max" not in given, "k_max" not in given and "n_k" not in given
+        return ("k_max" not in given, "z_max" not in given, "k_max" not in given and "n_k" not in given,
+                getattr(sv.config.cosmology.accuracy, "transfer_high_precision", None) is None)
 
     groups: dict[tuple, list[int]] = {}
     for i, sv in enumerate(surveys):
-        kf, zf, nf = free_fields(sv)
+        kf, zf, nf, hf = free_fields(sv)
         rest = dataclasses.replace(sv.settings, k_max=0.0 if kf else sv.settings.k_max,
-                                   z_max=0.0 if zf else sv.settings.z_max, n_k=0 if nf else sv.settings.n_k)
-        groups.setdefault((rest, kf, zf, nf), []).append(i)
+                                   z_max=0.0 if zf else sv.settings.z_max, n_k=0 if nf else sv.settings.n_k,
+                                   transfer_high_precision=False if hf else sv.settings.transfer_high_precision)
+        groups.setdefault((rest, kf, zf, nf, hf), []).append(i)
     out = list(surveys)
-    for (_, kf, zf, nf), idx in groups.items():
+    for (_, kf, zf, nf, hf), idx in groups.items():
         top = max(idx, key=lambda i: surveys[i].settings.k_max)
         k_max, n_k = surveys[top].settings.k_max, surveys[top].settings.n_k
         z_max = max(surveys[i].settings.z_max for i in idx)
+        dense = any(surveys[i].settings.transfer_high_precision for i in idx)
         for i in idx:
             st = surveys[i].settings
             new = dataclasses.replace(st, k_max=k_max if kf else st.k_max, z_max=z_max if zf else st.z_max,
-                                      n_k=n_k if nf else st.n_k)
+                                      n_k=n_k if nf else st.n_k,
+                                      transfer_high_precision=dense if hf else st.transfer_high_precision)
             if new != st:
                 out[i] = dataclasses.replace(surveys[i], settings=new)
     return out

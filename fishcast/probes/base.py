@@ -98,20 +98,27 @@ class CosmologyRequirements:
     nonlinear: whether the probe uses the nonlinear matter power spectrum (when the survey's
         ``nonlinear_model`` is not ``none``); a survey none of whose probes does is computed
         linear only.
+    transfer_high_precision: whether the probe needs CAMB's dense k sampling of the transfer
+        functions (``Transfer.high_precision``): a probe that resolves the BAO wiggles in k
+        (3D clustering) does; one that sees P(k) only through broad integrals (Limber) may
+        not, when measured so. Default True (a probe that does not say keeps it).
     """
 
     z_max: float
     k_max: float
     nonlinear: bool
+    transfer_high_precision: bool = True
 
 
 def combined_requirements(reqs: Iterable[CosmologyRequirements]) -> CosmologyRequirements:
-    """What a set of probes needs together: the largest z and k, nonlinear if any is."""
+    """What a set of probes needs together: the largest z and k, nonlinear if any is, the
+    dense transfer sampling if any needs it."""
     reqs = list(reqs)
     if not reqs:
         raise ValueError("no requirements to combine")
     return CosmologyRequirements(
-        z_max=max(r.z_max for r in reqs), k_max=max(r.k_max for r in reqs), nonlinear=any(r.nonlinear for r in reqs)
+        z_max=max(r.z_max for r in reqs), k_max=max(r.k_max for r in reqs), nonlinear=any(r.nonlinear for r in reqs),
+        transfer_high_precision=any(r.transfer_high_precision for r in reqs),
     )
 
 
