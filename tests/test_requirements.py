@@ -26,8 +26,10 @@ from fishcast import cosmology
 
 ROOT = pathlib.Path(__file__).parent.parent
 FAST = {"derivatives.mode": "fixed", "derivatives.stencil": "3-point", "diagnostics.gaussian_check": False}
-#: the settings used before the probes' requirements were read
-REFERENCE = {"cosmology.accuracy.k_max": 30.0, "cosmology.accuracy.z_max": 4.0}
+#: the settings used before the probes' requirements were read (CAMB's dense transfer
+#: sampling included, whatever the probes need)
+REFERENCE = {"cosmology.accuracy.k_max": 30.0, "cosmology.accuracy.z_max": 4.0,
+             "cosmology.accuracy.transfer_high_precision": True}
 
 
 # ------------------------------------------------------------------ the estimates themselves
@@ -392,6 +394,48 @@ def test_the_settings_used_are_in_the_file(wl_pairs, tmp_path):
     s = mine.survey.settings
     assert attrs["k_max"] == s.k_max and attrs["z_max"] == s.z_max and attrs["nonlinear_model"] == "takahashi"
     assert attrs["k_max"] < 30.0
+    assert bool(attrs["transfer_high_precision"]) is s.transfer_high_precision
+
+
+# ------------------------------------------------------------------ CAMB's transfer sampling
+#: whether each shipped recipe's probes need CAMB's dense transfer sampling
+#: (Transfer.high_precision), as measured: see the probes' requirements() and
+#: fishcast.cosmology.settings_for for the numbers
+DENSE = {"euclid-wl-pessimistic": True, "euclid-wl-optimistic": True, "lsst-y10-wl": True,
+         "euclid-3x2pt-pessimistic": True, "lsst-y10-3x2pt": True,
+         "desi-multitracer": True, "two-tracer-toy": True, "euclid-gcsp-optimistic": True}
+
+
+@pytest.mark.parametrize("recipe", list(DENSE))
+def test_the_transfer_sampling_is_what_the_probes_need_and_reaches_camb(recipe):
+    """Each probe states whether it needs CAMB's dense transfer sampling; the settings take
+    it from the probes unless cosmology.accuracy.transfer_high_precision is given (either
+    way); CAMB is set up with it (``set_matter_power`` alone would always switch it on)."""
+    sv = _survey(recipe)
+    assert sv.probes[0].requirements().transfer_high_precision is DENSE[recipe]
+    assert sv.settings.transfer_high_precision is DENSE[recipe]
+    fid = cosmology.full_params(sv.cosmological_fiducial)
+    for given in (True, False):
+        st = _survey(recipe, {"cosmology.accuracy.transfer_high_precision": given}).settings
+        assert st.transfer_high_precision is given
+        assert dataclasses.replace(st, transfer_high_precision=DENSE[recipe]) == sv.settings  # nothing else moves
+        pars = cosmology._camb_params(fid, st, 2.1e-9)
+        assert bool(pars.Transfer.high_precision) is given
+
+
+def test_a_bad_transfer_sampling_is_located(tmp_path):
+    from fishcast.errors import SurveyError
+
+    text = (ROOT / "recipes" / "euclid-wl-pessimistic.yaml").read_text().replace(
+        "nonlinear_model: takahashi", "nonlinear_model: takahashi\n  accuracy:\n    transfer_high_precision: maybe", 1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("../data/", str(ROOT / "data") + "/"))
+    line = text.splitlines().index("    transfer_high_precision: maybe") + 1
+    from fishcast.survey import load_survey
+
+    with pytest.raises(SurveyError) as exc:
+        load_survey(bad)
+    assert f"bad.yaml:{line}: cosmology.accuracy.transfer_high_precision" in str(exc.value)
 
 
 def test_a_batch_over_ell_max_shares_its_cosmology_points():
@@ -406,3 +450,13 @@ def test_a_batch_over_ell_max_shares_its_cosmology_points():
     given = _survey("euclid-wl-pessimistic", {"cosmology.accuracy.k_max": 8.0})
     out = shared_settings([a, b, given])
     assert out[2].settings.k_max == 8.0 and out[0].settings.k_max == b.settings.k_max
+    # CAMB's dense transfer sampling: the grid's points get it when any design's probes need
+    # it (a design whose probes would not, stood in for by its settings); a value the user
+    # gave stays
+    sparse = dataclasses.replace(a, settings=dataclasses.replace(a.settings, transfer_high_precision=False))
+    out = shared_settings([sparse, b])
+    assert out[0].settings == out[1].settings and out[0].settings.transfer_high_precision
+    off = _survey("euclid-wl-pessimistic", {"cosmology.accuracy.transfer_high_precision": False})
+    out = shared_settings([off, b])
+    assert not out[0].settings.transfer_high_precision and out[1].settings.transfer_high_precision
+    assert out[0].settings == off.settings  # its points differ anyway: nothing to share

@@ -43,10 +43,12 @@ class ExactCellsProbe(CountsInCellsProbe):
         self.box_volume = self.n_cells * self.cell_volume
 
     def requirements(self) -> CosmologyRequirements:
-        """k up to the last aliased image of the cell power [h/Mpc, <= 1/Mpc for h <= 1]."""
+        """k up to the last aliased image of the cell power [h/Mpc, <= 1/Mpc for h <= 1]; the
+        linear P(k) with CAMB's dense transfer sampling (the cells resolve BAO scales)."""
         c = self.cells
         kmax = np.pi / c.side * (2 * c.n_images + 1) * np.sqrt(3.0)
-        return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=float(kmax), nonlinear=False)
+        return CosmologyRequirements(z_max=float(self.z_edges[-1]), k_max=float(kmax), nonlinear=False,
+                                     transfer_high_precision=True)
 
     # --- the cell correlation of each shell ------------------------------------------------
     def _cell_matrices(self, cosmo: Cosmology, frame: ObservedFrame) -> list[np.ndarray]:
