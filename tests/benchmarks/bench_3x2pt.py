@@ -62,8 +62,8 @@ def camb_cost(recipe: str, repeats: int) -> tuple[float, float, object]:
 
     sv = load_survey(ROOT / "recipes" / f"{recipe}.yaml")
     derived = sv.settings
-    reference = dataclasses.replace(derived, k_max=DEFAULT_K_MAX, z_max=4.0,
-                                    n_k=derived.n_k if derived.nonlinear else 300)
+    reference = dataclasses.replace(derived, k_max=DEFAULT_K_MAX, z_max=4.0,  # the settings before: dense transfers
+                                    n_k=derived.n_k if derived.nonlinear else 300, transfer_high_precision=True)
     point = {n: v for n, v in sv.fiducial.items() if is_cosmological(n)}
     times: dict[str, list[float]] = {"derived": [], "reference": []}
     for _ in range(repeats):

@@ -20,10 +20,16 @@ It prints, as ratios:
     Gaussian-validity check included), and its breakdown by stage (``camb_calls_derivatives``,
     ``camb_calls_validity``) with the cache hits
   * time per CAMB run with fishcast's default settings (what the probes need) relative to
-    the k_max = 30/Mpc, z_max = 4 settings (fiducial point, interleaved repeats, CPU time):
+    the k_max = 30/Mpc, z_max = 4 settings (fiducial point, interleaved repeats, CPU time;
+    both with CAMB's dense transfer sampling, which the probes need):
     0.41 at k_max 7.8/Mpc, z_max 3 (K_SHARE 0.045 and the halofit floor at z 3), 0.47 at
     the 10.45/Mpc of K_SHARE 0.02 (0.85, 0.98 and 2.09 CPU s, measured with CAMB 2.0.5, 5
-    interleaved repeats)
+    interleaved repeats); and the default settings without the dense transfer sampling
+    (``cosmology.accuracy.transfer_high_precision: false``) relative to the default (~0.58:
+    the largest lever left, not taken: see fishcast.cosmology, *Transfer sampling*)
+  * with ``--sparse-transfer``, a fourth run D in each round: the default run without the
+    dense transfer sampling (its wall and CPU time against the default's, its Boltzmann
+    runs, its FoM)
   * FoM(w0, wa) of all three, and their spread                           (within 2%)
   * how well the default run packs its Boltzmann runs into the cores: its wall time over
     (its Boltzmann runs x the CPU time of one run on one thread / usable cores) -- 1.0 would be
@@ -243,10 +249,11 @@ def pyccl_run(script: pathlib.Path, cfg: pathlib.Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- CAMB cost
-def camb_cost(repeats: int) -> tuple[float, float, dict]:
+def camb_cost(repeats: int) -> tuple[float, float, float, dict]:
     """Median CPU seconds of one CAMB evaluation of the fiducial with fishcast's default
-    settings and with the k_max = 30/Mpc, z_max = 4 settings (interleaved, this process, 1
-    thread: CPU time, so that other work on a shared machine does not enter the ratio)."""
+    settings, with the k_max = 30/Mpc, z_max = 4 settings and with the default settings
+    without CAMB's dense transfer sampling (interleaved, this process, 1 thread: CPU time, so
+    that other work on a shared machine does not enter the ratio)."""
     import dataclasses
 
     from fishcast.cosmology import compute
@@ -258,21 +265,26 @@ def camb_cost(repeats: int) -> tuple[float, float, dict]:
         lum = istf_table(pathlib.Path(tmp))
         sv = load_survey(RECIPE, {"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file": str(lum)})
     default = sv.settings
-    reference = dataclasses.replace(default, k_max=30.0, z_max=4.0)
+    # the settings before the probes' requirements were read: CAMB's dense transfer sampling too
+    reference = dataclasses.replace(default, k_max=30.0, z_max=4.0, transfer_high_precision=True)
+    sparse = dataclasses.replace(default, transfer_high_precision=False)
     point = {n: v for n, v in sv.fiducial.items() if n in ("Omega_m", "Omega_b", "h", "n_s", "sigma8", "w0", "wa", "m_nu")}
-    times = {"default": [], "reference": []}
+    times = {"default": [], "reference": [], "sparse": []}
     for _ in range(repeats):
-        for name, st in (("default", default), ("reference", reference)):
+        for name, st in (("default", default), ("reference", reference), ("sparse", sparse)):
             t0 = time.process_time()
             compute(point, st)
             times[name].append(time.process_time() - t0)
-    return float(np.median(times["default"])), float(np.median(times["reference"])), dataclasses.asdict(default)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return med["default"], med["reference"], med["sparse"], dataclasses.asdict(default)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the three runs")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the CAMB cost measurement")
+    ap.add_argument("--sparse-transfer", action="store_true",
+                    help="also run the default without CAMB's dense transfer sampling (run D)")
     args = ap.parse_args()
     _become_subreaper()
 
@@ -284,12 +296,17 @@ def main() -> None:
         cfg = tmp / "pyccl.json"
         pyccl_config(cfg, lum)
         runs = {"default": [], "fixed": [], "pyccl": []}
+        if args.sparse_transfer:
+            runs["sparse"] = []
         for r in range(args.rounds):
             runs["default"].append(fishcast_run(tmp / f"default{r}.h5", lum, []))
             runs["fixed"].append(fishcast_run(tmp / f"fixed{r}.h5", lum, [
                 "--set", "derivatives.mode=fixed", "--set", "derivatives.stencil=3-point",
                 "--set", "diagnostics.gaussian_check=false"]))
             runs["pyccl"].append(pyccl_run(script, cfg))
+            if args.sparse_transfer:
+                runs["sparse"].append(fishcast_run(tmp / f"sparse{r}.h5", lum, [
+                    "--set", "cosmology.accuracy.transfer_high_precision=false"]))
             for k, v in runs.items():
                 st = v[-1].get("stages")
                 split = (f" (derivatives {st['derivatives']}, validity {st['validity']}, cache hits {v[-1]['hits']})"
@@ -297,7 +314,7 @@ def main() -> None:
                 print(f"round {r + 1}: {k:8s} {v[-1]['wall']:8.1f} s (CPU {v[-1]['cpu']:6.1f} s)  "
                       f"CAMB runs {v[-1]['camb']:4d}{split}  "
                       f"FoM(w0, wa) {v[-1]['fom']:.2f}", flush=True)
-        t_def, t_ref, settings = camb_cost(args.repeats)
+        t_def, t_ref, t_sparse, settings = camb_cost(args.repeats)
 
     def med(name: str, key: str) -> float:
         if key.startswith("stages_"):
@@ -306,7 +323,8 @@ def main() -> None:
 
     print(f"\nrecipe: {RECIPE.name}; cores usable: {len(os.sched_getaffinity(0))}; rounds: {args.rounds}")
     print(f"fishcast default settings: k_max = {settings['k_max']:.3g}/Mpc, z_max = {settings['z_max']:.3g}, "
-          f"n_z = {settings['n_z']}, nonlinear {settings['nonlinear_model']} (also given to the pyccl script)")
+          f"n_z = {settings['n_z']}, nonlinear {settings['nonlinear_model']} (also given to the pyccl script), "
+          f"CAMB's dense transfer sampling {'on' if settings['transfer_high_precision'] else 'off'}")
     r1 = med("default", "wall") / med("pyccl", "wall")
     print(f"wall time default fishcast / pyccl 3-point     = {r1:.3f}   (target <= 1.0)  [{'OK' if r1 <= 1.0 else 'OVER'}]")
     print(f"wall time fixed 3-point fishcast / pyccl        = {med('fixed', 'wall') / med('pyccl', 'wall'):.3f}")
@@ -318,6 +336,12 @@ def main() -> None:
               f"{med(name, 'stages_derivatives'):.0f}, Gaussian-validity check {med(name, 'stages_validity'):.0f}; "
               f"cache hits {med(name, 'hits'):.0f} (--no-cache)")
     print(f"time per CAMB run, default / k_max 30, z_max 4 = {t_def / t_ref:.3f}")
+    print(f"time per CAMB run, without / with the dense transfer sampling (default settings) = {t_sparse / t_def:.3f}   "
+          f"(not taken: the probes need it, fishcast.cosmology 'Transfer sampling')")
+    if args.sparse_transfer:
+        print(f"run D (default without the dense transfer sampling) / default: wall {med('sparse', 'wall') / med('default', 'wall'):.3f}, "
+              f"CPU {med('sparse', 'cpu') / med('default', 'cpu'):.3f}, CAMB runs {med('sparse', 'camb'):.0f} / "
+              f"{med('default', 'camb'):.0f}")
     cores = len(os.sched_getaffinity(0))
     ideal = med("default", "camb") * t_def / cores
     print(f"packing of the default run: wall / (Boltzmann runs x one run's CPU time on 1 thread / {cores} cores) = "
