@@ -29,11 +29,13 @@ def _split_names(value: str | tuple[str, ...] | None) -> list[str]:
     return [n.strip() for p in parts for n in p.split(",") if n.strip()]
 
 
-def _load(path: str):
-    """Read a fishcast file; its provenance gains a ``read`` step with the file's hash."""
+def _load(path: str, comparisons: bool = False):
+    """Read a fishcast file; its provenance gains a ``read`` step with the file's hash.
+    ``comparisons``: the multi-tracer and spectra comparisons too (in ``meta``, read while
+    the file is open: see :func:`fishcast.io.read_fisher`)."""
     from fishcast import io as fio
 
-    fisher, meta = fio.read_fisher(path)
+    fisher, meta = fio.read_fisher(path, comparisons=comparisons)
     fisher = fisher.with_provenance({"operation": "read", "file": str(path),
                                      "sha256": fio.file_sha256(path)})
     return fisher, meta
@@ -85,7 +87,7 @@ def show(file, params, fmt, foms):
     """
     from fishcast import report
 
-    fisher, meta = _load(file)
+    fisher, meta = _load(file, comparisons=True)  # the file is opened once
     names = _split_names(params) or list(fisher.names)
     pairs = []
     for item in foms:
@@ -98,8 +100,9 @@ def show(file, params, fmt, foms):
     else:
         c = report.constraints(fisher, names, pairs, meta.get("projected"), meta)
         if fmt == "json":
-            text = json.dumps(report.show_document(file, c, report.tracer_gains(file, names), meta,
-                                                   report.spectra_comparisons(file, names)), indent=2)
+            text = json.dumps(report.show_document(
+                file, c, report.tracer_gains(file, names, meta.get("tracer_comparison")), meta,
+                report.spectra_comparisons(file, names, meta.get("spectra_comparison"))), indent=2)
         else:
             text = report.constraints_latex(file, c)
     click.echo(text)

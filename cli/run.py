@@ -144,7 +144,7 @@ def _run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, 
     if not quiet:
         click.echo(report.diagnostics_text(fc.sweeps, fc.conditioning, fc.stability, fc.extra.get("gaussian_validity"),
                                            fc.extra.get("projection")))
-        fisher, meta = fio.read_fisher(output)
+        fisher, meta = fio.read_fisher(output, comparisons=True)  # the file is opened once
         click.echo(report.show_text(output, fisher, meta)[0])
     message, code = report.run_verdict(fc.trust, fc.conditioning, fc.extra.get("projection"), allow_unstable)
     if code:

@@ -312,15 +312,23 @@ def constraints_latex(path: str, c: Constraints) -> str:
     return "\n".join(out)
 
 
-def tracer_gains(path: str, params: Sequence[str]) -> dict[str, dict[str, Any]]:
+def tracer_gains(path: str, params: Sequence[str],
+                 comparison: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """The multi-tracer gain of each probe of the file ``path`` that stored a tracer
     comparison: ``{probe: {"columns": [tracer..., "naive sum", "joint"], "params": [...],
-    "sigma": [[float | None per column] per parameter]}}`` (None: not constrained)."""
+    "sigma": [[float | None per column] per parameter]}}`` (None: not constrained).
+    ``comparison``: the file's comparisons already read (``read_fisher(path,
+    comparisons=True)``), else they are read from ``path``."""
     from fishcast.io import read_tracer_comparison
-    from fishcast.probes.multitracer_clustering import tracer_gain
 
     out = {}
-    for probe, comp in read_tracer_comparison(path).items():
+    if comparison is None:
+        comparison = read_tracer_comparison(path)
+    if not comparison:
+        return out
+    from fishcast.probes.multitracer_clustering import tracer_gain
+
+    for probe, comp in comparison.items():
         wanted = [p for p in params if p in comp["names"]]
         g = tracer_gain(comp["names"], comp["joint"], comp["single"], comp["tracers"], comp["prior"], wanted)
         sigma = [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(g["sigma"])]
@@ -336,16 +344,23 @@ def gain_text(probe: str, g: Mapping[str, Any]) -> str:
                                                           for p, row in zip(g["params"], g["sigma"])]))
 
 
-def spectra_comparisons(path: str, params: Sequence[str]) -> dict[str, dict[str, Any]]:
+def spectra_comparisons(path: str, params: Sequence[str],
+                        comparison: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """What the cross-covariance is worth, per probe of the file ``path`` that stored a
     spectra comparison (photometric 3x2pt): ``{probe: {"columns": [type...,
     "added_without_cross_covariance", "joint"], "params": [...], "sigma": [[float | None per
-    column] per parameter], "fom_w0_wa": [float | None per column]}}`` (None: not constrained)."""
+    column] per parameter], "fom_w0_wa": [float | None per column]}}`` (None: not constrained).
+    ``comparison``: as for :func:`tracer_gains`."""
     from fishcast.io import read_spectra_comparison
-    from fishcast.probes.photometric import spectra_comparison
 
     out = {}
-    for probe, comp in read_spectra_comparison(path).items():
+    if comparison is None:
+        comparison = read_spectra_comparison(path)
+    if not comparison:
+        return out
+    from fishcast.probes.photometric import spectra_comparison
+
+    for probe, comp in comparison.items():
         wanted = [p for p in params if p in comp["names"]]
         g = spectra_comparison(comp["names"], comp["matrices"], comp["prior"], wanted)
         sigma = [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(g["sigma"])]
@@ -382,13 +397,14 @@ def show_text(path: str, fisher, meta: Mapping[str, Any], params: Sequence[str] 
               pairs: Sequence[tuple[str, str]] = ()) -> tuple[str, Constraints]:
     """The default ``fishcast show`` text of a file read as ``(fisher, meta)`` (also printed by
     ``fishcast run`` after writing): the constraints table, the multi-tracer gains and the
-    3x2pt spectra comparison."""
+    3x2pt spectra comparison (from ``meta`` when it was read with them,
+    ``read_fisher(path, comparisons=True)``: the file is not opened again)."""
     c = constraints(fisher, params, pairs, meta.get("projected"), meta)
     text = constraints_text(path, c, meta)
     names = [r["name"] for r in c.rows]
-    for probe, g in tracer_gains(path, names).items():
+    for probe, g in tracer_gains(path, names, meta.get("tracer_comparison")).items():
         text += "\n" + gain_text(probe, g)
-    for probe, g in spectra_comparisons(path, names).items():
+    for probe, g in spectra_comparisons(path, names, meta.get("spectra_comparison")).items():
         text += "\n" + spectra_text(probe, g)
     return text, c
 

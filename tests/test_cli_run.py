@@ -114,6 +114,41 @@ def test_show_reads_the_file(small_run):
     assert [p["sigma_marginalized"] for p in doc["parameters"]] == pytest.approx(list(sig))
 
 
+def _count_opens(monkeypatch) -> list:
+    """Every opening of a fishcast file for reading (``fishcast.io.hdf5._open``: the HDF5
+    open and the walk of its structure, ~0.05 s on the Euclid WL file) is recorded."""
+    from fishcast.io import hdf5
+
+    opened = []
+    real = hdf5._open
+
+    def counting(path):
+        opened.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(hdf5, "_open", counting)
+    return opened
+
+
+def test_run_and_show_open_the_output_once(small_run, cache_dir, tmp_path, monkeypatch):
+    """The summary `fishcast run` prints (and `fishcast show`, table and json) reads the
+    constraints, the multi-tracer and the spectra comparisons in one opening of the file
+    (it was three: one per reader), and prints the same text as `fishcast show`."""
+    d, _, _ = small_run
+    opened = _count_opens(monkeypatch)
+    out = tmp_path / "once.h5"
+    res = CliRunner().invoke(cli, ["run", str(d / "small.yaml"), "-o", str(out), "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    assert opened == [str(out)]
+    for fmt in ("table", "json"):
+        opened.clear()
+        shown = CliRunner().invoke(cli, ["show", str(out), "--format", fmt])
+        assert shown.exit_code == 0, shown.output
+        assert opened == [str(out)], fmt
+        if fmt == "table":
+            assert shown.output.strip() in res.output
+
+
 def test_second_run_uses_the_cache_and_gives_the_same_matrix(small_run, cache_dir, tmp_path):
     d, out, _ = small_run
     from fishcast import cosmology

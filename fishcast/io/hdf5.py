@@ -250,11 +250,14 @@ def load_json(text, name):
     return _load(text, name)
 
 
-def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
+def read_fisher(path, comparisons: bool = False) -> tuple[FisherMatrix, dict[str, Any]]:
     """Read the combined Fisher matrix of a fishcast file and its metadata.
 
     ``meta`` holds the root attributes (``trust``, ``trust_reasons`` as a list, ``provenance``
-    as a list, ...), ``probes`` (name -> FisherMatrix) and ``path``.
+    as a list, ...), ``probes`` (name -> FisherMatrix) and ``path``. ``comparisons``: also
+    ``tracer_comparison`` and ``spectra_comparison`` (what :func:`read_tracer_comparison`
+    and :func:`read_spectra_comparison` return), read while the file is open: what ``fishcast
+    show`` prints, with the file opened (and its structure checked) once.
     """
     try:
         with open_forecast(path) as f:
@@ -298,6 +301,9 @@ def read_fisher(path) -> tuple[FisherMatrix, dict[str, Any]]:
                 meta["projected"] = {"note": _attr(c, "projected"), "marginalized_sigma": c["marginalized_sigma"][()]}
             meta["fiducial_all"] = ({str(k): float(v) for k, v in f["fiducial"].attrs.items()}
                                     if "fiducial" in f else {})
+            if comparisons:
+                meta["tracer_comparison"] = _tracer_comparison(f, path)
+                meta["spectra_comparison"] = _spectra_comparison(f, path)
             return fisher, meta
     except (KeyError, ValueError, TypeError) as exc:
         raise FileFormatError(f"{path}: damaged or unexpected content: {exc}") from None
@@ -433,28 +439,33 @@ def _write_nested(group, mapping: Mapping[str, Any]) -> None:
 def read_tracer_comparison(path) -> dict[str, dict[str, Any]]:
     """Per probe with a multi-tracer comparison (``/fisher/probes/<probe>/tracer_comparison``):
     names, tracers, joint (p, p), single (N, p, p) and the prior matrix (p, p) of the file."""
-    out: dict[str, dict[str, Any]] = {}
     with open_forecast(path) as f:
-        if "fisher/probes" not in f:
-            return out
-        prior = f["fisher/priors/matrix"][()] if "fisher/priors/matrix" in f else None
-        for probe, g in f["fisher/probes"].items():
-            if "tracer_comparison" not in g:
-                continue
-            c = g["tracer_comparison"]
-            names = read_strings(c["parameter_names"])
-            tracers = read_strings(c["tracers"])
-            single = _read_matrix(c["single_tracer"], len(names), dims=3)
-            if single.shape[0] != len(tracers):
-                raise FileFormatError(f"{path}: {c.name}: {single.shape[0]} single-tracer matrices for "
-                                      f"{len(tracers)} tracers")
-            out[probe] = {
-                "names": names,
-                "tracers": tracers,
-                "joint": _read_matrix(c["joint"], len(names)),
-                "single": single,
-                "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if prior is not None else None,
-            }
+        return _tracer_comparison(f, path)
+
+
+def _tracer_comparison(f, path) -> dict[str, dict[str, Any]]:
+    """:func:`read_tracer_comparison` of the open file ``f``."""
+    out: dict[str, dict[str, Any]] = {}
+    if "fisher/probes" not in f:
+        return out
+    prior = f["fisher/priors/matrix"][()] if "fisher/priors/matrix" in f else None
+    for probe, g in f["fisher/probes"].items():
+        if "tracer_comparison" not in g:
+            continue
+        c = g["tracer_comparison"]
+        names = read_strings(c["parameter_names"])
+        tracers = read_strings(c["tracers"])
+        single = _read_matrix(c["single_tracer"], len(names), dims=3)
+        if single.shape[0] != len(tracers):
+            raise FileFormatError(f"{path}: {c.name}: {single.shape[0]} single-tracer matrices for "
+                                  f"{len(tracers)} tracers")
+        out[probe] = {
+            "names": names,
+            "tracers": tracers,
+            "joint": _read_matrix(c["joint"], len(names)),
+            "single": single,
+            "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if prior is not None else None,
+        }
     return out
 
 
@@ -462,29 +473,34 @@ def read_spectra_comparison(path) -> dict[str, dict[str, Any]]:
     """Per probe with a spectra comparison (``/fisher/probes/<probe>/comparison``, written by
     the photometric 3x2pt probe): names, spectra, matrices (label -> (p, p): each spectrum
     type alone, ``added_without_cross_covariance``, ``joint``) and the prior matrix."""
-    out: dict[str, dict[str, Any]] = {}
     with open_forecast(path) as f:
-        if "fisher/probes" not in f:
-            return out
-        for probe, g in f["fisher/probes"].items():
-            if "comparison" not in g:
-                continue
-            c = g["comparison"]
-            try:
-                names = read_strings(c["parameter_names"])
-                spectra = read_strings(c["spectra"])
-            except (KeyError, ValueError, TypeError) as exc:
-                raise FileFormatError(f"{path}: {c.name}: damaged spectra comparison: {exc}") from None
-            labels = [s for s in spectra if s in c] + [k for k in ("added_without_cross_covariance", "joint") if k in c]
-            mats = {}
-            for label in labels:
-                if "matrix" not in c[label]:
-                    raise FileFormatError(f"{path}: {c[label].name} has no matrix")
-                mats[label] = _read_matrix(c[label]["matrix"], len(names))
-            out[probe] = {
-                "names": names,
-                "spectra": spectra,
-                "matrices": mats,
-                "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if "fisher/priors/matrix" in f else None,
-            }
+        return _spectra_comparison(f, path)
+
+
+def _spectra_comparison(f, path) -> dict[str, dict[str, Any]]:
+    """:func:`read_spectra_comparison` of the open file ``f``."""
+    out: dict[str, dict[str, Any]] = {}
+    if "fisher/probes" not in f:
+        return out
+    for probe, g in f["fisher/probes"].items():
+        if "comparison" not in g:
+            continue
+        c = g["comparison"]
+        try:
+            names = read_strings(c["parameter_names"])
+            spectra = read_strings(c["spectra"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise FileFormatError(f"{path}: {c.name}: damaged spectra comparison: {exc}") from None
+        labels = [s for s in spectra if s in c] + [k for k in ("added_without_cross_covariance", "joint") if k in c]
+        mats = {}
+        for label in labels:
+            if "matrix" not in c[label]:
+                raise FileFormatError(f"{path}: {c[label].name} has no matrix")
+            mats[label] = _read_matrix(c[label]["matrix"], len(names))
+        out[probe] = {
+            "names": names,
+            "spectra": spectra,
+            "matrices": mats,
+            "prior": _read_matrix(f["fisher/priors/matrix"], len(names)) if "fisher/priors/matrix" in f else None,
+        }
     return out
