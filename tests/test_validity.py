@@ -91,7 +91,7 @@ class Recorder:
 
 
 def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides="both", jacobian=None,
-              directions="cosmological"):
+              directions="cosmological", data=ToyData):
     """Run :func:`gaussian_validity` on a toy forecast: covariance ``cov`` of ``names`` around
     FID, data ``model(theta)``; the fiducial cosmology is 'already evaluated'. ``jacobian``
     (n_data, n_par): the forecast's derivatives (needed by ``sides="adaptive"``)."""
@@ -103,7 +103,7 @@ def toy_check(names, cov, model, evaluator, priors=None, thresholds=None, sides=
                                                                                 gaussian_directions=directions)))
     derivs = {n: np.asarray(jacobian)[:, j] for j, n in enumerate(names)} if jacobian is not None else {}
     fc = SimpleNamespace(survey=survey, fisher=FisherMatrix(np.linalg.inv(cov), names, fid), derivatives=derivs)
-    dv = ToyData(names, model)
+    dv = data(names, model)
     fid_cosmo = cosmo_part(FID)
     sig = SimpleNamespace(fiducial=dv.signal(ToyCosmo(fid_cosmo), FID))
     cosmos = {point_key(fid_cosmo, SETTINGS): ToyCosmo(fid_cosmo)}
@@ -283,6 +283,44 @@ def test_adaptive_sides_infer_the_minus_side_unless_the_verdict_depends_on_it():
     assert gv.count("inferred") == 2
     j, pair = w0_pair(gv)
     np.testing.assert_allclose(pair, [1.04**2, 0.96**2], rtol=1e-10)
+
+
+class MeasuredData(ToyData):
+    """ToyData recording every difference whose length the metric is asked for."""
+
+    def __init__(self, names, model):
+        super().__init__(names, model)
+        self.measured: list[bytes] = []
+
+    def gram(self, fid, d):
+        self.measured.append(np.ascontiguousarray(d, dtype=float).tobytes())
+        return super().gram(fid, d)
+
+
+@pytest.mark.parametrize("a", [0.5, 0.2, -0.13, 0.04])
+def test_each_difference_is_measured_once(a):
+    """The inference of the -sides judges every direction again for each side it tries (the
+    Delta chi^2 of every point each time): the length of a difference is computed once (the
+    Knox products of the Euclid WL check: 195 before, 20 distinct), with the results of the
+    test above."""
+    names, sig = ["Omega_m", "w0", "A_IA"], np.array([0.01, 0.1, 0.3])
+    fid = np.array([0.32, -1.0, 1.72])
+    seen = []
+
+    class Data(MeasuredData):
+        def __init__(self, *args):
+            super().__init__(*args)
+            seen.append(self)
+
+    gv = toy_check(names, np.diag(sig**2), _bent(fid, sig, a), Recorder(), sides="adaptive",
+                   jacobian=np.diag(1 / sig), data=Data)
+    measured = seen[0].measured
+    assert len(measured) == len(set(measured))
+    # every point with a data vector was measured, and the tried -sides on top
+    assert len(measured) >= sum(1 for s in gv.status if s in ("evaluated", "inferred", "reused"))
+    j = [j for j in range(3) if gv.dominant(j) == ["w0"]][0]
+    expect = {0.5: (2.25, 0.25), 0.2: (1.44, 0.64), -0.13: (0.87**2, 1.13**2), 0.04: (1.04**2, 0.96**2)}[a]
+    np.testing.assert_allclose(gv.delta_chi2[2 * j:2 * j + 2], expect, rtol=1e-10)
 
 
 @pytest.mark.parametrize("directions, d", [("cosmological_principal", 1), ("cosmological", 1), ("cosmological", 2)])
