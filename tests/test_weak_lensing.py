@@ -180,6 +180,27 @@ def test_noise_per_steradian():
     assert ARCMIN2_PER_SR == pytest.approx((180 * 60 / math.pi) ** 2, rel=1e-15)
 
 
+def test_noise_is_computed_once_at_construction(monkeypatch):
+    """Every Knox product (the sweep's norms, the Fisher matrix, the validity check: ~100 per
+    Euclid WL run) adds the shape noise: it is computed when the probe is built, never again;
+    noise() hands out a copy (the probe stays immutable)."""
+    from fishcast.probes.weak_lensing import WeakLensingProbe
+
+    probe = single_plane_probe()
+    calls = []
+    real = WeakLensingProbe.density_per_sr
+    monkeypatch.setattr(WeakLensingProbe, "density_per_sr", lambda self: calls.append(1) or real(self))
+    cl = probe.signal(EdS(), {})
+    for _ in range(3):
+        probe.gram(cl, cl[None] * 0.1)
+        probe.trace_form(cl, EdS())
+    n = probe.noise()
+    assert calls == []
+    np.testing.assert_array_equal(n, np.diag(probe.sigma_e**2 / real(probe)))
+    n[0, 0] = 1.0  # a copy: the probe's own is untouched
+    assert probe.noise()[0, 0] != 1.0
+
+
 def test_knox_gram_equals_explicit_gaussian_covariance_fisher():
     """F_ab = sum_ell d_a^T Cov^-1 d_b over the unique pairs (i<=j), Cov[C_ij, C_kl] =
     (Cb_ik Cb_jl + Cb_il Cb_jk) / modes_ell, equals the trace form."""

@@ -536,6 +536,8 @@ class WeakLensingProbe(Probe):
         n = self.bins.n_bins
         self._m_names = [f"m_{i + 1}" for i in range(n)]
         self._dz_names = [f"dz_{i + 1}" for i in range(n)]
+        #: N_ij (see :meth:`noise`), fixed at construction: every Knox product adds it
+        self._noise = np.diag(self.sigma_e**2 / self.density_per_sr())
 
     # --- interface ------------------------------------------------------------------------
     @property
@@ -623,8 +625,9 @@ class WeakLensingProbe(Probe):
 
     def noise(self) -> np.ndarray:
         """Shape noise N_ij = delta_ij sigma_e^2 / n_i, n_i = n_gal f_i [sr^-1] (f_i: share of
-        bin i; 1 arcmin^-2 = (180*60/pi)^2 sr^-1 = 1.181810e7 sr^-1). (n_bins, n_bins)."""
-        return np.diag(self.sigma_e**2 / self.density_per_sr())
+        bin i; 1 arcmin^-2 = (180*60/pi)^2 sr^-1 = 1.181810e7 sr^-1). (n_bins, n_bins); a copy of
+        what the probe computed at construction."""
+        return self._noise.copy()
 
     def density_per_sr(self) -> np.ndarray:
         """Source density of each bin [sr^-1]."""
@@ -633,12 +636,12 @@ class WeakLensingProbe(Probe):
     def trace_form(self, signal: np.ndarray, cosmo: Cosmology) -> tuple[np.ndarray, np.ndarray]:
         """(C_ell + N (n_ell, n_bins, n_bins), modes per band (n_ell,)): the Knox metric of
         :meth:`gram` in trace form (see :meth:`fishcast.probes.base.Probe.trace_form`)."""
-        return np.asarray(signal) + self.noise()[None, :, :], np.asarray(self.modes, dtype=float)
+        return np.asarray(signal) + self._noise[None, :, :], np.asarray(self.modes, dtype=float)
 
     def gram(self, fiducial_signal: np.ndarray, derivs: np.ndarray, context=None) -> np.ndarray:
         """Knox Fisher F_ab (see :func:`knox_fisher`) with Cb = fiducial C + N (no fiducial
         context: everything else is fixed at construction)."""
-        return knox_fisher(np.asarray(fiducial_signal) + self.noise()[None, :, :], derivs, self.modes)
+        return knox_fisher(np.asarray(fiducial_signal) + self._noise[None, :, :], derivs, self.modes)
 
     def products(self, cosmo: Cosmology, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, str]]:
         return {
