@@ -1,20 +1,30 @@
-"""Benchmark (issue 15): the CPU that ``fishcast run`` spends outside CAMB. Ratios from one run.
+"""Benchmark (issue 15): the CPU and the wall time that ``fishcast run`` spends outside CAMB
+and outside the forecast. Ratios from one run.
 
 One default ``fishcast run`` of the Euclid IST:F WL pessimistic recipe (``--no-cache -q``,
 default workers = all usable cores), in a child process. Every Python process of its tree
-(the main process and its spawned workers) loads a ``sitecustomize`` written here, which
-times, in CPU seconds (``time.process_time``: every thread of the process), the calls into
-CAMB's own functions (the outermost one when they nest) and, at exit, writes the process's
-total CPU and its CPU inside CAMB. Nothing of fishcast is patched.
+(the main process, the pool's forkserver and its workers) loads a ``sitecustomize`` written
+here, which times, in CPU seconds (``time.process_time``: every thread of the process), the
+calls into CAMB's own functions (the outermost one when they nest) and, when the process
+ends (at exit, or at ``os._exit``: how the pool's workers end), writes the process's total
+CPU and its CPU inside CAMB. In the main process it also notes, on the wall clock, when
+``fishcast.pipeline.forecast.run_forecast`` starts and returns (a timing wrapper; nothing
+else of fishcast is touched).
 
 It prints:
+  * the wall time of the run and its parts: before the forecast (interpreter start-up,
+    imports, loading the survey, starting the pool), the forecast (``run_forecast``), after it
+    (writing the HDF5 file, the summary unless -q, the pool's shutdown, the exit); the time
+    outside the forecast as ratios to the wall time and to the forecast's
   * main process CPU outside CAMB / CAMB CPU of the run (all processes)   (the goal: small)
   * the main process's CPU: total, inside CAMB, outside CAMB; its import share (a separate
     child that only imports what ``fishcast run`` imports)
-  * per worker: CPU total, inside CAMB, outside CAMB (imports, fishcast's own spectra code)
+  * per worker: CPU total, inside CAMB, outside CAMB (imports, fishcast's own spectra code);
+    the forkserver's CPU (its imports, once)
 
-Run:  python tests/benchmarks/bench_overhead.py [--workers N] [--rounds R]
-(--rounds: repeat the run, print the median of each number.)
+Run:  python tests/benchmarks/bench_overhead.py [--workers N] [--rounds R] [--summary]
+(--rounds: repeat the run, print the median of each number; --summary: without -q, the
+stability report and the constraints are printed too, as an interactive run does.)
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -40,6 +51,7 @@ import atexit, json, os, sys, time
 
 _OUT = os.environ.get("FISHCAST_BENCH_CPU_DIR")
 _CAMB = {"cpu": 0.0, "depth": 0, "transfer": 0}
+_FORECAST = {"start": None, "end": None}  # wall clock (time.time) of run_forecast, main process
 _NAMES = {
     "camb": ("get_transfer_functions", "get_results", "get_background"),
     "camb.results.CAMBdata": ("power_spectra_from_transfer", "get_matter_power_interpolator",
@@ -76,35 +88,68 @@ def _patch(camb):
                 setattr(obj, name, _timed(fn, int(name == "get_transfer_functions")))
 
 
-class _CambHook:
-    """After ``import camb`` (wherever it happens first), wrap its functions."""
+def _timed_forecast(module):
+    run = module.run_forecast
+
+    def run_forecast(*a, **k):
+        _FORECAST["start"] = time.time()
+        try:
+            return run(*a, **k)
+        finally:
+            _FORECAST["end"] = time.time()
+    module.run_forecast = run_forecast
+
+
+class _Hook:
+    """After ``import camb`` (wherever it happens first), wrap its functions; after the
+    import of fishcast's forecast module, time ``run_forecast``."""
+
+    AFTER = {"camb": _patch, "fishcast.pipeline.forecast": _timed_forecast}
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "camb":
+        if fullname not in self.AFTER or getattr(self, "_busy", False):
             return None
-        sys.meta_path.remove(self)
         import importlib.util
-        spec = importlib.util.find_spec("camb")
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy = False
         loader = spec.loader
         run = loader.exec_module
+        then = self.AFTER[fullname]
 
         def exec_module(module):
             run(module)
-            _patch(module)
+            then(module)
         loader.exec_module = exec_module
         return spec
 
 
+_DONE = []
+
+
 def _report():
+    if _DONE:
+        return
+    _DONE.append(1)
     with open(os.path.join(_OUT, f"{os.getpid()}.json"), "w") as f:
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "cpu": time.process_time(),
                    "camb_cpu": _CAMB["cpu"], "transfer_runs": _CAMB["transfer"],
-                   "camb_loaded": "camb" in sys.modules}, f)
+                   "camb_loaded": "camb" in sys.modules, "forecast": _FORECAST}, f)
+
+
+def _exit_after_report(code, _exit=os._exit):
+    try:
+        _report()
+    finally:
+        _exit(code)
 
 
 if _OUT:
-    sys.meta_path.insert(0, _CambHook())
+    sys.meta_path.insert(0, _Hook())
     atexit.register(_report)
+    os._exit = _exit_after_report  # a forked pool worker ends by os._exit: no atexit
 '''
 
 #: the main process of the run: ``fishcast run`` itself
@@ -119,7 +164,7 @@ IMPORTS = ("import time; t = time.process_time(); from fishcast.cli.main import 
            "print(time.process_time())")
 
 
-def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int) -> dict:
+def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int, summary: bool = False) -> dict:
     site = tmp / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -128,12 +173,16 @@ def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int) -
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["FISHCAST_BENCH_CPU_DIR"] = str(cpu_dir)
-    cmd = [sys.executable, "-c", RUN, "run", str(RECIPE), "-o", str(tmp / f"run{r}.h5"), "--no-cache", "-q",
+    cmd = [sys.executable, "-c", RUN, "run", str(RECIPE), "-o", str(tmp / f"run{r}.h5"), "--no-cache",
            "--allow-unstable", "--set", f"probes.weak_lensing.intrinsic_alignment.luminosity_ratio_file={lum}"]
+    if not summary:
+        cmd.append("-q")
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    t0 = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()
+    t1 = time.time()
     if proc.returncode not in (0, 3):
         raise SystemExit(f"fishcast run failed ({proc.returncode}):\n{out}\n{err}")
     recs = [json.loads(p.read_text()) for p in cpu_dir.glob("*.json")]
@@ -141,8 +190,15 @@ def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int) -
     if len(main) != 1:
         raise SystemExit("the main process wrote no CPU record (did its atexit run?)")
     main = main[0]
-    workers_ = [x for x in recs if x["pid"] != proc.pid and x["camb_loaded"]]
-    helpers = [x for x in recs if x["pid"] != proc.pid and not x["camb_loaded"]]
+    fc = main["forecast"]
+    if fc["start"] is None or fc["end"] is None:
+        raise SystemExit("the main process did not time run_forecast")
+    others = [x for x in recs if x["pid"] != proc.pid]
+    parents = {x["ppid"] for x in others}
+    # the forkserver: a child of the main process that is the parent of others (the workers)
+    servers = [x for x in others if x["ppid"] == proc.pid and x["pid"] in parents]
+    workers_ = [x for x in others if x["camb_loaded"] and x not in servers]
+    helpers = [x for x in others if not x["camb_loaded"] and x not in servers]
     camb_total = main["camb_cpu"] + sum(w["camb_cpu"] for w in workers_)
     imports = float(subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True,
                                    check=True).stdout.strip())
@@ -152,7 +208,8 @@ def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int) -
         "transfer_runs": main["transfer_runs"] + sum(w["transfer_runs"] for w in workers_),
         "n_workers": len(workers_),
         "worker_cpu": [w["cpu"] for w in workers_], "worker_camb": [w["camb_cpu"] for w in workers_],
-        "helpers_cpu": sum(h["cpu"] for h in helpers),
+        "helpers_cpu": sum(h["cpu"] for h in helpers), "server_cpu": sum(x["cpu"] for x in servers),
+        "wall": t1 - t0, "before": fc["start"] - t0, "forecast": fc["end"] - fc["start"], "after": t1 - fc["end"],
     }
 
 
@@ -160,11 +217,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=None, help="fishcast run --workers (default: fishcast's default)")
     ap.add_argument("--rounds", type=int, default=1, help="runs; the median of each number is printed")
+    ap.add_argument("--summary", action="store_true", help="run without -q (the report and constraints printed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = pathlib.Path(tmpdir)
         lum = lumratio_table(tmp)
-        runs = [one_run(tmp, lum, args.workers, r) for r in range(args.rounds)]
+        runs = [one_run(tmp, lum, args.workers, r, args.summary) for r in range(args.rounds)]
 
     def med(key):
         return float(np.median([x[key] for x in runs]))
@@ -173,7 +231,8 @@ def main() -> None:
         return float(np.median([sum(x[key]) for x in runs]))
 
     camb = med("camb_total")
-    print(f"recipe: {RECIPE.name}; default fishcast run (--no-cache), workers: {runs[0]['n_workers'] or 'none'}; "
+    print(f"recipe: {RECIPE.name}; default fishcast run (--no-cache{'' if args.summary else ', -q'}), "
+          f"workers: {runs[0]['n_workers'] or 'none'}; "
           f"cores usable: {len(os.sched_getaffinity(0))}; rounds: {args.rounds}; "
           f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
     print(f"CAMB: {med('transfer_runs'):.0f} Boltzmann runs, {camb:.2f} s CPU inside CAMB's functions (all processes)")
@@ -185,6 +244,16 @@ def main() -> None:
         print(f"workers ({n}): {wc:.2f} s CPU, of which {wk:.2f} s in CAMB and {wc - wk:.2f} s outside "
               f"({(wc - wk) / n:.2f} s per worker: imports, fishcast's spectra code); other helper processes "
               f"{med('helpers_cpu'):.2f} s")
+    outside = [x["before"] + x["after"] for x in runs]
+    print(f"wall: {med('wall'):.2f} s = {med('before'):.2f} s before the forecast (start-up, imports, survey, pool "
+          f"start) + {med('forecast'):.2f} s forecast + {med('after'):.2f} s after it (file, "
+          f"{'summary, ' if args.summary else ''}pool shutdown, exit)")
+    if runs[0]["n_workers"]:
+        print(f"forkserver: {med('server_cpu'):.2f} s CPU (its imports, once)")
+    print(f"wall outside the forecast / wall of the run           = "
+          f"{float(np.median([o / x['wall'] for o, x in zip(outside, runs)])):.4f}")
+    print(f"wall outside the forecast / wall of the forecast      = "
+          f"{float(np.median([o / x['forecast'] for o, x in zip(outside, runs)])):.4f}")
     print(f"main process CPU outside CAMB / CAMB CPU of the run = {med('main_out') / camb:.4f}")
     print(f"main imports / CAMB CPU of the run                   = {med('imports') / camb:.4f}")
     if runs[0]["n_workers"]:
