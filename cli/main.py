@@ -64,3 +64,18 @@ def main() -> None:
         message, code = interrupt_message(exc)
         sys.stderr.write(message + "\n")
         sys.exit(code)
+    finally:
+        _quick_exit()
+
+
+def _quick_exit() -> None:
+    """The command is over (its files written and closed, its output printed; what follows
+    is the interpreter's exit): every object still alive is moved out of the garbage
+    collector's reach (``gc.freeze``), so that the exit does not walk the hundreds of
+    thousands of objects numpy, scipy and CAMB leave behind. The exit itself is the usual
+    one (atexit handlers, the pool's shutdown, flushing stdout and stderr); it took ~0.2 s
+    of every run with scipy loaded, ~0.03 s so. Only the entry point does this: a program that
+    calls the commands (click's CliRunner, the tests) keeps its own collector."""
+    import gc
+
+    gc.freeze()

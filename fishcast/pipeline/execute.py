@@ -137,9 +137,11 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
-#: what a worker imports to compute cosmologies
+#: what a worker imports to compute cosmologies; the forkserver imports them in this order,
+#: :mod:`fishcast.pipeline.server_ready` last (it freezes what the others made: the
+#: workers' collections and the server's exit skip it)
 WORKER_MODULES = ("numpy", "scipy.integrate", "scipy.interpolate", "camb", "fishcast.cosmology",
-                  "fishcast.pipeline.cache", "fishcast.pipeline.execute")
+                  "fishcast.pipeline.cache", "fishcast.pipeline.execute", "fishcast.pipeline.server_ready")
 CLUSTERS = ("local", "slurm", "pbs")
 
 
