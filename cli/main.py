@@ -13,9 +13,37 @@ the one-line interrupt message and exit 130 (143), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 _COMMAND_MODULES = ("run", "ops", "stability", "batch", "cache", "simfisher")
+
+#: True in the ``fishcast`` process itself (:func:`main`), False in a program that calls the
+#: commands (click's CliRunner in the tests): the garbage-collector settings below are the
+#: command's, never imposed on a caller's process
+_ENTRY_POINT = False
+
+
+@contextlib.contextmanager
+def library_imports():
+    """Around a command's imports of the library (numpy, scipy, CAMB, h5py, pydantic and
+    fishcast: ~10^5 objects, no garbage): the garbage collector is off meanwhile (its ~200
+    collections cost ~70 ms of the start-up of ``fishcast run``), and what the imports made
+    is frozen afterwards (``gc.freeze``: later collections skip it). In the ``fishcast``
+    process only (:data:`_ENTRY_POINT`); elsewhere nothing changes."""
+    if not _ENTRY_POINT:
+        yield
+        return
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
 
 
 def _build():
@@ -56,6 +84,8 @@ def __getattr__(name: str):
 def main() -> None:
     from .errors import interrupt_message, terminate_as_interrupt
 
+    global _ENTRY_POINT
+    _ENTRY_POINT = True
     terminate_as_interrupt()  # SIGTERM (a scheduler's walltime) stops like Ctrl-C, exit 143
     try:
         group = __getattr__("cli") if "cli" not in globals() else globals()["cli"]

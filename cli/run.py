@@ -86,9 +86,10 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
     written all the same): a FAIL verdict unless --allow-unstable, or a degenerate Fisher
     matrix unless --allow-degenerate; 4 a computation failed.
     """
-    import pathlib
+    from .main import library_imports
 
-    from fishcast.pipeline.execute import executor_evaluator_factory, make_executor, usable_cores
+    with library_imports():
+        from fishcast.pipeline.execute import make_executor, usable_cores
 
     # the worker pool's server starts first: it imports numpy, scipy, CAMB and fishcast on the
     # other core while this process imports and loads the survey (closed in every case below)
@@ -107,13 +108,19 @@ def run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, w
 def _run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, quiet, overrides, executor):
     import pathlib
 
-    from fishcast import io as fio
-    from fishcast import report
-    from fishcast.errors import InputError
-    from fishcast.pipeline.cache import Cache, default_cache_dir
-    from fishcast.pipeline.execute import executor_evaluator_factory
-    from fishcast.pipeline.forecast import run_forecast
-    from fishcast.survey import load_survey
+    from .main import library_imports
+
+    with library_imports():
+        from fishcast import io as fio
+        from fishcast import report
+        from fishcast.errors import InputError
+        from fishcast.pipeline.cache import Cache, default_cache_dir
+        from fishcast.pipeline.execute import executor_evaluator_factory
+        from fishcast.pipeline.forecast import run_forecast
+        from fishcast.survey import load_survey
+        from fishcast.cosmology import camb_version
+
+        camb_version()  # imports CAMB: every run needs it (a point's content address carries its version)
 
     sv = load_survey(survey, parse_overrides(overrides))
     if pathlib.Path(output).resolve() == pathlib.Path(survey).resolve():
