@@ -188,21 +188,25 @@ def test_the_forkserver_forks_a_single_thread_that_has_imported_the_worker_modul
 
 
 def test_the_forkserver_freezes_what_it_imported_before_forking(tmp_path):
-    """The server imports fishcast.pipeline.server_ready last: what numpy, scipy, CAMB and
-    fishcast made is frozen (gc.freeze) before any worker is forked, so that the workers'
-    collections skip it, and so does the server's exit, which a caller reading the run's
-    output waited for (~0.2 s per run). The frozen objects are the imports' (tens of
-    thousands), inherited by the worker; this process freezes nothing by using the pool."""
+    """The server imports its modules with the garbage collector off
+    (fishcast.pipeline.server_start first) and fishcast.pipeline.server_ready last: what
+    numpy, scipy, CAMB and fishcast made is frozen (gc.freeze) and the collector is on again
+    before any worker is forked, so that the workers' collections skip it, and so does the
+    server's exit, which a caller reading the run's output waited for (~0.2 s per run). The
+    frozen objects are the imports' (tens of thousands), inherited by the worker; this
+    process freezes nothing by using the pool."""
     import gc
 
     from fishcast.pipeline.execute import WORKER_MODULES
 
+    assert WORKER_MODULES[0] == "fishcast.pipeline.server_start"
     assert WORKER_MODULES[-1] == "fishcast.pipeline.server_ready"
     before = gc.get_freeze_count()
     with ProcessExecutor(1, threads=1, retries=0) as ex:
-        out = ex.run([Task("frozen", _frozen_objects, ())])
+        out = ex.run([Task("frozen", _frozen_objects, ()), Task("collecting", gc.isenabled, ())])
     assert out[0].ok, out[0].error
     assert out[0].value > 10_000
+    assert out[1].ok and out[1].value is True
     assert gc.get_freeze_count() == before
 
 

@@ -138,10 +138,12 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 #: what a worker imports to compute cosmologies; the forkserver imports them in this order,
-#: :mod:`fishcast.pipeline.server_ready` last (it freezes what the others made: the
-#: workers' collections and the server's exit skip it)
-WORKER_MODULES = ("numpy", "scipy.integrate", "scipy.interpolate", "camb", "fishcast.cosmology",
-                  "fishcast.pipeline.cache", "fishcast.pipeline.execute", "fishcast.pipeline.server_ready")
+#: between :mod:`fishcast.pipeline.server_start` (the garbage collector off during the
+#: imports) and :mod:`fishcast.pipeline.server_ready` (what they made frozen, the collector
+#: on again: the workers' collections and the server's exit skip it)
+WORKER_MODULES = ("fishcast.pipeline.server_start", "numpy", "scipy.integrate", "scipy.interpolate", "camb",
+                  "fishcast.cosmology", "fishcast.pipeline.cache", "fishcast.pipeline.execute",
+                  "fishcast.pipeline.server_ready")
 CLUSTERS = ("local", "slurm", "pbs")
 
 

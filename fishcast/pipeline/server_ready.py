@@ -1,6 +1,7 @@
 """The last module the process pool's forkserver imports (:data:`fishcast.pipeline.execute.WORKER_MODULES`):
 once numpy, scipy, CAMB and fishcast's worker modules are loaded, every object they made is
-moved out of the garbage collector's reach (``gc.freeze``).
+moved out of the garbage collector's reach (``gc.freeze``), and the collector, off during
+the imports (:mod:`fishcast.pipeline.server_start`), is switched on again.
 
 Two effects, no other: the workers forked from the server do not walk those objects in
 their own collections (the gc documentation's advice before forking: the pages shared with
@@ -17,3 +18,4 @@ from __future__ import annotations
 import gc
 
 gc.freeze()
+gc.enable()
