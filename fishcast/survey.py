@@ -21,7 +21,7 @@ import json
 import math
 import pathlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,32 +116,55 @@ class _SurveyBase(_Model):
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection)
 
 
-_MODELS: dict[int, tuple[type[BaseModel], type[BaseModel]]] = {}
+_MODELS: dict[tuple[int, int | None], tuple[type[BaseModel], type[BaseModel]]] = {}
 
 
-def config_models() -> tuple[type[BaseModel], type[BaseModel]]:
+def config_models(sections: Iterable[str] | None = None) -> tuple[type[BaseModel], type[BaseModel]]:
     """``(SurveyConfig, ProbesConfig)``: the survey model with one optional section per
     registered probe (:func:`fishcast.probes.register_probe`), built when the probe registry
-    changes."""
+    changes.
+
+    ``sections``: the probe sections a survey file holds. Only those are validated by their
+    probe's config model (whose module is imported then); every other registered section is
+    still a known key, which the file does not hold (its value may only be absent or null).
+    The survey of one probe so imports that probe's module only. Default: every section
+    (the schema; ``SurveyConfig`` and ``ProbesConfig`` of this module)."""
     version = registry_version()
-    if version not in _MODELS:
-        fields = {section: (entry.config | None, Field(None, description=entry.description or None))
-                  for section, entry in registered_probes().items()}
-        probes = create_model("ProbesConfig", __base__=_ProbesBase, __module__=__name__,
+    entries = registered_probes()
+    mask = None if sections is None else sum(1 << i for i, s in enumerate(entries) if s in set(sections))
+    if mask is not None and mask == (1 << len(entries)) - 1:
+        mask = None  # every section: the full models
+    if (version, mask) not in _MODELS:
+        fields = {section: (entry.config | None if mask is None or mask >> i & 1 else None,
+                            Field(None, description=entry.description or None))
+                  for i, (section, entry) in enumerate(entries.items())}
+        suffix = "" if mask is None else f"{_PARTIAL}{mask}"
+        probes = create_model(f"ProbesConfig{suffix}", __base__=_ProbesBase, __module__=__name__,
                               __doc__=_ProbesBase.__doc__, **fields)
-        survey = create_model("SurveyConfig", __base__=_SurveyBase, __module__=__name__,
+        survey = create_model(f"SurveyConfig{suffix}", __base__=_SurveyBase, __module__=__name__,
                               __doc__=_SurveyBase.__doc__, probes=(probes, ...))
-        _MODELS.clear()
-        _MODELS[version] = (survey, probes)
-    return _MODELS[version]
+        for key in [k for k in _MODELS if k[0] != version]:
+            del _MODELS[key]
+        _MODELS[(version, mask)] = (survey, probes)
+    return _MODELS[(version, mask)]
+
+
+#: the models of some sections (:func:`config_models`) are named ``SurveyConfig_sections<m>``,
+#: ``ProbesConfig_sections<m>`` (m: the sections' bits in registry order), which this module
+#: gives back by name: a survey pickles (a batch design goes to a worker process)
+_PARTIAL = "_sections"
 
 
 def __getattr__(name: str):
-    """``SurveyConfig`` and ``ProbesConfig`` always include every registered probe."""
-    if name == "SurveyConfig":
-        return config_models()[0]
-    if name == "ProbesConfig":
-        return config_models()[1]
+    """``SurveyConfig`` and ``ProbesConfig`` always include every registered probe; the
+    models of some sections by their names (see :data:`_PARTIAL`)."""
+    for i, base in enumerate(("SurveyConfig", "ProbesConfig")):
+        if name == base:
+            return config_models()[i]
+        rest = name[len(base + _PARTIAL):] if name.startswith(base + _PARTIAL) else ""
+        if rest.isdigit():
+            mask = int(rest)
+            return config_models([s for j, s in enumerate(registered_probes()) if mask >> j & 1])[i]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -329,9 +352,12 @@ def _with_overrides(data: dict, text: str, overrides: Mapping[str, object], file
 
 
 def _validate(data: dict, lines, filename: str):
-    """The validated SurveyConfig (every registered probe's section included)."""
+    """The validated SurveyConfig: every registered probe's section is a known key, those
+    the file holds are validated by their probe's model (:func:`config_models`)."""
+    probes = data.get("probes")
+    sections = [s for s in registered_probes() if s in probes] if isinstance(probes, dict) else []
     try:
-        return config_models()[0].model_validate(data)
+        return config_models(sections)[0].model_validate(data)
     except ValidationError as exc:
         raise SurveyError(filename, pydantic_problems(exc, lines, data)) from None
 
@@ -595,11 +621,10 @@ def memory_limit() -> int:
 def _check_memory(config: SurveyConfig, problem) -> None:
     """Refuse, before anything is allocated, a weak-lensing data vector (bins x bands x
     redshift nodes) whose forecast would hold more than :func:`memory_limit`."""
-    from .probes import weak_lensing as _wl
-
     wl = getattr(config.probes, "weak_lensing", None)
     if wl is None:
         return
+    from .probes import weak_lensing as _wl
     d = config.derivatives
     rungs = max([d.n_rungs] + [o.n_rungs for o in d.parameters.values() if o.n_rungs is not None])
     n_free = max(sum(wl.n_bins if any(c in p for c in "*?[") else 1 for p in config.parameters.free), 1)

@@ -49,3 +49,47 @@ def test_cosmology_still_reads_the_probes_requirements():
 
     st = settings_for(CosmologyRequirements(z_max=2.0, k_max=3.0, nonlinear=True))
     assert st.z_max == 2.0 and st.k_max >= 3.0 and st.nonlinear_model == "takahashi"
+
+
+def test_a_survey_imports_the_modules_of_its_own_probes_only(tmp_path):
+    """The built-in probes are registered by name (fishcast.probes): a weak-lensing survey
+    validates its section with the weak-lensing model and imports neither the multi-tracer
+    nor the photometric module (~45 ms of the start-up of `fishcast run`); the schema still
+    holds every probe, and the survey pickles into a fresh process (a batch design's worker),
+    which imports the same probe module only."""
+    import pathlib
+
+    recipe = pathlib.Path(__file__).parents[1] / "recipes" / "euclid-wl-pessimistic.yaml"
+    pickled = tmp_path / "survey.pickle"
+    others = {"fishcast.probes.multitracer_clustering", "fishcast.probes.photometric"}
+    mods = _modules_after(f"import pickle\nfrom fishcast.survey import load_survey\n"
+                          f"sv = load_survey({str(recipe)!r})\n"
+                          f"open({str(pickled)!r}, 'wb').write(pickle.dumps(sv))\n"
+                          f"assert sv.config.probes.weak_lensing.f_sky == 0.3636")
+    assert "fishcast.probes.weak_lensing" in mods and "fishcast.survey" in mods
+    assert mods & others == set()
+    mods = _modules_after(f"import pickle\nsv = pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
+                          f"assert sv.probes[0].name == 'weak_lensing' and sv.config.probes.photometric is None")
+    assert "fishcast.probes.weak_lensing" in mods and mods & others == set()
+    from fishcast.survey import schema
+
+    assert {"weak_lensing", "counts_in_cells", "photometric"} <= set(schema()["$defs"]["ProbesConfig"]["properties"])
+
+
+def test_a_section_the_survey_holds_is_validated_by_its_model():
+    """Sections are typed by the sections the file holds: an unknown key inside another
+    probe's section is found (its model imported then), an unknown section is an unknown key,
+    and a registered section given as null is accepted as absent."""
+    import pathlib
+
+    from fishcast.errors import SurveyError
+    from fishcast.survey import survey_from_text
+
+    recipe = pathlib.Path(__file__).parents[1] / "recipes" / "euclid-wl-pessimistic.yaml"
+    text = recipe.read_text()
+    with pytest.raises(SurveyError, match="probes.photometric.nonsense: unknown key"):
+        survey_from_text(text.replace("probes:\n", "probes:\n  photometric: {nonsense: 1}\n"), "s.yaml", recipe.parent)
+    with pytest.raises(SurveyError, match="probes.nonsense: unknown key"):
+        survey_from_text(text.replace("probes:\n", "probes:\n  nonsense: {}\n"), "s.yaml", recipe.parent)
+    sv = survey_from_text(text.replace("probes:\n", "probes:\n  photometric: null\n"), "s.yaml", recipe.parent)
+    assert [p.name for p in sv.probes] == ["weak_lensing"] and sv.config.probes.photometric is None
