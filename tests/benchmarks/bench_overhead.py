@@ -195,8 +195,9 @@ def one_run(tmp: pathlib.Path, lum: pathlib.Path, workers: int | None, r: int, s
         raise SystemExit("the main process did not time run_forecast")
     others = [x for x in recs if x["pid"] != proc.pid]
     parents = {x["ppid"] for x in others}
-    # the forkserver: a child of the main process that is the parent of others (the workers)
-    servers = [x for x in others if x["ppid"] == proc.pid and x["pid"] in parents]
+    # the forkserver: the parent of others (the workers it forked; it writes its own record
+    # when it ends, after the main process: its parent may no longer be the main process then)
+    servers = [x for x in others if x["pid"] in parents]
     workers_ = [x for x in others if x["camb_loaded"] and x not in servers]
     helpers = [x for x in others if not x["camb_loaded"] and x not in servers]
     camb_total = main["camb_cpu"] + sum(w["camb_cpu"] for w in workers_)
