@@ -1,6 +1,8 @@
 """The Euclid IST:F spectroscopic galaxy-clustering recipes (recipes/euclid-gcsp-*.yaml), run
-as shipped (only the derivative stencil fixed at 3 points to keep CI fast), against the
-official IST:F Fisher matrices.
+with their physics as shipped and the FAST numerical reductions below (one fixed 1 % step,
+3-point stencil, a smaller CAMB table), against the official IST:F Fisher matrices. How far
+FAST is from the recipe's numerics as shipped and from converged numerics: "Numerical
+convergence", at the end.
 
 Reference: Euclid Collaboration: Blanchard et al. 2020, A&A 642, A191 (IST:F), section 3.2;
 official matrices `EuclidISTF_GCsp_w0wa_flat_pessimistic.txt` and
@@ -51,23 +53,28 @@ What is reproduced, measured with these recipes (ratio fishcast / IST:F of the 1
 errors; "conditional": nuisances marginalized, the other cosmological parameters fixed):
 
 * optimistic (`observed_h: varying`, sigma_v = sigma_p from the linear P at each point, ln b
-  nuisances, no residual shot noise): every marginalized error within 9 % (0.91-1.05) and
-  FoM(w0, wa) 59.9 against 55.1 (1.09) -- the issue's 10 % target, asserted. This structure
+  nuisances, no residual shot noise): every marginalized error within 9 % (0.91-1.03 at
+  converged numerics) and FoM(w0, wa) 1.08x IST:F's 55.1 (1.09x at AccuracyBoost 1) -- the
+  issue's 10 % target, asserted. This structure
   is inferred from the matrix, not from a source: its conditional errors differ by up to 2x
   (n_s 0.53, sigma8 0.85). With the structure of the codes above (sigma_v, sigma_p fixed,
   P_s free) the marginalized errors are 0.61-1.43x IST:F's (FoM 88.8).
 * pessimistic (`observed_h: varying`, ln b and P_s per shell, `dispersions: survey`: one
   sigma_v = sigma_p for every shell, the fiducial's at the survey's mean redshift 1.31,
   times two free ratios sv_survey, sp_survey -- FisherMathica's single survey sigma_p,
-  free): conditional errors within 4 % (0.96-1.01); marginalized Omega_m 0.93, Omega_b 0.95,
-  w0 0.91, wa 0.94, h 1.07, n_s 0.93, sigma8 0.898; FoM(w0, wa) 14.5 against 14.5 (1.00).
-  Short of the 10 % target by sigma(sigma8), 10.2 % too small (the xfail test): the official
+  free): conditional errors within 4 % (0.96-1.01). Marginalized, at converged CAMB accuracy
+  (AccuracyBoost 3, "Numerical convergence" below): Omega_m 0.95, Omega_b 0.96, w0 0.93,
+  wa 0.95, h 1.08, n_s 0.94-0.95, sigma8 0.913-0.919; FoM(w0, wa) 0.98-0.99x IST:F's --
+  within the issue's 10 %, asserted (this test: sigma8 0.917). With the CAMB accuracy the
+  recipe ships (AccuracyBoost 1) sigma8 is 0.878-0.900 and w0 0.89-0.92, depending on the
+  derivative step: the numbers below marked FAST were measured so (sigma8 0.898), they
+  compare ingredients on the same CAMB points and stand as differences. The official
   matrix is nearly degenerate (correlations up to 0.99) and its sigma8 row in correlation
   form differs from ours by 0.08 (w0), 0.06 (wa), 0.04 (Omega_m). IST:F's own growth and
   no-wiggle inputs (its CAMB f(z), D(z) and P_nw files) sit behind an external link, not in
   the public repository. Every sourced alternative for them was measured (the growth budget
-  below): none brings sigma(sigma8) within 10 %. The growth rate of baryons + CDM (issue 11,
-  adopted) moved it from 0.880 to 0.898.
+  below): none brings sigma(sigma8) within 10 % at AccuracyBoost 1. The growth rate of
+  baryons + CDM (issue 11, adopted) moved it from 0.880 to 0.898 there.
 
 Which ingredient moves what (pessimistic, the same CAMB points, ratios as above; measured
 with the previous growth rate, sigma8 0.880, see the growth budget):
@@ -88,14 +95,15 @@ with the previous growth rate, sigma8 0.880, see the growth budget):
   0.84-1.07 (sigma8 0.84), 0.1 gives 0.91-1.10 (sigma8 0.91, h 1.10, FoM 14.0), every error
   within 10 % -- not adopted: no source gives that width (it leaves a good part of the BAO
   wiggles in P_nw), and picking it to pass would be a fit, not a reproduction;
-* quadrature (n_k 120 -> 400, n_mu 12 -> 24): < 0.1 %; the 5-point stencil, a 0.5 % step or
-  the adaptive step sweep (the shipped default): < 0.5 %;
-* the CAMB table: 300 log-spaced k nodes (the default) and 1000 agree within 0.2 %; 150
-  under-resolve the BAO wiggles and move the pessimistic errors by 20 %.
+* quadrature (n_k 120 -> 400, n_mu 12 -> 24): < 0.1 %; the derivative step and the CAMB
+  accuracy: up to 2-3 % on the pessimistic errors (not < 0.5 % as measured before on one
+  step), see "Numerical convergence" below;
+* the CAMB table: 300 log-spaced k nodes (the default) and 1000 agree within the step scatter
+  below; 150 under-resolve the BAO wiggles and move the pessimistic errors by 20 %.
 
 The growth budget (issue 11, the last 2 %): sigma(sigma8) of the pessimistic recipe against
 IST:F's, each alternative swapped into the recipe as shipped, on the same CAMB points (FAST
-below; the other six errors and FoM(w0, wa) are given where they move by more than 1 %):
+with AccuracyBoost 1, as this test ran before the convergence study; the other six errors and FoM(w0, wa) are given where they move by more than 1 %):
 
 * the recipe (adopted, issue 11; cache scheme 3): f of baryons + CDM, CAMB's velocity-density
   f sigma8_cb over sigma8_cb (fishcast.cosmology.cb_growth_rate), the consistent f of a
@@ -152,6 +160,59 @@ is 0.65x, F(sigma8, Omega_m) 0.78x and F(sigma8, Omega_b) 0.80x IST:F's (the rec
 baryon + CDM f). No sourced input
 reproduces that row; tuning one (a growth definition, sigma_z, a smoothing width) to pass
 would be a fit.
+
+Numerical convergence (issue 11: what OUR number is, not which choice passes). Both recipes,
+physics as shipped, the numerics pushed one at a time with
+tests/benchmarks/istf_gcsp_convergence.py (CAMB 2.0.5; the Gaussian check off: it does not
+touch the Fisher matrix). "Shipped": CAMB AccuracyBoost 1, CAMB's transfer k sampling, the
+P(k, z) table with n_z 100, n_k 300, k_max 15/Mpc (the linear default), the adaptive step
+sweep, 5-point stencil. Ratios fishcast / IST:F, columns Omega_m, Omega_b, w0, wa, h, n_s,
+sigma8 | FoM(w0, wa):
+
+  pessimistic                                 Om    Ob    w0    wa    h     ns    s8  | FoM
+  shipped                                    0.906 0.922 0.890 0.911 1.047 0.904 0.878 | 1.028
+  shipped, full sweep (8 rungs)              0.917 0.933 0.900 0.921 1.055 0.914 0.887 | 1.016
+  shipped but fixed 1 % step, 3-point        0.929 0.945 0.912 0.934 1.071 0.925 0.897 | 1.001
+  FAST, AccuracyBoost 1 (this test before)   0.930 0.947 0.914 0.935 1.073 0.926 0.898 | 1.000
+  k_per_logint 30                            0.916 0.932 0.899 0.920 1.054 0.912 0.886 | 1.017
+  AccuracyBoost 2                            0.944 0.956 0.926 0.948 1.074 0.942 0.911 | 0.988
+  AccuracyBoost 2, k_per_logint 30           0.942 0.955 0.924 0.946 1.071 0.940 0.911 | 0.990
+    the same, full sweep                     0.948 0.961 0.930 0.952 1.077 0.945 0.916 | 0.983
+    the same, probe n_k 400, n_mu 24         0.943 0.955 0.925 0.947 1.072 0.940 0.911 | 0.989
+    the same, n_z 200, n_k 1000, k_max 30    0.952 0.965 0.933 0.955 1.083 0.948 0.918 | 0.980
+  AccuracyBoost 3, k_per_logint 40           0.945 0.960 0.927 0.949 1.076 0.941 0.913 | 0.986
+    the same, fixed 0.3125 % step, 3-point   0.951 0.965 0.933 0.955 1.081 0.948 0.918 | 0.980
+    the same, fixed 0.625 % step, 3-point    0.952 0.963 0.933 0.956 1.081 0.951 0.919 | 0.979
+  FAST, AccuracyBoost 2 (this test)          0.951 0.965 0.933 0.956 1.088 0.948 0.917 | 0.978
+
+  optimistic: every setting above within 0.90-1.05 on every error (n_s 0.90-0.92 the
+  lowest) and FoM 1.076-1.098; shipped 1.016 1.020 0.964 0.958 1.050 0.908 1.001 | 1.090,
+  AccuracyBoost 3 1.026 1.028 0.972 0.966 1.050 0.917 1.009 | 1.082, this test 1.025 1.028
+  0.972 0.966 1.050 0.916 1.008 | 1.082.
+
+What moves the pessimistic errors:
+
+* CAMB's AccuracyBoost, and nothing else systematically: 1 -> 2 raises them by 2.5-4 % (sigma8
+  0.878 -> 0.911, adaptive sweep; 0.890 -> 0.908 averaged over steps), 2 -> 3 by < 0.5 %
+  (adaptive 0.911 -> 0.913). The optimistic errors move by < 1 %. The recipes ship
+  AccuracyBoost 1: run the pessimistic one with `--set cosmology.accuracy.accuracy_boost=2`
+  for converged numbers (a CAMB run costs ~2.5x more).
+* the derivative step, as noise: fixed 3-point steps on the plateau (relative 0.025 ..
+  0.00078; at 0.05 truncation lowers every error by 5-8 %) give sigma8 0.878-0.900 at
+  AccuracyBoost 1 and 0.883-0.919 at AccuracyBoost 2 with k_per_logint 30 (5-point:
+  0.875-0.922), not converging as the step shrinks. The derivatives d/d Omega_m, d/d wa and
+  d/d w0 carry it (swapping one parameter's derivative between rungs moves sigma8 by up to
+  2 %; d ln P/d wa changes from rung to rung by ~1e-3 of its maximum), the nearly degenerate
+  matrix amplifies it; fishcast's own stability diagnostic (diagnostics/stability, from the
+  neighbouring rungs) reports 1.6-1.9 % for sigma(sigma8) on these runs, 0.3 % on the
+  optimistic recipe. The adaptive sweep and the full sweep agree within 1 % at every
+  AccuracyBoost.
+* k_per_logint (30, 40), the P(k, z) table (n_z 200, n_k 1000, k_max 30/Mpc) and the probe's
+  quadrature (n_k 400, n_mu 24): within that scatter (< 1 %, < 0.1 % for the quadrature).
+
+So the converged pessimistic comparison is sigma8 0.913-0.919 (AccuracyBoost 3), every
+error within 10 %, with a numerical uncertainty of ~1 % from the derivatives; this test's
+settings reproduce it (0.917). At AccuracyBoost 1 the recipe as shipped falls short (0.878).
 """
 
 from __future__ import annotations
@@ -170,13 +231,19 @@ from fishcast.io.exchange import read_text_fisher
 ROOT = pathlib.Path(__file__).parent.parent
 REF = pathlib.Path(__file__).parent / "data" / "istf"
 COSMO = ["Omega_m", "Omega_b", "w0", "wa", "h", "n_s", "sigma8"]
-#: reductions shared with tests/test_observed_frame.py (the CAMB points are shared through the
-#: session cache): a 3-point stencil, no Gaussian check, fewer redshift nodes and k <= 10/Mpc
-#: in the CAMB table (the errors move by ~1 %). The table must keep ~300 log-spaced k nodes:
-#: with 150 the spline of P(k) under-resolves the BAO wiggles and the marginalized errors
-#: move by 20 %.
+#: numerical settings of this test: CAMB AccuracyBoost 2 (the recipes ship 1: for the nearly
+#: degenerate pessimistic matrix that is not converged, sigma(sigma8) 0.878 instead of 0.913-0.919
+#: at AccuracyBoost 3; module docstring, "Numerical convergence") and, to keep CI fast, one fixed
+#: 1 % step with the 3-point stencil, no Gaussian check, fewer redshift nodes and k <= 10/Mpc in
+#: the CAMB table. These give sigma(sigma8) 0.917 (pessimistic), within 0.2 % of the mean of
+#: the AccuracyBoost 3 runs (0.913, 0.918, 0.919), and every other error within 0.7 % of the
+#: range of those runs (h 1.088 against 1.076-1.081, the largest difference). (With AccuracyBoost 1 the same reductions gave 0.898.) The table must keep ~300
+#: log-spaced k nodes: with 150 the spline of P(k) under-resolves the BAO wiggles and the
+#: marginalized errors move by 20 %. The points are this module's own (the recipes share them;
+#: no other test uses this fiducial with these settings): 15 CAMB runs.
 FAST = ["--set", "derivatives.mode=fixed", "--set", "derivatives.stencil=3-point",
         "--set", "diagnostics.gaussian_check=false", "--set", "cosmology.accuracy.n_z=40",
+        "--set", "cosmology.accuracy.accuracy_boost=2",
         "--set", "cosmology.accuracy.n_k=300", "--set", "cosmology.accuracy.k_max=10"]
 
 
@@ -266,12 +333,10 @@ def test_survey_dispersions_one_value_at_the_mean_redshift(gcsp, fiducial_cosmo)
     assert sv[0] == pytest.approx(math.sqrt(val / (6 * math.pi**2)), rel=2e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 target not met for the pessimistic setting: sigma(sigma8) is "
-                                       "0.898x IST:F's with the baryon + CDM growth rate (0.880x before; the other "
-                                       "errors 0.91-1.07x, FoM 1.00); no sourced growth, sigma8(z), tracer spectrum, "
-                                       "no-wiggle or redshift-error input reaches 0.90 (the growth budget of the "
-                                       "module docstring); IST:F's own f(z), D(z), P_nw files are not public")
 def test_euclid_gcsp_pessimistic_within_ten_percent_of_istf(gcsp):
+    """EuclidISTF_GCsp_w0wa_flat_pessimistic.txt: every marginalized error and FoM(w0, wa)
+    within 10 % at converged CAMB accuracy (issue 11; the convergence table of the module
+    docstring: sigma(sigma8) 0.917 here, 0.913-0.919 at AccuracyBoost 3)."""
     ours, ref, _ = gcsp["pessimistic"]
     marg, _, fom = _ratios(ours, ref)
     assert all(abs(v - 1) < 0.10 for v in marg.values()) and abs(fom - 1) < 0.10, (marg, fom)
