@@ -165,8 +165,8 @@ Numerical convergence (issue 11: what OUR number is, not which choice passes). B
 physics as shipped, the numerics pushed one at a time with
 tests/benchmarks/istf_gcsp_convergence.py (CAMB 2.0.5; the Gaussian check off: it does not
 touch the Fisher matrix). "Shipped": the recipes before this study, fishcast's defaults:
-CAMB AccuracyBoost 1, CAMB's transfer k sampling, the P(k, z) table with n_z 100, n_k 300, k_max 15/Mpc (the linear default), the adaptive step
-sweep, 5-point stencil. Ratios fishcast / IST:F, columns Omega_m, Omega_b, w0, wa, h, n_s,
+CAMB AccuracyBoost 1, CAMB's transfer k sampling, the P(k, z) table with n_z 100, n_k 300,
+k_max 15/Mpc (the linear default), the adaptive step sweep, 5-point stencil. Ratios fishcast / IST:F, columns Omega_m, Omega_b, w0, wa, h, n_s,
 sigma8 | FoM(w0, wa):
 
   pessimistic                                 Om    Ob    w0    wa    h     ns    s8  | FoM
@@ -198,11 +198,11 @@ What moves the pessimistic errors:
   default 1). Hence the pessimistic recipe sets `cosmology.accuracy.accuracy_boost: 2` (a
   CAMB run costs ~2.5x more): a numerical setting, not an ingredient.
 * the derivative step, as noise: fixed 3-point steps on the plateau (relative 0.025 ..
-  0.00078; at 0.05 truncation lowers every error by 5-8 %) give sigma8 0.878-0.900 at
+  0.00078; at 0.05 truncation lowers the errors by up to 8 %) give sigma8 0.878-0.900 at
   AccuracyBoost 1 and 0.883-0.919 at AccuracyBoost 2 with k_per_logint 30 (5-point:
   0.875-0.922), not converging as the step shrinks. The derivatives d/d Omega_m, d/d wa and
   d/d w0 carry it (swapping one parameter's derivative between rungs moves sigma8 by up to
-  2 %; d ln P/d wa changes from rung to rung by ~1e-3 of its maximum), the nearly degenerate
+  2 %; d ln P/d wa changes from rung to rung by 1e-3 to 4e-3 of its maximum), the nearly degenerate
   matrix amplifies it; fishcast's own stability diagnostic (diagnostics/stability, from the
   neighbouring rungs) reports 1.6-1.9 % for sigma(sigma8) on these runs, 0.3 % on the
   optimistic recipe. The adaptive sweep and the full sweep agree within 1 % at every
