@@ -36,7 +36,17 @@ def fiducial_cosmo(fast_settings):
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    """One CAMB result cache for the whole session: identical points are computed once."""
+    """One CAMB result cache for the whole run: identical points are computed once.
+
+    Under pytest-xdist (the default run: ``-n`` in setup.cfg) every worker has a base
+    folder of its own (``pytest-N/popen-gwK``); the cache is the folder ``cache`` in their
+    common parent ``pytest-N``, which belongs to this run alone, so the workers share it.
+    Several workers may write the same entry at once: the cache's writes are atomic
+    (tests/test_cache.py::test_concurrent_writers_leave_whole_entries)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "cache"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("cache")
 
 
