@@ -3,6 +3,7 @@ session on a small grid and shared by every test that needs real CAMB output."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -59,3 +60,54 @@ def lumratio(tmp_path_factory):
     z = np.linspace(0.0, 4.5, 46)
     np.savetxt(path, np.column_stack([z, 0.05 + 0.6 * z / (1 + z)]))
     return path
+
+
+@pytest.fixture
+def no_camb(monkeypatch):
+    """CAMB may not be called: its transfer-function entry point raises (a call is a failure
+    of the test, reported as an AssertionError, not a fishcast error); the list of the calls
+    made, for the test to assert that it is empty."""
+    import camb
+
+    calls = []
+
+    def refuse(*a, **kw):
+        calls.append(a)
+        raise AssertionError("CAMB was called")
+
+    monkeypatch.setattr(camb, "get_transfer_functions", refuse)
+    return calls
+
+
+# --------------------------------------------------------------- tests that run alone
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "alone: the test measures wall-clock time (a signal's effect within 20 s, a refusal "
+        "within a second): under pytest-xdist no other worker runs a test meanwhile")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, a test marked ``alone`` holds an exclusive lock on a file of this
+    run (in the run's common temporary folder, beside the shared cache) from its setup to its
+    teardown, and every other test a shared one: a test marked alone waits for the test the
+    other workers are running to finish, and they start no test until it has finished. Its
+    wall-clock bounds then see the machine as a one-process run does (the workers would
+    otherwise double the load: an interrupted pool finishing its CAMB run took > 20 s beside
+    another worker's CAMB runs on 2 loaded cores). In one process: nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks here; nothing is locked
+        fcntl = None
+    if fcntl is None or not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    path = item.config._tmp_path_factory.getbasetemp().parent / "tests-alone.lock"
+    mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
+    with open(path, "a") as fh:
+        fcntl.flock(fh, mode)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)

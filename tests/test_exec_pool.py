@@ -255,6 +255,7 @@ def test_spawned_workers_work_too():
 
 
 # ------------------------------------------------------------------------ Ctrl-C with a pool
+@pytest.mark.alone
 @pytest.mark.parametrize("sig,code,word", [(__import__("signal").SIGINT, 130, "interrupted"),
                                            (__import__("signal").SIGTERM, 143, "terminated (SIGTERM)")])
 def test_an_interrupt_with_workers_and_a_task_here_keeps_what_it_says(sig, code, word, tmp_path, monkeypatch):

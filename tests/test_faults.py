@@ -554,6 +554,7 @@ def billion_laughs(levels: int = 10) -> str:
     return "\n".join(lines + [f"name: *l{levels - 1}"]) + "\n"
 
 
+@pytest.mark.alone
 def test_alias_bomb_refused_fast_in_bounded_memory(tmp_path):
     """9^10 = 3.5e9 strings if expanded: refused within a second, with < 20 MB allocated."""
     from fishcast.survey import survey_from_text
@@ -660,6 +661,7 @@ def _interrupt(args, cache_root, cwd, timeout=20.0, sig=signal.SIGINT):
     return proc.returncode, err, time.monotonic() - t0
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
                                            (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_sigint_during_run(sig, code, word, tmp_path):
@@ -679,6 +681,7 @@ def test_sigint_during_run(sig, code, word, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "slow.yaml"]  # no output, no temporary file
 
 
+@pytest.mark.alone
 def test_sigint_during_batch(tmp_path):
     (tmp_path / "slow.yaml").write_text(SLOW)
     (tmp_path / "grid.yaml").write_text("name: g\nsurvey: slow.yaml\naxes:\n  probes.counts_in_cells.f_sky: [0.1, 0.2]\n")

@@ -33,22 +33,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXE = pathlib.Path(sys.executable).with_name("fishcast")
 
 
-@pytest.fixture
-def no_camb(monkeypatch):
-    """CAMB may not be called: its transfer-function entry point raises (a call is a failure
-    of the test, reported as an AssertionError, not a fishcast error)."""
-    import camb
-
-    calls = []
-
-    def refuse(*a, **kw):
-        calls.append(a)
-        raise AssertionError("CAMB was called")
-
-    monkeypatch.setattr(camb, "get_transfer_functions", refuse)
-    return calls
-
-
 def _write(tmp_path, text, name="s.yaml"):
     p = tmp_path / name
     p.write_text(text)

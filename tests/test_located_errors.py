@@ -94,37 +94,12 @@ import time
 import h5py
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from fishcast.cli.main import cli
 from fishcast.errors import FishcastError, InputError
-from tests.test_faults import TOY
+from tests.test_faults import TOY, invoke
 
 #: a located line of a message: ``FILE.yaml:LINE: `` at its start
 LOCATED = re.compile(r"^.*\.yaml:\d+: ")
-
-
-@pytest.fixture
-def no_camb(monkeypatch):
-    """CAMB may not be called (its transfer-function entry point raises AssertionError)."""
-    import camb
-
-    calls = []
-
-    def refuse(*a, **kw):
-        calls.append(a)
-        raise AssertionError("CAMB was called")
-
-    monkeypatch.setattr(camb, "get_transfer_functions", refuse)
-    return calls
-
-
-def invoke(*args):
-    res = CliRunner().invoke(cli, [str(a) for a in args])
-    assert res.exception is None or isinstance(res.exception, SystemExit), \
-        f"uncaught {type(res.exception).__name__}: {res.exception}\n{res.output}"
-    assert "Traceback" not in res.output
-    return res
 
 
 def line_with(text: str, marker: str) -> int:
