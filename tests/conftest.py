@@ -80,7 +80,23 @@ def no_camb(monkeypatch):
 
 
 # --------------------------------------------------------------- tests that run alone
+def _sigint_as_in_a_terminal() -> None:
+    """The Ctrl-C tests send SIGINT to a ``fishcast`` they start and expect it to stop (exit
+    130). A process started with SIGINT ignored passes that on to its children, and Python
+    then installs no KeyboardInterrupt handler: a test run launched in the background by a
+    non-interactive shell (``cmd &``: POSIX shells ignore SIGINT in background jobs) or by a
+    CI runner that does so would see those tests fail for a reason outside fishcast. The run
+    restores Python's default handler, as a terminal session has it, so that every test
+    process -- the xdist workers included -- and every subprocess they start receive Ctrl-C
+    as a user's shell delivers it."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config):
+    _sigint_as_in_a_terminal()
     config.addinivalue_line(
         "markers", "alone: the test measures wall-clock time (a signal's effect within 20 s, a refusal "
         "within a second): under pytest-xdist no other worker runs a test meanwhile")
