@@ -643,7 +643,7 @@ def _interrupt(args, cache_root, cwd, timeout=20.0, sig=signal.SIGINT):
     """Start fishcast, send ``sig`` to its process group (as Ctrl-C does, or a scheduler's
     SIGTERM) once the first evaluation is in the cache; return (exit status, stderr, seconds
     from the signal to the exit)."""
-    proc = subprocess.Popen([str(EXE), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([str(EXE), *map(str, args)], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(pathlib.Path(cache_root).glob("*/*.npz")):
