@@ -368,7 +368,7 @@ def shared_settings(surveys: list[Survey]) -> list[Survey]:
         # a derived k_max comes with its n_k (the reference table's nodes up to it:
         # fishcast.cosmology.reference_k_nodes), unless the user gave n_k
         return ("k_max" not in given, "z_max" not in given, "k_max" not in given and "n_k" not in given,
-                getattr(sv.config.cosmology.accuracy, "transfer_high_precision", None) is None)
+                sv.config.cosmology.accuracy.transfer_high_precision is None)
 
     groups: dict[tuple, list[int]] = {}
     for i, sv in enumerate(surveys):
