@@ -21,7 +21,7 @@ Plus :func:`project_degenerate` (``--allow-degenerate``: projects out named dire
 records them) and the Gaussian-validity check (:func:`principal_points`,
 :func:`delta_chi2`): the real ``Delta chi^2 = norm(s(theta) - s(theta_fid))^2`` at the fiducial
 plus/minus ``n_sigma`` along each principal direction of the forecast covariance, against the
-Fisher prediction ``n_sigma^2``.
+Fisher prediction ``n_sigma^2`` (:func:`gaussian_verdicts` judges Delta chi^2 measured already).
 
 Thresholds (:class:`DiagnosticsConfig`, stored with every result). No published threshold on
 ``cond(R)`` is agreed: gwbench refuses above 1e15, derivkit warns above 1e12. fishcast refuses
@@ -59,6 +59,7 @@ __all__ = [
     "project_degenerate",
     "principal_points",
     "delta_chi2",
+    "gaussian_verdicts",
     "format_report",
     "format_sweeps",
 ]
@@ -817,27 +818,42 @@ def delta_chi2(signals_at_points: Sequence[np.ndarray | None], fid_signal: np.nd
                point_notes: Sequence[str] | None = None, of_interest: Sequence[bool] | None = None,
                camb_runs: int = -1) -> GaussianValidity:
     """Delta chi^2 = norm(signal - fid)^2 at each principal point against the Fisher
-    prediction ``n_sigma^2``, and the verdict of each direction.
+    prediction ``n_sigma^2``, and the verdict of each direction (:func:`gaussian_verdicts`,
+    which the arguments after ``norm`` are passed to).
 
-    signals_at_points: the data vector at each point, None where the model was not evaluated;
-    status / point_notes: per point (default: ``evaluated``, or ``outside`` for None);
-    of_interest: per parameter of ``points`` (default: the cosmological ones of the registry,
-    or all when none is). A point is flagged when ``|Delta chi^2 / n_sigma^2 - 1| >
+    signals_at_points: the data vector at each point, None where the model was not evaluated
+    (status ``outside`` there by default). One ``norm`` per point with a data vector."""
+    sigs = list(signals_at_points)
+    fid = np.asarray(fid_signal, dtype=float)
+    vals = [None if s is None else float(norm(np.asarray(s, dtype=float) - fid)) ** 2 for s in sigs]
+    status = tuple(status) if status is not None else tuple("outside" if s is None else "evaluated" for s in sigs)
+    return gaussian_verdicts(vals, n_sigma, thresholds, points, status, point_notes, of_interest, camb_runs)
+
+
+def gaussian_verdicts(delta_chi2_at_points: Sequence[float | None], n_sigma: float = 1.0,
+                      thresholds: DiagnosticsConfig | Mapping | None = None, points: PrincipalPoints | None = None,
+                      status: Sequence[str] | None = None, point_notes: Sequence[str] | None = None,
+                      of_interest: Sequence[bool] | None = None, camb_runs: int = -1) -> GaussianValidity:
+    """The verdicts of the Gaussian-validity check from the Delta chi^2 (dimensionless) at
+    each principal point, measured already (None or NaN where the model was not evaluated):
+    nothing here evaluates or measures a data vector.
+
+    status / point_notes: per point (default: ``evaluated``, or ``outside`` where the value
+    is missing); of_interest: per parameter of ``points`` (default: the cosmological ones of
+    the registry, or all when none is). A point is flagged when ``|Delta chi^2 / n_sigma^2 - 1| >
     thresholds.gaussian_tolerance``. A direction with a point outside the domain where the
     model runs (status ``outside`` or ``failed``) is a WARN; a flagged one is a WARN when it
     moves a marginalized error of a parameter of interest by more than
     ``thresholds.gaussian_sigma_tolerance`` (:func:`sigma_changes`), else a NOTE.
     """
     cfg = _cfg(thresholds)
-    fid = np.asarray(fid_signal, dtype=float)
     if points is not None:
         n_sigma = points.n_sigma
-    sigs = list(signals_at_points)
-    vals = np.array([np.nan if s is None else float(norm(np.asarray(s, dtype=float) - fid)) ** 2 for s in sigs])
+    vals = np.array([np.nan if v is None else float(v) for v in delta_chi2_at_points], dtype=float)
     ratio = vals / n_sigma**2
     flagged = np.abs(ratio - 1.0) > cfg.gaussian_tolerance
     labels = points.labels if points is not None else tuple(f"{'+' if i % 2 == 0 else '-'}{i // 2}" for i in range(len(vals)))
-    status = tuple(status) if status is not None else tuple("outside" if s is None else "evaluated" for s in sigs)
+    status = tuple(status) if status is not None else tuple("outside" if np.isnan(v) else "evaluated" for v in vals)
     point_notes = tuple(point_notes) if point_notes is not None else ("",) * len(vals)
     widths = width_ratios(ratio)
     names = () if points is None else tuple(points.names)

@@ -298,11 +298,15 @@ class MeasuredData(ToyData):
 
 
 @pytest.mark.parametrize("a", [0.5, 0.2, -0.13, 0.04])
-def test_each_difference_is_measured_once(a):
-    """The inference of the -sides judges every direction again for each side it tries (the
-    Delta chi^2 of every point each time): the length of a difference is computed once (the
-    Knox products of the Euclid WL check: 195 before, 20 distinct), with the results of the
-    test above."""
+def test_each_point_is_measured_once(a):
+    """The Delta chi^2 of each point (one Knox product) is measured once, when its data vector
+    is known; the inference of the -sides judges the numbers (it judged every direction again
+    for each side it tried, measuring every point each time: the Euclid WL check made 195 Knox
+    products for its 20 points). Counted: one per point with a data vector (the Omega_m and
+    w0 directions: the +side evaluated, the -side inferred or evaluated; the A_IA direction:
+    both sides at the fiducial cosmology), plus one per inferred -side that was tried and
+    then evaluated (the w0 direction at a = 0.2 and -0.13, as the test above finds), with the
+    results of the test above."""
     names, sig = ["Omega_m", "w0", "A_IA"], np.array([0.01, 0.1, 0.3])
     fid = np.array([0.32, -1.0, 1.72])
     seen = []
@@ -316,11 +320,35 @@ def test_each_difference_is_measured_once(a):
                    jacobian=np.diag(1 / sig), data=Data)
     measured = seen[0].measured
     assert len(measured) == len(set(measured))
-    # every point with a data vector was measured, and the tried -sides on top
-    assert len(measured) >= sum(1 for s in gv.status if s in ("evaluated", "inferred", "reused"))
+    with_data = sum(1 for s in gv.status if s in ("evaluated", "inferred", "reused"))
+    assert with_data == 6
+    tried_then_evaluated = 1 if a in (0.2, -0.13) else 0
+    assert len(measured) == with_data + tried_then_evaluated
     j = [j for j in range(3) if gv.dominant(j) == ["w0"]][0]
+    assert gv.status[2 * j + 1] == ("evaluated" if tried_then_evaluated else "inferred")
     expect = {0.5: (2.25, 0.25), 0.2: (1.44, 0.64), -0.13: (0.87**2, 1.13**2), 0.04: (1.04**2, 0.96**2)}[a]
     np.testing.assert_allclose(gv.delta_chi2[2 * j:2 * j + 2], expect, rtol=1e-10)
+
+
+def test_the_verdicts_of_measured_values_are_those_of_the_data_vectors():
+    """gaussian_verdicts (the judgement of Delta chi^2 measured already) gives what
+    delta_chi2 gives from the data vectors and a norm (Euclidean here: Delta chi^2 = |d|^2),
+    a missing value being a point outside the domain."""
+    from fishcast.diagnostics import gaussian_verdicts
+
+    names, sig = ["w0", "A_IA"], np.array([0.1, 0.3])
+    fid = np.array([-1.0, 1.72])
+    pts = principal_points(np.diag(sig**2), dict(zip(names, fid)), names)
+    model = _bent(np.array([-1.0, 1.72]), sig, 0.5)
+    sigs = [model(p) for p in pts.points]
+    sigs[3] = None
+    by_vectors = delta_chi2(sigs, model(fid), lambda d: float(np.linalg.norm(d)), points=pts)
+    values = [None if s is None else float(np.sum((s - model(fid)) ** 2)) for s in sigs]
+    by_values = gaussian_verdicts(values, points=pts)
+    np.testing.assert_allclose(by_values.delta_chi2, by_vectors.delta_chi2, rtol=1e-14)
+    assert np.isnan(by_values.delta_chi2[3]) and by_values.status[3] == "outside"
+    assert by_values.direction_verdicts == by_vectors.direction_verdicts
+    assert by_values.reasons == by_vectors.reasons and "WARN" in by_values.direction_verdicts
 
 
 @pytest.mark.parametrize("directions, d", [("cosmological_principal", 1), ("cosmological", 1), ("cosmological", 2)])

@@ -77,8 +77,9 @@ Its evaluations feed a diagnostic only, so (issue 16) they never stop the run:
    runs (a WARN of the check), and the Fisher results are written as usual.
 
 An interruption (Ctrl-C, SIGTERM) during the check is never taken for a CAMB failure.
-The numerics (Delta chi^2, widths, the change of each marginalized error, the verdicts) are
-in :func:`fishcast.diagnostics.delta_chi2`. The check states the Boltzmann runs it made
+The Delta chi^2 of each point (one Knox product) is measured once, when its data vector is
+known (inferred -sides included); the numerics that judge them (widths, the change of each
+marginalized error, the verdicts) are in :func:`fishcast.diagnostics.gaussian_verdicts`. The check states the Boltzmann runs it made
 (``camb_runs``, wherever they ran); the forecast counts them with its own
 (:class:`fishcast.pipeline.forecast.CambCost`).
 """
@@ -247,18 +248,18 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     n_sig = sig.fiducial.size
     signals_at: list[np.ndarray | None] = [None] * n_pts
 
-    # the length of each difference is kept by its bytes: the inference below judges every
-    # direction again for each side it infers (Delta chi^2 of every point each time), and
-    # the same difference gives the same length (on the Euclid WL recipe: 195 Knox products
-    # of which 20 distinct, ~40 ms of this process's CPU while the pool idles)
-    lengths: dict[bytes, float] = {}
+    # the Delta chi^2 of each point (its Knox product with the fiducial's metric, priors
+    # included) is measured once, when its data vector is known; the inference of the -sides
+    # below and the final verdicts judge these numbers (gaussian_verdicts), nothing measures
+    # a data vector twice
+    dchi2: list[float | None] = [None] * n_pts
 
-    def norm(d: np.ndarray) -> float:
-        key = np.ascontiguousarray(d, dtype=float).tobytes()
-        if key not in lengths:
-            g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
-            lengths[key] = float(np.sqrt(max(g, 0.0)))
-        return lengths[key]
+    def measure(s: np.ndarray) -> float:
+        """Delta chi^2 (dimensionless) of the augmented data vector ``s``: |s - fid|^2 in the
+        metric of the data (the probes' Knox product) plus the Gaussian priors."""
+        d = np.asarray(s, dtype=float) - fid_aug
+        g = dv.gram(sig.fiducial, d[None, :n_sig])[0, 0] + float(np.sum(d[n_sig:] ** 2))
+        return float(np.sqrt(max(g, 0.0))) ** 2  # the square of the length: bit-identical to delta_chi2's
 
     def signals_for(idx) -> None:
         for i in idx:
@@ -275,6 +276,7 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
                 continue
             theta = np.array([full[i][n] for n in names])
             signals_at[i] = np.concatenate([sv, prior_w * theta])
+            dchi2[i] = measure(signals_at[i])
 
     calls0 = _cosmo.boltzmann_calls()
 
@@ -295,9 +297,9 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
                 else:
                     status[i], notes[i] = "failed", failures.get(k, "not evaluated")
 
-    def check(signals: Sequence[np.ndarray | None]):
-        return _diag.delta_chi2(signals, fid_aug, norm, thresholds=thresholds, points=pts, status=status,
-                                point_notes=notes)
+    def judge(values: Sequence[float | None], camb_runs: int = -1):
+        return _diag.gaussian_verdicts(values, thresholds=thresholds, points=pts, status=status, point_notes=notes,
+                                       camb_runs=camb_runs)
 
     derivs = fc.derivatives
     if dconf.gaussian_sides == "adaptive" and derivs:
@@ -323,15 +325,15 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
             a = np.concatenate([delta @ D, prior_w * delta])
             minus = infer_minus_side(plus, fid_aug, a)
             status[i] = "inferred"
-            without = check(signals_at).direction_verdicts[i // 2]  # this side unknown
-            trial = list(signals_at)
-            trial[i] = minus
-            with_inferred = check(trial).direction_verdicts[i // 2]
+            without = judge(dchi2).direction_verdicts[i // 2]  # this side unknown
+            trial = list(dchi2)
+            trial[i] = measure(minus)
+            with_inferred = judge(trial).direction_verdicts[i // 2]
             if with_inferred != without:
                 status[i] = "evaluated"
                 later.append(i)
                 continue
-            signals_at[i] = minus
+            signals_at[i], dchi2[i] = minus, trial[i]
             notes[i] = (f"from the +{pts.n_sigma:g} sigma side by the quadratic model along the direction (no "
                         f"verdict depends on it: {with_inferred} either way); no CAMB call")
         evaluate(later)
@@ -340,8 +342,7 @@ def gaussian_validity(fc, dv, sig, evaluator_for: Callable[[int], object], cosmo
     signals_for(range(n_pts))
     camb_runs = _cosmo.boltzmann_calls() - calls0
 
-    return _diag.delta_chi2(signals_at, fid_aug, norm, thresholds=thresholds, points=pts,
-                            status=status, point_notes=notes, camb_runs=camb_runs)
+    return judge(dchi2, camb_runs)
 
 
 def infer_minus_side(plus: np.ndarray, fid: np.ndarray, a: np.ndarray) -> np.ndarray:
