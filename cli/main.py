@@ -29,19 +29,21 @@ def library_imports():
     """Around a command's imports of the library (numpy, scipy, CAMB, h5py, pydantic and
     fishcast: ~10^5 objects, no garbage): the garbage collector is off meanwhile (its ~200
     collections cost ~70 ms of the start-up of ``fishcast run``), and what the imports made
-    is frozen afterwards (``gc.freeze``: later collections skip it). In the ``fishcast``
-    process only (:data:`_ENTRY_POINT`); elsewhere nothing changes."""
+    is frozen afterwards (:func:`fishcast.collector.freeze_existing`: later collections skip
+    it). In the ``fishcast`` process only (:data:`_ENTRY_POINT`); elsewhere nothing changes."""
     if not _ENTRY_POINT:
         yield
         return
     import gc
+
+    from fishcast.collector import freeze_existing
 
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        freeze_existing()
         if was:
             gc.enable()
 
@@ -101,11 +103,12 @@ def main() -> None:
 def _quick_exit() -> None:
     """The command is over (its files written and closed, its output printed; what follows
     is the interpreter's exit): every object still alive is moved out of the garbage
-    collector's reach (``gc.freeze``), so that the exit does not walk the hundreds of
-    thousands of objects numpy, scipy and CAMB leave behind. The exit itself is the usual
-    one (atexit handlers, the pool's shutdown, flushing stdout and stderr); it took ~0.2 s
-    of every run with scipy loaded, ~0.03 s so. Only the entry point does this: a program that
-    calls the commands (click's CliRunner, the tests) keeps its own collector."""
-    import gc
+    collector's reach (:func:`fishcast.collector.freeze_existing`), so that the exit does not
+    walk the hundreds of thousands of objects numpy, scipy and CAMB leave behind. The exit
+    itself is the usual one (atexit handlers, the pool's shutdown, flushing stdout and
+    stderr); it took ~0.2 s of every run with scipy loaded, ~0.03 s so. Only the entry point
+    does this: a program that calls the commands (click's CliRunner, the tests) keeps its own
+    collector."""
+    from fishcast.collector import freeze_existing
 
-    gc.freeze()
+    freeze_existing()

@@ -246,6 +246,38 @@ def test_the_command_line_imports_the_library_without_collections(monkeypatch):
         gc.unfreeze()
 
 
+def test_one_helper_freezes_for_every_process():
+    """The garbage-collector policy has one "freeze what exists now" helper
+    (fishcast.collector.freeze_existing, its docstring the measured reasons): the entry point's
+    imports and exit and the forkserver call it, no other code calls gc.freeze. It freezes
+    what is alive, not what is made later, and leaves the collector on or off as it was."""
+    import gc
+    import pathlib
+    import re
+
+    from fishcast.collector import freeze_existing
+
+    root = pathlib.Path(__file__).parents[1]
+    callers = sorted(str(p.relative_to(root)) for d in ("fishcast", "cli") for p in (root / d).rglob("*.py")
+                     if re.search(r"\bgc\.freeze\(", p.read_text()))
+    assert callers == ["fishcast/collector.py"]
+    users = sorted(str(p.relative_to(root)) for d in ("fishcast", "cli") for p in (root / d).rglob("*.py")
+                   if "freeze_existing()" in p.read_text() and p.name != "collector.py")
+    assert users == ["cli/main.py", "fishcast/pipeline/server_ready.py"]
+    was = gc.isenabled()
+    before = gc.get_freeze_count()
+    made = [[] for _ in range(1000)]
+    try:
+        freeze_existing()
+        frozen = gc.get_freeze_count()
+        assert frozen >= before + len(made)
+        later = [[] for _ in range(1000)]
+        assert gc.get_freeze_count() == frozen and len(later) == 1000
+        assert gc.isenabled() == was
+    finally:
+        gc.unfreeze()
+
+
 def test_spawned_workers_work_too():
     with ProcessExecutor(1, threads=1, retries=0, start_method="spawn") as ex:
         out = ex.run([Task("t", _sleep_and_report, (0.0,))])

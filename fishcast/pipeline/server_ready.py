@@ -1,7 +1,8 @@
 """The last module the process pool's forkserver imports (:data:`fishcast.pipeline.execute.WORKER_MODULES`):
 once numpy, scipy, CAMB and fishcast's worker modules are loaded, every object they made is
-moved out of the garbage collector's reach (``gc.freeze``), and the collector, off during
-the imports (:mod:`fishcast.pipeline.server_start`), is switched on again.
+moved out of the garbage collector's reach (:func:`fishcast.collector.freeze_existing`), and
+the collector, off during the imports (:mod:`fishcast.pipeline.server_start`), is switched on
+again.
 
 Two effects, no other: the workers forked from the server do not walk those objects in
 their own collections (the gc documentation's advice before forking: the pages shared with
@@ -17,5 +18,7 @@ from __future__ import annotations
 
 import gc
 
-gc.freeze()
+from ..collector import freeze_existing
+
+freeze_existing()
 gc.enable()
