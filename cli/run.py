@@ -165,13 +165,22 @@ def _run(survey, output, allow_unstable, allow_degenerate, cache_dir, no_cache, 
 def validate(survey, overrides):
     """Validate SURVEY (a survey YAML file, or a batch grid file: then every design) without
     computing anything."""
-    from fishcast.pipeline.batch import is_grid_file, validate_grid
-    from fishcast.survey import load_survey
+    import pathlib
 
-    if is_grid_file(survey):
+    from fishcast.pipeline.batch import is_grid, validate_grid
+    from fishcast.survey import survey_from_document
+    from fishcast.yamlio import read_yaml
+
+    from fishcast.errors import FishcastError
+
+    try:  # read and parsed once, then validated as a grid or as a survey
+        doc, unreadable = read_yaml(survey, "survey file"), None
+    except FishcastError as exc:  # not a grid: the survey's error, after the --set values' own
+        doc, unreadable = None, exc
+    if doc is not None and is_grid(doc.data):
         if overrides:
             raise click.UsageError("--set applies to a survey; a grid sets its designs' keys in its own 'set:' section")
-        bp = validate_grid(survey)
+        bp = validate_grid(doc)
         for d in bp.planned:
             click.echo(f"{survey}: design {d.design.name}: valid ({len(d.keys)} cosmology points)")
         for f in bp.failed:
@@ -181,7 +190,10 @@ def validate(survey, overrides):
         if bp.failed:
             sys.exit(2)
         return
-    sv = load_survey(survey, parse_overrides(overrides))
+    sets = parse_overrides(overrides)
+    if unreadable is not None:
+        raise unreadable
+    sv = survey_from_document(doc, pathlib.Path(survey).parent, sets)
     probes = ", ".join(p.name for p in sv.probes)
     click.echo(f"{survey}: valid. probes: {probes}; free parameters ({len(sv.free)}): {', '.join(sv.free)}")
 

@@ -35,7 +35,7 @@ from .errors import FishcastError, SurveyError
 from .parameters import AMPLITUDES, COSMOLOGICAL_DEFAULTS, COSMOLOGICAL_REQUIRED, Parameter, expand_patterns
 from .probes import registered_probes, registry_version
 from .probes.base import Probe, combined_requirements
-from .yamlio import dotted, line_of, load_yaml, where_in
+from .yamlio import YamlDocument, dotted, line_of, where_in
 
 
 class _Model(BaseModel):
@@ -239,11 +239,10 @@ def load_survey(path: str | pathlib.Path, overrides: Mapping[str, object] | None
     ``overrides`` maps dotted keys (``probes.weak_lensing.f_sky``) to values that replace
     (or add) entries of the file before validation: the batch grid's axes and ``--set``.
     """
-    from .yamlio import read_yaml_file
+    from .yamlio import read_yaml
 
     p = pathlib.Path(path)
-    text = read_yaml_file(p, "survey file")
-    return survey_from_text(text, str(path), p.parent, overrides)
+    return survey_from_document(read_yaml(p, "survey file"), p.parent, overrides)
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, object], filename: str, lines=None) -> dict:
@@ -300,12 +299,23 @@ class _Problems:
 
 def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.Path | None = None,
                      overrides: Mapping[str, object] | None = None) -> Survey:
-    """Validate a survey given as YAML text (``survey_dir`` resolves relative file paths).
+    """Validate a survey given as YAML text (``survey_dir`` resolves relative file paths):
+    :func:`survey_from_document` of the parsed text."""
+    return survey_from_document(YamlDocument.parse(text, filename), survey_dir, overrides)
 
-    Steps: parse, apply overrides, validate the model, build the probes, resolve the
-    parameters (fiducials, free, fixed), priors, cosmology settings. Each step reports every
-    problem it finds (file, line, key) before the run stops at its end."""
-    data, lines = _parse(text, filename)
+
+def survey_from_document(doc: YamlDocument, survey_dir: pathlib.Path | None = None,
+                         overrides: Mapping[str, object] | None = None) -> Survey:
+    """Validate a survey given as a parsed YAML document (:func:`fishcast.yamlio.read_yaml`:
+    a file is read and parsed once, whoever looks at it first); ``survey_dir`` resolves
+    relative file paths. The document is not changed (the overrides apply to a copy): the
+    designs of a grid share their base survey's.
+
+    Steps: apply overrides, validate the model, build the probes, resolve the parameters
+    (fiducials, free, fixed), priors, cosmology settings. Each step reports every problem it
+    finds (file, line, key) before the run stops at its end."""
+    text, filename = doc.text, doc.filename
+    data, lines = _mapping(doc)
     if overrides:
         data, text = _with_overrides(data, text, overrides, filename, lines)
     config = _validate(data, lines, filename)
@@ -334,12 +344,12 @@ def survey_from_text(text: str, filename: str = "<survey>", survey_dir: pathlib.
     )
 
 
-def _parse(text: str, filename: str) -> tuple[dict, object]:
-    """The YAML mapping and its line index."""
-    data, lines = load_yaml(text, filename)
-    if not isinstance(data, dict):
-        raise SurveyError(filename, [(1, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
-    return data, lines
+def _mapping(doc: YamlDocument) -> tuple[dict, object]:
+    """The document's top-level mapping and its line index."""
+    if not isinstance(doc.data, dict):
+        raise SurveyError(doc.filename, [(1, "", "the top level must be a mapping of keys, not a "
+                                          f"{type(doc.data).__name__}")])
+    return doc.data, doc.lines
 
 
 def _with_overrides(data: dict, text: str, overrides: Mapping[str, object], filename: str,

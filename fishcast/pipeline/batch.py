@@ -13,7 +13,7 @@ A grid YAML names a base survey and the keys to vary::
       probes.weak_lensing.ell.max: {start: 1000, stop: 5000, num: 3, spacing: log, label: ell_max}
     figure_of_merit: [w0, wa]               # the pair of the summary's figure of merit
 
-A design is the base survey with the axis values set (:func:`fishcast.survey.load_survey`
+A design is the base survey with the axis values set (:func:`fishcast.survey.survey_from_document`
 overrides; list items are addressed by index: ``probes.counts_in_cells.tracers.1.density.values``);
 it is named from its axis values (``f_sky=0.1__n_gal=10__ell_max=1000``; list values joined
 by ``_``). Axis labels default to the key without the ``probes.<probe>.``,
@@ -69,9 +69,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import FishcastError, InputError, SurveyError
-from ..survey import Survey, check_numbers, load_survey, pydantic_problems
+from ..survey import Survey, check_numbers, pydantic_problems, survey_from_document
 from .plan import plan_survey
-from ..yamlio import dotted, line_of, load_yaml
+from ..yamlio import YamlDocument, dotted, line_of
 
 #: at most this many designs in one grid
 MAX_DESIGNS = 100_000
@@ -233,35 +233,51 @@ def design_name(values: Mapping[str, Scalar]) -> str:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read and validate a grid YAML; errors name file:line:key (:class:`SurveyError`).
     The designs themselves are validated when the grid is planned (:func:`plan_batch`)."""
-    from ..yamlio import read_yaml_file
+    from ..yamlio import read_yaml
 
     p = pathlib.Path(path)
-    text = read_yaml_file(p, "grid file")
-    return grid_from_text(text, str(path), p.parent)
+    return grid_from_document(read_yaml(p, "grid file"), p.parent)
 
 
-def is_grid_file(path: str | os.PathLike) -> bool:
-    """Whether a YAML file is a batch grid (top-level ``survey`` and ``axes`` keys) rather
-    than a survey. A file that cannot be read or parsed is not a grid: reading it as a survey
-    then gives the located error."""
-    from ..errors import FishcastError
-    from ..yamlio import read_yaml_file
-
-    try:
-        data, _ = load_yaml(read_yaml_file(pathlib.Path(path), "survey or grid file"), str(path))
-    except FishcastError:
-        return False
+def is_grid(data: object) -> bool:
+    """Whether the data of a YAML document is a batch grid (top-level ``survey`` and ``axes``
+    keys) rather than a survey."""
     return isinstance(data, dict) and "axes" in data and "survey" in data and "parameters" not in data
 
 
-def validate_grid(path: str | os.PathLike) -> BatchPlan:
-    """Read a grid and validate and plan every design without computing anything
-    (``fishcast validate GRID.yaml``): the designs that validated and those that did not."""
-    return plan_batch(load_grid(path))
+def is_grid_file(path: str | os.PathLike) -> bool:
+    """Whether a YAML file is a batch grid (:func:`is_grid`). A file that cannot be read or
+    parsed is not a grid: reading it as a survey then gives the located error. (This reads
+    the file: a caller that goes on to load it reads it once with
+    :func:`fishcast.yamlio.read_yaml` and asks :func:`is_grid` of the document.)"""
+    from ..errors import FishcastError
+    from ..yamlio import read_yaml
+
+    try:
+        doc = read_yaml(pathlib.Path(path), "survey or grid file")
+    except FishcastError:
+        return False
+    return is_grid(doc.data)
+
+
+def validate_grid(grid: str | os.PathLike | YamlDocument) -> BatchPlan:
+    """Validate and plan every design of a grid without computing anything (``fishcast
+    validate GRID.yaml``): the designs that validated and those that did not. ``grid``: the
+    grid file, or its document read already (its folder: that of the file it names)."""
+    if isinstance(grid, YamlDocument):
+        return plan_batch(grid_from_document(grid, pathlib.Path(grid.filename).parent))
+    return plan_batch(load_grid(grid))
 
 
 def grid_from_text(text: str, filename: str = "<grid>", grid_dir: pathlib.Path | None = None) -> Grid:
-    data, lines = load_yaml(text, filename)
+    """Validate a grid given as YAML text: :func:`grid_from_document` of the parsed text."""
+    return grid_from_document(YamlDocument.parse(text, filename), grid_dir)
+
+
+def grid_from_document(doc: YamlDocument, grid_dir: pathlib.Path | None = None) -> Grid:
+    """Validate a grid given as a parsed YAML document (``grid_dir`` resolves the base
+    survey's path); errors name file:line:key (:class:`SurveyError`)."""
+    text, filename, data, lines = doc.text, doc.filename, doc.data, doc.lines
     if not isinstance(data, dict):
         raise SurveyError(filename, [(1, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
     try:
@@ -429,12 +445,22 @@ def set_by_grid(grid: Grid, design: Design, message: str) -> str:
 def plan_batch(grid: Grid) -> BatchPlan:
     """Validate and plan every design; collect the distinct cosmology points (designs that
     differ only in what their probes need share settings: :func:`shared_settings`)."""
+    from ..yamlio import read_yaml
+
     planned, failed = [], []
     points: dict[str, tuple[Mapping[str, float], Any]] = {}
     loaded = []
+    # the base survey is read and parsed once, every design validated from its document (a
+    # copy with the design's keys set); a base that cannot be read fails every design
+    try:
+        base: YamlDocument | FishcastError = read_yaml(grid.base, "survey file")
+    except FishcastError as exc:
+        base = exc
     for d in grid.designs:
         try:
-            loaded.append((d, load_survey(grid.base, d.overrides)))
+            if isinstance(base, FishcastError):
+                raise base.with_traceback(None)
+            loaded.append((d, survey_from_document(base, grid.base.parent, d.overrides)))
         except FishcastError as exc:
             failed.append(DesignFailure(d.name, d.values, "validation", set_by_grid(grid, d, str(exc)), exc.exit_code))
     for d, survey in zip([d for d, _ in loaded], shared_settings([sv for _, sv in loaded])):
