@@ -51,6 +51,22 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="module")
+def toy_h5(tmp_path_factory, cache_dir):
+    """A real forecast file of the toy survey (tests/test_faults.py's TOY, run by `fishcast
+    run` through the session cache), with the survey beside it as toy.yaml: a file to damage
+    (tests copy it first), a steps_from file, a reader's input. One per test module, as each
+    of test_faults, test_faults_round2 and test_located_errors had its own copy of this."""
+    from tests.test_faults import TOY, invoke
+
+    d = tmp_path_factory.mktemp("toy_h5")
+    (d / "toy.yaml").write_text(TOY)
+    out = d / "toy.h5"
+    res = invoke("run", d / "toy.yaml", "-o", out, "--cache-dir", cache_dir, "-q")
+    assert res.exit_code == 0, res.output
+    return out
+
+
 @pytest.fixture(scope="session")
 def lumratio(tmp_path_factory):
     """A small <L>/L* table made here (the IST:F table is input data, not part of the project)."""

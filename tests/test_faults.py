@@ -111,15 +111,6 @@ def toy(tmp_path_factory):
     return d / "toy.yaml"
 
 
-@pytest.fixture(scope="module")
-def toy_h5(toy, cache_dir, tmp_path_factory):
-    """A real forecast file (through the session cache) to damage and to overwrite."""
-    out = tmp_path_factory.mktemp("toyout") / "toy.h5"
-    res = invoke("run", toy, "-o", out, "--cache-dir", cache_dir, "-q")
-    assert res.exit_code == 0, res.output
-    return out
-
-
 # ================================================================= 2. CAMB failing at a point
 class _BadInterpolator:
     """Wraps CAMB's P(k) interpolator; returns NaN or inf (the fault) instead of P."""

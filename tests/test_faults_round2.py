@@ -171,16 +171,6 @@ def test_steps_from_a_file_with_a_bad_step(step, tmp_path, toy_h5, no_camb):
     assert no_camb == []
 
 
-@pytest.fixture(scope="module")
-def toy_h5(tmp_path_factory, cache_dir):
-    d = tmp_path_factory.mktemp("r2toy")
-    (d / "toy.yaml").write_text(TOY)
-    out = d / "toy.h5"
-    res = invoke("run", d / "toy.yaml", "-o", out, "--cache-dir", cache_dir, "-q")
-    assert res.exit_code == 0, res.output
-    return out
-
-
 @pytest.mark.parametrize("point", [
     {"h": 90.0},                      # CAMB 2.0.5: 'thermo out of bounds', ERROR STOP: the process dies
     {"h": 100.0},

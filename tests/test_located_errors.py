@@ -314,18 +314,6 @@ def test_steps_from_an_unreadable_file_is_located_at_the_key(kind, tmp_path, no_
     assert no_camb == []
 
 
-@pytest.fixture(scope="module")
-def toy_h5(tmp_path_factory, cache_dir):
-    """A real forecast of the toy (through the session cache): its /derivatives are a
-    steps_from file to damage."""
-    d = tmp_path_factory.mktemp("locatedtoy")
-    (d / "toy.yaml").write_text(TOY)
-    out = d / "toy.h5"
-    res = invoke("run", d / "toy.yaml", "-o", out, "--cache-dir", cache_dir, "-q")
-    assert res.exit_code == 0, res.output
-    return out
-
-
 @pytest.mark.parametrize("step, where, says", [
     # a step that is no step
     (float("nan"), "steps_from", "chosen_step = nan is not a positive, finite step"),
