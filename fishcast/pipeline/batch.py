@@ -245,21 +245,6 @@ def is_grid(data: object) -> bool:
     return isinstance(data, dict) and "axes" in data and "survey" in data and "parameters" not in data
 
 
-def is_grid_file(path: str | os.PathLike) -> bool:
-    """Whether a YAML file is a batch grid (:func:`is_grid`). A file that cannot be read or
-    parsed is not a grid: reading it as a survey then gives the located error. (This reads
-    the file: a caller that goes on to load it reads it once with
-    :func:`fishcast.yamlio.read_yaml` and asks :func:`is_grid` of the document.)"""
-    from ..errors import FishcastError
-    from ..yamlio import read_yaml
-
-    try:
-        doc = read_yaml(pathlib.Path(path), "survey or grid file")
-    except FishcastError:
-        return False
-    return is_grid(doc.data)
-
-
 def validate_grid(grid: str | os.PathLike | YamlDocument) -> BatchPlan:
     """Validate and plan every design of a grid without computing anything (``fishcast
     validate GRID.yaml``): the designs that validated and those that did not. ``grid``: the
