@@ -126,7 +126,12 @@ class CosmologySettings:
         (the default, and fishcast's only choice before) for probes that resolve the BAO
         wiggles; :func:`settings_for` switches it off when no probe needs it
         (:attr:`fishcast.probes.base.CosmologyRequirements.transfer_high_precision`). See
-        :data:`TRANSFER_SAMPLING_NOTE` for what it costs and changes.
+        the module docstring, *Transfer sampling*, for what it costs and changes.
+    int_tol_boost: CAMB's ``Accuracy.IntTolBoost``: the tolerance of CAMB's Boltzmann ODE
+        integration is its base tolerance / exp(accuracy_boost x int_tol_boost - 1) (so with
+        accuracy_boost 1: 0.3 is 2.0x looser than CAMB's default 1, 3 is 7.4x tighter).
+        :func:`settings_for` uses :data:`DEFAULT_INT_TOL_BOOST` unless the user gives it
+        (see the module docstring, *ODE tolerance*).
     """
 
     nonlinear_model: str = "takahashi"
@@ -139,10 +144,16 @@ class CosmologySettings:
     l_accuracy_boost: float = 1.0
     k_per_logint: int = 0
     transfer_high_precision: bool = True
+    int_tol_boost: float = 1.0
 
     def __post_init__(self):
         if self.nonlinear_model not in NONLINEAR_MODELS:
             raise InputError(f"nonlinear_model must be one of {NONLINEAR_MODELS}, got {self.nonlinear_model!r}")
+        itb = self.int_tol_boost
+        if isinstance(itb, (bool, np.bool_)) or not isinstance(itb, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(itb)) or float(itb) <= 0:
+            raise InputError(f"int_tol_boost must be a finite number > 0, got {itb!r}")
+        object.__setattr__(self, "int_tol_boost", float(itb))
         if not isinstance(self.transfer_high_precision, (bool, np.bool_)):
             raise InputError(f"transfer_high_precision must be true or false, got {self.transfer_high_precision!r}")
         object.__setattr__(self, "transfer_high_precision", bool(self.transfer_high_precision))
@@ -222,6 +233,9 @@ NONLINEAR_K_FLOOR = {
 #: A CAMB run at 15/Mpc costs ~0.7 of one at 30/Mpc (tests/benchmarks/bench_3x2pt.py prints
 #: the ratio).
 MIN_K_MAX_LINEAR = 15.0
+#: CAMB's ``Accuracy.IntTolBoost`` when the user gives none (:func:`settings_for`): see the
+#: module docstring, *ODE tolerance*.
+DEFAULT_INT_TOL_BOOST = 1.0
 #: The smallest z_max of the tables when no z_max is given (the probes may need more).
 MIN_Z_MAX = 0.5
 
@@ -229,7 +243,8 @@ MIN_Z_MAX = 0.5
 
 def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = "takahashi",
                  k_max: float | None = None, z_max: float | None = None,
-                 transfer_high_precision: bool | None = None, **accuracy) -> CosmologySettings:
+                 transfer_high_precision: bool | None = None, int_tol_boost: float | None = None,
+                 **accuracy) -> CosmologySettings:
     """The settings the backend computes with, for probes with these (combined, see
     :func:`fishcast.probes.base.combined_requirements`) requirements.
 
@@ -247,6 +262,11 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
     transfer_high_precision: the user's ``cosmology.accuracy.transfer_high_precision``, else
         ``requirements.transfer_high_precision`` (any probe's need: every shipped probe keeps
         it, see the module docstring, *Transfer sampling*).
+    int_tol_boost: the user's ``cosmology.accuracy.int_tol_boost``, else
+        :data:`DEFAULT_INT_TOL_BOOST` -- or CAMB's own 1 when ``accuracy_boost`` is raised
+        above 1 (CAMB multiplies the two: a request for more accuracy is not loosened). One
+        value for every probe: measured, the tolerance moves P(k) by ~1e-6 whatever the
+        probe (see the module docstring, *ODE tolerance*).
     accuracy: the other fields of :class:`CosmologySettings` (n_z, n_k, accuracy_boost, ...).
     The settings are recorded in the output (``/cosmology`` attributes).
     """
@@ -260,7 +280,10 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
         kmax, accuracy["n_k"] = reference_k_nodes(kmax, k_min, n_k)
     dense = (bool(requirements.transfer_high_precision) if transfer_high_precision is None
              else bool(transfer_high_precision))
-    return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, transfer_high_precision=dense, **accuracy)
+    if int_tol_boost is None:  # the measured default, unless the user asks CAMB for more accuracy
+        int_tol_boost = DEFAULT_INT_TOL_BOOST if float(accuracy.get("accuracy_boost", 1.0)) <= 1.0 else 1.0
+    return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, transfer_high_precision=dense,
+                             int_tol_boost=int_tol_boost, **accuracy)
 
 
 def nonlinear_k_floor(nonlinear_model: str, z_max: float) -> float:
@@ -656,6 +679,7 @@ def _camb_params(p: Mapping[str, float], settings: CosmologySettings, As: float)
     elif settings.nonlinear_model == "mead2020":
         pars.NonLinearModel.set_params(halofit_version="mead2020")
     pars.set_accuracy(AccuracyBoost=settings.accuracy_boost, lAccuracyBoost=settings.l_accuracy_boost)
+    pars.Accuracy.IntTolBoost = settings.int_tol_boost
     pars.WantCls = False
     pars.Want_CMB = False
     pars.DoLensing = False

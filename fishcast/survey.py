@@ -60,6 +60,9 @@ class AccuracyConfig(_Model):
     transfer_high_precision: bool | None = Field(
         None, description="CAMB's dense k sampling of the transfer functions (Transfer.high_precision; default: what "
         "the probes need -- on for clustering, off for weak lensing alone, ~1.7x the cost of a Boltzmann run)")
+    int_tol_boost: float | None = Field(
+        None, ge=0.1, le=8.0, description="CAMB's Accuracy.IntTolBoost, the tolerance of the Boltzmann ODE integration "
+        "(tolerance / exp(accuracy_boost x int_tol_boost - 1); default: what the probes need)")
 
 
 class CosmologyConfig(_Model):
@@ -547,6 +550,7 @@ def _settings(config, probes: Sequence[Probe], problem: _Problems) -> CosmologyS
         l_accuracy_boost=acc.l_accuracy_boost,
         k_per_logint=acc.k_per_logint,
         transfer_high_precision=acc.transfer_high_precision,
+        int_tol_boost=acc.int_tol_boost,
     )
 
 

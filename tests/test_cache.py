@@ -79,6 +79,19 @@ def test_an_entry_of_other_transfer_sampling_is_not_reused(tmp_path):
         assert cache.get(point_key(POINT, sparse)) is None
 
 
+def test_an_entry_of_another_ode_tolerance_is_not_reused(tmp_path):
+    """CAMB's ODE tolerance (int_tol_boost) is part of the key: an entry computed with one
+    value is never served for a point asked with another."""
+    import dataclasses
+
+    tight, loose = dataclasses.replace(S, int_tol_boost=1.0), dataclasses.replace(S, int_tol_boost=0.3)
+    assert point_key(POINT, tight) != point_key(POINT, loose)
+    cache = Cache(tmp_path)
+    cache.put(point_key(POINT, tight), fake_result(1), tight)
+    assert cache.get(point_key(POINT, loose)) is None
+    assert same(cache.get(point_key(POINT, tight)), fake_result(1))
+
+
 def test_an_entry_of_an_older_scheme_is_not_reused(tmp_path, monkeypatch):
     """The key carries fishcast.cosmology.CACHE_SCHEME, raised when the same inputs give other
     results (3: the growth rate of baryons + CDM): an entry written by scheme 2 is a miss."""

@@ -27,9 +27,9 @@ from fishcast import cosmology
 ROOT = pathlib.Path(__file__).parent.parent
 FAST = {"derivatives.mode": "fixed", "derivatives.stencil": "3-point", "diagnostics.gaussian_check": False}
 #: the settings used before the probes' requirements were read (CAMB's dense transfer
-#: sampling included, whatever the probes need)
+#: sampling and CAMB's own ODE tolerance included, whatever the defaults are)
 REFERENCE = {"cosmology.accuracy.k_max": 30.0, "cosmology.accuracy.z_max": 4.0,
-             "cosmology.accuracy.transfer_high_precision": True}
+             "cosmology.accuracy.transfer_high_precision": True, "cosmology.accuracy.int_tol_boost": 1.0}
 
 
 # ------------------------------------------------------------------ the estimates themselves
@@ -395,6 +395,7 @@ def test_the_settings_used_are_in_the_file(wl_pairs, tmp_path):
     assert attrs["k_max"] == s.k_max and attrs["z_max"] == s.z_max and attrs["nonlinear_model"] == "takahashi"
     assert attrs["k_max"] < 30.0
     assert bool(attrs["transfer_high_precision"]) is s.transfer_high_precision
+    assert attrs["int_tol_boost"] == s.int_tol_boost == cosmology.DEFAULT_INT_TOL_BOOST
 
 
 # ------------------------------------------------------------------ CAMB's transfer sampling
@@ -460,3 +461,56 @@ def test_a_batch_over_ell_max_shares_its_cosmology_points():
     out = shared_settings([off, b])
     assert not out[0].settings.transfer_high_precision and out[1].settings.transfer_high_precision
     assert out[0].settings == off.settings  # its points differ anyway: nothing to share
+    # a key written as null is not given: derived, and shared (fishcast.pipeline.batch.DERIVED_FIELDS)
+    null = _survey("euclid-wl-pessimistic", {"cosmology.accuracy.k_max": None,
+                                             "cosmology.accuracy.transfer_high_precision": None})
+    assert null.settings == a.settings
+    out = shared_settings([null, b])
+    assert out[0].settings == out[1].settings == b.settings
+
+
+# ------------------------------------------------------------------ CAMB's ODE tolerance
+@pytest.mark.parametrize("recipe", ["euclid-wl-pessimistic", "euclid-3x2pt-pessimistic", "desi-multitracer"])
+def test_the_ode_tolerance_is_a_setting_that_reaches_camb(recipe):
+    """CAMB's Accuracy.IntTolBoost: fishcast's measured default (see fishcast.cosmology, *ODE
+    tolerance*) unless cosmology.accuracy.int_tol_boost is given; CAMB's own 1 when the
+    user raises accuracy_boost (a request for more accuracy is not loosened); nothing else
+    moves; CAMB is set up with it (set_accuracy alone leaves CAMB's 1)."""
+    sv = _survey(recipe)
+    assert sv.settings.int_tol_boost == cosmology.DEFAULT_INT_TOL_BOOST
+    fid = cosmology.full_params(sv.cosmological_fiducial)
+    assert cosmology._camb_params(fid, sv.settings, 2.1e-9).Accuracy.IntTolBoost == cosmology.DEFAULT_INT_TOL_BOOST
+    for given in (0.5, 1.0, 2.0):
+        st = _survey(recipe, {"cosmology.accuracy.int_tol_boost": given}).settings
+        assert st.int_tol_boost == given
+        assert dataclasses.replace(st, int_tol_boost=sv.settings.int_tol_boost) == sv.settings  # nothing else moves
+        assert cosmology._camb_params(fid, st, 2.1e-9).Accuracy.IntTolBoost == given
+    boosted = _survey(recipe, {"cosmology.accuracy.accuracy_boost": 2.0}).settings
+    assert boosted.int_tol_boost == 1.0 and boosted.accuracy_boost == 2.0
+    assert _survey(recipe, {"cosmology.accuracy.accuracy_boost": 2.0,
+                            "cosmology.accuracy.int_tol_boost": 0.5}).settings.int_tol_boost == 0.5
+
+
+@pytest.mark.parametrize("value", ["fast", "0.0", "-1", "9", ".nan", "true"])
+def test_a_bad_ode_tolerance_is_located(tmp_path, value):
+    from fishcast.errors import SurveyError
+    from fishcast.survey import load_survey
+
+    text = (ROOT / "recipes" / "euclid-wl-pessimistic.yaml").read_text().replace(
+        "nonlinear_model: takahashi", f"nonlinear_model: takahashi\n  accuracy:\n    int_tol_boost: {value}", 1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("../data/", str(ROOT / "data") + "/"))
+    line = text.splitlines().index(f"    int_tol_boost: {value}") + 1
+    with pytest.raises(SurveyError) as exc:
+        load_survey(bad)
+    assert f"bad.yaml:{line}: cosmology.accuracy.int_tol_boost" in str(exc.value)
+
+
+def test_a_bad_ode_tolerance_never_reaches_camb():
+    """The library refuses what the schema refuses (a program building its settings)."""
+    from fishcast.errors import InputError
+
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(InputError, match="int_tol_boost"):
+            cosmology.CosmologySettings(int_tol_boost=bad)
+    assert cosmology.CosmologySettings(int_tol_boost=2).int_tol_boost == 2.0

@@ -62,7 +62,7 @@ import os
 import pathlib
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -355,40 +355,63 @@ class BatchPlan:
     points: Mapping[str, tuple[Mapping[str, float], Any]]
 
 
+@dataclass(frozen=True)
+class DerivedField:
+    """A field of :class:`~fishcast.cosmology.CosmologySettings` that is derived from the
+    probes' needs unless the user gives it (:func:`shared_settings`).
+
+    given: the ``cosmology.accuracy`` keys any of which, given (not null), makes the field
+        the user's; share: the value a group of designs computes with, from their settings
+        (each derived on its own); blank: the field's value in the grouping key when derived
+        (designs that differ only there share their points)."""
+
+    given: tuple[str, ...]
+    share: Callable[[Sequence[Any]], Any]
+    blank: Any
+
+
+def _largest_k(group: Sequence[Any]) -> Any:
+    return max(group, key=lambda st: st.k_max)
+
+
+#: The settings derived from the probes' needs, shared by a batch grid's designs: a new such
+#: setting is one entry. k_max and n_k come from the same design (a derived k_max comes with
+#: its n_k, the reference table's nodes up to it: fishcast.cosmology.reference_k_nodes),
+#: unless the user gave n_k.
+DERIVED_FIELDS: dict[str, DerivedField] = {
+    "k_max": DerivedField(("k_max",), lambda g: _largest_k(g).k_max, 0.0),
+    "n_k": DerivedField(("k_max", "n_k"), lambda g: _largest_k(g).n_k, 0),
+    "z_max": DerivedField(("z_max",), lambda g: max(st.z_max for st in g), 0.0),
+    "transfer_high_precision": DerivedField(("transfer_high_precision",),
+                                            lambda g: any(st.transfer_high_precision for st in g), False),
+}
+
+
 def shared_settings(surveys: list[Survey]) -> list[Survey]:
-    """Designs whose CAMB settings differ only in the k_max and z_max their probes ask for
-    (e.g. a grid over ell_max) are given the largest of each (a derived k_max with its n_k:
-    the reference table's nodes up to it), and CAMB's dense transfer sampling when any of
-    them needs it, so that every cosmology point is computed once for the whole grid. A
-    k_max, n_k, z_max or transfer_high_precision the user gave (``cosmology.accuracy``) is
-    kept as given."""
+    """Designs whose CAMB settings differ only in what their probes ask for
+    (:data:`DERIVED_FIELDS`: e.g. a grid over ell_max) are given the group's value of each
+    (the largest k_max with its n_k, the largest z_max, CAMB's dense transfer sampling when
+    any of them needs it), so that every cosmology point is computed once for the whole
+    grid. A field the user gave (``cosmology.accuracy``) is kept as given."""
     import dataclasses
 
-    def free_fields(sv: Survey) -> tuple[bool, bool, bool, bool]:
-        given = sv.config.cosmology.accuracy.model_fields_set
-        # a derived k_max comes with its n_k (the reference table's nodes up to it:
-        # fishcast.cosmology.reference_k_nodes), unless the user gave n_k
-        return ("k_max" not in given, "z_max" not in given, "k_max" not in given and "n_k" not in given,
-                sv.config.cosmology.accuracy.transfer_high_precision is None)
+    def derived(sv: Survey) -> frozenset[str]:
+        acc = sv.config.cosmology.accuracy
+        return frozenset(name for name, d in DERIVED_FIELDS.items()
+                         if not any(k in acc.model_fields_set and getattr(acc, k) is not None for k in d.given))
 
     groups: dict[tuple, list[int]] = {}
     for i, sv in enumerate(surveys):
-        kf, zf, nf, hf = free_fields(sv)
-        rest = dataclasses.replace(sv.settings, k_max=0.0 if kf else sv.settings.k_max,
-                                   z_max=0.0 if zf else sv.settings.z_max, n_k=0 if nf else sv.settings.n_k,
-                                   transfer_high_precision=False if hf else sv.settings.transfer_high_precision)
-        groups.setdefault((rest, kf, zf, nf, hf), []).append(i)
+        free = derived(sv)
+        rest = dataclasses.replace(sv.settings, **{n: DERIVED_FIELDS[n].blank for n in free})
+        groups.setdefault((rest, free), []).append(i)
     out = list(surveys)
-    for (_, kf, zf, nf, hf), idx in groups.items():
-        top = max(idx, key=lambda i: surveys[i].settings.k_max)
-        k_max, n_k = surveys[top].settings.k_max, surveys[top].settings.n_k
-        z_max = max(surveys[i].settings.z_max for i in idx)
-        dense = any(surveys[i].settings.transfer_high_precision for i in idx)
+    for (_, free), idx in groups.items():
+        group = [surveys[i].settings for i in idx]
+        shared = {n: DERIVED_FIELDS[n].share(group) for n in free}
         for i in idx:
             st = surveys[i].settings
-            new = dataclasses.replace(st, k_max=k_max if kf else st.k_max, z_max=z_max if zf else st.z_max,
-                                      n_k=n_k if nf else st.n_k,
-                                      transfer_high_precision=dense if hf else st.transfer_high_precision)
+            new = dataclasses.replace(st, **shared)
             if new != st:
                 out[i] = dataclasses.replace(surveys[i], settings=new)
     return out
