@@ -63,7 +63,7 @@ class AccuracyConfig(_Model):
     int_tol_boost: float | None = Field(
         None, ge=0.1, le=8.0, description="CAMB's Accuracy.IntTolBoost, the tolerance of the Boltzmann ODE integration "
         "(its tolerance / exp(accuracy_boost x int_tol_boost - 1); default: 0.3, measured to move P(k) by ~1e-6 "
-        "at 0.85 of the cost of CAMB's 1; CAMB's 1 when accuracy_boost is above 1)")
+        "at 0.85 of the cost of CAMB's 1; CAMB's 1 when accuracy_boost is not 1)")
 
 
 class CosmologyConfig(_Model):

@@ -474,8 +474,8 @@ def test_a_batch_over_ell_max_shares_its_cosmology_points():
 def test_the_ode_tolerance_is_a_setting_that_reaches_camb(recipe):
     """CAMB's Accuracy.IntTolBoost: fishcast's measured default (see fishcast.cosmology, *ODE
     tolerance*) unless cosmology.accuracy.int_tol_boost is given; CAMB's own 1 when the
-    user raises accuracy_boost (a request for more accuracy is not loosened); nothing else
-    moves; CAMB is set up with it (set_accuracy alone leaves CAMB's 1)."""
+    user sets another accuracy_boost (measured at 1 only); nothing else moves; CAMB is set
+    up with it (set_accuracy alone leaves CAMB's 1)."""
     sv = _survey(recipe)
     assert sv.settings.int_tol_boost == cosmology.DEFAULT_INT_TOL_BOOST
     fid = cosmology.full_params(sv.cosmological_fiducial)
@@ -485,8 +485,9 @@ def test_the_ode_tolerance_is_a_setting_that_reaches_camb(recipe):
         assert st.int_tol_boost == given
         assert dataclasses.replace(st, int_tol_boost=sv.settings.int_tol_boost) == sv.settings  # nothing else moves
         assert cosmology._camb_params(fid, st, 2.1e-9).Accuracy.IntTolBoost == given
-    boosted = _survey(recipe, {"cosmology.accuracy.accuracy_boost": 2.0}).settings
-    assert boosted.int_tol_boost == 1.0 and boosted.accuracy_boost == 2.0
+    for boost in (0.5, 2.0):
+        boosted = _survey(recipe, {"cosmology.accuracy.accuracy_boost": boost}).settings
+        assert boosted.int_tol_boost == 1.0 and boosted.accuracy_boost == boost
     assert _survey(recipe, {"cosmology.accuracy.accuracy_boost": 2.0,
                             "cosmology.accuracy.int_tol_boost": 0.5}).settings.int_tol_boost == 0.5
 
