@@ -630,26 +630,100 @@ def test_two_processes_sharing_a_cache(toy, tmp_path):
 
 
 # ================================================================= 8. SIGINT
+def run_processes(pgid: int) -> list[str]:
+    """The processes of the process group ``pgid`` still running (zombies, exited but not yet
+    reaped by an init that does not reap, are not counted): ``pid state command``."""
+    left = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            left.append(f"{entry} {fields[0]} {cmd}")
+    return left
+
+
+def no_process_left(pgid: int, within: float = 2.0) -> list[str]:
+    """:func:`run_processes` of ``pgid`` once it is empty, or after ``within`` seconds (a
+    process that closed its pipes may still be on its way out)."""
+    deadline = time.monotonic() + within
+    while (left := run_processes(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def wait_closed(proc: subprocess.Popen, timeout: float, after_exit: float = 5.0) -> tuple[str, float, float]:
+    """Wait for ``proc`` to exit and for its stdout and stderr pipes to reach end-of-file,
+    its stdin (a pipe) kept open meanwhile, as a user's ``cat x | fishcast run ...`` or a CI
+    runner keeps it. Every process of the run that still holds one of them (a pool worker,
+    the forkserver, the resource tracker) keeps the caller waiting: the pipes must close at
+    most ``after_exit`` seconds after the exit. Returns (stderr, seconds to the exit, seconds
+    from the exit to the end of the pipes); fails the test, killing the group, otherwise."""
+    import select
+
+    t0 = time.monotonic()
+    err_fd = proc.stderr.fileno()
+    open_fds = {proc.stdout.fileno(): b"", err_fd: b""}
+    done: dict[int, bytes] = {}
+    exited = None
+    while open_fds:
+        now = time.monotonic()
+        if exited is None and proc.poll() is not None:
+            exited = now
+        limit = (exited + after_exit) if exited is not None else (t0 + timeout)
+        if now > limit:
+            left = run_processes(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            what = (f"exited {proc.returncode} but its output pipes stayed open > {after_exit} s; "
+                    if exited is not None else f"not stopped within {timeout} s; ")
+            pytest.fail(what + "processes of the run left: " + "; ".join(left))
+        ready, _, _ = select.select(list(open_fds), [], [], 0.05)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                open_fds[fd] += chunk
+            else:
+                done[fd] = open_fds.pop(fd)
+    proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+    exited = exited if exited is not None else time.monotonic()
+    eof = time.monotonic()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+    return done[err_fd].decode(), exited - t0, max(0.0, eof - exited)
+
+
 def _interrupt(args, cache_root, cwd, timeout=20.0, sig=signal.SIGINT):
     """Start fishcast, send ``sig`` to its process group (as Ctrl-C does, or a scheduler's
     SIGTERM) once the first evaluation is in the cache; return (exit status, stderr, seconds
-    from the signal to the exit)."""
-    proc = subprocess.Popen([str(EXE), *map(str, args)], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    from the signal to the exit). Its stdin is a pipe kept open (``cat x | fishcast ...``,
+    a CI runner, a batch scheduler; and a pytest-xdist worker's own stdin, execnet's
+    channel), and its stdout and stderr must reach end-of-file within 5 s of its exit:
+    no process of the run (pool worker, forkserver, resource tracker) outlives it; none is
+    left in its process group."""
+    proc = subprocess.Popen([str(EXE), *map(str, args)], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(pathlib.Path(cache_root).glob("*/*.npz")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no evaluation was cached within 2 minutes"
+        if proc.poll() is not None:
+            err, _, _ = wait_closed(proc, 10.0)
+            pytest.fail(f"fishcast ended ({proc.returncode}) before caching anything: {err}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail("no evaluation was cached within 2 minutes")
         time.sleep(0.02)
-    t0 = time.monotonic()
     os.killpg(proc.pid, sig)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"not stopped {timeout} s after SIGINT")
-    return proc.returncode, err, time.monotonic() - t0
+    err, seconds, _ = wait_closed(proc, timeout)
+    assert no_process_left(proc.pid) == []
+    return proc.returncode, err, seconds
 
 
 @pytest.mark.alone

@@ -5,6 +5,10 @@ A file is written to a temporary name in the target's folder
 fsynced, renamed over the target in one step, and the folder is fsynced so that the rename
 itself survives a crash. On any failure the temporary file is removed, a file already at the
 target is untouched, and the error is :class:`WriteError`: ``cannot write PATH: reason``.
+A signal that would end the process without any cleanup (SIGTERM in a pool worker, where it
+keeps its default action; SIGHUP) waits while a temporary file exists: the file is renamed
+into place (or removed), then the signal takes effect, so that a worker killed by a batch
+scheduler's SIGTERM never leaves a temporary file in the cache.
 
 What is never replaced (checked before anything is computed by :func:`check_output_path`,
 and again just before the rename):
@@ -210,9 +214,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str = "utf-
 
     An exception inside the block, or any failure to write, flush, fsync or rename, removes
     the temporary file and leaves a file already at ``path`` untouched; an OSError is raised
-    again as :class:`WriteError` ("cannot write PATH: reason").
+    again as :class:`WriteError` ("cannot write PATH: reason"). A signal whose default action
+    would end the process takes effect only once the temporary file is renamed or removed
+    (:func:`_temp_life`).
     """
     shown, target = _prepare(path, mode, "atomic_open")
+    with _temp_life():
+        with _atomic_open(shown, target, mode, encoding, newline) as fh:
+            yield fh
+
+
+@contextlib.contextmanager
+def _temp_life() -> Iterator[None]:
+    """While a temporary file exists: a signal whose default action would end the process
+    without cleanup (SIGTERM in a pool worker, SIGHUP) is held back until the file is renamed
+    into place or removed, then takes effect (:func:`fishcast.signals.held`). A signal with a
+    Python handler (this process's Ctrl-C and SIGTERM in ``fishcast``) raises as before, and
+    the temporary file is removed on the way out."""
+    from ..signals import held
+
+    with held(only_default=True):
+        yield
+
+
+@contextlib.contextmanager
+def _atomic_open(shown: pathlib.Path, target: pathlib.Path, mode: str, encoding: str,
+                 newline: str | None) -> Iterator[IO[Any]]:
     tmp = None
     try:
         tmp, fd = _create_temp(target)
@@ -329,6 +356,8 @@ class AtomicFiles:
         self.paths: list[pathlib.Path] = []
 
     def __enter__(self) -> "AtomicFiles":
+        self._held = _temp_life()
+        self._held.__enter__()  # until every temporary file is renamed or removed (__exit__)
         return self
 
     @contextlib.contextmanager
@@ -362,11 +391,16 @@ class AtomicFiles:
         self._staged.clear()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self._discard()
+        held, self._held = getattr(self, "_held", None), None
+        try:
+            if exc_type is not None:
+                self._discard()
+                return False
+            self._commit()
             return False
-        self._commit()
-        return False
+        finally:
+            if held is not None:
+                held.__exit__(None, None, None)
 
     def _commit(self) -> None:
         done: list[tuple[pathlib.Path, pathlib.Path | None]] = []  # target, backup of the old file

@@ -220,7 +220,10 @@ def configure_worker(threads: int = WORKER_THREADS, ignore_sigint: bool = False)
     ``ignore_sigint``: the worker ignores SIGINT (set for the process pool's workers). Ctrl-C
     reaches the whole process group; the main process alone handles it (it keeps what is in
     the cache, says so in one line and shuts the pool down after the task a worker is
-    running), so that no worker prints a KeyboardInterrupt traceback of its own.
+    running), so that no worker prints a KeyboardInterrupt traceback of its own. Such a
+    worker also ends when the main process is gone (:func:`_end_with_parent`). SIGTERM keeps
+    its default action in a worker (it ends at once, even inside CAMB), except while it
+    writes a cache entry: the entry is finished first (:func:`fishcast.io.atomic.atomic_open`).
     """
     global _CONFIGURED
     _CONFIGURED = True
@@ -228,6 +231,8 @@ def configure_worker(threads: int = WORKER_THREADS, ignore_sigint: bool = False)
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the forkserver ignores it; see server_start)
+        _end_with_parent()
     for name in _THREAD_ENV:
         os.environ[name] = str(threads)
     try:
@@ -238,6 +243,34 @@ def configure_worker(threads: int = WORKER_THREADS, ignore_sigint: bool = False)
 
 
 _CONFIGURED = False
+
+
+def _end_with_parent() -> None:
+    """In a pool worker: a daemon thread waits for the process that started the pool (its
+    sentinel, ``multiprocessing.parent_process()``, reaches end-of-file when that process is
+    gone) and then sends this worker SIGTERM. A worker otherwise waits for its next task for
+    ever once the main process is gone without shutting the pool down (killed by SIGKILL or
+    the out-of-memory killer, or a worker the pool never filed): it would keep the
+    forkserver and the resource tracker alive and hold the run's stdout and stderr, so that
+    a caller reading them through a pipe never saw their end. SIGTERM ends the worker at
+    once, or, while it writes a cache entry, right after the entry is renamed into place
+    (:func:`fishcast.io.atomic.atomic_open`): nothing is left half-written."""
+    import multiprocessing
+    import signal
+
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        with contextlib.suppress(OSError, ValueError):
+            wait([sentinel])
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="fishcast-end-with-parent", daemon=True).start()
 
 
 def _call(func: Callable[..., Any], args: tuple) -> Any:
@@ -485,6 +518,20 @@ class ProcessExecutor(Executor):
                                                 initializer=configure_worker, initargs=(self.threads, True))
         return self._pool
 
+    def _submit(self, fn: Callable[..., Any], *args: Any):
+        """``pool.submit(fn, *args)`` with SIGINT, SIGTERM and SIGHUP held back until it
+        returns (:func:`fishcast.signals.held`): the pool may start a worker in it, and an
+        interrupt between the forkserver's fork and the pool's record of the new worker
+        (``concurrent.futures`` waits for the worker's pid, then files it and starts its
+        manager thread) left a worker the pool did not know: no shutdown asked it to exit,
+        and it waited for a task for ever, holding the forkserver, the resource tracker and
+        the run's stdout and stderr (a caller reading them through a pipe hung). Held, the
+        interrupt is raised here once the worker is filed, and :meth:`close` stops it."""
+        from ..signals import held
+
+        with held():
+            return self._start().submit(fn, *args)
+
     def _restart(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -561,8 +608,10 @@ class ProcessExecutor(Executor):
             if i in local:
                 fut = _start_here(_run_here, tasks[i].func, tasks[i].args, t)
             else:
-                with _thread_env(self.threads):  # a worker started now inherits the usual setting
-                    fut = self._start().submit(_call_with_threads, tasks[i].func, tasks[i].args, t)
+                # a worker started now inherits the usual setting; an interrupt (Ctrl-C,
+                # SIGTERM) is held back while the pool starts one (see _submit)
+                with _thread_env(self.threads):
+                    fut = self._submit(_call_with_threads, tasks[i].func, tasks[i].args, t)
             pending[fut] = (i, t, time.monotonic())
 
         def startable(i: int) -> bool:
