@@ -172,3 +172,51 @@ def test_a_main_process_killed_outright_leaves_no_worker_waiting(tmp_path):
     err, _, _ = wait_closed(proc, timeout=120.0, after_exit=5.0)
     assert proc.returncode == -signal.SIGKILL, err
     assert no_process_left(proc.pid) == []
+
+
+# ------------------------------------------------------------------------ fishcast.signals.held
+def test_a_held_ctrl_c_is_raised_when_the_block_ends():
+    """Ctrl-C inside the block: the block runs to its end, then KeyboardInterrupt is raised
+    (Python's handler is put back and called); nested blocks raise it once, at the outer end."""
+    from fishcast.signals import held
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with held():
+            with held():
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("inner")
+            steps.append("outer")
+    assert steps == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_DEFAULT_SIGTERM_WRITE = r"""
+import os, signal, sys
+from fishcast.io.atomic import atomic_open
+
+signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a pool worker
+with atomic_open(sys.argv[1], "wb") as fh:
+    fh.write(b"first half ")
+    os.kill(os.getpid(), signal.SIGTERM)
+    fh.write(b"second half")
+print("not reached")
+"""
+
+
+def test_sigterm_with_its_default_action_waits_for_the_atomic_write():
+    """A process whose SIGTERM has the default action (a pool worker) gets SIGTERM in the
+    middle of an atomic write: the file is completed and renamed into place, then the process
+    ends by SIGTERM (status -15) before running anything else; no temporary file is left."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        target = os.path.join(d, "entry.npz")
+        res = subprocess.run([sys.executable, "-c", _DEFAULT_SIGTERM_WRITE, target], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == -signal.SIGTERM, res.stderr
+        assert "not reached" not in res.stdout
+        assert sorted(os.listdir(d)) == ["entry.npz"]
+        with open(target, "rb") as fh:
+            assert fh.read() == b"first half second half"
