@@ -180,16 +180,19 @@ def test_a_held_ctrl_c_is_raised_when_the_block_ends():
     (Python's handler is put back and called); nested blocks raise it once, at the outer end."""
     from fishcast.signals import held
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with held():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (another test may have set its own)
+    try:
+        steps = []
+        with pytest.raises(KeyboardInterrupt):
             with held():
-                os.kill(os.getpid(), signal.SIGINT)
-                steps.append("inner")
-            steps.append("outer")
-    assert steps == ["inner", "outer"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                with held():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    steps.append("inner")
+                steps.append("outer")
+        assert steps == ["inner", "outer"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _DEFAULT_SIGTERM_WRITE = r"""
