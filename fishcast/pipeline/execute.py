@@ -462,6 +462,8 @@ class ProcessExecutor(Executor):
     backend = "process"
     #: completed tasks whose cost (thread-seconds) estimates the next ones'
     _COST_WINDOW = 8
+    #: longest wait for a task [s]: an interrupt held meanwhile is raised after it
+    _POLL = 0.2
 
     def __init__(self, workers: int | None = None, retries: int = 1, threads: int | None = None,
                  start_method: str | None = None):
@@ -480,6 +482,7 @@ class ProcessExecutor(Executor):
         #: CAMB threads that may run at once (workers x threads: the usable cores by default)
         self.budget = self.workers * self.threads
         self._pool = None
+        self._retired: list = []  # manager threads of pools let go after a crash (joined by close)
         self._costs: list[float] = []  # thread-seconds of recent pool tasks
 
     def describe(self) -> str:
@@ -533,8 +536,15 @@ class ProcessExecutor(Executor):
             return self._start().submit(fn, *args)
 
     def _restart(self) -> None:
+        """Let a broken pool go (its manager thread ends and joins its workers meanwhile);
+        the next task starts a new one. :meth:`close` still waits for it."""
         if self._pool is not None:
+            # shutdown(wait=False) forgets the pool's manager thread (a later shutdown(wait=True)
+            # would not wait): kept here, for close() to join
+            manager = getattr(self._pool, "_executor_manager_thread", None)
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if manager is not None:
+                self._retired.append(manager)
             self._pool = None
 
     # --- packing ---------------------------------------------------------------------
@@ -583,6 +593,8 @@ class ProcessExecutor(Executor):
         import concurrent.futures as cf
         from concurrent.futures.process import BrokenProcessPool
 
+        from ..signals import held
+
         died = "a worker process died (killed, out of memory, or crashed)"
         local = {int(i) for i in local}
         results: list[Outcome | None] = [None] * len(tasks)
@@ -621,7 +633,9 @@ class ProcessExecutor(Executor):
                 return not here
             return len(pending) - len(here) < self.workers
 
-        while todo or pending:
+        def step() -> None:
+            """Start what may start, wait (at most ``_POLL`` s) for a task to finish, take its result."""
+            nonlocal isolated
             while todo and not (isolated and pending):
                 if not startable(todo[0]):
                     # a local task waits for this process's slot, a pool task for a worker
@@ -634,7 +648,7 @@ class ProcessExecutor(Executor):
                 if t is None:
                     break
                 submit(todo.pop(0), t)
-            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(list(pending), timeout=self._POLL, return_when=cf.FIRST_COMPLETED)
             broken = []
             for fut in done:
                 i, t, _ = pending.pop(fut)
@@ -660,12 +674,30 @@ class ProcessExecutor(Executor):
                         attempts[i] -= 1
                     todo[:0] = sorted(broken)
                     isolated = True
+
+        # Ctrl-C and SIGTERM are held back during each step and raised between steps
+        # (fishcast.signals.held): raised inside the pool's calls -- the start of a worker,
+        # or concurrent.futures.wait, which holds the locks of the futures and of its waiter
+        # while it sets up and takes down -- an interrupt left a worker the pool did not
+        # know, or a lock held for ever that the pool's manager thread needs to fail the
+        # futures of a broken pool (after SIGTERM killed the workers): the shutdown that
+        # follows waited for that thread for ever. Between steps this thread holds none.
+        while todo or pending:
+            with held():
+                step()
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Shut the pool down: every worker has ended when this returns, those of a pool let
+        go after a crash (:meth:`_restart`) included -- one may still be finishing a cache
+        entry it was writing when SIGTERM came, and what the cache holds is reported only
+        after it."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        retired, self._retired = self._retired, []
+        for manager in retired:  # it joins the workers of its pool, then ends
+            manager.join()
 
 
 class DaskExecutor(Executor):
