@@ -1,11 +1,14 @@
 """Signals held back while a step that must not be cut in two runs.
 
-Two such steps in fishcast:
+Such steps in fishcast:
 
 * the start of a worker process of the local pool (:mod:`fishcast.pipeline.execute`): once
   the forkserver has forked a worker, the pool must record it before an interrupt may stop
   this process, or the pool never asks that worker to exit and it waits for a task for ever
   (holding the run's stdout and stderr, the forkserver and the resource tracker);
+* the main process's wait for the pool's tasks (``concurrent.futures.wait`` holds the locks
+  of the futures and of its waiter, in blocks that an exception raised by a signal handler
+  can leave with a lock held; the pool's manager thread then waits for it for ever);
 * the life of a temporary file of the atomic writer (:mod:`fishcast.io.atomic`) in a process
   that a signal would kill outright (a pool worker on SIGTERM, any process on SIGHUP): the
   file is renamed into place, or removed, before the signal takes effect.
