@@ -266,3 +266,30 @@ def test_sigterm_with_its_default_action_waits_for_the_atomic_write():
         assert sorted(os.listdir(d)) == ["entry.npz"]
         with open(target, "rb") as fh:
             assert fh.read() == b"first half second half"
+
+
+def test_ctrl_c_right_after_the_temporary_file_is_made_leaves_none(tmp_path, monkeypatch):
+    """Ctrl-C arriving just as the atomic writer has created its temporary file (before the
+    writer has its name): KeyboardInterrupt is raised once the name is recorded, and the file
+    is removed; the target is untouched. Without the hold, the exception fell between the
+    creation and the record and the temporary file stayed (seen in the serial Ctrl-C test:
+    a `.KEY.npz.PID.RANDOM.tmp` left in the cache, once in ~25 runs of the Ctrl-C tests)."""
+    from fishcast.io import atomic
+
+    create = atomic._create_temp
+
+    def create_then_ctrl_c(target):
+        made = create(target)
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at the next instruction
+        return made
+
+    monkeypatch.setattr(atomic, "_create_temp", create_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        (tmp_path / "entry.npz").write_bytes(b"old")
+        with pytest.raises(KeyboardInterrupt):
+            atomic.write_bytes(tmp_path / "entry.npz", b"new")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.npz"]
+    assert (tmp_path / "entry.npz").read_bytes() == b"old"
