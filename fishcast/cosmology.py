@@ -146,7 +146,7 @@ constant, and the points of a w0 or wa stencil are not: they cost ~13 % more per
 2.4e-7 at 1, 2.9e-7 at 0.3; the linear change of such a step is 4.9e-5). Central stencils
 (3- and 5-point) never use the fiducial's value, and the Gaussian-validity check's differences
 at 1 sigma are ~1e-2: neither sees the jump. A one-sided stencil of w0 or wa at w = -1 would
-(none is made: their domains are open there).
+(fishcast makes one only at a bound of the domain, and no bound of w0 or wa lies at -1).
 """
 
 from __future__ import annotations
