@@ -358,7 +358,8 @@ def settings_for(requirements: CosmologyRequirements, *, nonlinear_model: str = 
     dense = (bool(requirements.transfer_high_precision) if transfer_high_precision is None
              else bool(transfer_high_precision))
     if int_tol_boost is None:  # the measured default, unless the user asks CAMB for more accuracy
-        int_tol_boost = DEFAULT_INT_TOL_BOOST if float(accuracy.get("accuracy_boost", 1.0)) == 1.0 else 1.0
+        boost = float(accuracy.get("accuracy_boost", CosmologySettings.accuracy_boost))
+        int_tol_boost = DEFAULT_INT_TOL_BOOST if boost == 1.0 else 1.0
     return CosmologySettings(nonlinear_model=model, k_max=kmax, z_max=zmax, transfer_high_precision=dense,
                              int_tol_boost=int_tol_boost, **accuracy)
 
